@@ -1,0 +1,151 @@
+"""ModelSpec: the shape of a Llama-family decoder, independent of file format.
+
+Everything downstream (float reference, freeze, golden model, RTL, chip estimate) reads only this
+and the canonical tensor names in `tensor_shapes`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from hardwire.errors import BadConfig
+
+FAMILIES = ("llama", "mistral", "qwen2")
+ACTIVATIONS = ("silu",)
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1 frequency-dependent RoPE scaling (`rope_type: llama3`)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str            # "llama" | "mistral" | "qwen2"
+    hidden_dim: int        # d_model
+    layers: int
+    heads: int             # query heads
+    kv_heads: int          # key/value heads (GQA when < heads, MQA when 1)
+    head_dim: int          # may differ from hidden_dim // heads
+    ffn_dim: int           # SwiGLU intermediate size
+    vocab_size: int
+    max_context: int
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    norm_eps: float = 1e-5
+    tied_embeddings: bool = False
+    qkv_bias: bool = False
+    activation: str = "silu"
+    bos_id: int | None = 1
+    eos_id: int | None = 2
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, source: object | None = None) -> None:
+        def bad(field: str, expected: str, value: object):
+            raise BadConfig(f"expected {expected}, got {value!r}", path=source, field=field)
+
+        if self.family not in FAMILIES:
+            bad("family", "one of " + ", ".join(FAMILIES), self.family)
+        if self.activation not in ACTIVATIONS:
+            bad("activation", "one of " + ", ".join(ACTIVATIONS), self.activation)
+        # Upper bounds are far above any real model; they exist so a corrupt header cannot ask
+        # for a multi-GB allocation before any tensor is read.
+        limits = {
+            "hidden_dim": (1, 1 << 16), "layers": (1, 1024), "heads": (1, 1024),
+            "kv_heads": (1, 1024), "head_dim": (1, 1024), "ffn_dim": (1, 1 << 18),
+            "vocab_size": (1, 1 << 22), "max_context": (1, 1 << 24),
+        }
+        for field, (low, high) in limits.items():
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                bad(field, f"an integer in [{low}, {high}]", value)
+        if self.heads % self.kv_heads:
+            bad("kv_heads", f"a divisor of heads={self.heads}", self.kv_heads)
+        if self.head_dim % 2:
+            bad("head_dim", "an even number (RoPE rotates pairs)", self.head_dim)
+        if not (math.isfinite(self.rope_theta) and self.rope_theta > 1):
+            bad("rope_theta", "a finite number > 1", self.rope_theta)
+        if not (math.isfinite(self.norm_eps) and 0 < self.norm_eps < 1):
+            bad("norm_eps", "a number in (0, 1)", self.norm_eps)
+        rs = self.rope_scaling
+        if rs is not None:
+            if not rs.factor >= 1:
+                bad("rope_scaling.factor", "a number >= 1", rs.factor)
+            if not 0 < rs.low_freq_factor < rs.high_freq_factor:
+                bad("rope_scaling.high_freq_factor", "low_freq_factor < high_freq_factor", rs.high_freq_factor)
+            if not rs.original_max_position > 0:
+                bad("rope_scaling.original_max_position", "a positive integer", rs.original_max_position)
+        for field in ("bos_id", "eos_id"):
+            value = getattr(self, field)
+            if value is not None and not 0 <= value < self.vocab_size:
+                bad(field, f"a token id in [0, {self.vocab_size})", value)
+
+    # -- derived sizes -------------------------------------------------------------------------
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def layer_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Canonical per-layer tensor names (without the `layers.{i}.` prefix) and shapes.
+
+        Matrices are [out_features, in_features] as in Hugging Face; q/k rows are in the
+        Hugging Face RoPE layout (rotate-half pairs (j, j + head_dim/2)).
+        """
+        shapes = {
+            "attn_norm": (self.hidden_dim,),
+            "wq": (self.q_dim, self.hidden_dim),
+            "wk": (self.kv_dim, self.hidden_dim),
+            "wv": (self.kv_dim, self.hidden_dim),
+            "wo": (self.hidden_dim, self.q_dim),
+            "ffn_norm": (self.hidden_dim,),
+            "w_gate": (self.ffn_dim, self.hidden_dim),
+            "w_up": (self.ffn_dim, self.hidden_dim),
+            "w_down": (self.hidden_dim, self.ffn_dim),
+        }
+        if self.qkv_bias:
+            shapes.update(bq=(self.q_dim,), bk=(self.kv_dim,), bv=(self.kv_dim,))
+        return shapes
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """All canonical tensor names and shapes, in data-flow order."""
+        shapes: dict[str, tuple[int, ...]] = {"embed": (self.vocab_size, self.hidden_dim)}
+        for i in range(self.layers):
+            for name, shape in self.layer_tensor_shapes().items():
+                shapes[f"layers.{i}.{name}"] = shape
+        shapes["final_norm"] = (self.hidden_dim,)
+        if not self.tied_embeddings:
+            shapes["output"] = (self.vocab_size, self.hidden_dim)
+        return shapes
+
+    def parameter_count(self) -> int:
+        return sum(math.prod(s) for s in self.tensor_shapes().values())
+
+    def matmul_weights_per_layer(self) -> int:
+        """Weights in the seven projection matrices of one layer (what a chip stores per stage)."""
+        return sum(math.prod(s) for n, s in self.layer_tensor_shapes().items() if n.startswith("w"))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        data = dict(data)
+        if data.get("rope_scaling") is not None:
+            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise BadConfig(f"unknown ModelSpec fields {sorted(unknown)}")
+        return cls(**data)
