@@ -42,6 +42,7 @@ class ModelSpec:
     tied_embeddings: bool = False
     qkv_bias: bool = False
     activation: str = "silu"
+    sliding_window: int | None = None   # Mistral: attend to at most this many past positions
     bos_id: int | None = 1
     eos_id: int | None = 2
 
@@ -83,6 +84,9 @@ class ModelSpec:
                 bad("rope_scaling.high_freq_factor", "low_freq_factor < high_freq_factor", rs.high_freq_factor)
             if not rs.original_max_position > 0:
                 bad("rope_scaling.original_max_position", "a positive integer", rs.original_max_position)
+        if self.sliding_window is not None and not (isinstance(self.sliding_window, int)
+                                                    and self.sliding_window > 0):
+            bad("sliding_window", "a positive integer or null", self.sliding_window)
         for field in ("bos_id", "eos_id"):
             value = getattr(self, field)
             if value is not None and not 0 <= value < self.vocab_size:

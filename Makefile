@@ -1,0 +1,50 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HW     := $(VENV)/bin/hardwire
+OUT    ?= out
+
+.PHONY: demo test test-slow setup setup-test clean
+
+$(VENV)/.base: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# torch comes from the CPU wheel on local disk; it must be installed before anything that
+# depends on it, or pip fetches a multi-GB CUDA build.
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.base
+setup-test: $(VENV)/.test
+
+demo: $(VENV)/.base
+	@mkdir -p $(OUT)
+	@echo "== 1. import: the bundled stories260K checkpoint (llama2.c format)"
+	$(HW) inspect
+	@echo "== 2. run: greedy story from BOS on the float reference"
+	$(HW) run --max-tokens 120
+	@if $(HW) --help | grep -q " freeze "; then \
+	  echo "== 3. freeze: 8-bit and mixed 3/6-bit dies, and what freezing costs"; \
+	  $(HW) freeze --plan w8 -o $(OUT)/stories260K-w8.die && \
+	  $(HW) freeze --plan 'mix:3g32,6g32,avg=3.5' -o $(OUT)/stories260K-mix36.die && \
+	  $(HW) inspect $(OUT)/stories260K-mix36.die && \
+	  $(HW) quality $(OUT)/stories260K-w8.die $(OUT)/stories260K-mix36.die --stories 100; \
+	fi
+	@if $(HW) --help | grep -q " estimate "; then \
+	  echo "== 4. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"; \
+	  $(HW) estimate --preset llama-3.1-8b --chip hc1 && $(HW) estimate --preset stories260k; \
+	fi
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-slow: $(VENV)/.test
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

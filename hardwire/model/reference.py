@@ -1,0 +1,166 @@
+"""Float reference forward pass (numpy, float32), Hugging Face semantics.
+
+The specification every quantized and integer variant is measured against. Layout: q/k rows are
+in rotate-half RoPE order; matrices are [out, in]; activations are [tokens, features].
+
+`FloatTransformer` holds weights and a KV cache; `forward(ids)` runs any number of new tokens
+(teacher-forced prefill or one decode step) and returns their logits. Weight matrices are fetched
+through `tensor(name)`, so the same code runs a checkpoint, a dequantized die, or a die with a LoRA
+patch folded in.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from hardwire.model.spec import ModelSpec
+
+# capture(name, x): called with the input activations [tokens, in] of each weight matrix
+# (by canonical name) before it is applied; calibration for freezing uses it.
+Capture = Callable[[str, np.ndarray], None]
+
+
+def rope_inverse_frequencies(spec: ModelSpec) -> np.ndarray:
+    """Per-pair rotation frequency [head_dim/2], with Llama 3.1 scaling when configured."""
+    exponents = np.arange(0, spec.head_dim, 2, dtype=np.float64) / spec.head_dim
+    inv_freq = 1.0 / spec.rope_theta ** exponents
+    rs = spec.rope_scaling
+    if rs is None:
+        return inv_freq
+    # Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between
+    # interpolated smoothly (Meta's reference `apply_scaling`).
+    wavelength = 2 * np.pi / inv_freq
+    low_freq_wavelength = rs.original_max_position / rs.low_freq_factor
+    high_freq_wavelength = rs.original_max_position / rs.high_freq_factor
+    smooth = (rs.original_max_position / wavelength - rs.low_freq_factor) / (
+        rs.high_freq_factor - rs.low_freq_factor)
+    scaled = np.where(wavelength > low_freq_wavelength, inv_freq / rs.factor, inv_freq)
+    medium = (wavelength >= high_freq_wavelength) & (wavelength <= low_freq_wavelength)
+    return np.where(medium, (1 - smooth) * inv_freq / rs.factor + smooth * inv_freq, scaled)
+
+
+def rope_tables(spec: ModelSpec, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin [len(positions), head_dim/2] in float32 (angles computed in float64)."""
+    angles = np.outer(positions.astype(np.float64), rope_inverse_frequencies(spec))
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate pairs (j, j + d/2) of x [tokens, heads, head_dim] by per-token angles."""
+    half = x.shape[-1] // 2
+    first, second = x[..., :half], x[..., half:]
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    return np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+
+
+def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    mean_square = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32)
+    return (x / np.sqrt(mean_square + np.float32(eps))) * weight
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    # exp of a large negative argument overflows to inf and gives 0, which is the right limit.
+    with np.errstate(over="ignore"):
+        return x / (np.float32(1) + np.exp(-x))
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return shifted / np.sum(shifted, axis=axis, keepdims=True)
+
+
+class FloatTransformer:
+    """Float32 decoder with a KV cache of `capacity` positions."""
+
+    def __init__(self, spec: ModelSpec, tensor: Callable[[str], np.ndarray], capacity: int | None = None):
+        self.spec = spec
+        # The cache starts small and doubles on demand up to the model's context, so a 128k-context
+        # model does not reserve gigabytes for a short prompt.
+        self.initial_capacity = min(capacity or 256, spec.max_context)
+        self.weights = {name: np.ascontiguousarray(tensor(name), dtype=np.float32)
+                        for name in spec.tensor_shapes()}
+        self.output = self.weights["embed" if spec.tied_embeddings else "output"]
+        self.reset()
+
+    def reset(self) -> None:
+        self.capacity = 0
+        self.keys = self.values = None
+        self._grow(self.initial_capacity)
+        self.position = 0
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        if needed > self.spec.max_context:
+            raise ValueError(f"sequence of {needed} tokens exceeds the context of {self.spec.max_context}")
+        capacity = min(max(needed, 2 * self.capacity), self.spec.max_context)
+        shape = (self.spec.layers, capacity, self.spec.kv_heads, self.spec.head_dim)
+        keys, values = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+        if self.keys is not None:
+            keys[:, :self.position] = self.keys[:, :self.position]
+            values[:, :self.position] = self.values[:, :self.position]
+        self.keys, self.values, self.capacity = keys, values, capacity
+
+    def linear(self, name: str, x: np.ndarray, capture: Capture | None) -> np.ndarray:
+        if capture is not None:
+            capture(name, x)
+        return x @ self.weights[name].T
+
+    def attention(self, layer: int, q: np.ndarray, start: int) -> np.ndarray:
+        """Causal (optionally windowed) attention of new queries q [T, heads, hd] over the cache."""
+        spec = self.spec
+        tokens, end = q.shape[0], start + q.shape[0]
+        group = spec.heads // spec.kv_heads
+        keys = self.keys[layer, :end].repeat(group, axis=1)        # [end, heads, hd]
+        values = self.values[layer, :end].repeat(group, axis=1)
+        scores = np.einsum("thd,shd->hts", q, keys) / np.float32(np.sqrt(spec.head_dim))
+        query_pos = np.arange(start, end)[:, None]
+        key_pos = np.arange(end)[None, :]
+        masked = key_pos > query_pos
+        if spec.sliding_window is not None:
+            masked |= key_pos <= query_pos - spec.sliding_window
+        scores = np.where(masked[None], np.float32(-np.inf), scores)
+        probs = softmax(scores, axis=-1)
+        return np.einsum("hts,shd->thd", probs, values).reshape(tokens, spec.q_dim)
+
+    def layer(self, index: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, start: int,
+              capture: Capture | None = None) -> np.ndarray:
+        spec, w, p = self.spec, self.weights, f"layers.{index}."
+        tokens = x.shape[0]
+        h = rmsnorm(x, w[p + "attn_norm"], spec.norm_eps)
+        q = self.linear(p + "wq", h, capture)
+        k = self.linear(p + "wk", h, capture)
+        v = self.linear(p + "wv", h, capture)
+        if spec.qkv_bias:
+            q, k, v = q + w[p + "bq"], k + w[p + "bk"], v + w[p + "bv"]
+        q = apply_rope(q.reshape(tokens, spec.heads, spec.head_dim), cos, sin)
+        k = apply_rope(k.reshape(tokens, spec.kv_heads, spec.head_dim), cos, sin)
+        self.keys[index, start:start + tokens] = k
+        self.values[index, start:start + tokens] = v.reshape(tokens, spec.kv_heads, spec.head_dim)
+        x = x + self.linear(p + "wo", self.attention(index, q, start), capture)
+        h = rmsnorm(x, w[p + "ffn_norm"], spec.norm_eps)
+        gated = silu(self.linear(p + "w_gate", h, capture)) * self.linear(p + "w_up", h, capture)
+        return x + self.linear(p + "w_down", gated, capture)
+
+    def forward(self, ids, capture: Capture | None = None) -> np.ndarray:
+        """Logits [len(ids), vocab] for new tokens appended at the current position."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        start = self.position
+        self._grow(start + len(ids))
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.spec.vocab_size})")
+        cos, sin = rope_tables(self.spec, np.arange(start, start + len(ids)))
+        x = self.weights["embed"][ids]
+        for index in range(self.spec.layers):
+            x = self.layer(index, x, cos, sin, start, capture)
+        self.position = start + len(ids)
+        x = rmsnorm(x, self.weights["final_norm"], self.spec.norm_eps)
+        return self.linear("embed" if self.spec.tied_embeddings else "output", x, capture)
+
+
+def teacher_forced_logits(model, ids) -> np.ndarray:
+    """Logits [len(ids), vocab] of a whole sequence from an empty cache (`model`: anything with
+    `.spec` and `.tensor(name)`, e.g. `hardwire.load(...)`)."""
+    transformer = FloatTransformer(model.spec, model.tensor, capacity=len(ids))
+    return transformer.forward(ids)

@@ -1,0 +1,94 @@
+"""`hardwire run` and `hardwire logits`."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from hardwire.errors import BadConfig
+
+
+def parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise BadConfig(f"expected comma-separated integers like 1,2,3, got {text!r}", field="--ids") from None
+
+
+def prompt_ids(engine, prompt: Optional[str], ids: Optional[str]) -> list[int]:
+    if (prompt is None) == (ids is None):
+        if prompt is None and ids is None and engine.spec.bos_id is not None:
+            return [engine.spec.bos_id]
+        raise BadConfig("give exactly one of --prompt or --ids", field="--prompt/--ids")
+    if ids is not None:
+        return parse_ids(ids)
+    if engine.tokenizer is None:
+        raise BadConfig("this model has no tokenizer; pass token ids with --ids", field="--prompt")
+    return engine.tokenizer.encode(prompt, bos=engine.spec.bos_id is not None)
+
+
+def chip_report(spec, prompt_tokens: int, generated_tokens: int) -> dict:
+    """What the simulated chip would have taken (from the chip estimate, default chip config)."""
+    try:
+        from hardwire.chip.estimate import generation_timing
+    except ImportError:
+        return {}
+    return generation_timing(spec, prompt_tokens=prompt_tokens, generated_tokens=generated_tokens)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(model: Optional[Path] = typer.Argument(None, help="checkpoint or die (default: bundled stories260K)"),
+            prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="prompt text"),
+            ids: Optional[str] = typer.Option(None, "--ids", help="prompt token ids, e.g. 1,403,407"),
+            max_tokens: int = typer.Option(256, "--max-tokens", "-n", min=0),
+            temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy"),
+            top_p: float = typer.Option(1.0, "--top-p"),
+            seed: int = typer.Option(0, "--seed"),
+            backend: str = typer.Option("float", "--backend", help="float | golden | rtl"),
+            patch: Optional[Path] = typer.Option(None, "--patch", help="LoRA patch bound to the die"),
+            as_json: bool = typer.Option(False, "--json")):
+        """Generate text from a model or die. With no prompt, starts from BOS."""
+        from hardwire.runtime.engine import make_engine
+        if patch is not None:
+            raise BadConfig("LoRA patches are not implemented yet", field="--patch")
+        engine = make_engine(model, backend=backend)
+        start = prompt_ids(engine, prompt, ids)
+        result = engine.generate(start, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        chip = chip_report(engine.spec, len(start), len(result.ids))
+        if as_json:
+            print(json.dumps({"ids": result.ids, "text": result.text, "prompt_ids": start,
+                              "stop_reason": result.stop_reason, "backend": backend, "chip": chip,
+                              **result.extra}))
+        else:
+            prefix = prompt if prompt is not None else ""
+            print(prefix + result.text)
+
+    @app.command()
+    def logits(model: Optional[Path] = typer.Argument(None, help="checkpoint or die"),
+               ids: str = typer.Option(..., "--ids", help="token ids, e.g. 1,403,407"),
+               output: Path = typer.Option(..., "-o", "--output", help="where to write the .npy"),
+               backend: str = typer.Option("float", "--backend")):
+        """Teacher-forced logits [len(ids), vocab] as float32 .npy."""
+        from hardwire.runtime.engine import make_engine
+        engine = make_engine(model, backend=backend)
+        values = np.asarray(engine.logits(parse_ids(ids)), dtype=np.float32)
+        save_npy_atomic(output, values)

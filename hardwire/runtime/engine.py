@@ -1,0 +1,143 @@
+"""One interface over the backends that run a model or a die: float, golden, rtl.
+
+An engine holds a KV cache. `logits(ids)` is teacher-forced from an empty cache; `generate`
+prefills a prompt and decodes token by token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.errors import BadConfig
+from hardwire.runtime.sample import sample_next
+
+BACKENDS = ("float", "golden", "rtl")
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    ids: list[int]                     # generated ids only
+    text: str
+    stop_reason: str                   # "length" | "eos"
+    extra: dict = field(default_factory=dict)
+
+
+def open_model_or_die(source):
+    """A path (checkpoint or die directory), an opened Model/Die, or None for the bundled model."""
+    if source is None or isinstance(source, (str, Path)):
+        path = Path(source) if source is not None else None
+        if path is not None and path.is_dir() and (path / "manifest.json").exists():
+            from hardwire.die import open_die
+            return open_die(path)
+        from hardwire.model.load import load
+        return load(path)
+    return source
+
+
+def decode_continuation(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """Text the new tokens add after the prompt (decoding them alone would drop a leading space)."""
+    if tokenizer is None:
+        return ""
+    before = tokenizer.decode(prompt_ids)
+    after = tokenizer.decode(prompt_ids + new_ids)
+    return after[len(before):] if after.startswith(before) else tokenizer.decode(new_ids)
+
+
+class Engine:
+    backend = "abstract"
+
+    def __init__(self, source):
+        self.source = source
+        self.spec = source.spec
+        self.tokenizer = getattr(source, "tokenizer", None)
+
+    # -- backends implement these two --------------------------------------------------------
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def forward(self, ids: list[int]) -> np.ndarray:
+        """Append ids to the cache; return their logits [len(ids), vocab] as float32."""
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def check_ids(self, ids) -> list[int]:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.spec.vocab_size]
+        if bad:
+            raise BadConfig(f"token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})",
+                            field="ids")
+        return ids
+
+    def logits(self, ids) -> np.ndarray:
+        ids = self.check_ids(ids)
+        if len(ids) > self.spec.max_context:
+            raise BadConfig(f"{len(ids)} tokens exceed the model's context of {self.spec.max_context}",
+                            field="ids")
+        self.reset()
+        return self.forward(ids)
+
+    def stop_ids(self) -> set[int]:
+        # A BOS produced mid-generation starts a new document (llama2.c's stories end that way).
+        return {i for i in (self.spec.eos_id, self.spec.bos_id) if i is not None}
+
+    def generate(self, prompt_ids, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int = 0, stop_at_eos: bool = True) -> Generation:
+        prompt_ids = self.check_ids(prompt_ids)
+        if not prompt_ids:
+            raise BadConfig("the prompt is empty; give --prompt text or --ids", field="ids")
+        if not 0 < top_p <= 1:
+            raise BadConfig(f"expected top-p in (0, 1], got {top_p}", field="top_p")
+        if temperature < 0:
+            raise BadConfig(f"expected temperature >= 0, got {temperature}", field="temperature")
+        budget = self.spec.max_context - len(prompt_ids)
+        if budget < 0:
+            raise BadConfig(f"prompt of {len(prompt_ids)} tokens exceeds the context of "
+                            f"{self.spec.max_context}", field="ids")
+        max_tokens = min(max_tokens, budget)
+        rng = np.random.default_rng(seed)
+        stops = self.stop_ids() if stop_at_eos else set()
+        self.reset()
+        logits = self.forward(prompt_ids)[-1]
+        generated, reason = [], "length"
+        for step in range(max_tokens):
+            token = sample_next(logits, temperature, top_p, rng)
+            if token in stops:
+                reason = "eos"
+                break
+            generated.append(token)
+            if step + 1 < max_tokens:
+                logits = self.forward([token])[-1]
+        return Generation(prompt_ids, generated, decode_continuation(self.tokenizer, prompt_ids, generated),
+                          reason)
+
+
+class FloatEngine(Engine):
+    """The float reference: a checkpoint's weights, or a die's dequantized weights."""
+    backend = "float"
+
+    def __init__(self, source, capacity: int | None = None):
+        super().__init__(source)
+        from hardwire.model.reference import FloatTransformer
+        self.transformer = FloatTransformer(self.spec, source.tensor, capacity=capacity)
+
+    def reset(self) -> None:
+        self.transformer.reset()
+
+    def forward(self, ids):
+        return self.transformer.forward(ids)
+
+
+def make_engine(source=None, backend: str = "float", **options) -> Engine:
+    source = open_model_or_die(source)
+    if backend == "float":
+        return FloatEngine(source, **options)
+    if backend == "golden":
+        from hardwire.golden.engine import GoldenEngine
+        return GoldenEngine(source, **options)
+    if backend == "rtl":
+        from hardwire.rtl.engine import RtlEngine
+        return RtlEngine(source, **options)
+    raise BadConfig(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}", field="backend")

@@ -1,0 +1,107 @@
+"""The float reference equals Hugging Face transformers and llama2.c on real and random checkpoints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hardwire
+from hardwire.model.hf import spec_from_config
+from hardwire.runtime.engine import make_engine
+from tests.helpers_models import KINDS, make_hf_checkpoint, make_hf_model
+
+torch = pytest.importorskip("torch")
+DATA = Path(__file__).parent / "data"
+
+
+def transformers_logits(model, ids: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def transformers_greedy(model, prompt: list[int], steps: int) -> list[int]:
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_teacher_forced_logits_and_greedy_match_transformers(tmp_path, kind):
+    reference = make_hf_model(kind, seed=1)
+    folder = tmp_path / kind
+    reference.save_pretrained(folder, safe_serialization=True)
+    ids = [int(i) for i in np.random.default_rng(7).integers(0, 128, size=32)]
+
+    engine = make_engine(folder)
+    ours = engine.logits(ids)
+    theirs = transformers_logits(reference, ids)
+    assert ours.shape == theirs.shape == (32, 128)
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert np.std(theirs) > 0.1          # the comparison is not between near-constant logits
+
+    greedy = engine.generate(ids[:4], max_tokens=32, stop_at_eos=False).ids
+    assert greedy == transformers_greedy(reference, ids[:4], 32)
+
+
+def test_incremental_decode_equals_teacher_forcing(tmp_path):
+    engine = make_engine(make_hf_checkpoint(tmp_path, "llama-gqa-tied"))
+    ids = [3, 17, 99, 4, 5, 60, 2, 127]
+    full = engine.logits(ids)
+    engine.reset()
+    steps = np.concatenate([engine.forward([i]) for i in ids])
+    np.testing.assert_allclose(steps, full, atol=1e-5)
+
+
+def test_sharded_and_half_precision_checkpoints_load_exactly(tmp_path):
+    reference = make_hf_model("llama-mha", seed=2)
+    sharded = tmp_path / "sharded"
+    reference.save_pretrained(sharded, safe_serialization=True, max_shard_size="40KB")
+    assert (sharded / "model.safetensors.index.json").exists()
+    model = hardwire.load(sharded)
+    state = reference.state_dict()
+    np.testing.assert_array_equal(model.tensor("layers.1.w_down"),
+                                  state["model.layers.1.mlp.down_proj.weight"].numpy())
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float16, "f16")):
+        half = tmp_path / name
+        reference.to(dtype).save_pretrained(half, safe_serialization=True)
+        loaded = hardwire.load(half)
+        expected = reference.state_dict()["model.layers.0.mlp.up_proj.weight"].float().numpy()
+        np.testing.assert_array_equal(loaded.tensor("layers.0.w_up"), expected)
+        reference.float()
+
+
+def test_rope_parameters_and_legacy_rope_scaling_layouts_give_one_spec(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    base = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,
+            "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "bos_token_id": 128000,
+            "eos_token_id": [128001, 128008, 128009]}
+    legacy = {**base, "rope_theta": 500000.0, "rope_scaling": scaling}          # published 3.1 config
+    modern = {**base, "rope_parameters": {**scaling, "rope_theta": 500000.0}}   # transformers 5
+    a, b = spec_from_config(legacy, tmp_path), spec_from_config(modern, tmp_path)
+    assert a == b
+    assert a.rope_scaling.factor == 8.0 and a.rope_theta == 500000.0 and a.head_dim == 128
+    assert a.eos_id == 128001
+
+
+def test_stories260k_greedy_reproduces_llama2c_run_c(tmp_path):
+    """200 greedy tokens from BOS decode to the start of the story llama2.c's run.c prints."""
+    expected = (DATA / "stories260K_llama2c_greedy.txt").read_text()
+    engine = make_engine()                      # the bundled model
+    result = engine.generate([1], max_tokens=200)
+    assert len(result.ids) == 200
+    assert result.stop_reason == "length"
+    assert len(result.text) > 400
+    assert expected.startswith(result.text)
+
+
+def test_cli_run_json_matches_engine(cli):
+    out = cli("run", "--ids", "1", "--max-tokens", "20", "--json")
+    payload = json.loads(out.stdout)
+    assert payload["ids"] == make_engine().generate([1], max_tokens=20).ids
+    assert payload["text"].startswith("Once upon a time")
