@@ -1,0 +1,183 @@
+"""Broken checkpoints give exit code 2 and one clear line — no traceback, hang or huge allocation.
+
+Each case runs the real command in a subprocess capped at 1 GiB of address space beyond Python's own
+needs and a short timeout, so an attempt to allocate what a corrupt header claims fails the test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from hardwire.model.load import bundled_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMORY_CAP = 3 << 30
+
+
+def limited():
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+
+def inspect_fails(path: Path, *needles: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "hardwire.cli", "inspect", str(path)], capture_output=True,
+                          text=True, timeout=60, env=env, preexec_fn=limited)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr}"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# -- llama2.c -------------------------------------------------------------------------------------
+def test_truncated_llama2c_checkpoint(tmp_path):
+    data = bundled_model_path().read_bytes()
+    bad = tmp_path / "cut.bin"
+    bad.write_bytes(data[: len(data) // 2])
+    inspect_fails(bad, "cut.bin", "truncated", str(len(data)))
+
+
+def test_llama2c_header_with_absurd_dimensions(tmp_path):
+    bad = tmp_path / "huge.bin"
+    bad.write_bytes(struct.pack("<7i", 1 << 30, 1 << 30, 1 << 20, 8, 8, 32000, 256) + b"\0" * 1024)
+    inspect_fails(bad, "huge.bin", "hidden_dim")
+
+
+def test_llama2c_header_with_zero_heads(tmp_path):
+    bad = tmp_path / "zero.bin"
+    bad.write_bytes(struct.pack("<7i", 64, 172, 5, 0, 4, 512, 512) + b"\0" * 64)
+    inspect_fails(bad, "zero.bin", "n_heads")
+
+
+def test_llama2c_versioned_header_with_unknown_version(tmp_path):
+    bad = tmp_path / "v9.bin"
+    header = struct.pack("<Ii7iB", 0x616B3432, 9, 64, 172, 5, 8, 4, 512, 512, 1)
+    bad.write_bytes(header + b"\0" * (256 - len(header)))
+    inspect_fails(bad, "v9.bin", "version")
+
+
+def test_pickle_checkpoint_is_refused_not_loaded(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x80\x04\x95 this would be a pickle")
+    inspect_fails(bad, "model.pt", "safetensors")
+    zipped = tmp_path / "consolidated.bin"
+    zipped.write_bytes(b"PK\x03\x04 a torch zip archive")
+    inspect_fails(zipped, "consolidated.bin", "pickle")
+
+
+def test_missing_file(tmp_path):
+    inspect_fails(tmp_path / "nope.gguf", "nope.gguf", "no such file")
+
+
+# -- Hugging Face folders -------------------------------------------------------------------------
+CONFIG = {"model_type": "llama", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 16, "max_position_embeddings": 32,
+          "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
+
+
+def tiny_tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    shapes = {"model.embed_tokens.weight": (16, 8), "model.norm.weight": (8,)}
+    for short, shape in {"input_layernorm.weight": (8,), "post_attention_layernorm.weight": (8,),
+                         "self_attn.q_proj.weight": (8, 8), "self_attn.k_proj.weight": (8, 8),
+                         "self_attn.v_proj.weight": (8, 8), "self_attn.o_proj.weight": (8, 8),
+                         "mlp.gate_proj.weight": (16, 8), "mlp.up_proj.weight": (16, 8),
+                         "mlp.down_proj.weight": (8, 16)}.items():
+        shapes[f"model.layers.0.{short}"] = shape
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def hf_folder(tmp_path: Path, config=None, tensors=None) -> Path:
+    folder = tmp_path / "hf"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(CONFIG if config is None else config))
+    save_file(tiny_tensors() if tensors is None else tensors, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_tiny_hf_folder_is_valid(tmp_path, cli):
+    out = cli("inspect", hf_folder(tmp_path), "--json")
+    assert json.loads(out.stdout)["parameters"] == sum(a.size for a in tiny_tensors().values())
+
+
+def test_hf_missing_tensor(tmp_path):
+    tensors = tiny_tensors()
+    del tensors["model.layers.0.mlp.up_proj.weight"]
+    inspect_fails(hf_folder(tmp_path, tensors=tensors), "model.safetensors", "mlp.up_proj.weight")
+
+
+def test_hf_tensor_of_wrong_shape(tmp_path):
+    tensors = tiny_tensors()
+    tensors["model.layers.0.self_attn.k_proj.weight"] = np.zeros((4, 8), np.float32)
+    inspect_fails(hf_folder(tmp_path, tensors=tensors), "k_proj", "[4, 8]", "[8, 8]")
+
+
+def test_hf_tensor_of_wrong_dtype(tmp_path):
+    tensors = tiny_tensors()
+    tensors["model.layers.0.mlp.gate_proj.weight"] = np.zeros((16, 8), np.int32)
+    inspect_fails(hf_folder(tmp_path, tensors=tensors), "gate_proj", "I32")
+
+
+def test_hf_unknown_architecture(tmp_path):
+    inspect_fails(hf_folder(tmp_path, config={**CONFIG, "model_type": "gpt2"}), "config.json", "model_type", "gpt2")
+
+
+def test_hf_config_field_out_of_range(tmp_path):
+    inspect_fails(hf_folder(tmp_path, config={**CONFIG, "num_key_value_heads": 3}), "config.json", "kv_heads")
+    inspect_fails(hf_folder(tmp_path, config={**CONFIG, "vocab_size": 10**12}), "vocab_size")
+    inspect_fails(hf_folder(tmp_path, config={**CONFIG, "hidden_size": "8"}), "hidden_size", "integer")
+
+
+def test_hf_config_not_json(tmp_path):
+    folder = hf_folder(tmp_path)
+    (folder / "config.json").write_text("{not json")
+    inspect_fails(folder, "config.json", "JSON")
+
+
+def test_safetensors_header_bomb(tmp_path):
+    folder = hf_folder(tmp_path)
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.write(struct.pack("<Q", 1 << 60))
+    inspect_fails(folder, "model.safetensors", "header length")
+
+
+def test_safetensors_truncated(tmp_path):
+    folder = hf_folder(tmp_path)
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    inspect_fails(folder, "model.safetensors", "truncated")
+
+
+def test_safetensors_offsets_claiming_huge_tensor(tmp_path):
+    folder = hf_folder(tmp_path)
+    header = {"model.norm.weight": {"dtype": "F32", "shape": [1 << 40], "data_offsets": [0, 1 << 42]}}
+    blob = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * 64)
+    inspect_fails(folder, "model.safetensors", "truncated")
+
+
+def test_folder_with_only_pytorch_pickle(tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    (folder / "pytorch_model.bin").write_bytes(b"PK\x03\x04")
+    inspect_fails(folder, "pickled", "safetensors")
+
+
+def test_nan_weights_are_reported_when_read(tmp_path, cli):
+    tensors = tiny_tensors()
+    tensors["model.layers.0.mlp.down_proj.weight"][0, 0] = np.nan
+    folder = hf_folder(tmp_path, tensors=tensors)
+    proc = cli("run", folder, "--ids", "1,2", "--max-tokens", "2", expect=2)
+    assert "NaN" in proc.stderr and "layers.0.w_down" in proc.stderr
