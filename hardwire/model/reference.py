@@ -105,6 +105,8 @@ class FloatTransformer:
     def linear(self, name: str, x: np.ndarray, capture: Capture | None) -> np.ndarray:
         if capture is not None:
             capture(name, x)
+        if x.shape[0] == 1:       # decode: a matrix-vector product (BLAS gemv beats a 1-row gemm)
+            return (self.weights[name] @ x[0])[None]
         return x @ self.weights[name].T
 
     def attention(self, layer: int, q: np.ndarray, start: int) -> np.ndarray:
