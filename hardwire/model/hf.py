@@ -9,6 +9,7 @@ import numpy as np
 from hardwire.errors import BadCheckpoint, BadConfig, HardwireError, UnsupportedModel
 from hardwire.model.load import Model, PICKLE_SUFFIXES
 from hardwire.model.safetensors_file import SafetensorsFile
+from hardwire.model.tokenizer import find_tokenizer, load_tokenizer
 from hardwire.model.spec import ModelSpec, RopeScaling
 
 SUPPORTED_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
@@ -176,14 +177,7 @@ def load_hf(path: Path, tokenizer=None) -> Model:
         for st in opened.values():
             st.close()
 
-    tok = None
-    try:
-        from hardwire.model.tokenizer import find_tokenizer, load_tokenizer
-        if tokenizer is not None:
-            tok = load_tokenizer(tokenizer, spec.vocab_size)
-        else:
-            tok = find_tokenizer(folder, spec.vocab_size)
-    except ImportError:
-        pass
+    tok = load_tokenizer(tokenizer, spec.vocab_size) if tokenizer is not None \
+        else find_tokenizer(folder, spec.vocab_size)
     return Model(spec=spec, path=folder, format="hf", read_tensor=read_tensor, tokenizer=tok,
                  dtypes=dtypes, close=close)

@@ -14,6 +14,7 @@ import numpy as np
 
 from hardwire.errors import BadCheckpoint, BadConfig
 from hardwire.model.load import Model, half_rotary_from_interleaved
+from hardwire.model.tokenizer import find_tokenizer, load_tokenizer
 from hardwire.model.spec import ModelSpec
 
 MAGIC = 0x616B3432          # "ak42" read as a little-endian uint32
@@ -143,12 +144,7 @@ def load_llama2c(path: Path, tokenizer=None) -> Model:
 
     storage = "Q8_0" if version == 2 else "F32"
     dtypes = {n: ("F32" if n.endswith("norm") else storage) for n in spec.tensor_shapes()}
-    tok = None
-    try:
-        from hardwire.model.tokenizer import find_tokenizer, load_tokenizer
-        tok = load_tokenizer(tokenizer, spec.vocab_size) if tokenizer is not None \
-            else find_tokenizer(path, spec.vocab_size)
-    except ImportError:
-        pass
+    tok = load_tokenizer(tokenizer, spec.vocab_size) if tokenizer is not None \
+        else find_tokenizer(path, spec.vocab_size)
     return Model(spec=spec, path=path, format="llama2c", read_tensor=read_tensor, tokenizer=tok,
                  dtypes=dtypes, close=lambda: getattr(data, "_mmap", None) and data._mmap.close())
