@@ -1,0 +1,46 @@
+"""The command line contracts of DESIGN.md for import and run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from hardwire.runtime.engine import make_engine
+
+
+def test_logits_command_writes_teacher_forced_float32(cli, tmp_path):
+    out = tmp_path / "logits.npy"
+    cli("logits", "--ids", "1,403,407,261", "-o", out)
+    saved = np.load(out)
+    assert saved.dtype == np.float32 and saved.shape == (4, 512)
+    np.testing.assert_array_equal(saved, make_engine().logits([1, 403, 407, 261]))
+
+
+def test_inspect_json_describes_bundled_model(cli):
+    info = json.loads(cli("inspect", "--json").stdout)
+    spec = info["spec"]
+    assert (spec["hidden_dim"], spec["layers"], spec["heads"], spec["kv_heads"], spec["vocab_size"]) == (64, 5, 8, 4, 512)
+    assert spec["tied_embeddings"] is True
+    assert info["parameters"] == 260_032      # stories260K's published size from its header
+    assert info["tokenizer"]["kind"] == "llama2c"
+
+
+def test_prompt_is_tokenized_and_continued(cli):
+    payload = json.loads(cli("run", "--prompt", "Once upon a time", "--max-tokens", "8", "--json").stdout)
+    assert payload["prompt_ids"][0] == 1 and len(payload["prompt_ids"]) > 1
+    assert len(payload["ids"]) == 8 and payload["text"].strip()
+
+
+def test_sampling_is_seeded(cli):
+    def sample(seed):
+        return json.loads(cli("run", "--ids", "1", "-n", "30", "-t", "1.0", "--top-p", "0.9", "--seed", seed,
+                              "--json").stdout)["ids"]
+    assert sample(3) == sample(3)
+    assert sample(3) != sample(4)
+
+
+def test_bad_options_exit_2_with_one_line(cli):
+    for args in (("run", "--ids", "1,x"), ("run", "--top-p", "0"), ("run", "--backend", "gpu"),
+                 ("logits", "--ids", "1,600", "-o", "/tmp/never.npy")):
+        proc = cli(*args, expect=2)
+        assert "Traceback" not in proc.stderr and proc.stderr.strip()
