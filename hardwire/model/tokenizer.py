@@ -672,14 +672,18 @@ def add_tokenizer_to_gguf(tokenizer: Tokenizer, writer) -> None:
 # Finding and loading by file
 
 def read_gguf_tokenizer(path: Path) -> Tokenizer | None:
-    import gguf
+    import mmap
+
+    from hardwire.errors import HardwireError
+    from hardwire.model.gguf_format import read_header   # bounds-checked, unlike gguf.GGUFReader
 
     read_tokenizer_bytes(path, "a GGUF file")
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:  # gguf-py raises ValueError/struct errors on a malformed file
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+            metadata = read_header(path, buffer).metadata
+    except (HardwireError, ValueError) as e:
         raise BadTokenizer(f"cannot read GGUF metadata ({e})", path=path) from None
-    return tokenizer_from_gguf(reader, path)
+    return tokenizer_from_gguf(metadata, path)
 
 
 def load_tokenizer(path: str | os.PathLike, vocab_size: int | None = None) -> Tokenizer:
