@@ -1,0 +1,167 @@
+"""`hardwire estimate`: what chip would this model be?"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hardwire.errors import BadConfig
+from hardwire.model.spec import ModelSpec
+
+
+def resolve_spec(model: Optional[str], preset: Optional[str]) -> tuple[str, ModelSpec, Optional[dict[int, int]]]:
+    """(label, spec, the die's weight formats or None) from a preset, a die or a checkpoint."""
+    if preset and model:
+        raise BadConfig("give either MODEL or --preset, not both", field="preset")
+    if preset:
+        from hardwire.chip.presets import model_preset
+        return preset, model_preset(preset), None
+    if model and Path(model).is_dir() and (Path(model).suffix == ".die" or (Path(model) / "manifest.json").exists()):
+        try:
+            from hardwire import open_die
+            die = open_die(model)
+        except ModuleNotFoundError:
+            raise BadConfig("reading dies is not available in this version yet; use --preset or a checkpoint",
+                            path=model) from None
+        return model, die.spec, die_weight_formats(die)
+    from hardwire.model.load import load
+    try:
+        opened = load(model)
+    except ModuleNotFoundError as e:
+        if model is None:   # the bundled model's reader is not installed yet: its shape is a preset
+            from hardwire.chip.presets import model_preset
+            return "stories260k", model_preset("stories260k"), None
+        raise BadConfig(f"this checkpoint format is not supported yet ({e.name})", path=model) from None
+    try:
+        return model or "stories260K (bundled)", opened.spec, None
+    finally:
+        opened.close()
+
+
+def die_weight_formats(die) -> Optional[dict[int, int]]:
+    """{bits: weights} over the die's quantized matrices (from its manifest), or None if unknown."""
+    counts: dict[int, int] = {}
+    for entry in getattr(die, "manifest", {}).get("tensors", {}).values():
+        if entry.get("kind") == "quantized" and "format" in entry:
+            bits = int(entry["format"]["bits"])
+            counts[bits] = counts.get(bits, 0) + int(math.prod(entry["shape"]))
+    return counts or None
+
+
+def resolve_chip(chip: str, node: Optional[str], weight_bits: Optional[int], clock_ghz: Optional[float],
+                 die_bits: Optional[dict[int, int]]):
+    from hardwire.chip.arch import load_chip
+    config = load_chip(chip)
+    changes = {}
+    if node:
+        changes["node"] = node.upper()
+    if weight_bits is not None:
+        changes.update(weight_bits=weight_bits, high_precision_bits=0, high_precision_fraction=0.0)
+    elif die_bits:
+        # the die's own formats: the narrowest is the base, the widest the high-precision share
+        base, wide, total = min(die_bits), max(die_bits), sum(die_bits.values())
+        changes.update(weight_bits=base, high_precision_bits=wide if wide > base else 0,
+                       high_precision_fraction=(total - die_bits[base]) / total if wide > base else 0.0)
+    if clock_ghz is not None:
+        changes["clock_ghz"] = clock_ghz
+    return config.replace(**changes) if changes else config
+
+
+def print_table(label: str, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{label} on {result['chip']} ({result['node']}, {result['weight_style']}, "
+                        f"{result['mean_weight_bits']:.2f}-bit weights, {result['clock_ghz']:g} GHz)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tokens/s per user", f"{result['tokens_per_s']:,.0f}  at context {result['context']:,}"),
+        ("latency per token", f"{result['latency_us_per_token']:,.2f} µs"),
+        ("time to first token", f"{result['ttft_ms']:,.3f} ms  for {result['prompt_tokens']:,} prompt tokens"),
+        ("chips", f"{result['chips']}" + ("" if result["fits_reticle"] else "  (a layer exceeds the reticle)")),
+        ("area", f"{result['area_mm2']:,.0f} mm²"),
+        ("transistors", f"{result['transistors'] / 1e9:,.1f} B"),
+        ("max users (KV SRAM)", f"{result['max_users']:,}"),
+        ("power at load", f"{result['power_w']:,.0f} W  ({result['load_users']} users, "
+                          f"{result['aggregate_tokens_per_s']:,.0f} tok/s)"),
+        ("power, one user", f"{result['power_w_single_user']:,.0f} W"),
+        ("energy per token", f"{result['energy_per_token_j'] * 1e3:,.3f} mJ"),
+        ("yield / die cost", f"{result['yield']:.0%} / ${result['die_cost_usd']:,.0f}"),
+        ("cost per million tokens", f"${result['cost_per_mtok_usd']:.6f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    table.add_section()
+    for key, area in result["area_breakdown_mm2"].items():
+        table.add_row(f"  area: {key}", f"{area:,.1f} mm²")
+    Console().print(table)
+
+
+def plot(path: str, estimate, label: str) -> None:
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise BadConfig("--plot needs matplotlib (pip install 'hardwire[plot]')", field="plot") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    breakdown = estimate.area_breakdown_mm2()
+    contexts = sorted({1, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, estimate.context})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.barh(list(breakdown), list(breakdown.values()), color="tab:blue")
+    left.set_xlabel("area, mm²")
+    left.set_title(f"area: {estimate.area_mm2:,.0f} mm² on {estimate.partition.chips} chip(s)")
+    left.invert_yaxis()
+    right.plot(contexts, [estimate.latency_us_at(c) for c in contexts], marker="o")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("context (positions)")
+    right.set_ylabel("latency per token, µs")
+    right.set_title("decode latency vs context")
+    right.grid(alpha=0.3)
+    fig.suptitle(f"{label} on {estimate.chip.name} ({estimate.chip.node})")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise BadConfig(f"cannot write the plot: {e.strerror}", path=path) from None
+    finally:
+        plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def estimate(
+        model: Optional[str] = typer.Argument(None, help="checkpoint or die (default: the bundled model)"),
+        preset: Optional[str] = typer.Option(None, "--preset", help="a published model shape, e.g. llama-3.1-8b"),
+        chip: str = typer.Option("hc1", "--chip", help="chip TOML file or preset name"),
+        node: Optional[str] = typer.Option(None, "--node", help="process node: N16, N7, N6, N5, N3"),
+        weight_bits: Optional[int] = typer.Option(None, "--weight-bits", help="override the chip's weight format"),
+        clock_ghz: Optional[float] = typer.Option(None, "--clock-ghz", help="override the chip's clock"),
+        context: int = typer.Option(1024, "--context", help="cached positions per user while decoding"),
+        prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="prompt length for time to first token"),
+        users: Optional[int] = typer.Option(None, "--users", help="load for power and cost (default: KV-bound maximum)"),
+        simulate: bool = typer.Option(False, "--simulate", help="also run the cycle-level pipeline simulator"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+        plot_path: Optional[str] = typer.Option(None, "--plot", help="write area and latency plots (PNG)"),
+    ):
+        """Estimate the chip a model would be: area, transistors, power, speed, users, cost."""
+        from hardwire.chip.estimate import estimate as run_estimate
+
+        label, spec, die_bits = resolve_spec(model, preset)
+        config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits)
+        result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users)
+        out = {"model": label, **result.to_json()}
+        if simulate:
+            from hardwire.chip.pipeline import simulate as run_simulation
+            sim = run_simulation(spec, config, users=result.load_users, context=context, tokens=16)
+            out["simulated"] = sim.to_json()
+        if plot_path:
+            plot(plot_path, result, label)
+        if as_json:
+            typer.echo(json.dumps(out, indent=2))
+        else:
+            print_table(label, out)
