@@ -92,3 +92,18 @@ def register(app: typer.Typer) -> None:
         engine = make_engine(model, backend=backend)
         values = np.asarray(engine.logits(parse_ids(ids)), dtype=np.float32)
         save_npy_atomic(output, values)
+
+    @app.command()
+    def serve(model: Optional[Path] = typer.Argument(None, help="die or checkpoint (default: bundled stories260K)"),
+              host: str = typer.Option("127.0.0.1", "--host"),
+              port: int = typer.Option(8000, "--port", min=1, max=65535),
+              backend: str = typer.Option("float", "--backend")):
+        """Serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models)."""
+        import uvicorn
+
+        from hardwire.runtime.engine import make_engine
+        from hardwire.runtime.server import create_app
+        engine = make_engine(model, backend=backend)
+        name = getattr(engine.source, "id", None) or Path(str(getattr(engine.source, "path", "stories260K"))).name
+        uvicorn.run(create_app(engine, name), host=host, port=port, log_level="info")
+
