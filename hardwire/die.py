@@ -1,0 +1,309 @@
+"""The Die: a frozen model, the artifact every later stage reads.
+
+A die is a directory (layout and field meanings in docs/die-format.md):
+
+    NAME.die/
+      manifest.json              spec, tokenizer, plan, formats, per-file sha256, die id
+      weights/embed.safetensors  one file per pipeline stage: embed, layers.{i}, head
+      weights/layers.0.safetensors ...
+      activations.safetensors    calibrated per-matmul input scales
+      tokenizer/<file>           the tokenizer source file(s), copied
+
+It is immutable and content-addressed: `id` is the sha256 of the canonical manifest without its
+`id` field, and the manifest holds the sha256 of every other file, so the id covers every byte.
+`open_die` re-hashes everything and refuses a die that differs anywhere, naming the file.
+`DieWriter` builds a die in a hidden sibling directory and renames it into place only when
+complete, so a killed freeze never leaves a die under the final name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.errors import BadDie
+from hardwire.freeze.formats import QuantizedTensor, WeightFormat, pack_codes, unpack_codes
+from hardwire.model.spec import ModelSpec
+
+DIE_FORMAT = "hardwire-die"
+DIE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+HASH_CHUNK_BYTES = 1 << 24
+
+
+def canonical_json(data: dict) -> bytes:
+    """The one byte form a manifest may have: sorted keys, indent 1, ASCII, trailing newline."""
+    return (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode()
+
+
+def die_id(manifest: dict) -> str:
+    return hashlib.sha256(canonical_json({k: v for k, v in manifest.items() if k != "id"})).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensor_file_stage(name: str) -> str:
+    """Which weights file holds a tensor: the embedding, its layer, or the head."""
+    if name.startswith("layers."):
+        return "layers." + name.split(".")[1]
+    return "embed" if name == "embed" else "head"
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+class DieWriter:
+    """Builds a die in `.NAME.partial-<random>` beside the target; `commit` renames it into place.
+
+    Use as a context manager: leaving the block by an exception deletes the partial directory.
+    A process killed mid-write leaves only the hidden partial directory, never `NAME`.
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if self.path.exists() and not overwrite:
+            raise BadDie("already exists; choose another name or pass --force to replace it", path=self.path)
+        if not self.path.parent.is_dir():
+            raise BadDie("the parent directory does not exist", path=self.path)
+        self.partial = self.path.parent / f".{self.path.name}.partial-{secrets.token_hex(4)}"
+        self.tensors: dict[str, dict] = {}
+        self.files: list[str] = []
+
+    def __enter__(self) -> "DieWriter":
+        self.partial.mkdir()
+        (self.partial / "weights").mkdir()
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None and self.partial.exists():
+            shutil.rmtree(self.partial, ignore_errors=True)
+
+    def write_tensors(self, stage: str, tensors: dict[str, "QuantizedTensor | np.ndarray"],
+                      methods: dict[str, str] | None = None) -> None:
+        """Write one weights file: quantized matrices (packed) and float32 vectors."""
+        import safetensors.numpy
+
+        relative = f"weights/{stage}.safetensors"
+        arrays: dict[str, np.ndarray] = {}
+        for name, tensor in tensors.items():
+            entry = {"file": relative}
+            if isinstance(tensor, QuantizedTensor):
+                fmt = tensor.format
+                arrays[f"{name}.codes"] = pack_codes(tensor.codes, fmt.bits)
+                arrays[f"{name}.scales"] = np.ascontiguousarray(tensor.stored_scales)
+                if tensor.zeros is not None:
+                    arrays[f"{name}.zeros"] = pack_codes(tensor.zeros, fmt.bits)
+                if tensor.scale_multiplier is not None:
+                    arrays[f"{name}.scale_multiplier"] = np.array([tensor.scale_multiplier], np.float32)
+                entry.update(kind="quantized", shape=list(tensor.shape), format=fmt.to_dict(),
+                             method=(methods or {}).get(name, "rtn"), rom_bits=tensor.storage_bits())
+            else:
+                array = np.ascontiguousarray(tensor, dtype=np.float32)
+                arrays[name] = array
+                entry.update(kind="float32", shape=list(array.shape), rom_bits=32 * array.size)
+            self.tensors[name] = entry
+        safetensors.numpy.save_file(arrays, str(self.partial / relative))
+        self.files.append(relative)
+
+    def write_arrays(self, relative: str, arrays: dict[str, np.ndarray]) -> None:
+        import safetensors.numpy
+
+        safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                                    str(self.partial / relative))
+        self.files.append(relative)
+
+    def copy_file(self, source: Path, relative: str) -> None:
+        target = self.partial / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        self.files.append(relative)
+
+    def commit(self, fields: dict) -> "Die":
+        """Hash every file, write the manifest, and move the die to its final name."""
+        files = {}
+        for relative in sorted(self.files):
+            path = self.partial / relative
+            files[relative] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        manifest = {"format": DIE_FORMAT, "format_version": DIE_FORMAT_VERSION, **fields,
+                    "tensors": self.tensors, "files": files}
+        manifest["id"] = die_id(manifest)
+        with open(self.partial / MANIFEST, "wb") as f:
+            f.write(canonical_json(manifest))
+            f.flush()
+            os.fsync(f.fileno())
+        for relative in self.files:
+            with open(self.partial / relative, "rb") as f:
+                os.fsync(f.fileno())
+        if self.path.exists():          # only with overwrite=True (checked in __init__)
+            retired = self.path.parent / f".{self.path.name}.retired-{secrets.token_hex(4)}"
+            os.rename(self.path, retired)
+            os.rename(self.partial, self.path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(self.partial, self.path)
+        return Die(self.path, manifest)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+class Die:
+    """An opened, verified die. Offers the same `.spec` / `.tensor(name)` / `.tokenizer` as a
+    `Model`, so the float reference runs a die directly on its dequantized weights."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.spec = ModelSpec.from_dict(manifest["spec"])
+        self._handles: dict[str, object] = {}
+        self._tokenizer = None
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def format(self) -> str:
+        return "die"
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None and self.manifest.get("tokenizer"):
+            from hardwire.model.tokenizer import load_tokenizer
+            self._tokenizer = load_tokenizer(self.path / self.manifest["tokenizer"]["file"], self.spec.vocab_size)
+        return self._tokenizer
+
+    def _read(self, relative: str, key: str) -> np.ndarray:
+        from safetensors import safe_open
+
+        if relative not in self._handles:
+            self._handles[relative] = safe_open(str(self.path / relative), framework="np")
+        return self._handles[relative].get_tensor(key)
+
+    def entry(self, name: str) -> dict:
+        if name not in self.manifest["tensors"]:
+            raise KeyError(f"{name!r} is not a tensor of this die")
+        return self.manifest["tensors"][name]
+
+    def quantized(self, name: str) -> QuantizedTensor:
+        """Integer codes, stored scales, zero points and format of a matrix (for the golden model
+        and RTL generator)."""
+        entry = self.entry(name)
+        if entry["kind"] != "quantized":
+            raise KeyError(f"{name!r} is stored as {entry['kind']}, not quantized")
+        fmt_data = entry["format"]
+        fmt = WeightFormat(bits=fmt_data["bits"], group=fmt_data["group"], symmetric=fmt_data["symmetric"],
+                           scale_format=fmt_data["scale_format"])
+        rows, cols = entry["shape"]
+        relative = entry["file"]
+        codes = unpack_codes(self._read(relative, f"{name}.codes"), fmt.bits, rows * cols).reshape(rows, cols)
+        scales = self._read(relative, f"{name}.scales")
+        zeros = None
+        if not fmt.symmetric:
+            zeros = unpack_codes(self._read(relative, f"{name}.zeros"), fmt.bits, scales.size).reshape(scales.shape)
+        multiplier = None
+        if fmt.scale_format == "e4m4":
+            multiplier = float(self._read(relative, f"{name}.scale_multiplier")[0])
+        return QuantizedTensor(fmt, codes, scales, multiplier, zeros)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """float32 value of a tensor: a matrix exactly as (code - zero) * scale, a vector as stored."""
+        entry = self.entry(name)
+        if entry["kind"] == "quantized":
+            return self.quantized(name).dequantize()
+        return np.asarray(self._read(entry["file"], name), dtype=np.float32)
+
+    def output_matrix(self) -> np.ndarray:
+        return self.tensor("embed" if self.spec.tied_embeddings else "output")
+
+    def activation_scales(self) -> dict[str, float]:
+        """Per-matmul input scale: a float input x is the code round(x / scale) in the die's
+        activation format (`manifest["activations"]["format"]`)."""
+        info = self.manifest.get("activations")
+        if not info:
+            return {}
+        from safetensors import safe_open
+        with safe_open(str(self.path / info["file"]), framework="np") as f:
+            return {key: float(f.get_tensor(key)[0]) for key in f.keys()}
+
+    def rom_bits(self) -> int:
+        return sum(entry["rom_bits"] for entry in self.manifest["tensors"].values())
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Die {self.path.name} id={self.id[:12]} plan={self.manifest.get('plan', {}).get('default')}>"
+
+
+def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
+    """Open a die directory; with `verify`, re-hash every file and refuse any difference."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BadDie("not a die directory (expected a folder with manifest.json)", path=path)
+    manifest_path = path / MANIFEST
+    try:
+        raw = manifest_path.read_bytes()
+    except OSError as e:
+        raise BadDie(f"cannot read: {e.strerror}", path=manifest_path) from None
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadDie(f"not valid JSON ({e}); the die was modified or damaged", path=manifest_path) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != DIE_FORMAT:
+        raise BadDie(f"not a hardwire die manifest (expected \"format\": \"{DIE_FORMAT}\")", path=manifest_path)
+    if manifest.get("format_version") != DIE_FORMAT_VERSION:
+        raise BadDie(f"die format version {manifest.get('format_version')!r} is not supported; expected "
+                     f"{DIE_FORMAT_VERSION}", path=manifest_path)
+    for key in ("id", "spec", "tensors", "files"):
+        if key not in manifest:
+            raise BadDie(f"missing field {key!r}", path=manifest_path)
+    if verify:
+        try:
+            canonical = canonical_json(manifest)
+        except ValueError:
+            canonical = b""
+        if raw != canonical:
+            raise BadDie("bytes differ from the canonical form written at freeze time; the manifest was "
+                         "modified", path=manifest_path)
+        if die_id(manifest) != manifest["id"]:
+            raise BadDie("content does not match the die id; the manifest was modified", path=manifest_path)
+        verify_files(path, manifest)
+    try:
+        return Die(path, manifest)
+    except Exception as e:  # a malformed spec in an id-consistent manifest
+        raise BadDie(f"malformed manifest: {e}", path=manifest_path) from None
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    listed = manifest["files"]
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST}
+    for extra in sorted(present - set(listed)):
+        raise BadDie("is not listed in the manifest; a die is immutable (remove the file)", path=path / extra)
+    for relative, expected in sorted(listed.items()):
+        file = path / relative
+        if not file.is_file():
+            raise BadDie("is missing from the die", path=file)
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise BadDie(f"has {size} bytes, the manifest says {expected['bytes']}; the file was modified",
+                         path=file)
+        if file_sha256(file) != expected["sha256"]:
+            raise BadDie("sha256 does not match the manifest; the file was modified after freezing", path=file)
+

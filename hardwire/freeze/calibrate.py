@@ -1,0 +1,180 @@
+"""Calibration: run text through the model one layer at a time and measure what freezing needs.
+
+- `InputStatistics`: per matmul, the input absmax (-> activation scale) and X^T X (-> GPTQ).
+- `measure_sensitivity`: for a mixed plan, the KL divergence from the float model on calibration
+  text when only one matrix is quantized in one candidate format, for every (matrix, format).
+
+Everything streams: a layer's float weights are read, used and dropped; what persists between
+layers is the residual stream of the calibration tokens ([tokens, hidden] per sequence), one
+stream per perturbation for the sensitivity measurement.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardwire.freeze.formats import WeightFormat
+from hardwire.freeze.quantize import quantize_rtn
+from hardwire.model.reference import rmsnorm, rope_tables
+from hardwire.model.spec import ModelSpec
+
+# Projections that read the same activation as another one (one statistic serves all).
+SHARED_INPUT = {"wk": "wq", "wv": "wq", "w_up": "w_gate"}
+SENSITIVITY_STREAM_BYTES = 1 << 30     # residual streams kept for the sensitivity measurement
+
+
+class _OneLayerCache:
+    """Stands in for FloatTransformer's [layers, positions, kv_heads, head_dim] cache when only one
+    layer is loaded: every layer index maps to the same buffer."""
+
+    def __init__(self, capacity: int, kv_heads: int, head_dim: int):
+        self.buffer = np.zeros((capacity, kv_heads, head_dim), np.float32)
+
+    def __getitem__(self, key):
+        return self.buffer[key[1:]]
+
+    def __setitem__(self, key, value):
+        self.buffer[key[1:]] = value
+
+
+class LayerRunner:
+    """One transformer layer of the float reference, fed whole sequences from position 0."""
+
+    def __init__(self, spec: ModelSpec, index: int, weights: dict[str, np.ndarray], capacity: int):
+        from hardwire.freeze.quality import ScoringTransformer
+
+        self.spec, self.index = spec, index
+        self.transformer = ScoringTransformer.__new__(ScoringTransformer)
+        self.transformer.spec = spec
+        self.transformer.capacity = capacity
+        self.transformer.weights = weights          # canonical names "layers.{index}.*"
+        self.transformer.keys = _OneLayerCache(capacity, spec.kv_heads, spec.head_dim)
+        self.transformer.values = _OneLayerCache(capacity, spec.kv_heads, spec.head_dim)
+        self.transformer.position = 0
+        self._rope: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def set(self, name: str, weight: np.ndarray) -> None:
+        self.transformer.weights[name] = weight
+
+    def __call__(self, x: np.ndarray, capture=None) -> np.ndarray:
+        tokens = x.shape[0]
+        if tokens not in self._rope:
+            self._rope[tokens] = rope_tables(self.spec, np.arange(tokens))
+        cos, sin = self._rope[tokens]
+        return self.transformer.layer(self.index, x, cos, sin, 0, capture)
+
+
+class InputStatistics:
+    """Accumulates, per matmul input, the absolute maximum and (for the names asked) X^T X."""
+
+    def __init__(self, hessian_for: set[str] = frozenset()):
+        self.absmax: dict[str, float] = {}
+        self.hessians: dict[str, np.ndarray] = {}
+        self.hessian_for = set(hessian_for)
+        self.tokens = 0
+
+    def capture(self, name: str, x: np.ndarray) -> None:
+        self.absmax[name] = max(self.absmax.get(name, 0.0), float(np.max(np.abs(x))) if x.size else 0.0)
+        if name in self.hessian_for:
+            x = x.astype(np.float32, copy=False)
+            if name in self.hessians:
+                self.hessians[name] += x.T @ x
+            else:
+                self.hessians[name] = x.T @ x
+
+    def hessian(self, name: str) -> np.ndarray | None:
+        return self.hessians.get(name)
+
+
+def hessian_source(name: str) -> str:
+    """The matmul whose input statistics a matrix shares (`layers.0.wk` -> `layers.0.wq`)."""
+    prefix, _, short = name.rpartition(".")
+    return f"{prefix}.{SHARED_INPUT[short]}" if short in SHARED_INPUT else name
+
+
+def final_hidden(spec: ModelSpec, x: np.ndarray, final_norm: np.ndarray) -> np.ndarray:
+    return rmsnorm(x, final_norm, spec.norm_eps)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def kl_divergence(reference_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """KL(reference || candidate) per token, in nats."""
+    p_log = log_softmax(reference_logits.astype(np.float64))
+    q_log = log_softmax(logits.astype(np.float64))
+    return np.sum(np.exp(p_log) * (p_log - q_log), axis=-1)
+
+
+def limit_sequences(sequences: list[list[int]], tokens: int) -> list[list[int]]:
+    """Leading sequences holding about `tokens` tokens (at least one)."""
+    chosen, total = [], 0
+    for ids in sequences:
+        if chosen and total + len(ids) > tokens:
+            break
+        chosen.append(ids)
+        total += len(ids)
+    return chosen
+
+
+def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightFormat]]],
+                        sequences: list[list[int]], progress=None) -> dict[str, dict[str, float]]:
+    """damage[tensor][choice name] = mean KL(float || model with only `tensor` quantized (RTN) in that
+    choice's format) over the calibration tokens.
+
+    One residual stream per (tensor, choice) is carried from the layer where the perturbation
+    enters to the logits, next to the float stream; each layer's weights are read once."""
+    spec = model.spec
+    count = 1 + sum(len(c) for c in candidates.values())
+    budget_tokens = max(1, SENSITIVITY_STREAM_BYTES // (count * spec.hidden_dim * 4))
+    sequences = limit_sequences(sequences, budget_tokens)
+    capacity = max(len(s) for s in sequences)
+    ids = [np.asarray(s) for s in sequences]
+
+    def perturbed(name, weight):
+        for label, fmt in candidates.get(name, []):
+            yield label, quantize_rtn(weight, fmt).dequantize()
+
+    embed = model.tensor("embed")
+    streams: dict[tuple, list[np.ndarray]] = {(): [embed[i] for i in ids]}
+    tied_embeds = {}
+    for label, table in perturbed("embed", embed):
+        streams[("embed", label)] = [table[i] for i in ids]
+        if spec.tied_embeddings:
+            tied_embeds[("embed", label)] = table
+    del embed
+    for index in range(spec.layers):
+        prefix = f"layers.{index}."
+        weights = {prefix + n: model.tensor(prefix + n) for n in spec.layer_tensor_shapes()}
+        runner = LayerRunner(spec, index, dict(weights), capacity)
+        float_input = streams[()]
+        streams = {key: [runner(x) for x in xs] for key, xs in streams.items()}
+        for name in weights:
+            for label, approx in perturbed(name, weights[name]):
+                runner.set(name, approx)
+                streams[(name, label)] = [runner(x) for x in float_input]
+            runner.set(name, weights[name])
+        del weights, runner, float_input
+        if progress is not None:
+            progress(index + 1)
+    final_norm = model.tensor("final_norm")
+    head_name = "embed" if spec.tied_embeddings else "output"
+    head = model.tensor(head_name)
+    hidden = [final_hidden(spec, x, final_norm) for x in streams[()]]
+    reference = [h @ head.T for h in hidden]
+    damage: dict[str, dict[str, float]] = {name: {} for name in candidates}
+
+    def mean_kl(logits_list):
+        total = sum(float(kl_divergence(r, l).sum()) for r, l in zip(reference, logits_list))
+        return total / sum(len(r) for r in reference)
+
+    for key, xs in streams.items():
+        if not key:
+            continue
+        classifier = tied_embeds.get(key, head)
+        damage[key[0]][key[1]] = mean_kl([final_hidden(spec, x, final_norm) @ classifier.T for x in xs])
+    if not spec.tied_embeddings:
+        for label, approx in perturbed("output", head):
+            damage["output"][label] = mean_kl([h @ approx.T for h in hidden])
+    return damage

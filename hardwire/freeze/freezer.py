@@ -1,0 +1,176 @@
+"""Freeze a model into a die, streaming one layer at a time.
+
+    embed ─▶ layer 0 ─▶ … ─▶ layer L-1 ─▶ head (final norm, classifier)
+
+At each stage the float weights are read from the checkpoint, quantized by the plan, written to
+the stage's weights file and dropped. Calibration tokens flow alongside as residual streams
+[tokens, hidden] through the *already quantized* stages (as GPTQ prescribes), so each matrix is
+calibrated on the inputs it will really see. Per stage the calibration run records every matmul's
+input absmax (activation scales) and, for GPTQ matrices, X^T X. Peak memory: one layer's float
+weights and their quantized copies, the calibration streams, and one Hessian per distinct input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.die import Die, DieWriter
+from hardwire.errors import BadConfig
+from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidden, hessian_source,
+                                       limit_sequences, measure_sensitivity)
+from hardwire.freeze.formats import QuantizedTensor, activation_bits, activation_scale
+from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
+from hardwire.freeze.quantize import quantize
+
+DEFAULT_CALIBRATION_TOKENS = 16384
+DEFAULT_SENSITIVITY_TOKENS = 2048
+SENSITIVITY_WINDOW = 256           # attention cost grows with length; short windows measure as well
+
+
+@dataclass
+class Calibration:
+    sequences: list[list[int]]      # BOS + token ids per sequence
+    description: dict               # what the die records: source file, its sha256, counts
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+
+def tokenizer_file(model) -> Path | None:
+    """The file the model's tokenizer was read from (copied into the die)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    source = getattr(tokenizer, "source", None)
+    if source is None:
+        return None
+    source = Path(source)
+    return source if source.is_file() else None
+
+
+def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, overwrite: bool = False,
+           sensitivity_tokens: int = DEFAULT_SENSITIVITY_TOKENS, progress=None) -> Die:
+    """Quantize `model` (anything with `.spec` and `.tensor(name)`) by `plan` into a die at `output`.
+
+    `progress(what)` is called after each unit of work: "sensitivity" once per layer of the
+    sensitivity pass (mixed plans only), then once per stage (embed, each layer, head)."""
+    spec = model.spec
+    step = progress or (lambda what: None)
+    check_budget(plan, spec)
+    if not calibration.sequences:
+        raise BadConfig("calibration needs at least one sequence of tokens")
+    too_long = max(len(s) for s in calibration.sequences)
+    if too_long > spec.max_context:
+        raise BadConfig(f"a calibration sequence has {too_long} tokens, more than the model's context "
+                        f"{spec.max_context}")
+    shapes = matrix_shapes(spec)
+    damage = None
+    if plan.is_mixed:
+        candidates = {name: [(c.name, c.format) for c in plan.default.choices] for name in shapes}
+        windows = [s[i:i + SENSITIVITY_WINDOW] for s in calibration.sequences
+                   for i in range(0, len(s), SENSITIVITY_WINDOW)]
+        damage = measure_sensitivity(model, candidates, limit_sequences(windows, sensitivity_tokens),
+                                     progress=lambda _: step("sensitivity"))
+    assignment = resolve(plan, spec, damage)
+    gptq_inputs = {hessian_source(n) for n, c in assignment.items() if c.method == "gptq"}
+    methods_used: dict[str, str] = {}
+    activation_absmax: dict[str, float] = {}
+    sequences = [np.asarray(s, dtype=np.int64) for s in calibration.sequences]
+    capacity = max(len(s) for s in sequences)
+
+    def quantize_matrix(name: str, weight: np.ndarray, stats: InputStatistics | None) -> QuantizedTensor:
+        choice: Choice = assignment[name]
+        hessian = stats.hessian(hessian_source(name)) if stats is not None else None
+        method = choice.method if hessian is not None else "rtn"
+        methods_used[name] = method
+        return quantize(weight, choice.format, method, hessian)
+
+    with DieWriter(output, overwrite=overwrite) as writer:
+        # Embedding: a lookup table has no input activations, so always round-to-nearest.
+        embed_q = quantize_matrix("embed", model.tensor("embed"), None)
+        writer.write_tensors("embed", {"embed": embed_q}, methods_used)
+        embed_hat = embed_q.dequantize()
+        streams = [embed_hat[ids] for ids in sequences]
+        if not spec.tied_embeddings:
+            del embed_hat
+        del embed_q
+        step("embed")
+
+        for index in range(spec.layers):
+            prefix = f"layers.{index}."
+            weights = {prefix + short: model.tensor(prefix + short) for short in spec.layer_tensor_shapes()}
+            runner = LayerRunner(spec, index, dict(weights), capacity)
+            stats = None
+            layer_gptq = {n for n in gptq_inputs if n.startswith(prefix)}
+            if layer_gptq:
+                stats = InputStatistics(layer_gptq)
+                for x in streams:
+                    runner(x, capture=stats.capture)
+            stored: dict[str, object] = {}
+            for name, weight in weights.items():
+                if weight.ndim == 2:
+                    q = quantize_matrix(name, weight, stats)
+                    runner.set(name, q.dequantize())
+                    stored[name] = q
+                else:
+                    stored[name] = weight
+            del stats, weights
+            writer.write_tensors(prefix.rstrip("."), stored, methods_used)
+            del stored
+            absmax = InputStatistics()
+            streams = [runner(x, capture=absmax.capture) for x in streams]
+            activation_absmax.update(absmax.absmax)
+            del runner
+            step(f"layer {index}")
+
+        final_norm = model.tensor("final_norm")
+        hidden = [final_hidden(spec, x, final_norm) for x in streams]
+        del streams
+        head_name = "embed" if spec.tied_embeddings else "output"
+        head_stats = InputStatistics({head_name} & gptq_inputs)
+        for h in hidden:
+            head_stats.capture(head_name, h)
+        activation_absmax[head_name] = head_stats.absmax[head_name]
+        head: dict[str, object] = {"final_norm": final_norm}
+        if not spec.tied_embeddings:
+            head["output"] = quantize_matrix("output", model.tensor("output"), head_stats)
+        writer.write_tensors("head", head, methods_used)
+        del head, hidden, head_stats
+        step("head")
+
+        writer.write_arrays("activations.safetensors", {
+            name: np.array([activation_scale(value, plan.activations)], np.float32)
+            for name, value in activation_absmax.items()})
+        tokenizer_path = tokenizer_file(model)
+        tokenizer_info = None
+        if tokenizer_path is not None:
+            relative = f"tokenizer/{tokenizer_path.name}"
+            writer.copy_file(tokenizer_path, relative)
+            tokenizer_info = {"kind": getattr(model.tokenizer, "kind", None), "file": relative}
+
+        matrix_weights = sum(math.prod(s) for s in shapes.values())
+        matrix_bits = sum(assignment[n].format.storage_bits(shapes[n]) for n in shapes)
+        vector_values = spec.parameter_count() - matrix_weights
+        fields = {
+            "spec": spec.to_dict(),
+            "source": {"path": str(Path(getattr(model, "path", "")).resolve()) if getattr(model, "path", None)
+                       else None, "format": getattr(model, "format", None)},
+            "tokenizer": tokenizer_info,
+            "plan": {**plan.to_dict(),
+                     "assignment": {n: {"format": assignment[n].format.name, "method": methods_used[n]}
+                                    for n in shapes},
+                     "sensitivity_kl": damage},
+            "activations": {"format": plan.activations, "bits": activation_bits(plan.activations),
+                            "file": "activations.safetensors", "scaling": "per-tensor symmetric absmax"},
+            "calibration": {**calibration.description, "sequences": len(calibration.sequences),
+                            "tokens": calibration.tokens},
+            "totals": {"matrix_weights": matrix_weights, "matrix_rom_bits": matrix_bits,
+                       "bits_per_weight": matrix_bits / matrix_weights,
+                       "code_bits_per_weight": sum(assignment[n].format.bits * math.prod(shapes[n])
+                                                   for n in shapes) / matrix_weights,
+                       "vector_values": vector_values,
+                       "rom_bits": matrix_bits + 32 * vector_values},
+        }
+        return writer.commit(fields)

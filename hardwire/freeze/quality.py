@@ -1,0 +1,220 @@
+"""Quality of a frozen model against its float original, on text.
+
+Protocol (matches /work/shared/models/tinystories_valid_1k/PROVENANCE.md, whose perplexity 4.5772
+for stories260K it reproduces): the text is split into documents at `<|endoftext|>` (a file without
+that separator is one document); each document is encoded as BOS + tokens, no EOS, and scored from
+an empty cache. A document longer than the context (`window`, default the model's max_context) is
+scored in consecutive windows of that many tokens, each starting at the previous window's last
+token, so every token after the first is predicted exactly once and no position exceeds the
+context the chip has.
+
+Metrics per candidate, over all predicted tokens:
+  perplexity        exp(mean negative log-likelihood)
+  float_perplexity  the same for the float reference
+  top1_agreement    fraction of positions where candidate and float agree on the most likely token
+  kl_mean           mean KL(float || candidate) of the next-token distributions, nats
+  layer_error       per layer, ||x_candidate - x_float|| / ||x_float|| of the residual stream
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.errors import BadConfig
+from hardwire.freeze.calibrate import kl_divergence, log_softmax
+from hardwire.freeze.formats import fake_quantize_activations
+from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables, softmax
+
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+
+
+# -- text -> sequences ---------------------------------------------------------------------------
+
+def split_documents(text: str) -> list[str]:
+    pieces = text.split(DOCUMENT_SEPARATOR) if DOCUMENT_SEPARATOR in text else [text]
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def context_windows(ids: list[int], window: int) -> list[list[int]]:
+    """Windows of at most `window` tokens overlapping by one: each predicts what the last did not."""
+    if len(ids) <= window:
+        return [ids]
+    return [ids[i:i + window] for i in range(0, len(ids) - 1, window - 1)]
+
+
+def read_sequences(path: str | Path, tokenizer, limit: int | None = None, window: int | None = None,
+                   from_end: bool = False) -> list[list[int]]:
+    """Token sequences of a text file: one per document (BOS + ids), longer ones cut into context
+    windows (see the protocol above). `limit` keeps the first (or with `from_end`, the last)
+    `limit` documents."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadConfig(f"cannot read text: {getattr(e, 'strerror', None) or e}", path=path) from None
+    documents = split_documents(text)
+    if not documents:
+        raise BadConfig("contains no text", path=path)
+    if limit is not None:
+        documents = documents[-limit:] if from_end else documents[:limit]
+    if tokenizer is None:
+        raise BadConfig("the model has no tokenizer to encode text with; give --tokenizer FILE", path=path)
+    sequences = [tokenizer.encode(d, bos=True) for d in documents]
+    if window is not None:
+        if window < 2:
+            raise BadConfig(f"a scoring window needs at least 2 tokens, got {window}", field="window")
+        sequences = [w for ids in sequences for w in context_windows(ids, window)]
+    return [s for s in sequences if len(s) >= 2]
+
+
+# -- running a model layer by layer --------------------------------------------------------------
+
+class ScoringTransformer(FloatTransformer):
+    """The float reference with its two attention products routed through BLAS.
+
+    Same math as `FloatTransformer.attention`; `np.einsum` without `optimize` runs them ~25x
+    slower, which dominates scoring 1000 stories. To be removed once reference.py passes
+    `optimize=True` itself."""
+
+    def attention(self, layer: int, q: np.ndarray, start: int) -> np.ndarray:
+        spec = self.spec
+        tokens, end = q.shape[0], start + q.shape[0]
+        group = spec.heads // spec.kv_heads
+        keys = self.keys[layer, :end].repeat(group, axis=1)
+        values = self.values[layer, :end].repeat(group, axis=1)
+        scores = np.einsum("thd,shd->hts", q, keys, optimize=True) / np.float32(np.sqrt(spec.head_dim))
+        query_pos = np.arange(start, end)[:, None]
+        key_pos = np.arange(end)[None, :]
+        masked = key_pos > query_pos
+        if spec.sliding_window is not None:
+            masked |= key_pos <= query_pos - spec.sliding_window
+        scores = np.where(masked[None], np.float32(-np.inf), scores)
+        probs = softmax(scores, axis=-1)
+        return np.einsum("hts,shd->thd", probs, values, optimize=True).reshape(tokens, spec.q_dim)
+
+
+class ActivationQuantizedTransformer(ScoringTransformer):
+    """The float reference with every matmul input rounded to the die's activation grid."""
+
+    def __init__(self, spec, tensor, capacity, scales: dict[str, float], activation_format: str):
+        super().__init__(spec, tensor, capacity)
+        self.activation_scales = scales
+        self.activation_format = activation_format
+
+    def linear(self, name, x, capture):
+        x = fake_quantize_activations(x, self.activation_scales[name], self.activation_format)
+        return super().linear(name, x, capture)
+
+
+def transformer_for(source, capacity: int, act_quant: bool = False) -> FloatTransformer:
+    """A float transformer over a Model's or Die's weights with a cache of `capacity` positions."""
+    spec = source.spec
+    if capacity > spec.max_context:
+        raise BadConfig(f"a sequence of {capacity} tokens exceeds the model's context of {spec.max_context}; "
+                        f"score it in windows")
+    if act_quant:
+        info = source.manifest.get("activations") if hasattr(source, "manifest") else None
+        if not info:
+            raise BadConfig("--act-quant needs a die (activation scales are calibrated at freeze time)")
+        return ActivationQuantizedTransformer(spec, source.tensor, capacity, source.activation_scales(),
+                                              info["format"])
+    return ScoringTransformer(spec, source.tensor, capacity)
+
+
+def forward_with_layers(transformer: ScoringTransformer, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Logits [T, vocab] of a whole sequence and the residual stream after every layer."""
+    spec = transformer.spec
+    transformer.reset()
+    cos, sin = rope_tables(spec, np.arange(len(ids)))
+    x = transformer.weights["embed"][ids]
+    layers = []
+    for index in range(spec.layers):
+        x = transformer.layer(index, x, cos, sin, 0)
+        layers.append(x)
+    x = rmsnorm(x, transformer.weights["final_norm"], spec.norm_eps)
+    head = "embed" if spec.tied_embeddings else "output"
+    return transformer.linear(head, x, None), layers
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    nll: float = 0.0
+    tokens: int = 0
+    agree: int = 0
+    kl: float = 0.0
+    layer_error_sq: list[float] = field(default_factory=list)
+    layer_reference_sq: list[float] = field(default_factory=list)
+
+
+def next_token_nll(logits: np.ndarray, ids: np.ndarray) -> float:
+    """Sum of -log p(ids[t+1] | ids[..t]) over the sequence."""
+    log_probs = log_softmax(logits[:-1].astype(np.float64))
+    return float(-log_probs[np.arange(len(ids) - 1), ids[1:]].sum())
+
+
+def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant: bool = False,
+             progress=None) -> tuple[list[dict], dict]:
+    """Score each candidate (a Die or Model) against the float `reference` Model.
+
+    Returns ([per-candidate metrics], reference metrics)."""
+    if not sequences:
+        raise BadConfig("no sequence of at least two tokens to score")
+    capacity = max(len(s) for s in sequences)
+    for c in candidates:
+        if c.spec != reference.spec:
+            raise BadConfig(f"{getattr(c, 'path', c)} has a different model spec than the float reference "
+                            f"{getattr(reference, 'path', reference)}")
+    float_run = transformer_for(reference, capacity)
+    runs = [transformer_for(c, capacity, act_quant) for c in candidates]
+    float_tally = Tally()
+    tallies = [Tally(layer_error_sq=[0.0] * reference.spec.layers,
+                     layer_reference_sq=[0.0] * reference.spec.layers) for _ in candidates]
+    for done, ids in enumerate(sequences, 1):
+        ids = np.asarray(ids, dtype=np.int64)
+        ref_logits, ref_layers = forward_with_layers(float_run, ids)
+        float_tally.nll += next_token_nll(ref_logits, ids)
+        float_tally.tokens += len(ids) - 1
+        ref_top = ref_logits[:-1].argmax(axis=-1)
+        for run, tally in zip(runs, tallies):
+            logits, layers = forward_with_layers(run, ids)
+            tally.nll += next_token_nll(logits, ids)
+            tally.tokens += len(ids) - 1
+            tally.agree += int(np.sum(logits[:-1].argmax(axis=-1) == ref_top))
+            tally.kl += float(kl_divergence(ref_logits[:-1], logits[:-1]).sum())
+            for i, (x, r) in enumerate(zip(layers, ref_layers)):
+                tally.layer_error_sq[i] += float(np.sum((x.astype(np.float64) - r) ** 2))
+                tally.layer_reference_sq[i] += float(np.sum(r.astype(np.float64) ** 2))
+        if progress is not None:
+            progress(done)
+    float_perplexity = math.exp(float_tally.nll / float_tally.tokens)
+    results = []
+    for tally in tallies:
+        results.append({
+            "perplexity": math.exp(tally.nll / tally.tokens),
+            "float_perplexity": float_perplexity,
+            "top1_agreement": tally.agree / tally.tokens,
+            "kl_mean": tally.kl / tally.tokens,
+            "tokens": tally.tokens,
+            "sequences": len(sequences),
+            "layer_error": [math.sqrt(e / r) if r > 0 else 0.0
+                            for e, r in zip(tally.layer_error_sq, tally.layer_reference_sq)],
+        })
+    return results, {"perplexity": float_perplexity, "tokens": float_tally.tokens, "nll_mean":
+                     float_tally.nll / float_tally.tokens}
+
+
+def perplexity(source, sequences: list[list[int]]) -> float:
+    """Perplexity of one Model or Die on token sequences (protocol above)."""
+    run = transformer_for(source, max(len(s) for s in sequences))
+    nll = tokens = 0
+    for ids in sequences:
+        ids = np.asarray(ids, dtype=np.int64)
+        run.reset()
+        nll += next_token_nll(run.forward(ids), ids)
+        tokens += len(ids) - 1
+    return math.exp(nll / tokens)
