@@ -1,0 +1,174 @@
+"""Batch-1 decode speed of the golden model against llama.cpp on a ~110M Llama-shaped model.
+
+    python bench/decode_golden.py [--tokens 64] [--threads 2] [--plans w4g32 w8g32 w4 w8] [--no-llama]
+
+A random model of the llama2.c stories110M shape (dim 768, 12 layers, 12 heads, FFN 2048, vocab
+32000, tied embeddings) is frozen at each plan and decoded with `--backend golden`; the same
+model is written as GGUF Q4_0 / Q8_0 and decoded by llama.cpp (llama-cpp-python, the `bench`
+extra) with the same thread count, in the same run. Printed per engine: tokens/s, weight bytes
+streamed per token, and the fraction of this machine's measured read bandwidth that implies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SPEC = dict(family="llama", hidden_dim=768, layers=12, heads=12, kv_heads=12, head_dim=64, ffn_dim=2048,
+            vocab_size=32000, max_context=1024, tied_embeddings=True)
+LLAMA_TYPE = {4: "q4_0", 8: "q8_0"}
+
+
+def random_model(seed: int = 0):
+    """A `Model` with seeded random weights and a synthetic 32000-piece tokenizer (llama.cpp
+    refuses a GGUF without a vocabulary)."""
+    from gguf import TokenType
+
+    from hardwire.model.load import Model
+    from hardwire.model.spec import ModelSpec
+    from hardwire.model.tokenizer import ScoredPieceTokenizer
+    spec = ModelSpec(**SPEC)
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in spec.tensor_shapes().items():
+        if len(shape) == 1:
+            weights[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            weights[name] = (rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[-1])))
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += [f"t{i}" for i in range(spec.vocab_size - len(pieces))]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * 256
+    types += [TokenType.NORMAL] * (spec.vocab_size - len(types))
+    tokenizer = ScoredPieceTokenizer(pieces, [0.0] * len(pieces), [int(t) for t in types], kind="synthetic",
+                                     bos_id=1, eos_id=2, unk_id=0)
+    return Model(spec=spec, path=Path("random-110m"), format="random", read_tensor=weights.__getitem__,
+                 tokenizer=tokenizer)
+
+
+def read_bandwidth_gbs(threads: int) -> float:
+    """Sustained read bandwidth: a parallel sum over 1 GiB of int64, best of 5."""
+    from numba import njit, prange, set_num_threads
+
+    @njit(parallel=True, cache=True)
+    def total(a):
+        s = 0
+        for i in prange(a.size):
+            s += a[i]
+        return s
+
+    set_num_threads(threads)
+    data = np.ones(1 << 27, dtype=np.int64)
+    total(data)
+    best = min(_timed(lambda: total(data)) for _ in range(5))
+    return data.nbytes / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_golden(model, plan: str, tokens: int, workdir: Path) -> dict:
+    from hardwire.die import open_die
+    from hardwire.freeze.freezer import Calibration, freeze
+    from hardwire.freeze.plan import parse_plan
+    from hardwire.golden.engine import GoldenEngine
+    from hardwire.golden.tables import build_tables, measure_ranges
+    rng = np.random.default_rng(1)
+    calibration = [[1] + list(rng.integers(3, model.spec.vocab_size, 63))]
+    path = workdir / f"{plan}.die"
+    started = time.perf_counter()
+    freeze(model, parse_plan(plan), path, Calibration(calibration, {"source": "random"}))
+    die = open_die(path)
+    tables = build_tables(die.spec, die, measure_ranges(die, calibration))
+    engine = GoldenEngine(die, tables=tables)
+    setup_s = time.perf_counter() - started
+    transformer = engine.transformer
+    transformer.reset()
+    transformer.step(1)                                     # compiles, warms caches
+    token = 1
+    start = time.perf_counter()
+    for _ in range(tokens):
+        token = int(np.argmax(transformer.step(token)))
+    elapsed = time.perf_counter() - start
+    return {"engine": f"golden {plan}", "tokens_per_s": tokens / elapsed,
+            "bytes_per_token": transformer.weight_bytes(), "setup_s": setup_s}
+
+
+def bench_llama(model, bits: int, tokens: int, threads: int, workdir: Path) -> dict:
+    from llama_cpp import Llama
+
+    from hardwire.model.gguf_format import write_gguf
+    path = workdir / f"model-{LLAMA_TYPE[bits]}.gguf"
+    write_gguf(model, path, dtype=LLAMA_TYPE[bits])
+    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=tokens + 8,
+                n_batch=8, logits_all=True, verbose=False)
+    llm.reset()
+    llm.eval([1])
+    token = 1
+    start = time.perf_counter()
+    for _ in range(tokens):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([token])
+    elapsed = time.perf_counter() - start
+    # Every weight is read once per token (the tied embedding is the classifier); the file is
+    # the weights plus a small header and vocabulary.
+    return {"engine": f"llama.cpp {LLAMA_TYPE[bits].upper()}", "tokens_per_s": tokens / elapsed,
+            "bytes_per_token": os.path.getsize(path)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plans", nargs="+", default=["w4g32", "w8g32", "w4", "w8"])
+    parser.add_argument("--no-llama", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
+    from numba import set_num_threads
+    set_num_threads(args.threads)
+    model = random_model()
+    bandwidth = read_bandwidth_gbs(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if not args.no_llama:
+            for bits in (4, 8):
+                try:
+                    rows.append(bench_llama(model, bits, args.tokens, args.threads, workdir))
+                except ImportError:
+                    print("llama-cpp-python is not installed (pip install -e '.[bench]'); skipping llama.cpp",
+                          file=sys.stderr)
+                    break
+        for plan in args.plans:
+            rows.append(bench_golden(model, plan, args.tokens, workdir))
+    for row in rows:
+        row["bandwidth_fraction"] = row["tokens_per_s"] * row["bytes_per_token"] / (bandwidth * 1e9)
+    reference = {r["engine"]: r["tokens_per_s"] for r in rows}
+    for row in rows:
+        bits = 4 if "4" in row["engine"].split()[-1][:3] else 8
+        peer = reference.get(f"llama.cpp {LLAMA_TYPE[bits].upper()}")
+        row["vs_llama_cpp"] = row["tokens_per_s"] / peer if peer else None
+    if args.json:
+        print(json.dumps({"read_bandwidth_gbs": bandwidth, "threads": args.threads, "rows": rows}, indent=1))
+        return
+    print(f"read bandwidth {bandwidth:.1f} GB/s with {args.threads} threads; {args.tokens} decode tokens")
+    print(f"{'engine':22} {'tok/s':>8} {'MB/token':>9} {'of bandwidth':>13} {'vs llama.cpp':>13}")
+    for row in rows:
+        ratio = "" if row["vs_llama_cpp"] is None else f"{row['vs_llama_cpp']:.2f}x"
+        print(f"{row['engine']:22} {row['tokens_per_s']:8.1f} {row['bytes_per_token'] / 1e6:9.1f} "
+              f"{row['bandwidth_fraction']:12.1%} {ratio:>13}")
+
+
+if __name__ == "__main__":
+    main()

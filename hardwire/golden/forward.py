@@ -1,0 +1,309 @@
+"""The golden token step: the exact integer function the chip computes (docs/arithmetic.md).
+
+`GoldenTransformer(die, tables)` holds the packed weight codes, the integer constants of
+`hardwire.golden.tables` and an integer KV cache. `step(token)` runs one token through the chip and
+returns its int64 logits (units of 2^-logit_frac_bits); prefill is repeated steps, which is what
+the chip does. Nothing in a step is a float: every block below takes and returns integers, and
+each is named after the section of docs/arithmetic.md it implements.
+
+`trace`, when given, receives (block name, integer vector) at each block boundary: the probe
+points an RTL simulation is compared against.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from numba import njit
+
+from hardwire.golden import arithmetic as ar
+from hardwire.golden.arithmetic import (TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal, rshift_round,
+                                        rsqrt, saturate, sigmoid_lookup, token_quantize)
+from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, pack_matrix, stack
+from hardwire.golden.tables import INTERNAL_BITS, classifier_name
+
+Trace = Callable[[str, np.ndarray], None]
+RESIDUAL_BITS = 32
+
+
+# -- blocks ---------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def embed_lookup(codes, zeros, group, mult, shift, token, out):
+    """§8.1 h_i = sat32(round((c_vi - z_vg) * m_vg * 2^-k_v))."""
+    for i in range(codes.shape[1]):
+        g = i // group
+        value = (np.int64(codes[token, i]) - zeros[token, g]) * mult[token, g]
+        out[i] = saturate(rshift_round(value, shift[token]), RESIDUAL_BITS)
+
+
+@njit(cache=True, nogil=True)
+def rmsnorm(h, mult, shift, eps, out_bits, rsqrt_table, out):
+    """§4 u_i = round(h_i / sqrt(sum h^2 + eps) * 2^23); x = token_quantize(round(u_i * C_i *
+    2^-(shift - 8))). Returns the token scale (mu, e)."""
+    largest = np.int64(0)
+    for i in range(h.size):
+        largest = max(largest, abs(h[i]))
+    pre = max(0, bit_length(largest) - ar.NORM_INPUT_BITS)
+    total = np.int64(0)
+    for i in range(h.size):
+        v = h[i] >> pre
+        total += v * v
+    total += rshift_round(eps, 2 * pre)
+    y, t = rsqrt(max(total, np.int64(1)), rsqrt_table)
+    wide = np.empty(h.size, dtype=np.int64)
+    for i in range(h.size):
+        u = rshift_round((h[i] >> pre) * y, t + 30 - ar.NORM_OUTPUT_FRAC_BITS)
+        wide[i] = rshift_round(u * mult[i], shift - TOKEN_FRAC_BITS)
+    return token_quantize(wide, out_bits, out)
+
+
+@njit(cache=True, nogil=True)
+def rope(x, heads, head_dim, cos, sin):
+    """§5 rotate pairs (j, j + d/2) of each head by Q1.14 cos/sin of this position, in place."""
+    half = head_dim // 2
+    for h in range(heads):
+        base = h * head_dim
+        for j in range(half):
+            a, b = x[base + j], x[base + half + j]
+            c, s = np.int64(cos[j]), np.int64(sin[j])
+            x[base + j] = saturate(rshift_round(a * c - b * s, ar.ROPE_FRAC_BITS), INTERNAL_BITS)
+            x[base + half + j] = saturate(rshift_round(b * c + a * s, ar.ROPE_FRAC_BITS), INTERNAL_BITS)
+
+
+@njit(cache=True, nogil=True)
+def to_cache(x, shift, bits, out):
+    """§6.1 a 16-bit k or v to the KV-cache width: sat(round(x * 2^-shift))."""
+    for i in range(x.size):
+        out[i] = saturate(rshift_round(x[i], shift), bits)
+
+
+@njit(cache=True, nogil=True)
+def attention(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
+              exp2_table, reciprocal_table, out):
+    """§6 per query head: scores -> base-2 softmax weights -> normalised weighted sum of V, then
+    token_quantize over all heads (returns the token scale (mu, e)).
+
+    keys/values: [positions, kv_heads, head_dim] cache codes; positions [first, length) attend."""
+    kv_heads, head_dim = keys.shape[1], keys.shape[2]
+    group = heads // kv_heads
+    exponent = np.empty(length, dtype=np.int64)
+    total = np.zeros(head_dim, dtype=np.int64)
+    wide = np.empty(heads * head_dim, dtype=np.int64)
+    for h in range(heads):
+        g = h // group
+        qh = q[h * head_dim:(h + 1) * head_dim]
+        largest = np.int64(-(1 << 62))
+        for t in range(first, length):
+            dot = np.int64(0)
+            for d in range(head_dim):
+                dot += qh[d] * np.int64(keys[t, g, d])
+            z = rshift_round(dot * score_mult, score_shift)
+            exponent[t] = z
+            largest = max(largest, z)
+        weight_sum = np.int64(0)
+        total[:] = 0
+        for t in range(first, length):
+            e = exp2_negative(largest - exponent[t], exp2_table)
+            weight_sum += e
+            for d in range(head_dim):
+                total[d] += e * np.int64(values[t, g, d])
+        r, n = reciprocal(weight_sum, reciprocal_table)
+        for d in range(head_dim):
+            average = rshift_round((total[d] >> n) * r, 39 - ar.ATTENTION_AVERAGE_FRAC_BITS)
+            wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
+    return token_quantize(wide, out_bits, out)
+
+
+@njit(cache=True, nogil=True)
+def swiglu(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out):
+    """§7 silu(g) = round(g * sigmoid(g) * 2^-15); x = token_quantize(round(silu(g) * u * m *
+    2^-(k - 8))). Returns the token scale (mu, e)."""
+    wide = np.empty(gate.size, dtype=np.int64)
+    for i in range(gate.size):
+        g = gate[i]
+        sig = sigmoid_lookup(rshift_round(g * index_mult, index_shift), sigmoid_table)
+        silu = rshift_round(g * sig, 15)
+        wide[i] = rshift_round(silu * up[i] * mult, shift - TOKEN_FRAC_BITS)
+    return token_quantize(wide, out_bits, out)
+
+
+@njit(cache=True, nogil=True)
+def residual_add(h, y):
+    """§8.2 h = sat32(h + y), in place."""
+    for i in range(h.size):
+        h[i] = saturate(h[i] + y[i], RESIDUAL_BITS)
+
+
+@njit(cache=True, nogil=True)
+def argmax(logits):
+    """§9.1 the first index of the largest logit."""
+    best = 0
+    for i in range(1, logits.size):
+        if logits[i] > logits[best]:
+            best = i
+    return best
+
+
+# -- the transformer ------------------------------------------------------------------------------
+
+def _scalar(tables, name) -> int:
+    return int(tables[name][0])
+
+
+def _pair(tables, name) -> tuple[int, int]:
+    m, k = tables[name]
+    return int(m), int(k)
+
+
+class GoldenTransformer:
+    """The die's integer datapath with a KV cache of `capacity` positions (grows on demand)."""
+
+    def __init__(self, die, tables: dict[str, np.ndarray], capacity: int | None = None):
+        spec = self.spec = die.spec
+        self.tables = tables
+        self.act_bits = _scalar(tables, "activation_bits")
+        self.kv_bits = _scalar(tables, "kv_bits")
+        self.logit_frac_bits = _scalar(tables, "logit_frac_bits")
+        self.norm_eps = np.int64(_scalar(tables, "norm_eps"))
+        self.initial_capacity = min(capacity or 256, spec.max_context)
+
+        embed = die.quantized("embed")
+        self.embed_codes = np.ascontiguousarray(embed.codes, dtype=np.int8)
+        self.embed_group = embed.format.group_width(spec.hidden_dim)
+        groups = embed.format.groups(spec.hidden_dim)
+        self.embed_zeros = (np.zeros((spec.vocab_size, groups), np.int64) if embed.zeros is None
+                            else embed.zeros.astype(np.int64))
+        self.embed_mult = tables["embed.lookup_mult"]
+        self.embed_shift = tables["embed.lookup_shift"]
+
+        self.layers = []
+        for i in range(spec.layers):
+            p = f"layers.{i}."
+            layer = {"qkv": self._packed(die, [p + "wq", p + "wk", p + "wv"]),
+                     "wo": self._packed(die, [p + "wo"]),
+                     "gate_up": self._packed(die, [p + "w_gate", p + "w_up"]),
+                     "w_down": self._packed(die, [p + "w_down"])}
+            for name in ("attn_norm", "ffn_norm"):
+                layer[name] = (tables[p + name + ".mult"], _scalar(tables, p + name + ".shift"))
+            for name in ("score_mult", "attention_out_mult", "sigmoid_index_mult", "swiglu_mult"):
+                layer[name] = _pair(tables, p + name)
+            self.layers.append(layer)
+        self.final_norm = (tables["final_norm.mult"], _scalar(tables, "final_norm.shift"))
+        self.classifier = self._packed(die, [classifier_name(spec)])[0]
+        self.reset()
+
+    def _packed(self, die, names: list[str]) -> list[PackedMatrix]:
+        """Matrices reading the same input, stacked into one when their packing agrees."""
+        matrices = []
+        for name in names:
+            q = die.quantized(name)
+            bias = self.tables.get(name + ".bias")
+            matrices.append(pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group,
+                                        self.tables[name + ".mult"], self.tables[name + ".shift"], bias))
+        if len(matrices) > 1 and can_stack(matrices):
+            return [stack(matrices)]
+        return matrices
+
+    def weight_bytes(self) -> int:
+        """Bytes of packed codes a token step streams (embedding row lookups aside)."""
+        total = self.classifier.bytes
+        for layer in self.layers:
+            total += sum(m.bytes for key in ("qkv", "wo", "gate_up", "w_down") for m in layer[key])
+        return total
+
+    # -- state ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.capacity = 0
+        self.keys = self.values = None
+        self.position = 0
+        self._grow(self.initial_capacity)
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        if needed > self.spec.max_context:
+            raise ValueError(f"sequence of {needed} tokens exceeds the context of {self.spec.max_context}")
+        capacity = min(max(needed, 2 * self.capacity), self.spec.max_context)
+        shape = (self.spec.layers, capacity, self.spec.kv_heads, self.spec.head_dim)
+        keys, values = np.zeros(shape, np.int16), np.zeros(shape, np.int16)
+        if self.keys is not None:
+            keys[:, :self.position] = self.keys[:, :self.position]
+            values[:, :self.position] = self.values[:, :self.position]
+        self.keys, self.values, self.capacity = keys, values, capacity
+
+    # -- one token ----------------------------------------------------------------------------------
+    def _linear(self, matrices: list[PackedMatrix], x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
+        if len(matrices) == 1:
+            return matvec(matrices[0], x, scale, out_bits)
+        return np.concatenate([matvec(m, x, scale, out_bits) for m in matrices])
+
+    def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
+        """Logits (int64 [vocab], units of 2^-logit_frac_bits) of `token` at the next position."""
+        spec, t = self.spec, self.tables
+        pos = self.position
+        self._grow(pos + 1)
+        note = trace if trace is not None else (lambda name, value: None)
+        dim, q_dim, kv_dim = spec.hidden_dim, spec.q_dim, spec.kv_dim
+        cache_shift = INTERNAL_BITS - self.kv_bits
+        cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
+        first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
+
+        h = np.empty(dim, np.int64)
+        embed_lookup(self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult, self.embed_shift,
+                     token, h)
+        note("embed", h)
+        x = np.empty(dim, np.int64)
+        attended = np.empty(q_dim, np.int64)
+        for index, layer in enumerate(self.layers):
+            name = f"layers.{index}."
+            mult, shift = layer["attn_norm"]
+            e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
+            note(name + "attn_norm", x)
+            qkv = self._linear(layer["qkv"], x, e, INTERNAL_BITS)
+            q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
+            rope(q, spec.heads, spec.head_dim, cos, sin)
+            rope(k, spec.kv_heads, spec.head_dim, cos, sin)
+            note(name + "q", q)
+            key_row = self.keys[index, pos].reshape(-1)
+            value_row = self.values[index, pos].reshape(-1)
+            to_cache(k, cache_shift, self.kv_bits, key_row)
+            to_cache(v, cache_shift, self.kv_bits, value_row)
+            note(name + "k", key_row)
+            note(name + "v", value_row)
+            score_m, score_k = layer["score_mult"]
+            out_m, out_k = layer["attention_out_mult"]
+            e = attention(q, self.keys[index], self.values[index], first, pos + 1, spec.heads, score_m, score_k,
+                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended)
+            note(name + "attention", attended)
+            residual_add(h, self._linear(layer["wo"], attended, e, RESIDUAL_BITS))
+            note(name + "attention_residual", h)
+            mult, shift = layer["ffn_norm"]
+            e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
+            note(name + "ffn_norm", x)
+            gate_up = self._linear(layer["gate_up"], x, e, INTERNAL_BITS)
+            gated = np.empty(spec.ffn_dim, np.int64)
+            index_m, index_k = layer["sigmoid_index_mult"]
+            glu_m, glu_k = layer["swiglu_mult"]
+            e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
+                       t["sigmoid_table"], gated)
+            note(name + "swiglu", gated)
+            residual_add(h, self._linear(layer["w_down"], gated, e, RESIDUAL_BITS))
+            note(name + "ffn_residual", h)
+        mult, shift = self.final_norm
+        e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
+        note("final_norm", x)
+        logits = matvec(self.classifier, x, e, RESIDUAL_BITS)
+        note("logits", logits)
+        self.position = pos + 1
+        return logits
+
+    def forward(self, ids, trace: Trace | None = None) -> np.ndarray:
+        """int64 logits [len(ids), vocab] of new tokens appended at the current position."""
+        ids = [int(i) for i in ids]
+        if any(not 0 <= i < self.spec.vocab_size for i in ids):
+            raise ValueError(f"token ids must lie in [0, {self.spec.vocab_size})")
+        out = np.empty((len(ids), self.spec.vocab_size), np.int64)
+        for row, token in enumerate(ids):
+            out[row] = self.step(token, trace)
+        return out

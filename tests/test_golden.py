@@ -1,0 +1,403 @@
+"""The golden model is exactly docs/arithmetic.md: checked against a slow second implementation
+written here from the spec alone (plain Python integers, which cannot overflow, so any int64
+overflow in the fast path shows up as a mismatch), on random dies of several shapes."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardwire.golden import arithmetic as ar
+from hardwire.golden.engine import GoldenEngine
+from hardwire.golden.forward import GoldenTransformer
+from hardwire.golden.matvec import matvec, pack_matrix
+from hardwire.golden.sample import IntegerSampler, SplitMix64
+from hardwire.golden.tables import build_tables, measure_ranges
+from hardwire.model.spec import ModelSpec
+from tests.golden_dies import MemoryDie, RandomModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the slow reference: docs/arithmetic.md, one Python integer at a time -----------------------
+
+def r_shift(x: int, s: int) -> int:                       # §1.1
+    return (x + (1 << (s - 1))) >> s if s > 0 else x << -s
+
+
+def sat(x: int, bits: int) -> int:                         # §1.2
+    limit = (1 << (bits - 1)) - 1
+    return max(-limit, min(limit, x))
+
+
+def ref_rsqrt(v: int, table) -> tuple[int, int]:           # §4.2
+    t = (v.bit_length() - 15) // 2
+    m = v >> (2 * t) if t >= 0 else v << (-2 * t)
+    y = int(table[(m >> 8) - 64])
+    e = 3 * 2 ** 45 - m * ((y * y) >> 15)
+    return (y * (e >> 16)) >> 30, t
+
+
+def ref_reciprocal(v: int, table) -> tuple[int, int]:      # §6.3
+    n = v.bit_length() - 16
+    m = v >> n
+    r = int(table[(m >> 7) - 256])
+    return (r * ((2 ** 40 - m * r) >> 8)) >> 31, n
+
+
+def ref_token_quantize(wide: list[int], bits: int) -> tuple[list[int], tuple[int, int]]:   # §2.2
+    largest, limit = max(abs(w) for w in wide), (1 << (bits - 1)) - 1
+    reciprocals = [round(65536 / mu) for mu in range(8, 16)]
+    chosen = (15, 0)
+    for e in range(8, -1, -1):
+        fits = [mu for mu in range(8, 16) if r_shift(largest * reciprocals[mu - 8], 21 - e) <= limit]
+        if fits:
+            chosen = (fits[0], e)
+            break
+    mu, e = chosen
+    return [sat(r_shift(w * reciprocals[mu - 8], 21 - e), bits) for w in wide], chosen
+
+
+def ref_matvec(q, mult, shift, bias, x, scale, out_bits):      # §3
+    mu, e = scale
+    rows, cols = q.codes.shape
+    width = q.format.group_width(cols)
+    out = []
+    for i in range(rows):
+        acc = 0
+        for g in range(q.format.groups(cols)):
+            zero = 0 if q.zeros is None else int(q.zeros[i, g])
+            partial = sum((int(q.codes[i, j]) - zero) * x[j] for j in range(g * width, min(cols, (g + 1) * width)))
+            acc += int(mult[i, g]) * partial
+        guarded = sat(r_shift(acc, int(shift[i]) + e - 7), 59)
+        out.append(sat(r_shift(guarded * mu, 10) + (int(bias[i]) if bias is not None else 0), out_bits))
+    return out
+
+
+def ref_rmsnorm(h, mult, shift, eps, bits, table):         # §4
+    pre = max(0, max(abs(v) for v in h).bit_length() - 23)
+    total = sum((v >> pre) ** 2 for v in h) + r_shift(eps, 2 * pre)
+    y, t = ref_rsqrt(max(total, 1), table)
+    wide = [r_shift(r_shift((v >> pre) * y, t + 7) * int(c), shift - 8) for v, c in zip(h, mult)]
+    return ref_token_quantize(wide, bits)
+
+
+def ref_rope(x, heads, head_dim, cos, sin):                # §5
+    half, out = head_dim // 2, list(x)
+    for h in range(heads):
+        for j in range(half):
+            a, b, c, s = x[h * head_dim + j], x[h * head_dim + half + j], int(cos[j]), int(sin[j])
+            out[h * head_dim + j] = sat(r_shift(a * c - b * s, 14), 16)
+            out[h * head_dim + half + j] = sat(r_shift(b * c + a * s, 14), 16)
+    return out
+
+
+def ref_exp2(d: int, table) -> int:                        # §6.2
+    return 0 if d >> 8 >= 16 else int(table[d & 255]) >> (d >> 8)
+
+
+def ref_attention(q, keys, values, first, spec, score, out_mult, bits, tables):   # §6
+    hd, group = spec.head_dim, spec.heads // spec.kv_heads
+    score, out_mult = [int(v) for v in score], [int(v) for v in out_mult]
+    wide = []
+    for h in range(spec.heads):
+        g = h // group
+        z = {t: r_shift(sum(q[h * hd + d] * keys[t][g][d] for d in range(hd)) * score[0], score[1])
+             for t in range(first, len(keys))}
+        top = max(z.values())
+        weights = {t: ref_exp2(top - z[t], tables["exp2_table"]) for t in z}
+        total = sum(weights.values())
+        r, n = ref_reciprocal(total, tables["reciprocal_table"])
+        for d in range(hd):
+            mixed = sum(weights[t] * values[t][g][d] for t in z)
+            average = r_shift((mixed >> n) * r, 31)
+            wide.append(r_shift(average * out_mult[0], out_mult[1] - 8))
+    return ref_token_quantize(wide, bits)
+
+
+def ref_swiglu(gate, up, index_mult, mult, bits, table):   # §7
+    index_mult, mult = [int(v) for v in index_mult], [int(v) for v in mult]
+    wide = []
+    for g, u in zip(gate, up):
+        index = max(-1024, min(1023, r_shift(g * index_mult[0], index_mult[1])))
+        silu = r_shift(g * int(table[index + 1024]), 15)
+        wide.append(r_shift(silu * u * mult[0], mult[1] - 8))
+    return ref_token_quantize(wide, bits)
+
+
+class SlowGolden:
+    """The whole token step from the spec, with lists of Python ints."""
+
+    def __init__(self, die, tables):
+        self.die, self.t, self.spec = die, tables, die.spec
+        self.keys = [[] for _ in range(self.spec.layers)]
+        self.values = [[] for _ in range(self.spec.layers)]
+
+    def linear(self, name, x, scale, bits):
+        t = self.t
+        return ref_matvec(self.die.quantized(name), t[name + ".mult"], t[name + ".shift"], t.get(name + ".bias"),
+                          x, scale, bits)
+
+    def norm(self, name, h):
+        t = self.t
+        return ref_rmsnorm(h, t[name + ".mult"], int(t[name + ".shift"][0]), int(t["norm_eps"][0]),
+                           int(t["activation_bits"][0]), t["rsqrt_table"])
+
+    def step(self, token: int) -> list[int]:
+        spec, t = self.spec, self.t
+        pos = len(self.keys[0])
+        bits, kv_bits = int(t["activation_bits"][0]), int(t["kv_bits"][0])
+        embed = self.die.quantized("embed")
+        width = embed.format.group_width(spec.hidden_dim)
+        h = []
+        for i in range(spec.hidden_dim):
+            zero = 0 if embed.zeros is None else int(embed.zeros[token, i // width])
+            value = (int(embed.codes[token, i]) - zero) * int(t["embed.lookup_mult"][token, i // width])
+            h.append(sat(r_shift(value, int(t["embed.lookup_shift"][token])), 32))
+        first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
+        for layer in range(spec.layers):
+            p = f"layers.{layer}."
+            x, scale = self.norm(p + "attn_norm", h)
+            q = ref_rope(self.linear(p + "wq", x, scale, 16), spec.heads, spec.head_dim,
+                         t["rope_cos"][pos], t["rope_sin"][pos])
+            k = ref_rope(self.linear(p + "wk", x, scale, 16), spec.kv_heads, spec.head_dim,
+                         t["rope_cos"][pos], t["rope_sin"][pos])
+            v = self.linear(p + "wv", x, scale, 16)
+            to_cache = [sat(r_shift(value, 16 - kv_bits), kv_bits) for value in k + v]
+            hd = spec.head_dim
+            self.keys[layer].append([to_cache[g * hd:(g + 1) * hd] for g in range(spec.kv_heads)])
+            self.values[layer].append([to_cache[spec.kv_dim + g * hd:spec.kv_dim + (g + 1) * hd]
+                                       for g in range(spec.kv_heads)])
+            o, scale = ref_attention(q, self.keys[layer], self.values[layer], first, spec, t[p + "score_mult"],
+                                     t[p + "attention_out_mult"], bits, t)
+            h = [sat(a + b, 32) for a, b in zip(h, self.linear(p + "wo", o, scale, 32))]
+            x, scale = self.norm(p + "ffn_norm", h)
+            gate, up = self.linear(p + "w_gate", x, scale, 16), self.linear(p + "w_up", x, scale, 16)
+            d, scale = ref_swiglu(gate, up, t[p + "sigmoid_index_mult"], t[p + "swiglu_mult"], bits,
+                                  t["sigmoid_table"])
+            h = [sat(a + b, 32) for a, b in zip(h, self.linear(p + "w_down", d, scale, 32))]
+        x, scale = self.norm("final_norm", h)
+        return self.linear("embed" if spec.tied_embeddings else "output", x, scale, 32)
+
+
+# -- dies of several shapes ---------------------------------------------------------------------
+
+SHAPES = {
+    "mha-untied": dict(hidden_dim=32, layers=2, heads=4, kv_heads=4, head_dim=8, ffn_dim=48, vocab_size=64),
+    "gqa-tied-bias": dict(hidden_dim=48, layers=2, heads=4, kv_heads=2, head_dim=16, ffn_dim=80, vocab_size=96,
+                          tied_embeddings=True, qkv_bias=True, family="qwen2"),
+    "mqa-window": dict(hidden_dim=32, layers=1, heads=4, kv_heads=1, head_dim=8, ffn_dim=40, vocab_size=50,
+                       sliding_window=5, family="mistral"),
+}
+FORMATS = {"mha-untied": ("w8", "int8", 16), "gqa-tied-bias": ("w4g16", "int8", 8),
+           "mqa-window": ("w3g16a", "int16", 16)}
+
+
+def make_die(shape: str, seed: int = 0, **spec_overrides):
+    fields = dict(family="llama", max_context=32)
+    fields.update(SHAPES[shape], **spec_overrides)
+    spec = ModelSpec(**fields)
+    fmt, activations, kv_bits = FORMATS[shape]
+    die = MemoryDie(RandomModel(spec, seed), fmt, activations)
+    ranges = measure_ranges(die, [list(np.random.default_rng(seed).integers(0, spec.vocab_size, 16))])
+    return die, build_tables(spec, die, ranges, kv_bits=kv_bits)
+
+
+@pytest.fixture(scope="module", params=list(SHAPES))
+def die_and_tables(request):
+    return make_die(request.param)
+
+
+def test_golden_step_equals_slow_integer_reference(die_and_tables):
+    die, tables = die_and_tables
+    ids = list(np.random.default_rng(3).integers(0, die.spec.vocab_size, 9))
+    fast = GoldenTransformer(die, tables).forward(ids)
+    slow = SlowGolden(die, tables)
+    for row, token in enumerate(ids):
+        assert fast[row].tolist() == slow.step(int(token)), f"token {row} differs"
+
+
+def test_every_intermediate_of_a_step_is_an_integer_vector(die_and_tables):
+    die, tables = die_and_tables
+    seen = []
+    GoldenTransformer(die, tables).forward([1, 2, 3], trace=lambda name, value: seen.append((name, value)))
+    assert len(seen) > 10
+    for name, value in seen:
+        assert np.issubdtype(value.dtype, np.integer), f"{name} is {value.dtype}"
+    assert all(np.issubdtype(v.dtype, np.integer) for k, v in tables.items()), "tables must be integer"
+
+
+def test_golden_logits_track_the_float_model(die_and_tables):
+    die, tables = die_and_tables
+    from hardwire.model.reference import FloatTransformer
+    ids = list(np.random.default_rng(5).integers(0, die.spec.vocab_size, 12))
+    golden = GoldenEngine(die, tables=tables).logits(ids)
+    reference = FloatTransformer(die.spec, die.tensor).forward(ids)
+    error = np.abs(golden - reference).max() / np.abs(reference).max()
+    assert error < 0.15, f"relative logit error {error:.3f}"
+
+
+# -- blocks at their edges ----------------------------------------------------------------------
+
+def test_primitives_round_half_up_and_saturate_symmetrically():
+    assert [ar.rshift_round(v, 1) for v in (-3, -2, -1, 1, 2, 3)] == [-1, -1, 0, 1, 1, 2]
+    assert ar.rshift_round(5, -3) == 40
+    assert ar.saturate(200, 8) == 127 and ar.saturate(-200, 8) == -127 and ar.saturate(-128, 8) == -127
+
+
+def test_rsqrt_and_reciprocal_are_accurate_over_their_whole_range():
+    rsqrt_table, reciprocal_table = ar.rsqrt_table(), ar.reciprocal_table()
+    for v in [1, 2, 3, 1000, 2 ** 20 + 7, 3 ** 30, 2 ** 62 - 1] + list(range(16384, 65536, 997)):
+        y, t = ar.rsqrt(v, rsqrt_table)
+        assert (y, t) == ref_rsqrt(v, rsqrt_table)
+        assert abs(y * 2.0 ** -(30 + t) * math.sqrt(v) - 1) < 3e-5
+    for v in [2 ** 15, 2 ** 15 + 1, 99991, 2 ** 40 + 3, 2 ** 55]:
+        r, n = ar.reciprocal(v, reciprocal_table)
+        assert (r, n) == ref_reciprocal(v, reciprocal_table)
+        assert abs(r * 2.0 ** -(39 + n) * v - 1) < 1e-5
+
+
+def test_token_quantize_uses_the_finest_step_that_fits_and_saturates_beyond():
+    out = np.empty(3, np.int64)
+    small = np.array([3, -2, 1], np.int64)               # fits at the finest step
+    assert ar.token_quantize(small, 8, out) == (8, 8) and out.tolist() == [3, -2, 1]
+    huge = np.array([1 << 40, -(1 << 40), 5], np.int64)  # beyond the coarsest step: saturates
+    assert ar.token_quantize(huge, 8, out) == (15, 0) and out.tolist() == [127, -127, 0]
+    for wide in (np.array([1000, -37, 12], np.int64), np.array([123456, 1, -99999], np.int64)):
+        scale = ar.token_quantize(wide, 8, out)
+        assert (out.tolist(), scale) == ref_token_quantize(wide.tolist(), 8)
+        assert np.abs(out).max() >= 64                    # the chosen step uses the range
+
+
+def test_matvec_saturates_and_keeps_int16_activations_exact():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-128, 128, (6, 300)).astype(np.int8)
+    codes[0] = 127                                        # worst-case row: every product at its maximum
+    x = np.full(300, 32767, np.int64)
+    matrix = pack_matrix(codes, None, 8, None, np.full((6, 1), 1 << 22), np.full(6, 0))
+    y = matvec(matrix, x, (8, 0), 16)
+    assert y[0] == 32767                                  # saturated, not wrapped
+    exact = [sat(r_shift(sat(r_shift(sum(int(c) * 32767 for c in row) * (1 << 22), -7), 59) * 8, 10), 16)
+             for row in codes]
+    assert y.tolist() == exact
+
+
+def test_nibble_packing_matches_signed_codes_with_zero_points_and_odd_groups():
+    from hardwire.freeze.formats import WeightFormat
+    from hardwire.freeze.quantize import quantize_rtn
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((5, 70)).astype(np.float32)
+    for fmt in ("w4g16a", "w3g17", "w2", "w6g32a"):
+        q = quantize_rtn(weight, WeightFormat.parse(fmt))
+        mult = rng.integers(1 << 22, 1 << 23, (5, q.format.groups(70)))
+        shift = np.full(5, 20)
+        x = rng.integers(-127, 128, 70)
+        fast = matvec(pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group, mult, shift), x, (11, 3), 32)
+        assert fast.tolist() == ref_matvec(q, mult, shift, None, x.tolist(), (11, 3), 32), fmt
+
+
+def test_residual_saturates_instead_of_wrapping():
+    from hardwire.golden.forward import residual_add
+    h = np.array([2 ** 31 - 10, -(2 ** 31) + 10, 5], np.int64)
+    residual_add(h, np.array([100, -100, 1], np.int64))
+    assert h.tolist() == [2 ** 31 - 1, -(2 ** 31) + 1, 6]
+
+
+def test_extreme_residual_scale_still_matches_the_reference():
+    die, tables = make_die("mha-untied", seed=2)
+    tables = dict(tables)
+    tables["embed.lookup_shift"] = tables["embed.lookup_shift"] - 12      # embeddings 4096x too large
+    fast = GoldenTransformer(die, tables).forward([3, 4, 5])
+    slow = SlowGolden(die, tables)
+    assert [row.tolist() for row in fast] == [slow.step(t) for t in (3, 4, 5)]
+
+
+# -- sampling and determinism -------------------------------------------------------------------
+
+def test_splitmix64_matches_its_published_first_outputs():
+    rng = SplitMix64(1234567)
+    assert [rng.next() for _ in range(3)] == [6457827717110365317, 3203168211198807973, 9817491932198370423]
+
+
+def test_integer_sampling_follows_temperature_and_top_p():
+    tables = {"exp2_table": ar.exp2_table(), "logit_frac_bits": np.array([12])}
+    logits = np.array([0, 4096 * 3, 4096 * 2, -4096 * 10], np.int64)
+    assert IntegerSampler(tables, 0.0, 1.0, 0)(logits) == 1
+    narrow = IntegerSampler(tables, 1.0, 0.5, 7)
+    assert {narrow(logits) for _ in range(50)} == {1}
+    wide = IntegerSampler(tables, 1.0, 1.0, 7)
+    counts = np.bincount([wide(logits) for _ in range(2000)], minlength=4)
+    p = np.exp([0, 3, 2, -10]) / np.exp([0, 3, 2, -10]).sum()
+    assert np.all(np.abs(counts / 2000 - p) < 0.04)
+
+
+def test_generation_is_deterministic_per_seed_and_differs_across_seeds(die_and_tables):
+    die, tables = die_and_tables
+    engine = GoldenEngine(die, tables=tables)
+    first = engine.generate([1, 2], max_tokens=12, temperature=1.0, seed=11, stop_at_eos=False).ids
+    again = engine.generate([1, 2], max_tokens=12, temperature=1.0, seed=11, stop_at_eos=False).ids
+    other = [engine.generate([1, 2], max_tokens=12, temperature=1.0, seed=s, stop_at_eos=False).ids
+             for s in (12, 13, 14)]
+    assert first == again
+    assert any(o != first for o in other)
+
+
+SUBPROCESS = """
+import json, sys
+sys.path.insert(0, {root!r})
+from tests.test_golden import make_die
+from hardwire.golden.engine import GoldenEngine
+die, tables = make_die("gqa-tied-bias")
+engine = GoldenEngine(die, tables=tables)
+out = {{"logits": engine.forward_integer([1, 5, 9]).tolist(),
+        "ids": engine.generate([1, 5], max_tokens=10, temperature=0.8, top_p=0.9, seed=int(sys.argv[1]),
+                               stop_at_eos=False).ids}}
+print(json.dumps(out))
+"""
+
+
+def test_two_processes_produce_the_same_logits_and_tokens():
+    script = SUBPROCESS.format(root=str(ROOT))
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script, "5"], capture_output=True, text=True,
+                                      check=True, cwd=ROOT).stdout) for _ in range(2)]
+    assert runs[0] == runs[1]
+    die, tables = make_die("gqa-tied-bias")
+    here = GoldenEngine(die, tables=tables)
+    assert here.forward_integer([1, 5, 9]).tolist() == runs[0]["logits"]
+
+
+# -- a real die, end to end ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stories_die(tmp_path_factory):
+    import hardwire
+    from hardwire.freeze.freezer import Calibration, freeze
+    from hardwire.freeze.plan import parse_plan
+    model = hardwire.load()
+    ids = model.tokenizer.encode("Once upon a time, there was a little girl who loved the sun.", bos=True)
+    return freeze(model, parse_plan("w8"), tmp_path_factory.mktemp("die") / "stories.die",
+                  Calibration([ids], {"source": "test sentence"}))
+
+
+def test_golden_backend_opens_a_die_directory_and_greedy_decodes(stories_die):
+    from hardwire.runtime.engine import make_engine
+    engine = make_engine(stories_die.path, backend="golden")
+    float_engine = make_engine(stories_die.path, backend="float")
+    prompt = [1] + engine.tokenizer.encode("Once upon a time", bos=False)
+    golden_ids = engine.generate(prompt, max_tokens=24).ids
+    float_ids = float_engine.generate(prompt, max_tokens=24).ids
+    assert sum(a == b for a, b in zip(golden_ids, float_ids)) >= 16
+    logits = engine.logits(prompt)
+    assert logits.dtype == np.float32 and logits.shape == (len(prompt), engine.spec.vocab_size)
+
+
+def test_golden_backend_refuses_a_float_checkpoint():
+    import hardwire
+    from hardwire.errors import BadConfig
+    with pytest.raises(BadConfig, match="freeze"):
+        GoldenEngine(hardwire.load())
