@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
         with load(model) as opened:
             check_budget(parsed, opened.spec)
             calibration = load_calibration(opened, calib, calib_tokens)
-            steps = opened.spec.layers + 2 + (opened.spec.layers if parsed.is_mixed else 0)
+            steps = opened.spec.layers + 3 + (opened.spec.layers if parsed.is_mixed else 0)
             with progress_bar("freezing", steps) as advance:
                 die = run_freeze(opened, parsed, output, calibration, overwrite=force,
                                  sensitivity_tokens=sensitivity_tokens, progress=advance)

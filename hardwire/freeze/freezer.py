@@ -173,4 +173,9 @@ def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, over
                        "vector_values": vector_values,
                        "rom_bits": matrix_bits + 32 * vector_values},
         }
+        # The golden datapath's tables (docs/arithmetic.md §10) are part of the die, so the golden
+        # model and the RTL read the same constants on every machine.
+        from hardwire.golden.tables import GOLDEN_TABLES_KEY, freeze_tables
+        fields[GOLDEN_TABLES_KEY] = freeze_tables(writer, spec, fields["activations"], calibration.sequences)
+        step("golden tables")
         return writer.commit(fields)
