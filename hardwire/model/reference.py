@@ -114,9 +114,9 @@ class FloatTransformer:
         spec = self.spec
         tokens, end = q.shape[0], start + q.shape[0]
         group = spec.heads // spec.kv_heads
-        keys = self.keys[layer, :end].repeat(group, axis=1)        # [end, heads, hd]
-        values = self.values[layer, :end].repeat(group, axis=1)
-        scores = np.einsum("thd,shd->hts", q, keys) / np.float32(np.sqrt(spec.head_dim))
+        keys = self.keys[layer, :end].repeat(group, axis=1).transpose(1, 2, 0)     # [heads, hd, end]
+        values = self.values[layer, :end].repeat(group, axis=1).transpose(1, 0, 2)  # [heads, end, hd]
+        scores = (q.transpose(1, 0, 2) @ keys) / np.float32(np.sqrt(spec.head_dim))  # [heads, T, end]
         query_pos = np.arange(start, end)[:, None]
         key_pos = np.arange(end)[None, :]
         masked = key_pos > query_pos
@@ -124,7 +124,7 @@ class FloatTransformer:
             masked |= key_pos <= query_pos - spec.sliding_window
         scores = np.where(masked[None], np.float32(-np.inf), scores)
         probs = softmax(scores, axis=-1)
-        return np.einsum("hts,shd->thd", probs, values).reshape(tokens, spec.q_dim)
+        return (probs @ values).transpose(1, 0, 2).reshape(tokens, spec.q_dim)
 
     def layer(self, index: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, start: int,
               capture: Capture | None = None) -> np.ndarray:
