@@ -14,7 +14,7 @@ import numpy as np
 
 from hardwire.freeze.formats import WeightFormat
 from hardwire.freeze.quantize import quantize_rtn
-from hardwire.model.reference import rmsnorm, rope_tables
+from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
 from hardwire.model.spec import ModelSpec
 
 # Projections that read the same activation as another one (one statistic serves all).
@@ -40,10 +40,8 @@ class LayerRunner:
     """One transformer layer of the float reference, fed whole sequences from position 0."""
 
     def __init__(self, spec: ModelSpec, index: int, weights: dict[str, np.ndarray], capacity: int):
-        from hardwire.freeze.quality import ScoringTransformer
-
         self.spec, self.index = spec, index
-        self.transformer = ScoringTransformer.__new__(ScoringTransformer)
+        self.transformer = FloatTransformer.__new__(FloatTransformer)
         self.transformer.spec = spec
         self.transformer.capacity = capacity
         self.transformer.weights = weights          # canonical names "layers.{index}.*"

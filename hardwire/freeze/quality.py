@@ -26,7 +26,7 @@ import numpy as np
 from hardwire.errors import BadConfig
 from hardwire.freeze.calibrate import kl_divergence, log_softmax
 from hardwire.freeze.formats import fake_quantize_activations
-from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables, softmax
+from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 
@@ -72,31 +72,7 @@ def read_sequences(path: str | Path, tokenizer, limit: int | None = None, window
 
 # -- running a model layer by layer --------------------------------------------------------------
 
-class ScoringTransformer(FloatTransformer):
-    """The float reference with its two attention products routed through BLAS.
-
-    Same math as `FloatTransformer.attention`; `np.einsum` without `optimize` runs them ~25x
-    slower, which dominates scoring 1000 stories. To be removed once reference.py passes
-    `optimize=True` itself."""
-
-    def attention(self, layer: int, q: np.ndarray, start: int) -> np.ndarray:
-        spec = self.spec
-        tokens, end = q.shape[0], start + q.shape[0]
-        group = spec.heads // spec.kv_heads
-        keys = self.keys[layer, :end].repeat(group, axis=1)
-        values = self.values[layer, :end].repeat(group, axis=1)
-        scores = np.einsum("thd,shd->hts", q, keys, optimize=True) / np.float32(np.sqrt(spec.head_dim))
-        query_pos = np.arange(start, end)[:, None]
-        key_pos = np.arange(end)[None, :]
-        masked = key_pos > query_pos
-        if spec.sliding_window is not None:
-            masked |= key_pos <= query_pos - spec.sliding_window
-        scores = np.where(masked[None], np.float32(-np.inf), scores)
-        probs = softmax(scores, axis=-1)
-        return np.einsum("hts,shd->thd", probs, values, optimize=True).reshape(tokens, spec.q_dim)
-
-
-class ActivationQuantizedTransformer(ScoringTransformer):
+class ActivationQuantizedTransformer(FloatTransformer):
     """The float reference with every matmul input rounded to the die's activation grid."""
 
     def __init__(self, spec, tensor, capacity, scales: dict[str, float], activation_format: str):
@@ -121,10 +97,10 @@ def transformer_for(source, capacity: int, act_quant: bool = False) -> FloatTran
             raise BadConfig("--act-quant needs a die (activation scales are calibrated at freeze time)")
         return ActivationQuantizedTransformer(spec, source.tensor, capacity, source.activation_scales(),
                                               info["format"])
-    return ScoringTransformer(spec, source.tensor, capacity)
+    return FloatTransformer(spec, source.tensor, capacity)
 
 
-def forward_with_layers(transformer: ScoringTransformer, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+def forward_with_layers(transformer: FloatTransformer, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Logits [T, vocab] of a whole sequence and the residual stream after every layer."""
     spec = transformer.spec
     transformer.reset()
