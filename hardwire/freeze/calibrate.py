@@ -39,9 +39,10 @@ class _OneLayerCache:
 class LayerRunner:
     """One transformer layer of the float reference, fed whole sequences from position 0."""
 
-    def __init__(self, spec: ModelSpec, index: int, weights: dict[str, np.ndarray], capacity: int):
+    def __init__(self, spec: ModelSpec, index: int, weights: dict[str, np.ndarray], capacity: int,
+                 transformer_class: type = FloatTransformer):
         self.spec, self.index = spec, index
-        self.transformer = FloatTransformer.__new__(FloatTransformer)
+        self.transformer = transformer_class.__new__(transformer_class)
         self.transformer.spec = spec
         self.transformer.capacity = capacity
         self.transformer.weights = weights          # canonical names "layers.{index}.*"

@@ -53,7 +53,8 @@ def measure_ranges(model, sequences) -> dict[str, float]:
     over `sequences` (lists of token ids). Keys: `residual`, `{matmul}` (matmul inputs, used when a
     die has no activation scales), and per layer `layers.{i}.q|k|v|gate|up`. For q and k the range
     is the largest RoPE pair norm, which bounds the rotated value at every position."""
-    from hardwire.model.reference import FloatTransformer
+    from hardwire.freeze.calibrate import LayerRunner
+    from hardwire.model.reference import FloatTransformer, rmsnorm
 
     spec = model.spec
     ranges: dict[str, float] = {}
@@ -87,16 +88,25 @@ def measure_ranges(model, sequences) -> dict[str, float]:
                 record(f"{prefix}.up", np.abs(y).max())
             return y
 
-        def layer(self, index, x, cos, sin, start, capture=None):
+    # Layer by layer over all sequences, as the freezer calibrates: memory stays near one layer's
+    # weights plus the sequences' residual streams, whatever the model's size.
+    capacity = max(len(s) for s in sequences)
+    embed = model.tensor("embed")
+    streams = [embed[np.asarray(ids, dtype=np.int64)] for ids in sequences]
+    del embed
+    for index in range(spec.layers):
+        weights = {f"layers.{index}.{n}": model.tensor(f"layers.{index}.{n}") for n in spec.layer_tensor_shapes()}
+        runner = LayerRunner(spec, index, weights, capacity, transformer_class=Probe)
+        for x in streams:
             record("residual", np.abs(x).max())
-            out = super().layer(index, x, cos, sin, start, capture)
-            record("residual", np.abs(out).max())
-            return out
-
-    probe = Probe(spec, model.tensor, capacity=max(len(s) for s in sequences))
-    for ids in sequences:
-        probe.reset()
-        probe.forward(ids)
+        streams = [runner(x) for x in streams]
+        for x in streams:
+            record("residual", np.abs(x).max())
+        del runner, weights
+    final_norm = model.tensor("final_norm")
+    head = "embed" if spec.tied_embeddings else "output"
+    for x in streams:
+        record(head, np.abs(rmsnorm(x, final_norm, spec.norm_eps)).max())
     return ranges
 
 
