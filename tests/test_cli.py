@@ -22,7 +22,7 @@ def test_inspect_json_describes_bundled_model(cli):
     assert (spec["hidden_dim"], spec["layers"], spec["heads"], spec["kv_heads"], spec["vocab_size"]) == (64, 5, 8, 4, 512)
     assert spec["tied_embeddings"] is True
     assert info["parameters"] == 260_032      # stories260K's published size from its header
-    assert info["tokenizer"]["kind"] == "llama2c"
+    assert info["tokenizer"]["kind"] == "sentencepiece"   # tok512.model, beside the checkpoint
 
 
 def test_prompt_is_tokenized_and_continued(cli):

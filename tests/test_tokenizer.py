@@ -274,10 +274,14 @@ def test_gguf_without_vocabulary_has_no_tokenizer(tmp_path):
 
 # -- finding a checkpoint's tokenizer -------------------------------------------------------------
 
-def test_bundled_model_finds_its_llama2c_tokenizer():
+def test_bundled_model_finds_the_sentencepiece_model_that_encoded_its_training_data(tmp_path):
     tokenizer = find_tokenizer(bundled_model_path(), 512)
-    assert tokenizer.kind == "llama2c" and tokenizer.vocab_size == 512
-    assert tokenizer.source.name == "tok512.bin"
+    assert tokenizer.kind == "sentencepiece" and tokenizer.vocab_size == 512
+    assert tokenizer.source.name == "tok512.model"
+    shutil.copy(bundled_model_path(), tmp_path / "model.bin")      # only llama2.c's export beside it
+    shutil.copy(TOK512_BIN, tmp_path / "tok512.bin")
+    fallback = find_tokenizer(tmp_path / "model.bin", 512)
+    assert fallback.kind == "llama2c" and fallback.source.name == "tok512.bin"
 
 
 def test_find_tokenizer_skips_a_tokenizer_of_another_vocabulary(tmp_path):

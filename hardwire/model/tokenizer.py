@@ -719,15 +719,16 @@ def find_tokenizer(checkpoint_path: str | os.PathLike, vocab_size: int | None) -
     """The tokenizer that ships with a checkpoint, or None.
 
     A Hugging Face folder (or a file in it): tokenizer.json, else tokenizer.model. A llama2.c
-    .bin: beside it tok{vocab_size}.bin, tokenizer.bin, tok{vocab_size}.model, tokenizer.model —
-    the .bin first because it is what run.c reads. A .gguf: its embedded vocabulary. A candidate
+    .bin: beside it tok{vocab_size}.model, tokenizer.model, tok{vocab_size}.bin, tokenizer.bin —
+    the SentencePiece model first because it encoded the training data (it collapses runs of
+    spaces, which llama2.c's encoder does not); both decode identically. A .gguf: its embedded vocabulary. A candidate
     that does not fit the model's vocabulary is skipped; a corrupt one raises BadTokenizer.
     """
     path = Path(checkpoint_path)
     if path.suffix == ".bin":
         folder = path.parent
-        sized = [f"tok{vocab_size}.bin", "tokenizer.bin", f"tok{vocab_size}.model", "tokenizer.model"]
-        names = sized if vocab_size is not None else ["tokenizer.bin", "tokenizer.model"]
+        sized = [f"tok{vocab_size}.model", "tokenizer.model", f"tok{vocab_size}.bin", "tokenizer.bin"]
+        names = sized if vocab_size is not None else ["tokenizer.model", "tokenizer.bin"]
     elif path.suffix == ".gguf":
         tokenizer = read_gguf_tokenizer(path)
         return tokenizer if tokenizer is None or vocab_size is None or tokenizer.vocab_size <= vocab_size else None
