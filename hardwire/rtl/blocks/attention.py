@@ -1,0 +1,272 @@
+"""§6 attention (docs/arithmetic.md): KV cache, scores, base-2 softmax, normalised weighted sum of V.
+
+Golden: `hardwire.golden.forward.to_cache` and `attention`, with §6.2 `exp2_negative` and §6.3
+`reciprocal` of `hardwire.golden.arithmetic`. Per layer:
+
+1. WRITE: k and v of this token, rounded to the cache width (§6.1), go into the two KV SRAMs at `pos`.
+2. SCAN1: positions first..pos are read one per cycle (all heads at once); each head keeps its
+   largest score z = round(q.k * m_s * 2^-k_s).
+3. SCAN2: the same positions again: e = exp2_negative(largest - z) from a 256-entry table per head,
+   the head's weight sum and its weighted sums of V accumulate.
+4. NORMALIZE: one head per cycle: reciprocal of the weight sum (table + Newton step), then each
+   wide output round(round((total >> n) r 2^-31) m_o 2^-(k_o - 8));
+5. §2.2 token_quantize of all heads' outputs to the activation width.
+
+Cycles: 2 * (positions attended + 2) + heads + 2. The SRAMs (`hw_kv_sram`) are a behavioural model
+with one write and one registered read port; a back-end flow replaces them with SRAM macros.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
+from hardwire.rtl.blocks.token_scale import token_quantize_module
+from hardwire.rtl.emit import BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module
+
+INTERNAL_BITS = 16
+EXP2_FRAC_BITS = 8
+AVERAGE_SHIFT = 39 - 8          # §6.3: 2^-39 of the reciprocal, 8 extra bits kept in the average
+
+
+def kv_sram_module(positions: int, width: int) -> tuple[str, str]:
+    name = "hw_kv_sram"
+    addr = index_bits(positions)
+    body = "\n".join([
+        f"    reg [{width - 1}:0] cells [0:{positions - 1}];",
+        "    always @(posedge clk) begin",
+        "        if (write) cells[write_addr] <= write_data;",
+        "        read_data <= cells[read_addr];",
+        "    end",
+    ])
+    ports = [Port("input", "clk"), Port("input", "write"), Port("input", "write_addr", addr),
+             Port("input", "write_data", width), Port("input", "read_addr", addr),
+             Port("output", "read_data", width, reg=True)]
+    return name, module(name, ports, body, f"§6.1 KV-cache SRAM model: {positions} positions x {width} bits.")
+
+
+def reciprocal_table_module(table: np.ndarray) -> tuple[str, str]:
+    name = "hw_reciprocal_table"
+    return name, case_rom(name, [int(v) for v in table], 32, "§6.3 2^39 / m, m in [2^15, 2^16).")
+
+
+def attention_name(heads: int, kv_heads: int, head_dim: int) -> str:
+    return f"hw_attention_{heads}x{kv_heads}x{head_dim}"
+
+
+def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, kv_bits: int,
+                     act_bits: int, exp2_table: np.ndarray) -> dict[str, str]:
+    """The attention block shared by every layer; each layer wires in its own constants (score and
+    output multipliers) and has its own KV SRAMs inside its instance."""
+    module_name = attention_name(heads, kv_heads, head_dim)
+    group = heads // kv_heads
+    w = INTERNAL_BITS
+    kv_width = kv_heads * head_dim * kv_bits
+    pos_bits = index_bits(positions)
+    head_bits = index_bits(heads)
+    cache_shift = INTERNAL_BITS - kv_bits
+    hd = head_dim
+    tq_name, tq_text = token_quantize_module(heads * hd, act_bits, hd)
+    body = [
+        f"    // {heads} heads ({kv_heads} KV heads) of {head_dim}, KV cache {positions} x {kv_bits} bits.",
+        "    localparam [2:0] IDLE = 3'd0, WRITE = 3'd1, SCAN1 = 3'd2, SCAN2 = 3'd3, NORMALIZE = 3'd4, QUANTIZE = 3'd5;",
+        f"    localparam [{head_bits - 1}:0] LAST_HEAD = {head_bits}'d{heads - 1};",
+        f"    wire signed [7:0] out_shift_wide = out_shift - 8'sd{TOKEN_FRAC_BITS};",
+        "    reg go_quantize;",
+        "    wire quantize_done;",
+        f"    reg [{heads * hd * 64 - 1}:0] wide;     // the heads' averages in units of s * 2^-8",
+        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
+        "        .x(out), .mu(mu), .e(e));",
+        "    reg [2:0] state;",
+        f"    reg [{pos_bits - 1}:0] t;            // the position being read",
+        "    reg issuing;                 // t is a valid read address",
+        "    reg valid;                   // the SRAMs' read data belongs to a position",
+        f"    reg [{head_bits - 1}:0] head;        // NORMALIZE: the head being written",
+        RSHIFT_ROUND, SATURATE, BIT_LENGTH,
+        "",
+        "    // The arithmetic is in functions called from the clocked blocks, so a simulator evaluates it",
+        "    // only in the cycles it is used.",
+        "    // §6.1 a 16-bit vector to the KV-cache width: sat(rshift_round(x, 16 - kv_bits), kv_bits)",
+        f"    function [{kv_width - 1}:0] to_cache;",
+        f"        input [{kv_heads * hd * w - 1}:0] x;",
+        "        integer c;",
+        "        /* verilator lint_off UNUSEDSIGNAL */  // saturated to the cache width: upper bits copy the sign",
+        "        reg signed [63:0] cached;",
+        "        /* verilator lint_on UNUSEDSIGNAL */",
+        "        begin",
+        f"            to_cache = {kv_width}'h0;",
+        f"            for (c = 0; c < {kv_heads * hd}; c = c + 1) begin",
+        f"                cached = saturate(rshift_round({{{{{64 - w}{{x[c * {w} + {w - 1}]}}}}, x[c * {w} +: {w}]}}, "
+        f"8'sd{cache_shift}), 7'd{kv_bits});",
+        f"                to_cache[c * {kv_bits} +: {kv_bits}] = cached[{kv_bits - 1}:0];",
+        "            end",
+        "        end",
+        "    endfunction",
+        "    // §6.2 the score z of one head at one position: round((q . k) m_s 2^-k_s)",
+        "    function signed [63:0] score;",
+        f"        input [{hd * w - 1}:0] q_head;",
+        f"        input [{hd * kv_bits - 1}:0] k_head;",
+        "        input signed [63:0] multiplier;",
+        "        input signed [7:0] shift;",
+        "        integer d;",
+        "        reg signed [63:0] dot;",
+        "        begin",
+        "            dot = 64'sd0;",
+        f"            for (d = 0; d < {hd}; d = d + 1)",
+        f"                dot = dot + $signed({{{{{64 - w}{{q_head[d * {w} + {w - 1}]}}}}, q_head[d * {w} +: {w}]}}) *",
+        f"                            $signed({{{{{64 - kv_bits}{{k_head[d * {kv_bits} + {kv_bits - 1}]}}}}, k_head[d * {kv_bits} +: {kv_bits}]}});",
+        "            score = rshift_round(dot * multiplier, shift);",
+        "        end",
+        "    endfunction",
+        "    // §6.2 EXP2[f] = round(2^15 2^(-f/256)), and exp2_negative(d) = EXP2[d & 255] >> (d >> 8), 0 past 2^-16",
+        "    function [15:0] exp2_entry;",
+        "        input [7:0] f;",
+        "        begin",
+        "            case (f)",
+        *[f"                8'd{i}: exp2_entry = 16'd{int(v)};" for i, v in enumerate(exp2_table)],
+        "                default: exp2_entry = 16'd0;",
+        "            endcase",
+        "        end",
+        "    endfunction",
+        "    function signed [63:0] exp2_negative;",
+        "        input signed [63:0] d;",
+        "        begin",
+        f"            if (d[63:{EXP2_FRAC_BITS + 4}] != {60 - EXP2_FRAC_BITS}'d0) exp2_negative = 64'sd0;",
+        f"            else exp2_negative = $signed({{48'h0, exp2_entry(d[{EXP2_FRAC_BITS - 1}:0]) >> d[{EXP2_FRAC_BITS + 3}:{EXP2_FRAC_BITS}]}});",
+        "        end",
+        "    endfunction",
+        "    // §6.2-6.3 one position of the second scan: {weight sum, V sums} += e * {1, v}",
+        f"    function [{64 + hd * 64 - 1}:0] accumulate;",
+        "        input signed [63:0] weight_sum;",
+        f"        input [{hd * 64 - 1}:0] total;",
+        f"        input [{hd * kv_bits - 1}:0] v_head;",
+        "        input signed [63:0] weight;",
+        "        integer d;",
+        "        begin",
+        "            accumulate[63:0] = weight_sum + weight;",
+        f"            for (d = 0; d < {hd}; d = d + 1)",
+        "                accumulate[64 + d * 64 +: 64] = $signed(total[d * 64 +: 64]) + weight *",
+        f"                    $signed({{{{{64 - kv_bits}{{v_head[d * {kv_bits} + {kv_bits - 1}]}}}}, v_head[d * {kv_bits} +: {kv_bits}]}});",
+        "        end",
+        "    endfunction",
+        "",
+        f"    reg [{kv_width - 1}:0] key_new;",
+        f"    reg [{kv_width - 1}:0] value_new;",
+        "    genvar i;",
+        f"    wire [{kv_width - 1}:0] key_row;",
+        f"    wire [{kv_width - 1}:0] value_row;",
+        "    wire write = state == WRITE;",
+        "    hw_kv_sram keys (.clk(clk), .write(write), .write_addr(pos), .write_data(key_new), .read_addr(t),"
+        " .read_data(key_row));",
+        "    hw_kv_sram values (.clk(clk), .write(write), .write_addr(pos), .write_data(value_new), .read_addr(t),"
+        " .read_data(value_row));",
+        "",
+        f"    reg signed [63:0] sums [0:{heads - 1}];              // each head's weight sum",
+        f"    reg [{hd * 64 - 1}:0] totals [0:{heads - 1}];         // each head's weighted sums of V",
+        "    generate",
+        f"        for (i = 0; i < {heads}; i = i + 1) begin : head_",
+        "            reg signed [63:0] largest;",
+        f"            wire [{hd * w - 1}:0] q_head = q[i * {hd * w} +: {hd * w}];",
+        f"            wire [{hd * kv_bits - 1}:0] k_head = key_row[(i / {group}) * {hd * kv_bits} +: {hd * kv_bits}];",
+        f"            wire [{hd * kv_bits - 1}:0] v_head = value_row[(i / {group}) * {hd * kv_bits} +: {hd * kv_bits}];",
+        "            always @(posedge clk) begin",
+        "                if (start) begin",
+        "                    largest <= -(64'sd1 <<< 62);",
+        "                end else if (state == SCAN1 && valid) begin",
+        "                    if (score(q_head, k_head, score_mult, score_shift) > largest)",
+        "                        largest <= score(q_head, k_head, score_mult, score_shift);",
+        "                end",
+        "                if (state == SCAN1) begin",
+        "                    sums[i] <= 64'sd0;",
+        f"                    totals[i] <= {hd * 64}'h0;",
+        "                end else if (state == SCAN2 && valid) begin",
+        "                    {totals[i], sums[i]} <= accumulate(sums[i], totals[i], v_head,",
+        "                        exp2_negative(largest - score(q_head, k_head, score_mult, score_shift)));",
+        "                end",
+        "            end",
+        "        end",
+        "    endgenerate",
+        "",
+        "    // §6.3 reciprocal of the selected head's weight sum v >= 2^15: v = m 2^n, table, one Newton step",
+        "    wire signed [63:0] v_sum = sums[head];",
+        "    wire [6:0] n = bit_length(v_sum) - 7'd16;",
+        "    wire signed [63:0] m = v_sum >>> n;",
+        "    wire [31:0] r_entry;",
+        "    hw_reciprocal_table reciprocal_table (.addr(m[14:7]), .data(r_entry));  // (m >> 7) - 256",
+        "    wire signed [63:0] r0 = {32'h0, r_entry};",
+        "    wire signed [63:0] r_error = (64'sd1 <<< 40) - m * r0;",
+        "    wire signed [63:0] r = (r0 * (r_error >>> 8)) >>> 31;",
+        "    // §6.3 the head's wide outputs round(round((A_d >> n) r 2^-31) m_o 2^-(k_o - 8))",
+        f"    function [{hd * 64 - 1}:0] normalize;",
+        f"        input [{hd * 64 - 1}:0] total;",
+        "        input [6:0] shift_n;",
+        "        input signed [63:0] reciprocal_r;",
+        "        input signed [63:0] multiplier;",
+        "        input signed [7:0] shift;",
+        "        integer d;",
+        "        reg signed [63:0] average;",
+        "        begin",
+        f"            for (d = 0; d < {hd}; d = d + 1) begin",
+        f"                average = rshift_round(($signed(total[d * 64 +: 64]) >>> shift_n) * reciprocal_r, 8'sd{AVERAGE_SHIFT});",
+        "                normalize[d * 64 +: 64] = rshift_round(average * multiplier, shift);",
+        "            end",
+        "        end",
+        "    endfunction",
+        "",
+        "    always @(posedge clk) begin",
+        "        done <= 1'b0;",
+        "        go_quantize <= 1'b0;",
+        "        valid <= issuing;",
+        "        if (rst) begin",
+        "            state <= IDLE;",
+        "            issuing <= 1'b0;",
+        "        end else begin",
+        "            if (issuing) begin",
+        f"                t <= t + {pos_bits}'d1;",
+        "                if (t == pos) issuing <= 1'b0;",
+        "            end",
+        "            case (state)",
+        "                IDLE: if (start) begin",
+        "                    state <= WRITE;",
+        "                    key_new <= to_cache(k);",
+        "                    value_new <= to_cache(v);",
+        "                end",
+        "                WRITE: begin",
+        "                    state <= SCAN1;",
+        "                    t <= first;",
+        "                    issuing <= 1'b1;",
+        "                end",
+        "                SCAN1: if (!issuing && !valid) begin",
+        "                    state <= SCAN2;",
+        "                    t <= first;",
+        "                    issuing <= 1'b1;",
+        "                end",
+        "                SCAN2: if (!issuing && !valid) begin",
+        "                    state <= NORMALIZE;",
+        f"                    head <= {head_bits}'d0;",
+        "                end",
+        "                NORMALIZE: begin",
+        f"                    wide[head * {hd * 64} +: {hd * 64}] <= normalize(totals[head], n, r, out_mult, out_shift_wide);",
+        f"                    head <= head + {head_bits}'d1;",
+        "                    if (head == LAST_HEAD) begin",
+        "                        state <= QUANTIZE;",
+        "                        go_quantize <= 1'b1;",
+        "                    end",
+        "                end",
+        "                QUANTIZE: if (quantize_done) begin",
+        "                    state <= IDLE;",
+        "                    done <= 1'b1;",
+        "                end",
+        "                default: state <= IDLE;",
+        "            endcase",
+        "        end",
+        "    end",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
+             Port("input", "pos", pos_bits), Port("input", "first", pos_bits),
+             Port("input", "score_mult", 64, signed=True), Port("input", "score_shift", 8, signed=True),
+             Port("input", "out_mult", 64, signed=True), Port("input", "out_shift", 8, signed=True),
+             Port("input", "q", heads * hd * w), Port("input", "k", kv_heads * hd * w),
+             Port("input", "v", kv_heads * hd * w), Port("output", "done", reg=True),
+             Port("output", "out", heads * hd * act_bits), Port("output", "mu", 4), Port("output", "e", 4)]
+    return {tq_name: tq_text, module_name: module(module_name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body),
+                                                  "§6 attention (docs/arithmetic.md), one instance per layer.")}

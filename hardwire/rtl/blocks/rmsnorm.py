@@ -1,0 +1,237 @@
+"""§4 RMSNorm (docs/arithmetic.md): x_i = sat(round(round(h_i / sqrt(sum h^2 + eps) * 2^23) * C_i * 2^-shift)).
+
+Golden: `hardwire.golden.forward.rmsnorm` with §4.2 `hardwire.golden.arithmetic.rsqrt`. The block walks
+the residual vector h (32-bit elements) `per_cycle` elements at a time, three times:
+
+1. the largest |h_i|, which fixes the pre-shift that keeps h_i within 23 bits;
+2. the sum of squares of the pre-shifted values;
+3. (after one cycle of rsqrt: a leading-one count, a 192-entry table, one Newton step) the wide
+   outputs, each scaled by its constant C_i from a ROM of one word per chunk;
+
+then §2.2 token_quantize rounds them to the activation width with this token's scale (mu, e).
+Cycles: 3 * ceil(dim / per_cycle) + 4, plus token_quantize's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
+from hardwire.rtl.blocks.token_scale import token_quantize_module
+from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, chunk_plan, index_bits, literal,
+                               module, pack_fields, pad_vector, signed_bits)
+
+RESIDUAL_BITS = 32
+
+
+def rsqrt_table_module(table: np.ndarray) -> tuple[str, str]:
+    """§4.2 the 192-entry table 2^30 / sqrt(m) (shared by every norm)."""
+    name = "hw_rsqrt_table"
+    return name, case_rom(name, [int(v) for v in table], 32, "§4.2 rsqrt table: 2^30 / sqrt(m), m in [2^14, 2^16).")
+
+
+MULT_BITS = 32          # C_i in the ROM word: signed, 24-bit magnitude (tables._norm_tables)
+
+
+def rmsnorm_name(dim: int, out_bits: int, per_cycle: int) -> str:
+    per, _, _ = chunk_plan(dim, per_cycle)
+    return f"hw_rmsnorm_{dim}x{out_bits}_p{per}"
+
+
+def rmsnorm_rom(name: str, mult: np.ndarray, dim: int, per_cycle: int) -> dict[str, str]:
+    """The norm's constants C_i, one ROM word per chunk, read by the shared `hw_rmsnorm`."""
+    per, chunks, _ = chunk_plan(dim, per_cycle)
+    if signed_bits(int(mult.min()), int(mult.max())) > MULT_BITS:
+        raise ValueError(f"{name}: norm multipliers exceed {MULT_BITS} bits")
+    words = [pack_fields([int(mult[c * per + p]) if c * per + p < dim else 0 for p in range(per)], MULT_BITS)
+             for c in range(chunks)]
+    rom_name = "hw_rmsnorm_" + name.replace(".", "_") + "_mult"
+    return {rom_name: case_rom(rom_name, words, per * MULT_BITS, f"§4 {name}: C_i = g_i sqrt(dim) / s_out, {per} per word.")}
+
+
+def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dict[str, str]:
+    """Modules {name: text}: the shared norm `hw_rmsnorm_<dim>x<bits>` and its token_quantize. Each
+    norm instance brings its own multiplier ROM (`rmsnorm_rom`) and shift."""
+    module_name = rmsnorm_name(dim, out_bits, per_cycle)
+    per, chunks, last = chunk_plan(dim, per_cycle)
+    mult_bits = MULT_BITS
+    tq_name, tq_text = token_quantize_module(dim, out_bits, per_cycle)
+    modules = {tq_name: tq_text}
+    chunk_bits = index_bits(chunks)
+    r = RESIDUAL_BITS
+    body = [
+        f"    // {dim} elements, {per} per cycle: {3 * chunks + 3} cycles.",
+        "    localparam [2:0] IDLE = 3'd0, LARGEST = 3'd1, PRESHIFT = 3'd2, SQUARES = 3'd3, EPS = 3'd4, RSQRT = 3'd5,"
+        "                     OUTPUT = 3'd6, QUANTIZE = 3'd7;",
+        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
+        f"    localparam signed [63:0] EPS_BASE = {literal(eps, 64, True)};",
+        f"    wire signed [7:0] out_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
+        "    reg go_quantize;",
+        "    wire quantize_done;",
+        f"    reg [{chunks * per * 64 - 1}:0] wide;   // u_i C_i in units of s * 2^-8, before the token scale",
+        *([] if chunks * per == dim else [
+            "    /* verilator lint_off UNUSEDSIGNAL */  // the padding elements of the last chunk are never read",
+            f"    wire [{chunks * per * 64 - 1}:0] wide_all = wide;",
+            "    /* verilator lint_on UNUSEDSIGNAL */"]),
+        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), "
+        f".wide({'wide' if chunks * per == dim else f'wide_all[{dim * 64 - 1}:0]'}), .done(quantize_done),",
+        "        .x(x), .mu(mu), .e(e));",
+        "    reg [2:0] state;",
+        f"    reg [{chunk_bits - 1}:0] chunk;",
+        "    reg [63:0] largest;",
+        "    reg [6:0] pre;                // the pre-shift: h >> pre fits 23 bits + sign",
+        "    reg signed [63:0] total;",
+        "    reg signed [63:0] y;          // rsqrt(total) = y * 2^-(30 + t)",
+        "    reg signed [7:0] t;",
+        *pad_vector("h", "h_padded", dim, r, per, chunks),
+        "    assign mult_addr = chunk;",
+        "    wire [7:0] rsqrt_index;",
+        "    wire [31:0] rsqrt_entry;",
+        "    hw_rsqrt_table rsqrt_table (.addr(rsqrt_index), .data(rsqrt_entry));",
+        "",
+        RSHIFT_ROUND, SATURATE, BIT_LENGTH,
+        "    // §4.2 rsqrt of v = max(total, 1): v = m 4^t with m in [2^14, 2^16), table, one Newton step.",
+        "    wire signed [63:0] v = total < 64'sd1 ? 64'sd1 : total;",
+        "    wire [6:0] v_length = bit_length(v);",
+        "    wire signed [7:0] v_t = $signed({1'b0, v_length}) - 8'sd15 >>> 1;",
+        "    wire [7:0] v_t_abs = v_t[7] ? 8'd0 - v_t : v_t;",
+        "    wire signed [63:0] m = v_t[7] ? v <<< (v_t_abs << 1) : v >>> (v_t_abs << 1);",
+        "    assign rsqrt_index = m[15:8] - 8'd64;        // m >> 8 is in [64, 256)",
+        "    wire signed [63:0] y0 = {32'h0, rsqrt_entry};",
+        "    wire signed [63:0] p = (y0 * y0) >>> 15;",
+        "    wire signed [63:0] newton = (64'sd3 <<< 45) - m * p;",
+        "    wire signed [63:0] y1 = (y0 * (newton >>> 16)) >>> 30;",
+        "",
+    ]
+    # per-lane logic
+    body += [
+        "    // The arithmetic is in functions called from the clocked blocks, so a simulator evaluates it",
+        "    // only in the cycles it is used.",
+        f"    wire [{per * r - 1}:0] chunk_h = h_padded[chunk * {per * r} +: {per * r}];",
+        "    function [63:0] chunk_largest;          // max |h_i| over the chunk",
+        f"        input [{per * r - 1}:0] values;",
+        "        integer i;",
+        "        reg signed [63:0] value;",
+        "        begin",
+        "            chunk_largest = 64'd0;",
+        f"            for (i = 0; i < {per}; i = i + 1) begin",
+        f"                value = $signed({{{{{64 - r}{{values[i * {r} + {r - 1}]}}}}, values[i * {r} +: {r}]}});",
+        "                if (value < 64'sd0) value = -value;",
+        "                if (value > $signed(chunk_largest)) chunk_largest = value;",
+        "            end",
+        "        end",
+        "    endfunction",
+        "    function signed [63:0] chunk_squares;   // sum of (h_i >> pre)^2 over the chunk",
+        f"        input [{per * r - 1}:0] values;",
+        "        input [6:0] pre_shift;",
+        "        integer i;",
+        "        reg signed [63:0] value;",
+        "        begin",
+        "            chunk_squares = 64'sd0;",
+        f"            for (i = 0; i < {per}; i = i + 1) begin",
+        f"                value = $signed({{{{{64 - r}{{values[i * {r} + {r - 1}]}}}}, values[i * {r} +: {r}]}}) >>> pre_shift;",
+        "                chunk_squares = chunk_squares + value * value;",
+        "            end",
+        "        end",
+        "    endfunction",
+        f"    function [{per * 64 - 1}:0] chunk_wide;   // round(round((h_i >> pre) y 2^-(t+7)) C_i 2^-(K-8))",
+        f"        input [{per * r - 1}:0] values;",
+        f"        input [{per * mult_bits - 1}:0] multipliers;",
+        "        input [6:0] pre_shift;",
+        "        input signed [63:0] y_in;",
+        "        input signed [7:0] t_in;",
+        "        input signed [7:0] out_shift_in;",
+        "        integer i;",
+        "        reg signed [63:0] h_i, c_i, u;",
+        "        begin",
+        f"            for (i = 0; i < {per}; i = i + 1) begin",
+        f"                h_i = $signed({{{{{64 - r}{{values[i * {r} + {r - 1}]}}}}, values[i * {r} +: {r}]}});",
+        f"                c_i = $signed({{{{{64 - mult_bits}{{multipliers[i * {mult_bits} + {mult_bits - 1}]}}}}, multipliers[i * {mult_bits} +: {mult_bits}]}});",
+        "                u = rshift_round((h_i >>> pre_shift) * y_in, t_in + 8'sd7);",
+        "                chunk_wide[i * 64 +: 64] = rshift_round(u * c_i, out_shift_in);",
+        "            end",
+        "        end",
+        "    endfunction",
+        "    always @(posedge clk)",
+        f"        if (state == OUTPUT) wide[chunk * {per * 64} +: {per * 64}] <= chunk_wide(chunk_h, mult_word, pre, y, t, out_shift);",
+        "",
+        "    always @(posedge clk) begin",
+        "        done <= 1'b0;",
+        "        go_quantize <= 1'b0;",
+        "        if (rst) begin",
+        "            state <= IDLE;",
+        "        end else begin",
+        "            case (state)",
+        "                IDLE: if (start) begin",
+        "                    state <= LARGEST;",
+        f"                    chunk <= {chunk_bits}'d0;",
+        "                    largest <= 64'd0;",
+        "                end",
+        "                LARGEST: begin",
+        "                    if (chunk_largest(chunk_h) > largest) largest <= chunk_largest(chunk_h);",
+        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
+        "                    if (chunk == LAST_CHUNK) state <= PRESHIFT;",
+        "                end",
+        "                PRESHIFT: begin      // pre = max(0, bit_length(largest) - 23)",
+        "                    pre <= bit_length(largest) > 7'd23 ? bit_length(largest) - 7'd23 : 7'd0;",
+        "                    total <= 64'sd0;",
+        "                    state <= SQUARES;",
+        "                end",
+        "                SQUARES: begin",
+        "                    total <= total + chunk_squares(chunk_h, pre);",
+        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
+        "                    if (chunk == LAST_CHUNK) state <= EPS;",
+        "                end",
+        "                EPS: begin",
+        "                    total <= total + rshift_round(EPS_BASE, $signed({pre, 1'b0}));",
+        "                    state <= RSQRT;",
+        "                end",
+        "                RSQRT: begin",
+        "                    y <= y1;",
+        "                    t <= v_t;",
+        "                    state <= OUTPUT;",
+        "                end",
+        "                OUTPUT: begin",
+        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
+        "                    if (chunk == LAST_CHUNK) begin",
+        "                        state <= QUANTIZE;",
+        "                        go_quantize <= 1'b1;",
+        "                    end",
+        "                end",
+        "                QUANTIZE: if (quantize_done) begin",
+        "                    state <= IDLE;",
+        "                    done <= 1'b1;",
+        "                end",
+        "                default: state <= IDLE;",
+        "            endcase",
+        "        end",
+        "    end",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "h", dim * r),
+             Port("output", "mult_addr", chunk_bits), Port("input", "mult_word", per * mult_bits),
+             Port("input", "shift", 8, signed=True),
+             Port("output", "done", reg=True), Port("output", "x", dim * out_bits),
+             Port("output", "mu", 4), Port("output", "e", 4)]
+    modules[module_name] = module(module_name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body),
+                                  "§4 RMSNorm (docs/arithmetic.md), shared by every norm of this width.")
+    return modules
+
+
+def rmsnorm_standalone(name: str, mult: np.ndarray, shift: int, eps: int, dim: int, out_bits: int,
+                       per_cycle: int = 8) -> dict[str, str]:
+    """One norm with its ROM and shift wired in, as `hw_rmsnorm_<name>` (h -> x, mu, e): for unit
+    tests and single-block synthesis."""
+    per, chunks, _ = chunk_plan(dim, per_cycle)
+    modules = {**rmsnorm_module(dim, out_bits, eps, per_cycle), **rmsnorm_rom(name, mult, dim, per_cycle)}
+    wrapper = "hw_rmsnorm_" + name.replace(".", "_")
+    chunk_bits = index_bits(chunks)
+    body = "\n".join([
+        f"    wire [{chunk_bits - 1}:0] addr;",
+        f"    wire [{per * MULT_BITS - 1}:0] word;",
+        f"    {wrapper}_mult rom (.addr(addr), .data(word));",
+        f"    {rmsnorm_name(dim, out_bits, per_cycle)} norm (.clk(clk), .rst(rst), .start(start), .h(h), .mult_addr(addr),",
+        f"        .mult_word(word), .shift({literal(shift, 8, True)}), .done(done), .x(x), .mu(mu), .e(e));",
+    ])
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "h", dim * RESIDUAL_BITS),
+             Port("output", "done"), Port("output", "x", dim * out_bits), Port("output", "mu", 4), Port("output", "e", 4)]
+    modules[wrapper] = module(wrapper, ports, body, f"§4 RMSNorm {name} with its constants.")
+    return modules

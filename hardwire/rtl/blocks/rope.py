@@ -1,0 +1,85 @@
+"""§5 RoPE (docs/arithmetic.md): rotate pairs (j, j + d/2) of each head by Q1.14 cos/sin of the position.
+
+    x_j <- sat16(round((a c - b s) * 2^-14)),   x_{j+d/2} <- sat16(round((b c + a s) * 2^-14))
+
+Golden: `hardwire.golden.forward.rope`. One block rotates q and k together (their heads laid end to
+end, q first), one head per cycle; cos and sin of the position come from a `case` ROM with one word
+per position. Cycles: heads + kv_heads + 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields
+
+INTERNAL_BITS = 16
+ROPE_FRAC_BITS = 14
+
+
+def rope_table_module(cos: np.ndarray, sin: np.ndarray, positions: int) -> tuple[str, str]:
+    """Word p = {sin[p, half-1..0], cos[p, half-1..0]}, 16 bits each."""
+    name = "hw_rope_table"
+    half = cos.shape[1]
+    words = [pack_fields(list(cos[p]) + list(sin[p]), 16) for p in range(positions)]
+    return name, case_rom(name, words, 2 * half * 16, f"§5 RoPE cos, sin in Q1.14 for {positions} positions.")
+
+
+def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
+    """`hw_rope`: rotates `heads` heads (q heads then k heads) of a 16-bit vector at position `pos`."""
+    name = "hw_rope"
+    half = head_dim // 2
+    width = heads * head_dim * INTERNAL_BITS
+    head_bits = index_bits(heads)
+    pos_bits = index_bits(positions)
+    w = INTERNAL_BITS
+    body = [
+        f"    // {heads} heads of {head_dim}: {heads + 1} cycles.",
+        f"    localparam [{head_bits - 1}:0] LAST_HEAD = {head_bits}'d{heads - 1};",
+        "    reg running;",
+        f"    reg [{head_bits - 1}:0] head;",
+        f"    wire [{2 * half * 16 - 1}:0] angles;",
+        "    hw_rope_table table_ (.addr(pos), .data(angles));",
+        RSHIFT_ROUND, SATURATE,
+        "    always @(posedge clk) begin",
+        "        done <= 1'b0;",
+        "        if (rst) begin",
+        "            running <= 1'b0;",
+        "        end else if (start) begin",
+        "            running <= 1'b1;",
+        f"            head <= {head_bits}'d0;",
+        "            y <= x;",
+        "        end else if (running) begin",
+        f"            y[head * {head_dim * w} +: {head_dim * w}] <= rotate(y[head * {head_dim * w} +: {head_dim * w}], angles);",
+        f"            head <= head + {head_bits}'d1;",
+        "            if (head == LAST_HEAD) begin",
+        "                running <= 1'b0;",
+        "                done <= 1'b1;",
+        "            end",
+        "        end",
+        "    end",
+        "    // rotate one head (a function, so a simulator evaluates it only in the cycles it is used)",
+        f"    function [{head_dim * w - 1}:0] rotate;",
+        f"        input [{head_dim * w - 1}:0] x_head;",
+        f"        input [{2 * half * 16 - 1}:0] cos_sin;",
+        "        integer j;",
+        "        reg signed [63:0] a, b, c, s;",
+        "        /* verilator lint_off UNUSEDSIGNAL */  // saturated to 16 bits: the upper bits copy the sign",
+        "        reg signed [63:0] first, second;",
+        "        /* verilator lint_on UNUSEDSIGNAL */",
+        "        begin",
+        f"            for (j = 0; j < {half}; j = j + 1) begin",
+        f"                a = $signed({{{{{64 - w}{{x_head[j * {w} + {w - 1}]}}}}, x_head[j * {w} +: {w}]}});",
+        f"                b = $signed({{{{{64 - w}{{x_head[(j + {half}) * {w} + {w - 1}]}}}}, x_head[(j + {half}) * {w} +: {w}]}});",
+        "                c = $signed({{48{cos_sin[j * 16 + 15]}}, cos_sin[j * 16 +: 16]});",
+        f"                s = $signed({{{{48{{cos_sin[({half} + j) * 16 + 15]}}}}, cos_sin[({half} + j) * 16 +: 16]}});",
+        f"                first = saturate(rshift_round(a * c - b * s, 8'sd{ROPE_FRAC_BITS}), 7'd{w});",
+        f"                second = saturate(rshift_round(b * c + a * s, 8'sd{ROPE_FRAC_BITS}), 7'd{w});",
+        f"                rotate[j * {w} +: {w}] = first[{w - 1}:0];",
+        f"                rotate[(j + {half}) * {w} +: {w}] = second[{w - 1}:0];",
+        "            end",
+        "        end",
+        "    endfunction",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "pos", pos_bits),
+             Port("input", "x", width), Port("output", "done", reg=True), Port("output", "y", width, reg=True)]
+    return {name: module(name, ports, "\n".join(body), "§5 RoPE (docs/arithmetic.md), one head per cycle.")}

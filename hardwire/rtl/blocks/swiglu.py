@@ -1,0 +1,102 @@
+"""§7 SwiGLU (docs/arithmetic.md): silu(g) = round(g * sigmoid(g) * 2^-15); x = token_quantize(round(silu(g) * u * m * 2^-(k - 8))).
+
+Golden: `hardwire.golden.forward.swiglu` with `sigmoid_lookup` of `hardwire.golden.arithmetic`:
+sigmoid is read from a 2048-entry Q0.15 table at index round(g * m_i * 2^-k_i), clamped to the
+table. `per_cycle` elements per cycle, each with its own table port; then §2.2 token_quantize.
+Cycles: ceil(ffn / per_cycle) + 1, plus token_quantize's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
+from hardwire.rtl.blocks.token_scale import token_quantize_module
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, chunk_plan, index_bits, module, pad_vector
+
+INTERNAL_BITS = 16
+SIGMOID_HALF = 1024
+
+
+def sigmoid_table_module(table: np.ndarray) -> tuple[str, str]:
+    name = "hw_sigmoid_table"
+    return name, case_rom(name, [int(v) for v in table], 16, "§7 2^15 sigmoid(i 2^-6), i in [-1024, 1024).")
+
+
+def swiglu_name(ffn: int, act_bits: int, per_cycle: int) -> str:
+    per, _, _ = chunk_plan(ffn, per_cycle)
+    return f"hw_swiglu_{ffn}x{act_bits}_p{per}"
+
+
+def swiglu_module(ffn: int, act_bits: int, per_cycle: int = 8) -> dict[str, str]:
+    """The SwiGLU block shared by every layer; each layer wires in its own multipliers."""
+    module_name = swiglu_name(ffn, act_bits, per_cycle)
+    per, chunks, last = chunk_plan(ffn, per_cycle)
+    chunk_bits = index_bits(chunks)
+    w = INTERNAL_BITS
+    tq_name, tq_text = token_quantize_module(ffn, act_bits, per_cycle)
+    body = [
+        f"    // {ffn} elements, {per} per cycle: {chunks + 1} cycles.",
+        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
+        f"    wire signed [7:0] wide_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
+        "    reg go_quantize;",
+        "    wire quantize_done;",
+        f"    reg [{ffn * 64 - 1}:0] wide;        // silu(g) u m in units of s * 2^-8, before the token scale",
+        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
+        "        .x(x), .mu(mu), .e(e));",
+        "    reg running;",
+        f"    reg [{chunk_bits - 1}:0] chunk;",
+        *pad_vector("gate", "gate_padded", ffn, w, per, chunks),
+        *pad_vector("up", "up_padded", ffn, w, per, chunks),
+        RSHIFT_ROUND, SATURATE,
+        "    always @(posedge clk) begin",
+        "        go_quantize <= 1'b0;",
+        "        if (rst) begin",
+        "            running <= 1'b0;",
+        "        end else if (start) begin",
+        "            running <= 1'b1;",
+        f"            chunk <= {chunk_bits}'d0;",
+        "        end else if (running) begin",
+        f"            chunk <= chunk + {chunk_bits}'d1;",
+        "            if (chunk == LAST_CHUNK) begin",
+        "                running <= 1'b0;",
+        "                go_quantize <= 1'b1;",
+        "            end",
+        "        end",
+        "    end",
+        "    assign done = quantize_done;",
+        "    genvar i;",
+        "    generate",
+        f"        for (i = 0; i < {per}; i = i + 1) begin : lane",
+        f"            wire signed [{w - 1}:0] g = gate_padded[(chunk * {per} + i) * {w} +: {w}];",
+        f"            wire signed [{w - 1}:0] u = up_padded[(chunk * {per} + i) * {w} +: {w}];",
+        f"            wire signed [63:0] g_wide = {{{{{64 - w}{{g[{w - 1}]}}}}, g}};",
+        f"            wire signed [63:0] u_wide = {{{{{64 - w}{{u[{w - 1}]}}}}, u}};",
+        "            wire signed [63:0] index = rshift_round(g_wide * index_mult, index_shift);",
+        "            /* verilator lint_off UNUSEDSIGNAL */  // clamped to 11 bits: upper bits copy the sign",
+        f"            wire signed [63:0] clamped = index < -64'sd{SIGMOID_HALF} ? -64'sd{SIGMOID_HALF} :",
+        f"                                         index > 64'sd{SIGMOID_HALF - 1} ? 64'sd{SIGMOID_HALF - 1} : index;",
+        "            /* verilator lint_on UNUSEDSIGNAL */",
+        f"            wire [10:0] address = clamped[10:0] + 11'd{SIGMOID_HALF};",
+        "            wire [15:0] sigmoid;",
+        "            hw_sigmoid_table sigmoid_table (.addr(address), .data(sigmoid));",
+        "            wire signed [63:0] silu = rshift_round(g_wide * $signed({48'h0, sigmoid}), 8'sd15);",
+        "            wire signed [63:0] wide_i = rshift_round(silu * u_wide * mult, wide_shift);",
+        "            always @(posedge clk)",
+    ]
+    guard = "                if (running"
+    if last < per:
+        guard += f" && (i < {last} || chunk != LAST_CHUNK)"
+    body += [
+        guard + ")",
+        f"                    wide[(chunk * {per} + i) * 64 +: 64] <= wide_i;",
+        "        end",
+        "    endgenerate",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
+             Port("input", "index_mult", 64, signed=True), Port("input", "index_shift", 8, signed=True),
+             Port("input", "mult", 64, signed=True), Port("input", "shift", 8, signed=True),
+             Port("input", "gate", ffn * w),
+             Port("input", "up", ffn * w), Port("output", "done"), Port("output", "x", ffn * act_bits),
+             Port("output", "mu", 4), Port("output", "e", 4)]
+    return {tq_name: tq_text, module_name: module(module_name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body),
+                                                  "§7 SwiGLU (docs/arithmetic.md), one instance per layer.")}

@@ -1,0 +1,162 @@
+"""§2.2 token scale (docs/arithmetic.md): a vector of wide values (units of s * 2^-8) rounded to the
+activation width with the finest step mu * 2^(5 - e), mu in [8, 16), e in [0, 8], that fits this
+token's largest value; division by mu through a 16-bit reciprocal R[mu].
+
+    out_i = sat(round(wide_i * R[mu] * 2^-(21 - e)))
+
+Golden: `hardwire.golden.arithmetic.token_quantize`. Two passes over the buffered wide vector,
+`per_cycle` elements a cycle: the largest magnitude, then the choice of (mu, e), one e per cycle from
+the finest (all 8 mu compared at once, two cycles per exponent), then the outputs. Cycles:
+2 * ceil(count / per_cycle) + 1 + 2 * the number of exponents tried (at most 9).
+"""
+from __future__ import annotations
+
+from hardwire.golden import arithmetic as ar
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, pad_vector
+
+WIDE_BITS = 64
+SHIFT_BASE = ar.TOKEN_RECIPROCAL_BITS + ar.TOKEN_FRAC_BITS - ar.TOKEN_MANTISSA_BITS
+
+
+def token_quantize_name(count: int, bits: int, per_cycle: int) -> str:
+    return f"hw_token_quantize_{count}x{bits}_p{per_cycle}"
+
+
+def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, str]:
+    name = token_quantize_name(count, bits, per_cycle)
+    per, chunks, last = chunk_plan(count, per_cycle)
+    chunk_bits = index_bits(chunks)
+    w = WIDE_BITS
+    reciprocals = [int(v) for v in ar.TOKEN_RECIPROCALS]
+    limit = (1 << (bits - 1)) - 1
+    body = [
+        f"    // {count} values, {per} per cycle: {2 * chunks + 2} cycles.",
+        "    localparam [2:0] IDLE = 3'd0, LARGEST = 3'd1, CHOOSE = 3'd2, DECIDE = 3'd3, OUTPUT = 3'd4;",
+        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
+        f"    localparam signed [63:0] LIMIT = 64'sd{limit};",
+        "    reg [2:0] state;",
+        f"    reg [{chunk_bits - 1}:0] chunk;",
+        "    reg signed [63:0] largest;",
+        *pad_vector("wide", "wide_padded", count, w, per, chunks),
+        RSHIFT_ROUND, SATURATE,
+        "    // R[mu] = round(2^16 / mu), mu in [8, 16)",
+        "    function signed [63:0] reciprocal_mu;",
+        "        input [3:0] m;",
+        "        begin",
+        "            case (m)",
+        *[f"                4'd{i + 8}: reciprocal_mu = 64'sd{v};" for i, v in enumerate(reciprocals)],
+        "                default: reciprocal_mu = 64'sd0;",
+        "            endcase",
+        "        end",
+        "    endfunction",
+        "",
+        "    // The arithmetic is in functions called from the clocked block, so a simulator evaluates it",
+        "    // only in the cycles it is used.",
+        "    // {fits, mu}: the first mu in 8..15 with round(largest R[mu] 2^-(21 - e)) <= limit",
+        "    function [4:0] fit;",
+        "        input signed [63:0] largest_in;",
+        "        input [3:0] e_try;",
+        "        integer m;",
+        "        begin",
+        "            fit = {1'b0, 4'd15};",
+        "            for (m = 15; m >= 8; m = m - 1)",
+        f"                if (rshift_round(largest_in * reciprocal_mu(m[3:0]), 8'sd{SHIFT_BASE} - $signed({{4'd0, e_try}}))"
+        " <= LIMIT)",
+        "                    fit = {1'b1, m[3:0]};",
+        "        end",
+        "    endfunction",
+        "    function signed [63:0] chunk_largest;",
+        f"        input [{per * w - 1}:0] values;",
+        "        integer i;",
+        "        reg signed [63:0] value;",
+        "        begin",
+        "            chunk_largest = 64'sd0;",
+        f"            for (i = 0; i < {per}; i = i + 1) begin",
+        f"                value = values[i * {w} +: {w}];",
+        "                if (value < 64'sd0) value = -value;",
+        "                if (value > chunk_largest) chunk_largest = value;",
+        "            end",
+        "        end",
+        "    endfunction",
+        f"    function [{per * bits - 1}:0] chunk_out;",
+        f"        input [{per * w - 1}:0] values;",
+        "        input signed [63:0] reciprocal;",
+        "        input signed [7:0] shift_in;",
+        "        integer i;",
+        "        /* verilator lint_off UNUSEDSIGNAL */  // saturated to the output width: upper bits copy the sign",
+        "        reg signed [63:0] out_i;",
+        "        /* verilator lint_on UNUSEDSIGNAL */",
+        "        begin",
+        f"            for (i = 0; i < {per}; i = i + 1) begin",
+        f"                out_i = saturate(rshift_round($signed(values[i * {w} +: {w}]) * reciprocal, shift_in), 7'd{bits});",
+        f"                chunk_out[i * {bits} +: {bits}] = out_i[{bits - 1}:0];",
+        "            end",
+        "        end",
+        "    endfunction",
+        "    reg [3:0] e_try;",
+        f"    wire [{per * w - 1}:0] chunk_values = wide_padded[chunk * {per * w} +: {per * w}];",
+        "    reg [4:0] fitted;           // {fits, mu} at exponent tried_e",
+        "    reg [3:0] tried_e;",
+        "    wire signed [63:0] reciprocal = reciprocal_mu(mu);",
+        f"    wire signed [7:0] out_shift = 8'sd{SHIFT_BASE} - $signed({{4'd0, e}});",
+        f"    reg [{chunks * per * bits - 1}:0] x_padded;",
+    ]
+    if chunks * per > count:
+        body += ["    /* verilator lint_off UNUSEDSIGNAL */  // the padding elements of the last chunk are never read",
+                 f"    wire [{chunks * per * bits - 1}:0] x_all = x_padded;",
+                 "    /* verilator lint_on UNUSEDSIGNAL */",
+                 f"    assign x = x_all[{count * bits - 1}:0];"]
+    else:
+        body += ["    assign x = x_padded;"]
+    body += [
+        "    always @(posedge clk)",
+        f"        if (state == OUTPUT) x_padded[chunk * {per * bits} +: {per * bits}] <= chunk_out(chunk_values, reciprocal, out_shift);",
+        "",
+        "    always @(posedge clk) begin",
+        "        done <= 1'b0;",
+        "        if (rst) begin",
+        "            state <= IDLE;",
+        "        end else begin",
+        "            case (state)",
+        "                IDLE: if (start) begin",
+        "                    state <= LARGEST;",
+        f"                    chunk <= {chunk_bits}'d0;",
+        "                    largest <= 64'sd0;",
+        "                end",
+        "                LARGEST: begin",
+        "                    if (chunk_largest(chunk_values) > largest) largest <= chunk_largest(chunk_values);",
+        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
+        "                    if (chunk == LAST_CHUNK) state <= CHOOSE;",
+        f"                    e_try <= 4'd{ar.TOKEN_MAX_EXPONENT};",
+        "                end",
+        "                CHOOSE: begin",
+        "                    fitted <= fit(largest, e_try);",
+        "                    tried_e <= e_try;",
+        "                    e_try <= e_try - 4'd1;",
+        "                    state <= DECIDE;",
+        "                end",
+        "                DECIDE: begin      // none fits at e = 0: the coarsest step (mu, e) = (15, 0)",
+        "                    if (fitted[4] || tried_e == 4'd0) begin",
+        "                        mu <= fitted[3:0];",
+        "                        e <= tried_e;",
+        "                        state <= OUTPUT;",
+        "                    end else begin",
+        "                        state <= CHOOSE;",
+        "                    end",
+        "                end",
+        "                OUTPUT: begin",
+        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
+        "                    if (chunk == LAST_CHUNK) begin",
+        "                        state <= IDLE;",
+        "                        done <= 1'b1;",
+        "                    end",
+        "                end",
+        "                default: state <= IDLE;",
+        "            endcase",
+        "        end",
+        "    end",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "wide", count * w),
+             Port("output", "done", reg=True), Port("output", "x", count * bits),
+             Port("output", "mu", 4, reg=True), Port("output", "e", 4, reg=True)]
+    return name, module(name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body), "§2.2 token scale (docs/arithmetic.md): wide -> activation width.")

@@ -1,0 +1,154 @@
+"""`hardwire rtl`, `hardwire sim` and `hardwire synth`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hardwire.errors import BadConfig
+
+
+def open_die_argument(path: Optional[Path]):
+    if path is None or not (path.is_dir() and (path / "manifest.json").exists()):
+        raise BadConfig("expected a die directory (make one with `hardwire freeze MODEL --plan w8 -o NAME.die`)",
+                        path=path)
+    from hardwire.die import open_die
+    return open_die(path)
+
+
+def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[int]):
+    from hardwire.rtl.blocks.matvec import STYLES
+    from hardwire.rtl.top import RtlOptions
+    if style not in STYLES:
+        raise BadConfig(f"expected one of {', '.join(STYLES)}, got {style!r}", field="--style")
+    if weights_per_lane is None:
+        from hardwire.chip.arch import ChipConfig
+        weights_per_lane = ChipConfig().weights_per_lane
+    if weights_per_lane < 1:
+        raise BadConfig(f"expected a positive number, got {weights_per_lane}", field="--weights-per-lane")
+    if context is not None and context < 1:
+        raise BadConfig(f"expected a positive number of positions, got {context}", field="--context")
+    return RtlOptions(weights_per_lane=weights_per_lane, style=style, positions=context)
+
+
+def icarus_generate(die, options, prompt, ids, max_tokens: int, temperature: float):
+    """Greedy generation by Icarus in one batch run (the chip's own argmax feeds each token back)."""
+    import time
+
+    from hardwire.golden.engine import GoldenEngine
+    from hardwire.rtl.sim import run_icarus_chip
+    from hardwire.rtl.top import generate
+    from hardwire.runtime.commands import prompt_ids
+    from hardwire.runtime.engine import Generation, decode_continuation
+    if temperature != 0:
+        raise BadConfig("--simulator icarus runs greedy decoding only (the chip's argmax); use --temperature 0 "
+                        "or --simulator verilator", field="--temperature")
+    golden = GoldenEngine(die)
+    start = golden.check_ids(prompt_ids(golden, prompt, ids))
+    positions = min(options.positions or die.spec.max_context, die.spec.max_context)
+    max_tokens = max(0, min(max_tokens, positions - len(start)))
+    log("icarus: about 35 simulated cycles per second on a stories260K-sized chip; expect minutes per token")
+    began = time.perf_counter()
+    steps = run_icarus_chip(generate(die, golden.tables, options), start, max_tokens, die.spec.vocab_size)
+    seconds = time.perf_counter() - began
+    generated = [token for token, _ in steps[len(start) - 1:]]
+    stops, reason = golden.stop_ids(), "length"
+    for i, token in enumerate(generated):
+        if token in stops:
+            generated, reason = generated[:i], "eos"
+            break
+    cycles = [c for _, c in steps]
+    result = Generation(start, generated, decode_continuation(golden.tokenizer, start, generated), reason,
+                        {"cycles": int(sum(cycles)), "cycles_per_token": cycles,
+                         "mean_cycles_per_token": sum(cycles) / len(cycles) if cycles else 0.0})
+    return result, start, seconds
+
+
+def log(message: str) -> None:
+    print(f"hardwire: {message}", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    lanes_help = "cycles per matrix-vector product, which sets the MAC lanes (default: ChipConfig's, 256)"
+
+    @app.command()
+    def rtl(die: Path = typer.Argument(..., help="die directory"),
+            output: Path = typer.Option(..., "-o", "--output", help="directory for the Verilog"),
+            weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
+            style: str = typer.Option("rom", "--style", help="rom (ROM + MAC lanes) | hardwired (constant multipliers)"),
+            context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)")):
+        """Write the die's Verilog: one file per module, top `hw_chip`, files.f and design.json."""
+        from hardwire.rtl.build import write_rtl
+        opened = open_die_argument(die)
+        design = write_rtl(opened, output, rtl_options(weights_per_lane, style, context))
+        print(f"{output}  top {design.top}, {len(design.modules)} modules, "
+              f"{sum(len(t) for t in design.modules.values()) / 1e6:.2f} MB of Verilog")
+
+    @app.command()
+    def sim(die: Path = typer.Argument(..., help="die directory"),
+            ids: Optional[str] = typer.Option(None, "--ids", help="prompt token ids (default: BOS)"),
+            prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="prompt text"),
+            max_tokens: int = typer.Option(32, "--max-tokens", "-n", min=0),
+            temperature: float = typer.Option(0.0, "--temperature", "-t"),
+            top_p: float = typer.Option(1.0, "--top-p"),
+            seed: int = typer.Option(0, "--seed"),
+            simulator: str = typer.Option("verilator", "--simulator", help="verilator | icarus"),
+            weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
+            context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
+            as_json: bool = typer.Option(False, "--json")):
+        """Generate tokens by simulating the die's RTL cycle by cycle (the build is cached by die id)."""
+        import time
+
+        from hardwire.rtl.engine import RtlEngine
+        from hardwire.runtime.commands import chip_report, prompt_ids
+        if simulator not in ("verilator", "icarus"):
+            raise BadConfig(f"expected verilator or icarus, got {simulator!r}", field="--simulator")
+        opened = open_die_argument(die)
+        options = rtl_options(weights_per_lane, "rom", context)
+        if simulator == "icarus":
+            result, start, seconds = icarus_generate(opened, options, prompt, ids, max_tokens, temperature)
+        else:
+            engine = RtlEngine(opened, options=options, log=log)
+            try:
+                start = prompt_ids(engine, prompt, ids)
+                began = time.perf_counter()
+                result = engine.generate(start, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                         seed=seed)
+                seconds = time.perf_counter() - began
+            finally:
+                engine.close()
+        steps = len(result.extra.get("cycles_per_token", []))
+        if as_json:
+            print(json.dumps({"ids": result.ids, "text": result.text, "prompt_ids": start,
+                              "stop_reason": result.stop_reason, "backend": "rtl",
+                              "chip": chip_report(opened.spec, len(start), len(result.ids)),
+                              "simulator": simulator, "simulated_steps_per_s": steps / seconds if seconds else 0.0,
+                              **result.extra}))
+        else:
+            print((prompt or "") + result.text)
+            print(f"hardwire: {steps} token steps, {result.extra.get('cycles', 0)} cycles "
+                  f"({result.extra.get('mean_cycles_per_token', 0):.0f} per token), {steps / seconds:.1f} simulated "
+                  f"steps/s", file=sys.stderr)
+
+    @app.command()
+    def synth(die: Path = typer.Argument(..., help="die directory"),
+              block: Optional[str] = typer.Option(None, "--block", help="a module to synthesize alone, e.g. hw_layer_0 "
+                                                                       "or hw_matvec_layers_0_wq (default: hw_chip)"),
+              weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
+              style: str = typer.Option("rom", "--style", help="rom | hardwired"),
+              context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
+              as_json: bool = typer.Option(False, "--json")):
+        """Yosys synthesis (generic cells) of the design or one block: cells by type, flip-flops."""
+        from hardwire.rtl.synth import synthesize
+        opened = open_die_argument(die)
+        report = synthesize(opened, rtl_options(weights_per_lane, style, context), block=block, log=log)
+        if as_json:
+            print(json.dumps(report))
+        else:
+            print(f"{report['top']}: {report['cells']:,} cells, {report['flip_flops']:,} flip-flop bits, "
+                  f"{report['seconds']:.0f} s, peak {report['peak_rss_mib']:.0f} MiB")
+            for kind, count in sorted(report["cells_by_type"].items(), key=lambda kv: -kv[1]):
+                print(f"  {kind:24s} {count:>12,}")

@@ -1,0 +1,392 @@
+"""The whole token step as Verilog: the layer sequence of `hardwire.golden.forward.GoldenTransformer.step`.
+
+One module per transformer layer (`hw_layer_<i>`, a pipeline stage with its own weight ROMs, MAC
+lanes and KV-cache slice), in the golden step's order:
+
+    attn_norm -> wq | wk | wv (in parallel) -> rope(q, k) -> attention (KV write, softmax, V sum)
+    -> wo -> residual -> ffn_norm -> w_gate | w_up (in parallel) -> swiglu -> w_down -> residual
+
+and the top `hw_chip`: embedding lookup, the layers in turn, final norm, classifier, and a logit
+stream whose first largest entry (§9.1 argmax) is the next token. Host interface (ready/valid):
+
+    in_valid/in_ready/in_token      a token id at the next position (one transfer per token)
+    logit_valid/logit_index/logit   the vocab int32 logits of that token, one per cycle
+    out_valid/out_ready/out_token   the next token id (greedy); after out_ready the chip takes a new token
+    rst                             clears the position (a new sequence)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hardwire.rtl.blocks.attention import (attention_module, attention_name, kv_sram_module,
+                                           reciprocal_table_module)
+from hardwire.rtl.blocks.embed import embed_module
+from hardwire.rtl.blocks.matvec import IntMatrix, lanes_for, matvec_cycles, matvec_modules, module_name
+from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
+from hardwire.rtl.blocks.rope import rope_module, rope_table_module
+from hardwire.rtl.blocks.swiglu import sigmoid_table_module, swiglu_module, swiglu_name
+from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, literal, module
+
+INTERNAL_BITS = 16
+RESIDUAL_BITS = 32
+LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
+@dataclass(frozen=True)
+class RtlOptions:
+    """Generator knobs. `weights_per_lane` is ChipConfig's: the cycles one matvec takes (and so the
+    lanes it gets); `positions` the KV-cache capacity (default: the model's context)."""
+
+    weights_per_lane: int = 256
+    style: str = "rom"                 # rom | hardwired (constant multipliers, small matrices only)
+    norm_per_cycle: int = 8            # RMSNorm and SwiGLU elements per cycle
+    embed_per_cycle: int = 16
+    positions: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def int_matrix(die, tables: dict, name: str) -> IntMatrix:
+    """The §3 constants of matrix `name`: the die's codes and zero points, golden's multipliers."""
+    q = die.quantized(name)
+    bias = tables.get(name + ".bias")
+    return IntMatrix(name, np.asarray(q.codes), None if q.zeros is None else np.asarray(q.zeros), q.format.group,
+                     np.asarray(tables[name + ".mult"]), np.asarray(tables[name + ".shift"]),
+                     None if bias is None else np.asarray(bias))
+
+
+def _scalar(tables, key) -> int:
+    return int(np.asarray(tables[key]).reshape(-1)[0])
+
+
+def _pair(tables, key) -> tuple[int, int]:
+    m, k = np.asarray(tables[key]).reshape(-1)
+    return int(m), int(k)
+
+
+def norm_instance(instance: str, rom: str, shared: str, per: int, chunk_bits: int, shift: int, start: str,
+                  h: str, x: str, mu: str, e: str) -> list[str]:
+    """A norm: its own multiplier ROM feeding the shared `hw_rmsnorm_*` block."""
+    return [
+        f"    wire [{chunk_bits - 1}:0] {instance}_addr;",
+        f"    wire [{per * MULT_BITS - 1}:0] {instance}_word;",
+        f"    {rom} {instance}_rom (.addr({instance}_addr), .data({instance}_word));",
+        f"    {shared} {instance} (.clk(clk), .rst(rst), .start({start}), .h({h}), .mult_addr({instance}_addr),",
+        f"        .mult_word({instance}_word), .shift({literal(shift, 8, True)}), .done({instance}_done), .x({x}),"
+        f" .mu({mu}), .e({e}));",
+    ]
+
+
+def layer_module(index: int, spec, act_bits: int, positions: int, constants: dict) -> str:
+    p = f"layers_{index}"
+    dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
+    pos_bits = index_bits(positions)
+    w, r, a = INTERNAL_BITS, RESIDUAL_BITS, act_bits
+    mv = {short: module_name(f"layers.{index}.{short}") for short in LAYER_MATRICES}
+    body = [
+        "    localparam [3:0] IDLE = 4'd0, ATTN_NORM = 4'd1, QKV = 4'd2, ROPE = 4'd3, ATTENTION = 4'd4, WO = 4'd5,",
+        "                     FFN_NORM = 4'd6, GATE_UP = 4'd7, SWIGLU = 4'd8, DOWN = 4'd9;",
+        "    reg [3:0] state;",
+        f"    reg [{dim * r - 1}:0] h;                // the residual stream",
+        "    assign h_out = h;",
+        "    reg go_attn_norm, go_qkv, go_rope, go_attention, go_wo, go_ffn_norm, go_gate_up, go_swiglu, go_down;",
+        "    reg [2:0] finished;                  // parallel matvecs seen done (q, k, v or gate, up)",
+        "    wire attn_norm_done, q_done, k_done, v_done, rope_done, attention_done, wo_done;",
+        "    wire ffn_norm_done, gate_done, up_done, swiglu_done, down_done;",
+        "    // §2.2 token scale (mu, e) of each matmul input, from the block that produced it",
+        "    wire [3:0] attn_norm_mu, attn_norm_e, attended_mu, attended_e, ffn_norm_mu, ffn_norm_e, gated_mu, gated_e;",
+        f"    wire [{dim * a - 1}:0] attn_normed;",
+        f"    wire [{dim * a - 1}:0] ffn_normed;",
+        f"    wire [{q_dim * w - 1}:0] q;",
+        f"    wire [{kv_dim * w - 1}:0] k;",
+        f"    wire [{kv_dim * w - 1}:0] v;",
+        f"    wire [{(q_dim + kv_dim) * w - 1}:0] qk_rotated;",
+        f"    wire [{q_dim * a - 1}:0] attended;",
+        f"    wire [{dim * r - 1}:0] wo_y;",
+        f"    wire [{ffn * w - 1}:0] gate;",
+        f"    wire [{ffn * w - 1}:0] up;",
+        f"    wire [{ffn * a - 1}:0] gated;",
+        f"    wire [{dim * r - 1}:0] down_y;",
+        "",
+        *norm_instance("attn_norm", f"hw_rmsnorm_{p}_attn_norm_mult", constants["norm"], constants["norm_per"],
+                       constants["norm_chunk_bits"], constants["attn_norm_shift"], "go_attn_norm", "h", "attn_normed",
+                       "attn_norm_mu", "attn_norm_e"),
+        f"    {mv['wq']} wq (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(q_done), .y(q));",
+        f"    {mv['wk']} wk (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(k_done), .y(k));",
+        f"    {mv['wv']} wv (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(v_done), .y(v));",
+        "    hw_rope rope (.clk(clk), .rst(rst), .start(go_rope), .pos(pos), .x({k, q}), .done(rope_done), "
+        ".y(qk_rotated));",
+        f"    {constants['attention']} attention (.clk(clk), .rst(rst), .start(go_attention), .pos(pos), .first(first),",
+        f"        .score_mult({literal(constants['score_mult'], 64, True)}), .score_shift({literal(constants['score_shift'], 8, True)}),",
+        f"        .out_mult({literal(constants['out_mult'], 64, True)}), .out_shift({literal(constants['out_shift'], 8, True)}),",
+        f"        .q(qk_rotated[{q_dim * w - 1}:0]), .k(qk_rotated[{(q_dim + kv_dim) * w - 1}:{q_dim * w}]), .v(v),",
+        "        .done(attention_done), .out(attended), .mu(attended_mu), .e(attended_e));",
+        f"    {mv['wo']} wo (.clk(clk), .rst(rst), .start(go_wo), .x(attended), .mu(attended_mu), .e(attended_e), .done(wo_done), .y(wo_y));",
+        *norm_instance("ffn_norm", f"hw_rmsnorm_{p}_ffn_norm_mult", constants["norm"], constants["norm_per"],
+                       constants["norm_chunk_bits"], constants["ffn_norm_shift"], "go_ffn_norm", "h", "ffn_normed",
+                       "ffn_norm_mu", "ffn_norm_e"),
+        f"    {mv['w_gate']} w_gate (.clk(clk), .rst(rst), .start(go_gate_up), .x(ffn_normed), .mu(ffn_norm_mu), .e(ffn_norm_e), .done(gate_done), "
+        ".y(gate));",
+        f"    {mv['w_up']} w_up (.clk(clk), .rst(rst), .start(go_gate_up), .x(ffn_normed), .mu(ffn_norm_mu), .e(ffn_norm_e), .done(up_done), .y(up));",
+        f"    {constants['swiglu']} swiglu (.clk(clk), .rst(rst), .start(go_swiglu), .gate(gate), .up(up), "
+        f".index_mult({literal(constants['index_mult'], 64, True)}), .index_shift({literal(constants['index_shift'], 8, True)}), "
+        f".mult({literal(constants['glu_mult'], 64, True)}), .shift({literal(constants['glu_shift'], 8, True)}), "
+        ".done(swiglu_done), .x(gated), .mu(gated_mu), .e(gated_e));",
+        f"    {mv['w_down']} w_down (.clk(clk), .rst(rst), .start(go_down), .x(gated), .mu(gated_mu), .e(gated_e), .done(down_done), .y(down_y));",
+        "",
+        "    // §8.2 residual: h = sat32(h + y), in the cycle the wo or w_down product is done",
+        f"    function [{dim * r - 1}:0] residual_add;",
+        f"        input [{dim * r - 1}:0] stream;",
+        f"        input [{dim * r - 1}:0] y;",
+        "        integer i;",
+        f"        reg signed [{r}:0] sum;",
+        f"        reg signed [{r}:0] limit;",
+        "        begin",
+        f"            limit = {r + 1}'sh{(1 << (r - 1)) - 1:x};",
+        f"            for (i = 0; i < {dim}; i = i + 1) begin",
+        f"                sum = $signed({{stream[i * {r} + {r - 1}], stream[i * {r} +: {r}]}}) + $signed({{y[i * {r} + {r - 1}], y[i * {r} +: {r}]}});",
+        f"                residual_add[i * {r} +: {r}] = sum > limit ? limit[{r - 1}:0] : sum < -limit ? -limit[{r - 1}:0] : sum[{r - 1}:0];",
+        "            end",
+        "        end",
+        "    endfunction",
+        "",
+        "    always @(posedge clk) begin",
+        "        {go_attn_norm, go_qkv, go_rope, go_attention, go_wo, go_ffn_norm, go_gate_up, go_swiglu, go_down}"
+        " <= 9'd0;",
+        "        done <= 1'b0;",
+        "        if (rst) begin",
+        "            state <= IDLE;",
+        "        end else begin",
+        "            case (state)",
+        "                IDLE: if (start) begin",
+        "                    h <= h_in;",
+        "                    go_attn_norm <= 1'b1;",
+        "                    state <= ATTN_NORM;",
+        "                end",
+        "                ATTN_NORM: if (attn_norm_done) begin",
+        "                    go_qkv <= 1'b1;",
+        "                    finished <= 3'd0;",
+        "                    state <= QKV;",
+        "                end",
+        "                QKV: begin",
+        "                    finished <= finished | {v_done, k_done, q_done};",
+        "                    if ((finished | {v_done, k_done, q_done}) == 3'b111) begin",
+        "                        go_rope <= 1'b1;",
+        "                        state <= ROPE;",
+        "                    end",
+        "                end",
+        "                ROPE: if (rope_done) begin",
+        "                    go_attention <= 1'b1;",
+        "                    state <= ATTENTION;",
+        "                end",
+        "                ATTENTION: if (attention_done) begin",
+        "                    go_wo <= 1'b1;",
+        "                    state <= WO;",
+        "                end",
+        "                WO: if (wo_done) begin",
+        "                    h <= residual_add(h, wo_y);",
+        "                    go_ffn_norm <= 1'b1;",
+        "                    state <= FFN_NORM;",
+        "                end",
+        "                FFN_NORM: if (ffn_norm_done) begin",
+        "                    go_gate_up <= 1'b1;",
+        "                    finished <= 3'd0;",
+        "                    state <= GATE_UP;",
+        "                end",
+        "                GATE_UP: begin",
+        "                    finished <= finished | {1'b1, up_done, gate_done};",
+        "                    if ((finished | {1'b1, up_done, gate_done}) == 3'b111) begin",
+        "                        go_swiglu <= 1'b1;",
+        "                        state <= SWIGLU;",
+        "                    end",
+        "                end",
+        "                SWIGLU: if (swiglu_done) begin",
+        "                    go_down <= 1'b1;",
+        "                    state <= DOWN;",
+        "                end",
+        "                DOWN: if (down_done) begin",
+        "                    h <= residual_add(h, down_y);",
+        "                    done <= 1'b1;",
+        "                    state <= IDLE;",
+        "                end",
+        "                default: state <= IDLE;",
+        "            endcase",
+        "        end",
+        "    end",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "pos", pos_bits),
+             Port("input", "first", pos_bits), Port("input", "h_in", dim * r), Port("output", "done", reg=True),
+             Port("output", "h_out", dim * r)]
+    return module(f"hw_layer_{index}", ports, "\n".join(body),
+                  f"Layer {index}: one pipeline stage of the token step (hardwire.golden.forward.GoldenTransformer.step).")
+
+
+def chip_module(spec, act_bits: int, positions: int, classifier: str, constants: dict) -> str:
+    dim, vocab, layers = spec.hidden_dim, spec.vocab_size, spec.layers
+    pos_bits = index_bits(positions)
+    token_bits = index_bits(vocab)
+    r = RESIDUAL_BITS
+    window = spec.sliding_window
+    body = [
+        "    localparam [1:0] IDLE = 2'd0, BUSY = 2'd1, STREAM = 2'd2, OUT = 2'd3;",
+        f"    localparam [{token_bits - 1}:0] LAST_TOKEN = {token_bits}'d{vocab - 1};",
+        "    reg [1:0] state;",
+        f"    reg [{pos_bits - 1}:0] pos;",
+        f"    reg [{pos_bits - 1}:0] first;         // the first position attended (sliding window)",
+        f"    reg [{token_bits - 1}:0] token;",
+        "    reg go_embed;",
+        "    wire embed_done, final_norm_done, classify_done;",
+        "    wire [3:0] final_mu, final_e;",
+        f"    wire [{layers - 1}:0] layer_done;     // each stage's done starts the next",
+        f"    wire [{(layers + 1) * dim * r - 1}:0] stream;   // h between stages: embed, layer 0, ..., layer {layers - 1}",
+        f"    wire [{dim * act_bits - 1}:0] final_normed;",
+        f"    wire [{vocab * r - 1}:0] logits;",
+        f"    reg [{token_bits - 1}:0] best;",
+        f"    reg signed [{r - 1}:0] best_logit;",
+        "    assign position = pos;",
+        "    assign in_ready = state == IDLE;",
+        "    assign out_valid = state == OUT;",
+        "    assign out_token = best;",
+        "    assign logit_valid = state == STREAM;",
+        f"    assign logit = logits[logit_index * {r} +: {r}];",
+        "",
+        "    hw_embed_lookup embed (.clk(clk), .rst(rst), .start(go_embed), .token(token), .done(embed_done), "
+        f".h(stream[{dim * r - 1}:0]));",
+    ]
+    for i in range(layers):
+        start = "embed_done" if i == 0 else f"layer_done[{i - 1}]"
+        body.append(f"    hw_layer_{i} layer_{i} (.clk(clk), .rst(rst), .start({start}), .pos(pos), .first(first), "
+                    f".h_in(stream[{i * dim * r} +: {dim * r}]), .done(layer_done[{i}]), "
+                    f".h_out(stream[{(i + 1) * dim * r} +: {dim * r}]));")
+    body += [
+        *norm_instance("final_norm", "hw_rmsnorm_final_norm_mult", constants["norm"], constants["norm_per"],
+                       constants["norm_chunk_bits"], constants["final_norm_shift"], f"layer_done[{layers - 1}]",
+                       f"stream[{layers * dim * r} +: {dim * r}]", "final_normed", "final_mu", "final_e"),
+        f"    {module_name(classifier)} classifier (.clk(clk), .rst(rst), .start(final_norm_done), .x(final_normed), "
+        ".mu(final_mu), .e(final_e), .done(classify_done), .y(logits));",
+        "",
+        "    always @(posedge clk) begin",
+        "        go_embed <= 1'b0;",
+        "        if (rst) begin",
+        "            state <= IDLE;",
+        f"            pos <= {pos_bits}'d0;",
+        "        end else begin",
+        "            case (state)",
+        "                IDLE: if (in_valid) begin",
+        "                    token <= in_token;",
+        "                    go_embed <= 1'b1;",
+    ]
+    if window is None:
+        body.append(f"                    first <= {pos_bits}'d0;")
+    else:
+        body.append(f"                    first <= pos >= {pos_bits}'d{window} ? pos - {pos_bits}'d{window - 1} : {pos_bits}'d0;")
+    body += [
+        "                    state <= BUSY;",
+        "                end",
+        "                BUSY: if (classify_done) begin",
+        f"                    logit_index <= {token_bits}'d0;",
+        f"                    best <= {token_bits}'d0;",
+        f"                    best_logit <= logits[{r - 1}:0];",
+        "                    state <= STREAM;",
+        "                end",
+        "                STREAM: begin      // §9.1 argmax: the first index of the largest logit",
+        "                    if (logit > best_logit) begin",
+        "                        best <= logit_index;",
+        "                        best_logit <= logit;",
+        "                    end",
+        f"                    logit_index <= logit_index + {token_bits}'d1;",
+        "                    if (logit_index == LAST_TOKEN) state <= OUT;",
+        "                end",
+        "                OUT: if (out_ready) begin",
+        f"                    pos <= pos + {pos_bits}'d1;",
+        "                    state <= IDLE;",
+        "                end",
+        "                default: state <= IDLE;",
+        "            endcase",
+        "        end",
+        "    end",
+    ]
+    ports = [Port("input", "clk"), Port("input", "rst"),
+             Port("input", "in_valid"), Port("output", "in_ready"), Port("input", "in_token", token_bits),
+             Port("output", "logit_valid"), Port("output", "logit_index", token_bits, reg=True),
+             Port("output", "logit", r, signed=True),
+             Port("output", "out_valid"), Port("input", "out_ready"), Port("output", "out_token", token_bits),
+             Port("output", "position", pos_bits)]
+    return module("hw_chip", ports, "\n".join(body),
+                  "The chip: one token step per in_valid/in_ready transfer (hardwire.golden.forward "
+                  "GoldenTransformer.step),\nits logits streamed, the greedy next token offered on out_valid.")
+
+
+def generate(die, tables: dict | None = None, options: RtlOptions | None = None) -> Design:
+    """The Verilog design of `die`: every block, the layers and the top `hw_chip`."""
+    from hardwire.golden.tables import classifier_name, tables_for
+    options = options or RtlOptions()
+    tables = tables if tables is not None else tables_for(die)
+    spec = die.spec
+    act_bits = _scalar(tables, "activation_bits")
+    kv_bits = _scalar(tables, "kv_bits")
+    positions = min(options.positions or spec.max_context, spec.max_context)
+    design = Design(top="hw_chip")
+    notes = {"options": options.to_dict(), "positions": positions, "activation_bits": act_bits, "kv_bits": kv_bits,
+             "matvec": {}}
+
+    def add_all(modules: dict[str, str]) -> None:
+        for name, text in modules.items():
+            design.add(name, text)
+
+    design.add(*rsqrt_table_module(tables["rsqrt_table"]))
+    design.add(*reciprocal_table_module(tables["reciprocal_table"]))
+    design.add(*sigmoid_table_module(tables["sigmoid_table"]))
+    design.add(*rope_table_module(tables["rope_cos"], tables["rope_sin"], positions))
+    design.add(*kv_sram_module(positions, spec.kv_dim * kv_bits))
+    add_all(rope_module(spec.heads + spec.kv_heads, spec.head_dim, positions))
+
+    embed = die.quantized("embed")
+    add_all(embed_module(np.asarray(embed.codes), None if embed.zeros is None else np.asarray(embed.zeros),
+                         embed.format.group, np.asarray(tables["embed.lookup_mult"]),
+                         np.asarray(tables["embed.lookup_shift"]), options.embed_per_cycle))
+
+    eps = _scalar(tables, "norm_eps")
+    add_all(rmsnorm_module(spec.hidden_dim, act_bits, eps, options.norm_per_cycle))
+    add_all(attention_module(spec.heads, spec.kv_heads, spec.head_dim, positions, kv_bits, act_bits,
+                             np.asarray(tables["exp2_table"])))
+    add_all(swiglu_module(spec.ffn_dim, act_bits, options.norm_per_cycle))
+    norm_per, norm_chunks, _ = chunk_plan(spec.hidden_dim, options.norm_per_cycle)
+    shared = {"norm": rmsnorm_name(spec.hidden_dim, act_bits, options.norm_per_cycle), "norm_per": norm_per,
+              "norm_chunk_bits": index_bits(norm_chunks),
+              "attention": attention_name(spec.heads, spec.kv_heads, spec.head_dim),
+              "swiglu": swiglu_name(spec.ffn_dim, act_bits, options.norm_per_cycle)}
+
+    def add_matvec(name: str, out_bits: int) -> None:
+        matrix = int_matrix(die, tables, name)
+        lanes = lanes_for(matrix.rows, matrix.cols, options.weights_per_lane)
+        add_all(matvec_modules(matrix, act_bits, out_bits, options.style, lanes))
+        notes["matvec"][name] = {"rows": matrix.rows, "cols": matrix.cols, "lanes": lanes,
+                                 "cycles": matvec_cycles(matrix, options.style, lanes)}
+
+    for i in range(spec.layers):
+        p = f"layers.{i}."
+        for short in LAYER_MATRICES:
+            add_matvec(p + short, RESIDUAL_BITS if short in ("wo", "w_down") else INTERNAL_BITS)
+        for norm in ("attn_norm", "ffn_norm"):
+            add_all(rmsnorm_rom(p + norm, np.asarray(tables[p + norm + ".mult"]), spec.hidden_dim,
+                                options.norm_per_cycle))
+        score_m, score_k = _pair(tables, p + "score_mult")
+        out_m, out_k = _pair(tables, p + "attention_out_mult")
+        index_m, index_k = _pair(tables, p + "sigmoid_index_mult")
+        glu_m, glu_k = _pair(tables, p + "swiglu_mult")
+        constants = {**shared, "attn_norm_shift": _scalar(tables, p + "attn_norm.shift"),
+                     "ffn_norm_shift": _scalar(tables, p + "ffn_norm.shift"), "score_mult": score_m,
+                     "score_shift": score_k, "out_mult": out_m, "out_shift": out_k, "index_mult": index_m,
+                     "index_shift": index_k, "glu_mult": glu_m, "glu_shift": glu_k}
+        design.add(f"hw_layer_{i}", layer_module(i, spec, act_bits, positions, constants))
+    add_all(rmsnorm_rom("final_norm", np.asarray(tables["final_norm.mult"]), spec.hidden_dim, options.norm_per_cycle))
+    head = classifier_name(spec)
+    add_matvec(head, RESIDUAL_BITS)
+    design.add("hw_chip", chip_module(spec, act_bits, positions, head,
+                                      {**shared, "final_norm_shift": _scalar(tables, "final_norm.shift")}))
+    design.notes = notes
+    return design

@@ -1,0 +1,217 @@
+"""Each generated block, simulated with Icarus Verilog, equals its golden primitive bit for bit.
+
+Inputs are random plus the edge cases the arithmetic has to survive: zero, the largest magnitudes
+(saturation), and values at the ends of the tables. The reference is the golden model's own function
+(`hardwire.golden.forward` / `.matvec`), never a re-implementation.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from hardwire.golden import arithmetic as ar
+from hardwire.golden import forward as golden
+from hardwire.golden.matvec import matvec, pack_matrix
+from hardwire.rtl.sim import pack_vector, run_icarus, unpack_vector
+
+pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
+                                reason="Icarus Verilog (iverilog, vvp) is not installed")
+
+
+def edge_vectors(rng, count: int, bits: int, extra: int = 4) -> list[np.ndarray]:
+    """Random vectors of symmetric `bits`-bit integers, then zero, +max, -max, alternating max."""
+    limit = (1 << (bits - 1)) - 1
+    vectors = [rng.integers(-limit, limit + 1, count) for _ in range(extra)]
+    vectors += [np.zeros(count, np.int64), np.full(count, limit), np.full(count, -limit),
+                np.where(np.arange(count) % 2 == 0, limit, -limit)]
+    return vectors
+
+
+# -- §3 matvec ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("style", ["rom", "hardwired"])
+@pytest.mark.parametrize("bits,group,symmetric,bias", [(8, None, True, False), (4, 16, False, True), (3, 24, True, False)])
+def test_matvec_equals_golden(tmp_path, style, bits, group, symmetric, bias):
+    from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules
+    rng = np.random.default_rng(bits)
+    rows, cols, x_bits, out_bits = 9, 40, 8, 16
+    groups = 1 if group is None else -(-cols // group)
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1))
+    codes = rng.integers(low, high, (rows, cols))
+    codes[0] = high - 1                                 # a row of the largest code: saturates
+    codes[1] = 0                                        # a row of zeros
+    zeros = None if symmetric else rng.integers(low, high, (rows, groups))
+    mult = rng.integers(1 << 22, 1 << 23, (rows, groups))
+    shifts = rng.integers(18, 26, rows)
+    shifts[2] = 0                                       # no shift; k <= 0 is a left shift
+    shifts[3] = -2
+    biases = rng.integers(-3000, 3000, rows) if bias else None
+    matrix = IntMatrix("test.w", codes, zeros, group, mult, shifts, biases)
+    modules = matvec_modules(matrix, x_bits, out_bits, style, lanes=4)
+    xs = edge_vectors(rng, cols, x_bits)
+    scales = [(int(rng.integers(8, 16)), int(rng.integers(0, 9))) for _ in xs]
+    scales[0] = (15, 8)                                 # the finest token scale
+    scales[1] = (8, 0)                                  # the coarsest
+    results = run_icarus(modules, "hw_matvec_test_w", [("x", cols * x_bits), ("mu", 4), ("e", 4)],
+                         [("y", rows * out_bits)],
+                         [[pack_vector(x, x_bits), mu, e] for x, (mu, e) in zip(xs, scales)], workdir=tmp_path)
+    packed = pack_matrix(codes.astype(np.int8), None if zeros is None else zeros.astype(np.int8), bits, group,
+                         mult, shifts, biases)
+    for x, scale, result in zip(xs, scales, results):
+        expected = matvec(packed, x.astype(np.int16), scale, out_bits)
+        assert unpack_vector(result[0], out_bits, rows) == list(expected)
+
+
+# -- §4 RMSNorm ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dim,per_cycle,out_bits", [(20, 6, 8), (16, 16, 16)])
+def test_rmsnorm_equals_golden(tmp_path, dim, per_cycle, out_bits):
+    from hardwire.rtl.blocks.rmsnorm import rmsnorm_standalone, rsqrt_table_module
+    rng = np.random.default_rng(dim)
+    mult = rng.integers(-(1 << 23), 1 << 23, dim)
+    shift, eps = 30, 12345
+    modules = dict([rsqrt_table_module(ar.rsqrt_table())])
+    modules.update(rmsnorm_standalone("test.norm", mult, shift, eps, dim, out_bits, per_cycle))
+    hs = edge_vectors(rng, dim, 32) + [rng.integers(-1000, 1000, dim), rng.integers(-3, 4, dim)]
+    results = run_icarus(modules, "hw_rmsnorm_test_norm", [("h", dim * 32)],
+                         [("x", dim * out_bits), ("mu", 4), ("e", 4)], [[pack_vector(h, 32)] for h in hs],
+                         workdir=tmp_path)
+    for h, result in zip(hs, results):
+        expected = np.empty(dim, np.int64)
+        scale = golden.rmsnorm(h.astype(np.int64), mult.astype(np.int64), shift, np.int64(eps), out_bits,
+                               ar.rsqrt_table(), expected)
+        assert unpack_vector(result[0], out_bits, dim) == list(expected)
+        assert (result[1], result[2]) == tuple(int(v) for v in scale)
+
+
+# -- §8.1 embedding ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("group", [None, 8])
+def test_embed_lookup_equals_golden(tmp_path, group):
+    from hardwire.rtl.blocks.embed import embed_module
+    rng = np.random.default_rng(5)
+    vocab, dim = 12, 24
+    groups = 1 if group is None else dim // group
+    codes = rng.integers(-128, 128, (vocab, dim))
+    codes[0] = 127
+    zeros = rng.integers(-8, 8, (vocab, groups)) if group else None
+    mult = rng.integers(1 << 22, 1 << 23, (vocab, groups))
+    shift = rng.integers(-4, 12, vocab)
+    shift[1] = -20                                      # a large left shift saturates to int32
+    modules = embed_module(codes, zeros, group, mult, shift, per_cycle=5)
+    tokens = list(range(vocab))
+    results = run_icarus(modules, "hw_embed_lookup", [("token", 4)], [("h", dim * 32)], [[t] for t in tokens],
+                         workdir=tmp_path)
+    z = np.zeros((vocab, groups), np.int64) if zeros is None else zeros.astype(np.int64)
+    for token, result in zip(tokens, results):
+        expected = np.empty(dim, np.int64)
+        golden.embed_lookup(codes.astype(np.int8), z, group or dim, mult.astype(np.int64), shift.astype(np.int64),
+                            token, expected)
+        assert unpack_vector(result[0], 32, dim) == list(expected), token
+
+
+# -- §5 RoPE ------------------------------------------------------------------------------------------------
+
+def test_rope_equals_golden(tmp_path):
+    from hardwire.model.spec import ModelSpec
+    from hardwire.rtl.blocks.rope import rope_module, rope_table_module
+    spec = ModelSpec(family="llama", hidden_dim=16, layers=1, heads=2, kv_heads=1, head_dim=8, ffn_dim=16,
+                     vocab_size=8, max_context=16)
+    cos, sin = ar.rope_tables(spec)
+    heads = spec.heads + spec.kv_heads
+    modules = dict([rope_table_module(cos, sin, spec.max_context)])
+    modules.update(rope_module(heads, spec.head_dim, spec.max_context))
+    rng = np.random.default_rng(7)
+    xs = edge_vectors(rng, heads * spec.head_dim, 16)
+    positions = [int(p) for p in rng.integers(0, spec.max_context, len(xs))]
+    results = run_icarus(modules, "hw_rope", [("pos", 4), ("x", heads * spec.head_dim * 16)],
+                         [("y", heads * spec.head_dim * 16)],
+                         [[p, pack_vector(x, 16)] for p, x in zip(positions, xs)], workdir=tmp_path)
+    for p, x, result in zip(positions, xs, results):
+        expected = x.astype(np.int64).copy()
+        golden.rope(expected, heads, spec.head_dim, cos[p], sin[p])
+        assert unpack_vector(result[0], 16, heads * spec.head_dim) == list(expected), p
+
+
+# -- §7 SwiGLU ------------------------------------------------------------------------------------------------
+
+def test_swiglu_equals_golden(tmp_path):
+    from hardwire.rtl.blocks.swiglu import sigmoid_table_module, swiglu_module, swiglu_name
+    rng = np.random.default_rng(9)
+    ffn, act_bits = 20, 8
+    index_mult, index_shift = 5000000, 26             # gate 2^15 -> index ~2400: clamped at the table's end
+    mult, shift = 6000000, 44
+    modules = dict([sigmoid_table_module(ar.sigmoid_table())])
+    modules.update(swiglu_module(ffn, act_bits, per_cycle=4))
+    constants = [index_mult, index_shift & 255, mult, shift & 255]
+    gates = edge_vectors(rng, ffn, 16)
+    ups = edge_vectors(rng, ffn, 16)[::-1]
+    results = run_icarus(modules, swiglu_name(ffn, act_bits, 4),
+                         [("index_mult", 64), ("index_shift", 8), ("mult", 64), ("shift", 8), ("gate", ffn * 16),
+                          ("up", ffn * 16)], [("x", ffn * act_bits), ("mu", 4), ("e", 4)],
+                         [constants + [pack_vector(g, 16), pack_vector(u, 16)] for g, u in zip(gates, ups)],
+                         workdir=tmp_path)
+    for g, u, result in zip(gates, ups, results):
+        expected = np.empty(ffn, np.int64)
+        scale = golden.swiglu(g.astype(np.int64), u.astype(np.int64), index_mult, index_shift, mult, shift, act_bits,
+                              ar.sigmoid_table(), expected)
+        assert unpack_vector(result[0], act_bits, ffn) == list(expected)
+        assert (result[1], result[2]) == tuple(int(v) for v in scale)
+
+
+def test_matvec_with_more_lanes_than_columns_shares_requantizers(tmp_path):
+    """lanes > cols: several requantizers drain a block while the next one is computed."""
+    from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules, requantizers_for
+    rng = np.random.default_rng(11)
+    rows, cols, lanes, x_bits, out_bits = 21, 3, 8, 8, 32
+    assert requantizers_for(lanes, cols) == 3
+    codes = rng.integers(-128, 128, (rows, cols))
+    mult = rng.integers(1 << 22, 1 << 23, (rows, 1))
+    shifts = rng.integers(10, 20, rows)
+    matrix = IntMatrix("test.wide", codes, None, None, mult, shifts, None)
+    modules = matvec_modules(matrix, x_bits, out_bits, "rom", lanes=lanes)
+    xs = edge_vectors(rng, cols, x_bits)
+    results = run_icarus(modules, "hw_matvec_test_wide", [("x", cols * x_bits), ("mu", 4), ("e", 4)],
+                         [("y", rows * out_bits)], [[pack_vector(x, x_bits), 11, 3] for x in xs], workdir=tmp_path)
+    packed = pack_matrix(codes.astype(np.int8), None, 8, None, mult, shifts, None)
+    for x, result in zip(xs, results):
+        assert unpack_vector(result[0], out_bits, rows) == list(matvec(packed, x.astype(np.int16), (11, 3), out_bits))
+
+
+# -- §6 attention: KV cache, scores, softmax, weighted sum ---------------------------------------
+
+def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
+    """One block instance attends over a growing KV cache, position after position (GQA 2:1)."""
+    from hardwire.rtl.blocks.attention import (attention_module, attention_name, kv_sram_module,
+                                               reciprocal_table_module)
+    heads, kv_heads, head_dim, positions, kv_bits, act_bits = 4, 2, 4, 8, 8, 8
+    score_mult, score_shift, out_mult, out_shift = 20000, 22, 9000000, 24
+    modules = dict([reciprocal_table_module(ar.reciprocal_table()),
+                    kv_sram_module(positions, kv_heads * head_dim * kv_bits)])
+    modules.update(attention_module(heads, kv_heads, head_dim, positions, kv_bits, act_bits, ar.exp2_table()))
+    rng = np.random.default_rng(13)
+    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    steps = []
+    for p in range(positions):
+        scale = 32767 if p in (2, 5) else 3000        # two positions saturate the 8-bit cache
+        steps.append((rng.integers(-scale, scale + 1, q_dim), rng.integers(-scale, scale + 1, kv_dim),
+                      rng.integers(-scale, scale + 1, kv_dim)))
+    first = [0, 0, 0, 1, 1, 2, 0, 3]                  # a sliding window now and then
+    vectors = [[p, first[p], score_mult, score_shift, out_mult, out_shift, pack_vector(q, 16), pack_vector(k, 16),
+                pack_vector(v, 16)] for p, (q, k, v) in enumerate(steps)]
+    results = run_icarus(modules, attention_name(heads, kv_heads, head_dim),
+                         [("pos", 3), ("first", 3), ("score_mult", 64), ("score_shift", 8), ("out_mult", 64),
+                          ("out_shift", 8), ("q", q_dim * 16), ("k", kv_dim * 16), ("v", kv_dim * 16)],
+                         [("out", q_dim * act_bits), ("mu", 4), ("e", 4)], vectors, workdir=tmp_path)
+    keys = np.zeros((positions, kv_heads, head_dim), np.int16)
+    values = np.zeros((positions, kv_heads, head_dim), np.int16)
+    for p, ((q, k, v), result) in enumerate(zip(steps, results)):
+        golden.to_cache(k.astype(np.int64), 16 - kv_bits, kv_bits, keys[p].reshape(-1))
+        golden.to_cache(v.astype(np.int64), 16 - kv_bits, kv_bits, values[p].reshape(-1))
+        expected = np.empty(q_dim, np.int64)
+        scale = golden.attention(q.astype(np.int64), keys, values, first[p], p + 1, heads, score_mult, score_shift,
+                                 out_mult, out_shift, act_bits, ar.exp2_table(), ar.reciprocal_table(), expected)
+        assert unpack_vector(result[0], act_bits, q_dim) == list(expected), p
+        assert (result[1], result[2]) == tuple(int(v) for v in scale), p
