@@ -83,7 +83,18 @@ class SafetensorsFile:
                                 path=self.path, field=f"tensor {name}")
         raw = np.frombuffer(self._map, dtype=DTYPES[dtype], count=math.prod(shape), offset=begin)
         array = bfloat16_to_float32(raw) if dtype == "BF16" else raw.astype(np.float32)
+        del raw
+        self._release(begin, end)
         return array.reshape(shape)
+
+    def _release(self, begin: int, end: int) -> None:
+        """Drop the pages just copied from this process's resident set, so streaming through a
+        checkpoint larger than RAM keeps memory near one tensor (the OS may still cache them)."""
+        if not hasattr(mmap, "MADV_DONTNEED") or self._map is None:
+            return
+        start = begin - begin % mmap.PAGESIZE
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def close(self) -> None:
         if self._map is not None:
