@@ -31,12 +31,16 @@ demo: $(VENV)/.base
 	@if $(HW) --help | grep -q " freeze "; then \
 	  echo "== 3. freeze: 8-bit and mixed 3/6-bit dies, and what freezing costs"; \
 	  $(HW) freeze --plan w8 -o $(OUT)/stories260K-w8.die && \
-	  $(HW) freeze --plan 'mix:3g32,6g32,avg=3.5' -o $(OUT)/stories260K-mix36.die && \
+	  $(HW) freeze --plan 'mix:3g32-e4m4,6g32-e4m4,avg=3.5' -o $(OUT)/stories260K-mix36.die && \
 	  $(HW) inspect $(OUT)/stories260K-mix36.die && \
 	  $(HW) quality $(OUT)/stories260K-w8.die $(OUT)/stories260K-mix36.die --stories 100; \
 	fi
+	@echo "== 4. golden: the bit-exact integer model of the chip, on the 8-bit die"
+	$(HW) run $(OUT)/stories260K-w8.die --backend golden --max-tokens 60
+	@echo "== 5. rtl: synthesizable Verilog of the 8-bit die (simulate it with: hardwire sim DIE --ids 1 -n 32)"
+	$(HW) rtl $(OUT)/stories260K-w8.die -o $(OUT)/rtl-w8
 	@if $(HW) --help | grep -q " estimate "; then \
-	  echo "== 4. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"; \
+	  echo "== 6. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"; \
 	  $(HW) estimate --preset llama-3.1-8b --chip hc1 && $(HW) estimate --preset stories260k; \
 	fi
 
