@@ -97,21 +97,31 @@ class Engine:
             raise BadConfig(f"prompt of {len(prompt_ids)} tokens exceeds the context of "
                             f"{self.spec.max_context}", field="ids")
         max_tokens = min(max_tokens, budget)
-        rng = np.random.default_rng(seed)
+        choose = self.sampler(temperature, top_p, seed)
         stops = self.stop_ids() if stop_at_eos else set()
         self.reset()
-        logits = self.forward(prompt_ids)[-1]
+        logits = self.decode_logits(prompt_ids)[-1]
         generated, reason = [], "length"
         for step in range(max_tokens):
-            token = sample_next(logits, temperature, top_p, rng)
+            token = choose(logits)
             if token in stops:
                 reason = "eos"
                 break
             generated.append(token)
             if step + 1 < max_tokens:
-                logits = self.forward([token])[-1]
+                logits = self.decode_logits([token])[-1]
         return Generation(prompt_ids, generated, decode_continuation(self.tokenizer, prompt_ids, generated),
                           reason)
+
+    # -- generation hooks: a backend that chooses tokens its own way overrides these -------------
+    def sampler(self, temperature: float, top_p: float, seed: int):
+        """A function logits -> next token id."""
+        rng = np.random.default_rng(seed)
+        return lambda logits: sample_next(logits, temperature, top_p, rng)
+
+    def decode_logits(self, ids: list[int]) -> np.ndarray:
+        """The logits `sampler` chooses from (the golden backend keeps them integer)."""
+        return self.forward(ids)
 
 
 class FloatEngine(Engine):
