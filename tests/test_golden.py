@@ -401,3 +401,27 @@ def test_golden_backend_refuses_a_float_checkpoint():
     from hardwire.errors import BadConfig
     with pytest.raises(BadConfig, match="freeze"):
         GoldenEngine(hardwire.load())
+
+
+def test_quality_scores_the_golden_backend_from_its_own_logits(stories_die):
+    """`hardwire quality --backend golden` perplexity equals the NLL of the golden engine's logits,
+    recomputed here, and agrees with the float model on most tokens."""
+    import hardwire
+    from hardwire.freeze.quality import evaluate, read_sequences
+    from hardwire.model.load import bundled_text_path
+    from hardwire.runtime.engine import make_engine
+    float_model = hardwire.load()
+    sequences = read_sequences(bundled_text_path(), float_model.tokenizer, limit=3, window=512)
+    (golden,), reference = evaluate([stories_die], float_model, sequences, backend="golden")
+    engine = make_engine(stories_die, backend="golden")
+    nll = tokens = 0
+    for ids in sequences:
+        logits = engine.logits(ids).astype(np.float64)
+        shifted = logits[:-1] - logits[:-1].max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        nll -= log_probs[np.arange(len(ids) - 1), ids[1:]].sum()
+        tokens += len(ids) - 1
+    assert golden["tokens"] == tokens and golden["layer_error"] is None
+    assert golden["perplexity"] == pytest.approx(np.exp(nll / tokens), rel=1e-9)
+    assert golden["top1_agreement"] > 0.9
+    assert golden["perplexity"] < reference["perplexity"] * 1.05

@@ -104,7 +104,8 @@ def print_die(die) -> None:
 
 
 def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokenizer_path: Optional[Path],
-                 float_model: Optional[Path], act_quant: bool, window: Optional[int]) -> tuple[list[dict], dict]:
+                 float_model: Optional[Path], act_quant: bool, window: Optional[int],
+                 backend: str = "float") -> tuple[list[dict], dict]:
     from hardwire.freeze.quality import evaluate, read_sequences
     from hardwire.model.load import load
 
@@ -133,7 +134,7 @@ def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokeni
     sequences = read_sequences(text, tokenizer, limit=stories, window=window or context)
     with progress_bar("scoring", len(sequences)) as advance:
         results, float_result = evaluate(candidates, reference, sequences, act_quant=act_quant,
-                                         progress=lambda _: advance())
+                                         progress=lambda _: advance(), backend=backend)
     rows = []
     for source, candidate, result in zip(sources or [None], candidates, results):
         manifest = getattr(candidate, "manifest", None)
@@ -160,7 +161,7 @@ def print_quality(rows: list[dict], float_result: dict) -> None:
         table.add_row(row["name"], row["plan"], f"{row['bits_per_weight']:.3f}", f"{row['rom_bits'] / 8192:,.1f}",
                       f"{row['perplexity']:.4f}", f"{100 * (row['perplexity'] / row['float_perplexity'] - 1):+.2f}%",
                       f"{row['top1_agreement']:.4f}", f"{row['kl_mean']:.4f}",
-                      f"{max(row['layer_error']):.4f}")
+                      f"{max(row['layer_error']):.4f}" if row['layer_error'] else "n/a")
     Console().print(table)
 
 
@@ -209,18 +210,18 @@ def register(app: typer.Typer) -> None:
                                                "calibrated activation format"),
                 window: Optional[int] = typer.Option(None, "--window", help="score long documents in windows "
                                                      "of N tokens (default: the model's context)"),
-                backend: str = typer.Option("float", "--backend", help="float (dequantized weights)"),
+                backend: str = typer.Option("float", "--backend", help="float (dequantized weights) | golden "
+                                            "(the die's integer datapath)"),
                 as_json: bool = typer.Option(False, "--json", help="print JSON")):
         """Perplexity, top-1 agreement and KL divergence against the float model, per die."""
         from hardwire.model.load import bundled_text_path
 
-        if backend != "float":
-            raise BadConfig(f"backend {backend!r} is not available for quality yet; expected float",
-                            field="--backend")
+        if backend not in ("float", "golden"):
+            raise BadConfig(f"unknown backend {backend!r}; expected float or golden", field="--backend")
         if stories is not None and stories < 1:
             raise BadConfig(f"expected a positive number of stories, got {stories}", field="--stories")
         rows, float_result = quality_rows(list(sources or []), text or bundled_text_path(), stories, tokenizer,
-                                          float_model, act_quant, window)
+                                          float_model, act_quant, window, backend)
         if as_json:
             print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         else:

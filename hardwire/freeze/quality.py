@@ -134,8 +134,11 @@ def next_token_nll(logits: np.ndarray, ids: np.ndarray) -> float:
 
 
 def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant: bool = False,
-             progress=None) -> tuple[list[dict], dict]:
+             progress=None, backend: str = "float") -> tuple[list[dict], dict]:
     """Score each candidate (a Die or Model) against the float `reference` Model.
+
+    backend "float" runs a die's dequantized weights (and reports the error of the residual stream
+    after every layer); "golden" runs its integer datapath (logits only, no per-layer error).
 
     Returns ([per-candidate metrics], reference metrics)."""
     if not sequences:
@@ -146,7 +149,15 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
             raise BadConfig(f"{getattr(c, 'path', c)} has a different model spec than the float reference "
                             f"{getattr(reference, 'path', reference)}")
     float_run = transformer_for(reference, capacity)
-    runs = [transformer_for(c, capacity, act_quant) for c in candidates]
+    if backend == "golden":
+        from hardwire.runtime.engine import make_engine
+        engines = [make_engine(c, backend="golden") for c in candidates]
+        runs = [lambda ids, engine=engine: (engine.logits(ids.tolist()), None) for engine in engines]
+    elif backend == "float":
+        transformers = [transformer_for(c, capacity, act_quant) for c in candidates]
+        runs = [lambda ids, t=t: forward_with_layers(t, ids) for t in transformers]
+    else:
+        raise BadConfig(f"unknown backend {backend!r} for quality; expected float or golden", field="--backend")
     float_tally = Tally()
     tallies = [Tally(layer_error_sq=[0.0] * reference.spec.layers,
                      layer_reference_sq=[0.0] * reference.spec.layers) for _ in candidates]
@@ -157,12 +168,12 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
         float_tally.tokens += len(ids) - 1
         ref_top = ref_logits[:-1].argmax(axis=-1)
         for run, tally in zip(runs, tallies):
-            logits, layers = forward_with_layers(run, ids)
+            logits, layers = run(ids)
             tally.nll += next_token_nll(logits, ids)
             tally.tokens += len(ids) - 1
             tally.agree += int(np.sum(logits[:-1].argmax(axis=-1) == ref_top))
             tally.kl += float(kl_divergence(ref_logits[:-1], logits[:-1]).sum())
-            for i, (x, r) in enumerate(zip(layers, ref_layers)):
+            for i, (x, r) in enumerate(zip(layers or [], ref_layers)):
                 tally.layer_error_sq[i] += float(np.sum((x.astype(np.float64) - r) ** 2))
                 tally.layer_reference_sq[i] += float(np.sum(r.astype(np.float64) ** 2))
         if progress is not None:
@@ -178,7 +189,9 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
             "tokens": tally.tokens,
             "sequences": len(sequences),
             "layer_error": [math.sqrt(e / r) if r > 0 else 0.0
-                            for e, r in zip(tally.layer_error_sq, tally.layer_reference_sq)],
+                            for e, r in zip(tally.layer_error_sq, tally.layer_reference_sq)]
+                           if backend == "float" else None,
+            "backend": backend,
         })
     return results, {"perplexity": float_perplexity, "tokens": float_tally.tokens, "nll_mean":
                      float_tally.nll / float_tally.tokens}
