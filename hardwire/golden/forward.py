@@ -21,6 +21,7 @@ from hardwire.golden.arithmetic import (TOKEN_FRAC_BITS, bit_length, exp2_negati
                                         rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, pack_matrix, stack
 from hardwire.golden.tables import INTERNAL_BITS, classifier_name
+from hardwire.model.reference import grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
 RESIDUAL_BITS = 32
@@ -220,17 +221,7 @@ class GoldenTransformer:
         self._grow(self.initial_capacity)
 
     def _grow(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        if needed > self.spec.max_context:
-            raise ValueError(f"sequence of {needed} tokens exceeds the context of {self.spec.max_context}")
-        capacity = min(max(needed, 2 * self.capacity), self.spec.max_context)
-        shape = (self.spec.layers, capacity, self.spec.kv_heads, self.spec.head_dim)
-        keys, values = np.zeros(shape, np.int16), np.zeros(shape, np.int16)
-        if self.keys is not None:
-            keys[:, :self.position] = self.keys[:, :self.position]
-            values[:, :self.position] = self.values[:, :self.position]
-        self.keys, self.values, self.capacity = keys, values, capacity
+        grow_kv_cache(self, needed, np.int16)
 
     # -- one token ----------------------------------------------------------------------------------
     def _linear(self, matrices: list[PackedMatrix], x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:

@@ -70,6 +70,24 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted / np.sum(shifted, axis=axis, keepdims=True)
 
 
+def grow_kv_cache(holder, needed: int, dtype) -> None:
+    """Make `holder.keys`/`holder.values` [layers, positions, kv_heads, head_dim] hold `needed`
+    positions: double the capacity (at most to max_context), keeping the first `holder.position`.
+    Shared by the float reference and the golden model, whose caches differ only in dtype."""
+    if needed <= holder.capacity:
+        return
+    spec = holder.spec
+    if needed > spec.max_context:
+        raise ValueError(f"sequence of {needed} tokens exceeds the context of {spec.max_context}")
+    capacity = min(max(needed, 2 * holder.capacity), spec.max_context)
+    shape = (spec.layers, capacity, spec.kv_heads, spec.head_dim)
+    keys, values = np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=dtype)
+    if holder.keys is not None:
+        keys[:, :holder.position] = holder.keys[:, :holder.position]
+        values[:, :holder.position] = holder.values[:, :holder.position]
+    holder.keys, holder.values, holder.capacity = keys, values, capacity
+
+
 class FloatTransformer:
     """Float32 decoder with a KV cache of `capacity` positions."""
 
@@ -90,17 +108,7 @@ class FloatTransformer:
         self.position = 0
 
     def _grow(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        if needed > self.spec.max_context:
-            raise ValueError(f"sequence of {needed} tokens exceeds the context of {self.spec.max_context}")
-        capacity = min(max(needed, 2 * self.capacity), self.spec.max_context)
-        shape = (self.spec.layers, capacity, self.spec.kv_heads, self.spec.head_dim)
-        keys, values = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
-        if self.keys is not None:
-            keys[:, :self.position] = self.keys[:, :self.position]
-            values[:, :self.position] = self.values[:, :self.position]
-        self.keys, self.values, self.capacity = keys, values, capacity
+        grow_kv_cache(self, needed, np.float32)
 
     def linear(self, name: str, x: np.ndarray, capture: Capture | None) -> np.ndarray:
         if capture is not None:
