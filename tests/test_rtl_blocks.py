@@ -34,7 +34,7 @@ def edge_vectors(rng, count: int, bits: int, extra: int = 4) -> list[np.ndarray]
 @pytest.mark.parametrize("style", ["rom", "hardwired"])
 @pytest.mark.parametrize("bits,group,symmetric,bias", [(8, None, True, False), (4, 16, False, True), (3, 24, True, False)])
 def test_matvec_equals_golden(tmp_path, style, bits, group, symmetric, bias):
-    from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules
+    from hardwire.rtl.blocks.matvec import IntMatrix, matvec_cycles, matvec_modules
     rng = np.random.default_rng(bits)
     rows, cols, x_bits, out_bits = 9, 40, 8, 16
     groups = 1 if group is None else -(-cols // group)
@@ -62,6 +62,7 @@ def test_matvec_equals_golden(tmp_path, style, bits, group, symmetric, bias):
     for x, scale, result in zip(xs, scales, results):
         expected = matvec(packed, x.astype(np.int16), scale, out_bits)
         assert unpack_vector(result[0], out_bits, rows) == list(expected)
+        assert result[-1] == matvec_cycles(matrix, style, 4)    # the schedule the top level and chip model count
 
 
 # -- §4 RMSNorm ------------------------------------------------------------------------------------
