@@ -139,13 +139,12 @@ def test_rope_equals_golden(tmp_path):
 # -- §7 SwiGLU ------------------------------------------------------------------------------------------------
 
 def test_swiglu_equals_golden(tmp_path):
-    from hardwire.rtl.blocks.swiglu import sigmoid_table_module, swiglu_module, swiglu_name
+    from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
     rng = np.random.default_rng(9)
     ffn, act_bits = 20, 8
     index_mult, index_shift = 5000000, 26             # gate 2^15 -> index ~2400: clamped at the table's end
     mult, shift = 6000000, 44
-    modules = dict([sigmoid_table_module(ar.sigmoid_table())])
-    modules.update(swiglu_module(ffn, act_bits, per_cycle=4))
+    modules = swiglu_module(ffn, act_bits, ar.sigmoid_table(), per_cycle=4)
     constants = [index_mult, index_shift & 255, mult, shift & 255]
     gates = edge_vectors(rng, ffn, 16)
     ups = edge_vectors(rng, ffn, 16)[::-1]

@@ -26,7 +26,7 @@ from hardwire.rtl.blocks.embed import embed_module
 from hardwire.rtl.blocks.matvec import IntMatrix, lanes_for, matvec_cycles, matvec_modules, module_name
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
 from hardwire.rtl.blocks.rope import rope_module, rope_table_module
-from hardwire.rtl.blocks.swiglu import sigmoid_table_module, swiglu_module, swiglu_name
+from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
 from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, literal, module
 
 INTERNAL_BITS = 16
@@ -153,6 +153,10 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "    endfunction",
         "    integer i;",
         "",
+        "    // h is written with blocking assignments (a non-blocking write to part of a wide vector makes",
+        "    // verilated code copy all of it twice in every cycle); each element is read before its write,",
+        "    // and the norms and the next layer read h only in later cycles.",
+        "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
         "        {go_attn_norm, go_qkv, go_rope, go_attention, go_wo, go_ffn_norm, go_gate_up, go_swiglu, go_down}"
         " <= 9'd0;",
@@ -162,7 +166,7 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "        end else begin",
         "            case (state)",
         "                IDLE: if (start) begin",
-        "                    h <= h_in;",
+        "                    h = h_in;",
         "                    go_attn_norm <= 1'b1;",
         "                    state <= ATTN_NORM;",
         "                end",
@@ -187,7 +191,7 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "                    state <= WO;",
         "                end",
         "                WO: if (wo_done) begin",
-        f"                    for (i = 0; i < {dim}; i = i + 1) h[i * {r} +: {r}] <= residual_add(h[i * {r} +: {r}], wo_y[i * {r} +: {r}]);",
+        f"                    for (i = 0; i < {dim}; i = i + 1) h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], wo_y[i * {r} +: {r}]);",
         "                    go_ffn_norm <= 1'b1;",
         "                    state <= FFN_NORM;",
         "                end",
@@ -208,7 +212,7 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "                    state <= DOWN;",
         "                end",
         "                DOWN: if (down_done) begin",
-        f"                    for (i = 0; i < {dim}; i = i + 1) h[i * {r} +: {r}] <= residual_add(h[i * {r} +: {r}], down_y[i * {r} +: {r}]);",
+        f"                    for (i = 0; i < {dim}; i = i + 1) h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], down_y[i * {r} +: {r}]);",
         "                    done <= 1'b1;",
         "                    state <= IDLE;",
         "                end",
@@ -216,6 +220,7 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "            endcase",
         "        end",
         "    end",
+        "    /* verilator lint_on BLKSEQ */",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "pos", pos_bits),
              Port("input", "first", pos_bits), Port("input", "h_in", dim * r), Port("output", "done", reg=True),
@@ -339,7 +344,6 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
 
     design.add(*rsqrt_table_module(tables["rsqrt_table"]))
     design.add(*reciprocal_table_module(tables["reciprocal_table"]))
-    design.add(*sigmoid_table_module(tables["sigmoid_table"]))
     design.add(*rope_table_module(tables["rope_cos"], tables["rope_sin"], positions))
     design.add(*kv_sram_module(positions, spec.kv_dim * kv_bits))
     add_all(rope_module(spec.heads + spec.kv_heads, spec.head_dim, positions))
@@ -353,7 +357,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     add_all(rmsnorm_module(spec.hidden_dim, act_bits, eps, options.norm_per_cycle))
     add_all(attention_module(spec.heads, spec.kv_heads, spec.head_dim, positions, kv_bits, act_bits,
                              np.asarray(tables["exp2_table"])))
-    add_all(swiglu_module(spec.ffn_dim, act_bits, options.norm_per_cycle))
+    add_all(swiglu_module(spec.ffn_dim, act_bits, tables["sigmoid_table"], options.norm_per_cycle))
     norm_per, norm_chunks, _ = chunk_plan(spec.hidden_dim, options.norm_per_cycle)
     shared = {"norm": rmsnorm_name(spec.hidden_dim, act_bits, options.norm_per_cycle), "norm_per": norm_per,
               "norm_chunk_bits": index_bits(norm_chunks),

@@ -382,7 +382,9 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    // The lane and drain arrays are written with blocking assignments inside loops (Verilator 5.006",
         "    // rejects non-blocking array writes in loops it does not unroll). Each element is written at",
         "    // most once per clock, and every read of an array in this block comes before its write",
-        "    // (requantize, then drain, then lanes), so the result is that of non-blocking writes.",
+        "    // (requantize, then drain, then lanes), so the result is that of non-blocking writes. y too",
+        "    // (a non-blocking write to part of a wide vector makes verilated code copy all of it twice in",
+        "    // every cycle): it is read only after `done`.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
         "        done <= 1'b0;",
@@ -398,7 +400,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            if (requantizing) begin",
         "                for (q = 0; q < REQUANTIZERS; q = q + 1)",
         "                    if (drained_valid[q])",
-        f"                        y[drained_row[q] * {out_bits} +: {out_bits}] <= requantize(drained[q], "
+        f"                        y[drained_row[q] * {out_bits} +: {out_bits}] = requantize(drained[q], "
         f"row_word[q * {row_width} +: {wd.shift}], row_word[q * {row_width} + {wd.shift} +: {wd.bias}], mu, e);",
         "                done <= finishing;",
         "                finishing <= 1'b0;",

@@ -11,15 +11,10 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, chunk_plan, index_bits, module, pad_vector
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, pad_vector
 
 INTERNAL_BITS = 16
 SIGMOID_HALF = 1024
-
-
-def sigmoid_table_module(table: np.ndarray) -> tuple[str, str]:
-    name = "hw_sigmoid_table"
-    return name, case_rom(name, [int(v) for v in table], 16, "§7 2^15 sigmoid(i 2^-6), i in [-1024, 1024).")
 
 
 def swiglu_name(ffn: int, act_bits: int, per_cycle: int) -> str:
@@ -27,8 +22,10 @@ def swiglu_name(ffn: int, act_bits: int, per_cycle: int) -> str:
     return f"hw_swiglu_{ffn}x{act_bits}_p{per}"
 
 
-def swiglu_module(ffn: int, act_bits: int, per_cycle: int = 8) -> dict[str, str]:
-    """The SwiGLU block shared by every layer; each layer wires in its own multipliers."""
+def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle: int = 8) -> dict[str, str]:
+    """The SwiGLU block shared by every layer; each layer wires in its own multipliers. The sigmoid
+    table (§7, 2048 entries of 2^15 sigmoid(i 2^-6), i in [-1024, 1024)) is a `case` function, one
+    copy per element lane."""
     module_name = swiglu_name(ffn, act_bits, per_cycle)
     per, chunks, last = chunk_plan(ffn, per_cycle)
     chunk_bits = index_bits(chunks)
@@ -48,6 +45,40 @@ def swiglu_module(ffn: int, act_bits: int, per_cycle: int = 8) -> dict[str, str]
         *pad_vector("gate", "gate_padded", ffn, w, per, chunks),
         *pad_vector("up", "up_padded", ffn, w, per, chunks),
         RSHIFT_ROUND, SATURATE,
+        "    // §7 2^15 sigmoid(i 2^-6), entry i + 1024",
+        "    function [15:0] sigmoid;",
+        "        input [10:0] address;",
+        "        begin",
+        "            case (address)",
+        *[f"                11'd{i}: sigmoid = 16'd{int(v)};" for i, v in enumerate(sigmoid_table) if int(v)],
+        "                default: sigmoid = 16'd0;",
+        "            endcase",
+        "        end",
+        "    endfunction",
+        "    // One element: silu(g) u m in units of s * 2^-8 (a function of single elements, so a simulator",
+        "    // evaluates it only in the cycles it is used)",
+        "    function signed [63:0] swiglu_element;",
+        f"        input [{w - 1}:0] g;",
+        f"        input [{w - 1}:0] u;",
+        "        reg signed [63:0] g_wide, u_wide, index, silu;",
+        "        /* verilator lint_off UNUSEDSIGNAL */  // clamped to 11 bits: upper bits copy the sign",
+        "        reg signed [63:0] clamped;",
+        "        /* verilator lint_on UNUSEDSIGNAL */",
+        "        begin",
+        f"            g_wide = {{{{{64 - w}{{g[{w - 1}]}}}}, g}};",
+        f"            u_wide = {{{{{64 - w}{{u[{w - 1}]}}}}, u}};",
+        "            index = rshift_round(g_wide * index_mult, index_shift);",
+        f"            clamped = index < -64'sd{SIGMOID_HALF} ? -64'sd{SIGMOID_HALF} :",
+        f"                      index > 64'sd{SIGMOID_HALF - 1} ? 64'sd{SIGMOID_HALF - 1} : index;",
+        f"            silu = rshift_round(g_wide * $signed({{48'h0, sigmoid(clamped[10:0] + 11'd{SIGMOID_HALF})}}), 8'sd15);",
+        "            swiglu_element = rshift_round(silu * u_wide * mult, wide_shift);",
+        "        end",
+        "    endfunction",
+        "    integer i;",
+        "    // `wide` is written with blocking assignments (a non-blocking write to part of a wide vector",
+        "    // makes verilated code copy all of it twice in every cycle); only the quantizer reads it, from",
+        "    // the cycle after the last chunk, so the result is that of non-blocking writes.",
+        "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
         "        go_quantize <= 1'b0;",
         "        if (rst) begin",
@@ -56,6 +87,10 @@ def swiglu_module(ffn: int, act_bits: int, per_cycle: int = 8) -> dict[str, str]
         "            running <= 1'b1;",
         f"            chunk <= {chunk_bits}'d0;",
         "        end else if (running) begin",
+        f"            for (i = 0; i < {per}; i = i + 1)",
+        *([f"                if (i < {last} || chunk != LAST_CHUNK)"] if last < per else []),
+        f"                wide[(chunk * {per} + i) * 64 +: 64] = swiglu_element(gate_padded[(chunk * {per} + i) * {w} +: {w}], "
+        f"up_padded[(chunk * {per} + i) * {w} +: {w}]);",
         f"            chunk <= chunk + {chunk_bits}'d1;",
         "            if (chunk == LAST_CHUNK) begin",
         "                running <= 1'b0;",
@@ -63,34 +98,8 @@ def swiglu_module(ffn: int, act_bits: int, per_cycle: int = 8) -> dict[str, str]
         "            end",
         "        end",
         "    end",
+        "    /* verilator lint_on BLKSEQ */",
         "    assign done = quantize_done;",
-        "    genvar i;",
-        "    generate",
-        f"        for (i = 0; i < {per}; i = i + 1) begin : lane",
-        f"            wire signed [{w - 1}:0] g = gate_padded[(chunk * {per} + i) * {w} +: {w}];",
-        f"            wire signed [{w - 1}:0] u = up_padded[(chunk * {per} + i) * {w} +: {w}];",
-        f"            wire signed [63:0] g_wide = {{{{{64 - w}{{g[{w - 1}]}}}}, g}};",
-        f"            wire signed [63:0] u_wide = {{{{{64 - w}{{u[{w - 1}]}}}}, u}};",
-        "            wire signed [63:0] index = rshift_round(g_wide * index_mult, index_shift);",
-        "            /* verilator lint_off UNUSEDSIGNAL */  // clamped to 11 bits: upper bits copy the sign",
-        f"            wire signed [63:0] clamped = index < -64'sd{SIGMOID_HALF} ? -64'sd{SIGMOID_HALF} :",
-        f"                                         index > 64'sd{SIGMOID_HALF - 1} ? 64'sd{SIGMOID_HALF - 1} : index;",
-        "            /* verilator lint_on UNUSEDSIGNAL */",
-        f"            wire [10:0] address = clamped[10:0] + 11'd{SIGMOID_HALF};",
-        "            wire [15:0] sigmoid;",
-        "            hw_sigmoid_table sigmoid_table (.addr(address), .data(sigmoid));",
-        "            wire signed [63:0] silu = rshift_round(g_wide * $signed({48'h0, sigmoid}), 8'sd15);",
-        "            wire signed [63:0] wide_i = rshift_round(silu * u_wide * mult, wide_shift);",
-        "            always @(posedge clk)",
-    ]
-    guard = "                if (running"
-    if last < per:
-        guard += f" && (i < {last} || chunk != LAST_CHUNK)"
-    body += [
-        guard + ")",
-        f"                    wide[(chunk * {per} + i) * 64 +: 64] <= wide_i;",
-        "        end",
-        "    endgenerate",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
              Port("input", "index_mult", 64, signed=True), Port("input", "index_shift", 8, signed=True),

@@ -108,11 +108,16 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         body += ["    assign x = x_padded;"]
     body += [
         "    integer j;",
+        "    // Blocking writes: a non-blocking write to part of a wide vector makes verilated code copy all",
+        "    // of it twice in every cycle. x is read only after `done`, so the result is that of",
+        "    // non-blocking writes.",
+        "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk)",
         "        if (state == OUTPUT)",
         f"            for (j = 0; j < {per}; j = j + 1)",
-        f"                x_padded[(chunk * {per} + j) * {bits} +: {bits}] <= "
+        f"                x_padded[(chunk * {per} + j) * {bits} +: {bits}] = "
         f"element_out(wide_padded[(chunk * {per} + j) * {w} +: {w}], reciprocal, out_shift);",
+        "    /* verilator lint_on BLKSEQ */",
         "",
         "    always @(posedge clk) begin",
         "        done <= 1'b0;",
