@@ -1,6 +1,6 @@
 """RTL simulation speed: simulated tokens per wall-second and cycles per token, stories260K in Verilator.
 
-    python bench/sim_rtl.py [--tokens 32] [--plan w8] [--die PATH] [--synth-layer]
+    python bench/sim_rtl.py [--tokens 32] [--plan w8] [--die PATH] [--weights-per-lane 256 64] [--synth-layer]
 
 Freezes the bundled stories260K (unless --die is given), builds the generated RTL with Verilator
 (cached by die id; the build time is reported separately), generates greedy tokens from BOS with the
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--plan", default="w8")
     parser.add_argument("--die", type=Path, default=None)
+    parser.add_argument("--weights-per-lane", type=int, nargs="+", default=[256],
+                        help="ChipConfig's weights per MAC lane (one build each; fewer means more lanes, fewer cycles)")
     parser.add_argument("--synth-layer", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
@@ -62,39 +64,43 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="hardwire-bench-rtl-"))
     die_path = args.die or freeze_stories(args.plan, work)
     die = open_die(die_path)
-    options = RtlOptions()
-    began = time.perf_counter()
-    engine = RtlEngine(die, options=options, log=lambda m: print(m, file=sys.stderr))
-    build_s = time.perf_counter() - began
-    try:
-        began = time.perf_counter()
-        result = engine.generate([die.spec.bos_id or 1], max_tokens=args.tokens, stop_at_eos=False)
-        sim_s = time.perf_counter() - began
-    finally:
-        engine.close()
-    cycles = result.extra["cycles_per_token"]
     golden = GoldenEngine(die).generate([die.spec.bos_id or 1], max_tokens=args.tokens, stop_at_eos=False)
-    agree = sum(a == b for a, b in zip(result.ids, golden.ids))
-    steps = len(cycles)
-    tokens_per_s = steps / sim_s
-    cycles_per_s = sum(cycles) / sim_s
-    lanes = sum(m["lanes"] for m in engine.design_notes["matvec"].values())
     rows = [
-        "| die | plan | token steps | cycles/token (mean, min-max) | simulated tokens/s | simulated cycles/s | "
-        "build (cached after) | greedy tokens equal to golden |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| stories260K `{die.id[:12]}` | {die.manifest.get('plan', {}).get('default', args.plan)} | {steps} | "
-        f"{sum(cycles) / steps:,.0f} ({min(cycles):,}-{max(cycles):,}) | {tokens_per_s:.1f} | {cycles_per_s / 1e6:.2f} M | "
-        f"{build_s:.0f} s | {agree}/{len(golden.ids)} |",
+        "| die | plan | weights per lane | MAC lanes | token steps | cycles/token (mean, min-max) | simulated tokens/s | "
+        "simulated cycles/s | build (cached after) | greedy tokens equal to golden |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for weights_per_lane in args.weights_per_lane:
+        options = RtlOptions(weights_per_lane=weights_per_lane)
+        began = time.perf_counter()
+        engine = RtlEngine(die, options=options, log=lambda m: print(m, file=sys.stderr))
+        build_s = time.perf_counter() - began
+        try:
+            engine.generate([die.spec.bos_id or 1], max_tokens=1, stop_at_eos=False)    # warm-up (JIT, page cache)
+            began = time.perf_counter()
+            result = engine.generate([die.spec.bos_id or 1], max_tokens=args.tokens, stop_at_eos=False)
+            sim_s = time.perf_counter() - began
+        finally:
+            engine.close()
+        cycles = result.extra["cycles_per_token"]
+        agree = sum(a == b for a, b in zip(result.ids, golden.ids))
+        steps = len(cycles)
+        lanes = sum(m["lanes"] for m in engine.design_notes["matvec"].values())
+        rows.append(
+            f"| stories260K `{die.id[:12]}` | {die.manifest.get('plan', {}).get('default', args.plan)} | "
+            f"{weights_per_lane} | {lanes:,} | {steps} | "
+            f"{sum(cycles) / steps:,.0f} ({min(cycles):,}-{max(cycles):,}) | {steps / sim_s:.1f} | "
+            f"{sum(cycles) / sim_s / 1e6:.2f} M | {build_s:.0f} s | {agree}/{len(golden.ids)} |")
+        print(rows[-1], file=sys.stderr)
     body = [
-        f"Command: `python bench/sim_rtl.py --tokens {args.tokens} --plan {args.plan}"
-        f"{' --synth-layer' if args.synth_layer else ''}`  ",
+        f"Command: `python bench/sim_rtl.py --tokens {args.tokens} --plan {args.plan} --weights-per-lane "
+        f"{' '.join(str(v) for v in args.weights_per_lane)}{' --synth-layer' if args.synth_layer else ''}`  ",
         f"Machine: {machine_summary()}; Verilator 5.006 (`{' '.join(__import__('hardwire.rtl.sim', fromlist=['x']).VERILATOR_FLAGS)}`), "
         "one simulation thread.",
         "",
-        f"Greedy decode from BOS through the generated RTL (`hardwire sim`), {lanes} MAC lanes in all at ChipConfig's "
-        f"{options.weights_per_lane} weights per lane. Each token step runs the whole chip: embedding, every layer, "
+        "Greedy decode from BOS through the generated RTL (`hardwire sim`), at ChipConfig's default 256 weights "
+        "per MAC lane (hc1) and, where listed, fewer weights per lane (more lanes, fewer cycles per token). "
+        "Each token step runs the whole chip: embedding, every layer, "
         "the classifier and a {vocab}-cycle logit stream with argmax; the testbench reads every logit back. Cycles "
         "per token grow with the position (attention reads the KV cache twice).".replace("{vocab}", str(die.spec.vocab_size)),
         "",
@@ -102,6 +108,7 @@ def main() -> None:
     ]
     if args.synth_layer:
         from hardwire.rtl.synth import synthesize
+        options = RtlOptions()
         report = synthesize(die, options, block="hw_layer_0", log=lambda m: print(m, file=sys.stderr))
         bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
         predicted, _ = predicted_layer_cells(die.spec, options.weights_per_lane, bits)

@@ -394,7 +394,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            draining <= 1'b0;",
         "            requantizing <= 1'b0;",
         "            finishing <= 1'b0;",
-        "        end else begin",
+        "        end else if (start || running || lane_valid || draining || requantizing) begin   // idle otherwise",
         "            // (C) requantize what the last drain step read (the rows ROM word is ready now)",
         "            requantizing <= draining;",
         "            if (requantizing) begin",
