@@ -349,7 +349,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "        begin",
         f"            rq_k = {sext('rq_shift', wd.shift, 8)} + $signed({{4'd0, rq_e}}) - 8'sd{guard};",
         f"            rq_guarded = saturate(rshift_round({sext('rq_acc', a, 64)}, rq_k), 7'd{TOKEN_PRODUCT_LIMIT_BITS});",
-        f"            rq_saturated = saturate(rshift_round(rq_guarded * $signed({{60'd0, rq_mu}}), 8'sd{guard + mantissa})"
+        f"            rq_saturated = saturate(rshift_round(rq_guarded * $signed({{1'b0, rq_mu}}), 8'sd{guard + mantissa})"
         f" + {sext('rq_bias', wd.bias, 64)}, 7'd{out_bits});",
         f"            requantize = rq_saturated[{out_bits - 1}:0];",
         "        end",
