@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import machine_summary, update_section  # noqa: E402
@@ -33,13 +35,14 @@ def freeze_stories(plan: str, directory: Path) -> Path:
     return path
 
 
-def predicted_layer_cells(spec, weights_per_lane: int, weight_bits: int) -> float:
-    """The chip estimate's logic for one layer (KV SRAM excluded) in generic cells."""
+def predicted_layer_cells(spec, weights_per_lane: int, weight_bits: int, kv_bits: int = 8) -> float:
+    """The chip estimate's logic for one layer (KV SRAM excluded) in generic cells, for the chip the
+    RTL builds: ROM + MAC lanes, 8-bit activations, one KV position per cycle (all heads)."""
     from hardwire.chip import arch
     from hardwire.chip.arch import ChipConfig
     from hardwire.chip.estimate import layer_blocks
-    chip = ChipConfig(weight_style="rom_mac", weight_bits=weight_bits, activation_bits=8,
-                      weights_per_lane=weights_per_lane)
+    chip = ChipConfig(weight_style="rom_mac", weight_bits=weight_bits, activation_bits=8, kv_bits=kv_bits,
+                      weights_per_lane=weights_per_lane, attention_positions_per_cycle=1)
     blocks = layer_blocks(spec, chip)
     logic = sum(t for key, t in blocks.transistors.items() if "sram" not in key and "kv" not in key)
     return logic / arch.GENERIC_CELL_T, blocks.transistors
@@ -111,11 +114,14 @@ def main() -> None:
         options = RtlOptions()
         report = synthesize(die, options, block="hw_layer_0", log=lambda m: print(m, file=sys.stderr))
         bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
-        predicted, _ = predicted_layer_cells(die.spec, options.weights_per_lane, bits)
+        from hardwire.golden.tables import tables_for
+        kv_bits = int(np.asarray(tables_for(die)["kv_bits"]).reshape(-1)[0])
+        predicted, _ = predicted_layer_cells(die.spec, options.weights_per_lane, bits, kv_bits)
         body += [
             "",
-            "Yosys 0.23 `synth -flatten` of one whole layer (`hw_layer_0`: its ROMs, MAC lanes, norms, RoPE, attention, "
-            "SwiGLU; KV SRAM as a black box), generic cells, against the chip estimate (`rom_mac`, same lanes):",
+            "Yosys 0.23 `synth -flatten -noshare` of one whole layer (`hw_layer_0`: its ROMs, MAC lanes, norms, RoPE, attention, "
+            "SwiGLU; KV SRAM as a black box), generic cells, against the chip estimate for the same block "
+            "(`rom_mac`, same lanes, one KV position per cycle, the die's KV width):",
             "",
             "| block | cells | flip-flop bits | Yosys time | peak memory | chip estimate (transistors / 6) | ratio |",
             "|---|---|---|---|---|---|---|",
