@@ -37,6 +37,21 @@ def yosys_script(files: list[str], top: str, black_boxes: list[str], flatten: bo
     return "\n".join(lines) + "\n"
 
 
+INSTANCE = re.compile(r"^\s*(hw_\w+)\s+\w+\s*\(", re.MULTILINE)
+
+
+def reachable_modules(modules: dict[str, str], top: str) -> list[str]:
+    """`top` and the modules it instantiates, directly or not, in the design's (leaves-first) order:
+    Yosys then parses only those (the whole stories260K chip is ~3 MB of ROM tables)."""
+    seen, stack = {top}, [top]
+    while stack:
+        for name in INSTANCE.findall(modules[stack.pop()]):
+            if name in modules and name not in seen:
+                seen.add(name)
+                stack.append(name)
+    return [name for name in modules if name in seen]
+
+
 def parse_stat(text: str) -> dict:
     """Cells by type and flip-flop bits from the last module summary of `stat`."""
     sections = text.split("=== ")
@@ -69,8 +84,9 @@ def synthesize(die, options, block: str | None = None, log=None, workdir: str | 
     work = Path(tempfile.mkdtemp(prefix="hardwire-synth-")) if own else Path(workdir)
     try:
         design.write(work)
-        files = [f for f in design.files() if f[:-2] not in BLACK_BOXES]
-        boxes = [f"{name}.v" for name in BLACK_BOXES if name in design.modules]
+        needed = reachable_modules(design.modules, top)
+        files = [f"{name}.v" for name in needed if name not in BLACK_BOXES]
+        boxes = [f"{name}.v" for name in BLACK_BOXES if name in needed]
         (work / "synth.ys").write_text(yosys_script(files, top, boxes, flatten))
         if log:
             log(f"yosys: synthesizing {top} in {work}")
