@@ -54,3 +54,18 @@ def test_synth_names_the_modules_when_the_block_is_unknown(tmp_path, cli):
     die = write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny.die", "w8")
     proc = cli("synth", die, "--block", "hw_nonexistent", expect=2)
     assert "hw_layer_0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_block_is_synthesized_from_its_own_modules_only(tmp_path):
+    from hardwire.rtl.synth import reachable_modules
+    from hardwire.rtl.top import RtlOptions, generate
+    from hardwire.die import open_die
+    die = open_die(write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny.die", "w8"))
+    modules = generate(die, None, RtlOptions()).modules
+    wk = reachable_modules(modules, "hw_matvec_layers_0_wk")
+    assert sorted(wk) == sorted(f"hw_matvec_layers_0_wk{suffix}" for suffix in ("", "_codes", "_scales", "_rows"))
+    layer = reachable_modules(modules, "hw_layer_0")
+    assert "hw_layer_0" in layer and "hw_matvec_layers_0_w_down" in layer and "hw_kv_sram" in layer
+    assert not any(name.startswith(("hw_layer_1", "hw_matvec_layers_1", "hw_matvec_embed")) for name in layer)
+    # leaves first, as Yosys reads them
+    assert layer.index("hw_matvec_layers_0_wq_codes") < layer.index("hw_matvec_layers_0_wq") < layer.index("hw_layer_0")
