@@ -7,12 +7,14 @@ with (mu, e) the token scale of x (§2.2).
 
 Golden: `hardwire.golden.matvec.matvec`. Two circuit styles of the same arithmetic:
 
-`rom` (default): the codes sit in a `case` ROM read one word per cycle; a word holds one code for
-each of `lanes` MAC lanes. Rows are cut into blocks of `lanes` rows; in block b, lane l computes row
-b*lanes + l while the column counter j walks the input vector, x_j broadcast to every lane. A lane
-keeps the running group sum (partial) and the scaled row sum (acc); at a group's last column it adds
-m_ig * partial to acc, at the row's last column it hands acc to its requantizer, which writes y_i
-the next cycle while the lane starts the next block. A product takes blocks * cols + 2 cycles.
+`rom` (default): the codes sit in a registered `case` ROM read one word per cycle; a word holds one
+code for each of `lanes` MAC lanes. Rows are cut into blocks of `lanes` rows; in block b, lane l
+computes row b*lanes + l while the column counter j walks the input vector, x_j broadcast to every
+lane (a cycle after the ROM address). A lane keeps the running group sum (partial) and the scaled
+row sum (acc); at a group's last column it adds m_ig * partial to acc, at the row's last column it
+moves acc aside, and ceil(lanes / cols) shared requantizers drain the block's sums (read, then
+requantize) while the lanes compute the next block. A product takes blocks * cols + drain steps + 3
+cycles (`matvec_cycles`).
 
 `hardwired`: every weight is a constant multiplier in a per-row adder tree (no ROM, no lanes);
 the whole product is one registered pass, 2 cycles. Worth it only for small matrices: ~60 logic
