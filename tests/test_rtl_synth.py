@@ -63,7 +63,8 @@ def test_a_block_is_synthesized_from_its_own_modules_only(tmp_path):
     die = open_die(write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny.die", "w8"))
     modules = generate(die, None, RtlOptions()).modules
     wk = reachable_modules(modules, "hw_matvec_layers_0_wk")
-    assert sorted(wk) == sorted(f"hw_matvec_layers_0_wk{suffix}" for suffix in ("", "_codes", "_scales", "_rows"))
+    # w8 is per-channel: the row-constants ROM carries each row's scale, there is no group-scale ROM
+    assert sorted(wk) == sorted(f"hw_matvec_layers_0_wk{suffix}" for suffix in ("", "_codes", "_rows"))
     layer = reachable_modules(modules, "hw_layer_0")
     assert "hw_layer_0" in layer and "hw_matvec_layers_0_w_down" in layer and "hw_kv_sram" in layer
     assert not any(name.startswith(("hw_layer_1", "hw_matvec_layers_1", "hw_matvec_embed")) for name in layer)

@@ -208,28 +208,35 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         for g in range(groups):
             scale_words.append(pack_fields([int(matrix.multipliers[r, g]) if (r := row(b, l)) is not None else 0
                                             for l in range(lanes)], wd.mult))
-    row_width = wd.shift + wd.bias
+    # One scale per row (per-channel): the requantizer applies m_i to the lane's sum, so lanes need
+    # no scale multiplier (m_i * partial is the whole of acc_i with one group).
+    per_row = groups == 1
+    row_width = wd.shift + wd.bias + (wd.mult if per_row else 0)
     row_words = []
     for b in range(blocks):
         for step in range(steps):
             fields = []
             for q in range(requantizers):
                 r = row(b, step * requantizers + q)
-                k, bb = (int(matrix.shifts[r]), int(bias[r])) if r is not None else (0, 0)
-                fields.append(((bb & ((1 << wd.bias) - 1)) << wd.shift) | (k & ((1 << wd.shift) - 1)))
+                k, bb, m = (int(matrix.shifts[r]), int(bias[r]), int(matrix.multipliers[r, 0])) if r is not None else (0, 0, 0)
+                field = ((bb & ((1 << wd.bias) - 1)) << wd.shift) | (k & ((1 << wd.shift) - 1))
+                if per_row:
+                    field |= m << (wd.shift + wd.bias)
+                fields.append(field)
             row_words.append(pack_fields(fields, row_width))
 
     modules = {
         f"{name}_codes": case_rom(f"{name}_codes", code_words, lanes * wd.code,
                                   f"{matrix.name}: c - z, {lanes} lanes x {wd.code} bits, word = block * {cols} + column.",
                                   registered=True),
-        f"{name}_scales": case_rom(f"{name}_scales", scale_words, lanes * wd.mult,
-                                   f"{matrix.name}: group multipliers m, word = block * {groups} + group.",
-                                   registered=True),
         f"{name}_rows": case_rom(f"{name}_rows", row_words, requantizers * row_width,
-                                 f"{matrix.name}: {{bias, shift}} of the rows each drain step requantizes, "
-                                 f"word = block * {steps} + step.", registered=True),
+                                 f"{matrix.name}: {{{'m, ' if per_row else ''}bias, shift}} of the rows each drain "
+                                 f"step requantizes, word = block * {steps} + step.", registered=True),
     }
+    if not per_row:
+        modules[f"{name}_scales"] = case_rom(f"{name}_scales", scale_words, lanes * wd.mult,
+                                             f"{matrix.name}: group multipliers m, word = block * {groups} + group.",
+                                             registered=True)
 
     code_addr_bits = index_bits(blocks * cols)
     scale_addr_bits = index_bits(blocks * groups)
@@ -242,6 +249,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
     lane_bits = index_bits(lanes)
     q_bits = index_bits(requantizers)
     p, a, cw, mw = wd.partial, wd.acc, wd.code, wd.mult
+    held_bits = p if per_row else a
     # partial + product must not lose the product: widen the sum to the larger of the two (likewise acc).
     sum_bits = max(p, cw + x_bits)
     add_bits = max(a, mw + p)
@@ -258,6 +266,9 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
     def widened_end(bits_from: int, bits_to: int) -> list[str]:
         return ["        /* verilator lint_on UNUSEDSIGNAL */"] if bits_to > bits_from else []
 
+    # with one scale per row the requantizer forms acc = m_i * partial (scale_add from zero)
+    drained_sum = (f"scale_add({literal(0, a, True)}, row_word[q * {row_width} + {wd.shift + wd.bias} +: {mw}], drained[q])"
+                   if per_row else "drained[q]")
     body = [
         f"    // {rows} x {cols}, {groups} group(s) of {gw}, {lanes} lanes, {blocks} block(s), {requantizers} "
         f"requantizer(s): {blocks * cols + steps + 3} cycles per product.",
@@ -277,7 +288,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"    reg [{col_bits - 1}:0] col;",
         f"    reg [{in_group_bits - 1}:0] in_group;",
         f"    reg [{code_addr_bits - 1}:0] code_addr;",
-        f"    reg [{scale_addr_bits - 1}:0] scale_addr;",
+        *([] if per_row else [f"    reg [{scale_addr_bits - 1}:0] scale_addr;"]),
         "    // (B) the lanes, one cycle behind (A)",
         "    reg lane_valid;",
         "    reg lane_group_end;",
@@ -285,8 +296,8 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"    reg [{block_bits - 1}:0] lane_block;",
         f"    reg signed [{x_bits - 1}:0] lane_x;    // x_j, broadcast to every lane",
         f"    reg signed [{p - 1}:0] partial [0:{lanes - 1}];   // each lane's running sum over the current group",
-        f"    reg signed [{a - 1}:0] acc [0:{lanes - 1}];       // each lane's sum of its row's scaled groups so far",
-        f"    reg signed [{a - 1}:0] held [0:{lanes - 1}];      // each lane's finished row sum, waiting for a requantizer",
+        *([] if per_row else [f"    reg signed [{a - 1}:0] acc [0:{lanes - 1}];       // each lane's sum of its row's scaled groups so far"]),
+        f"    reg signed [{held_bits - 1}:0] held [0:{lanes - 1}];      // each lane's finished row sum, waiting for a requantizer",
         "    // (C) draining",
         "    reg draining;                      // reading `held` for the block just finished",
         "    reg requantizing;                  // requantizing what the previous drain step read",
@@ -294,15 +305,15 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"    reg [{block_bits - 1}:0] drain_block;",
         f"    reg [{step_bits - 1}:0] step;",
         f"    reg [{row_addr_bits - 1}:0] row_addr;",
-        f"    reg signed [{a - 1}:0] drained [0:{requantizers - 1}];",
+        f"    reg signed [{held_bits - 1}:0] drained [0:{requantizers - 1}];",
         f"    reg [{row_bits - 1}:0] drained_row [0:{requantizers - 1}];",
         f"    reg drained_valid [0:{requantizers - 1}];",
         "",
         f"    wire [{lanes * cw - 1}:0] code_word;",
-        f"    wire [{lanes * mw - 1}:0] scale_word;",
+        *([] if per_row else [f"    wire [{lanes * mw - 1}:0] scale_word;"]),
         f"    wire [{requantizers * row_width - 1}:0] row_word;",
         f"    {name}_codes codes (.clk(clk), .en(running), .addr(code_addr), .data(code_word));",
-        f"    {name}_scales scales (.clk(clk), .en(running), .addr(scale_addr), .data(scale_word));",
+        *([] if per_row else [f"    {name}_scales scales (.clk(clk), .en(running), .addr(scale_addr), .data(scale_word));"]),
         f"    {name}_rows row_constants (.clk(clk), .en(draining), .addr(row_addr), .data(row_word));",
         "",
         "    wire last_col = col == LAST_COL;",
@@ -402,7 +413,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            if (requantizing) begin",
         "                for (q = 0; q < REQUANTIZERS; q = q + 1)",
         "                    if (drained_valid[q])",
-        f"                        y[drained_row[q] * {out_bits} +: {out_bits}] = requantize(drained[q], "
+        f"                        y[drained_row[q] * {out_bits} +: {out_bits}] = requantize({drained_sum}, "
         f"row_word[q * {row_width} +: {wd.shift}], row_word[q * {row_width} + {wd.shift} +: {wd.bias}], mu, e);",
         "                done <= finishing;",
         "                finishing <= 1'b0;",
@@ -433,6 +444,8 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "                    if (!lane_group_end) begin",
         f"                        partial[l] = mac(partial[l], code_word[l * {cw} +: {cw}], lane_x);",
         "                    end else begin",
+        *([f"                        held[l] = mac(partial[l], code_word[l * {cw} +: {cw}], lane_x);   // the row's end"]
+          if per_row else [
         "                        if (lane_last_col) begin",
         f"                            held[l] = scale_add(acc[l], scale_word[l * {mw} +: {mw}], "
         f"mac(partial[l], code_word[l * {cw} +: {cw}], lane_x));",
@@ -440,7 +453,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "                        end else begin",
         f"                            acc[l] = scale_add(acc[l], scale_word[l * {mw} +: {mw}], "
         f"mac(partial[l], code_word[l * {cw} +: {cw}], lane_x));",
-        "                        end",
+        "                        end"]),
         f"                        partial[l] = {literal(0, p, True)};",
         "                    end",
         "                end",
@@ -457,15 +470,15 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"                col <= {col_bits}'d0;",
         f"                in_group <= {in_group_bits}'d0;",
         f"                code_addr <= {code_addr_bits}'d0;",
-        f"                scale_addr <= {scale_addr_bits}'d0;",
+        *([] if per_row else [f"                scale_addr <= {scale_addr_bits}'d0;"]),
         f"                row_addr <= {row_addr_bits}'d0;",
         "                for (l = 0; l < LANES; l = l + 1) begin",
         f"                    partial[l] = {literal(0, p, True)};",
-        f"                    acc[l] = {literal(0, a, True)};",
+        *([] if per_row else [f"                    acc[l] = {literal(0, a, True)};"]),
         "                end",
         "            end else if (running) begin",
         f"                code_addr <= code_addr + {code_addr_bits}'d1;",
-        f"                if (group_end) scale_addr <= scale_addr + {scale_addr_bits}'d1;",
+        *([] if per_row else [f"                if (group_end) scale_addr <= scale_addr + {scale_addr_bits}'d1;"]),
         f"                in_group <= group_end ? {in_group_bits}'d0 : in_group + {in_group_bits}'d1;",
         "                if (last_col) begin",
         f"                    col <= {col_bits}'d0;",
