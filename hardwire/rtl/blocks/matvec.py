@@ -146,30 +146,51 @@ def sext(name: str, from_bits: int, to_bits: int) -> str:
     return f"$signed({{{{{to_bits - from_bits}{{{name}[{from_bits - 1}]}}}}, {name}}})"
 
 
-def requantize_lines(prefix: str, acc: str, shift: str, bias: str, out: str, widths: Widths,
-                     out_bits: int, indent: str = "    ") -> list[str]:
-    """§3.2 requantization with the input's token scale (mu, e) as combinational wires:
+def requantize_function(widths: Widths, out_bits: int) -> list[str]:
+    """§3.2 requantization as a Verilog function `requantize(acc, k, b, mu, e)`, shared by both styles:
 
-        a = sat59(rshift_round(acc, k + e - 7)),  out = sat_out(rshift_round(a * mu, 10) + b)
+        a = sat59(rshift_round(acc, k + e - 7)),  y = sat_out(rshift_round(a * mu, 10) + b)
 
     rshift_round and saturate are the §1 functions (emit.RSHIFT_ROUND, emit.SATURATE)."""
     guard, mantissa = TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS
+    a = widths.acc
     if widths.shift > 8:
         raise ValueError(f"a requantization shift of {widths.shift} bits does not fit the 8-bit shifter")
-    lines = [
-        f"wire signed [63:0] {prefix}_acc = {sext(acc, widths.acc, 64)};",
-        f"wire signed [7:0] {prefix}_shift = {sext(shift, widths.shift, 8)} + $signed({{4'd0, e}}) - 8'sd{guard};",
-        f"wire signed [63:0] {prefix}_guarded = saturate(rshift_round({prefix}_acc, {prefix}_shift), "
-        f"7'd{TOKEN_PRODUCT_LIMIT_BITS});",
-        f"wire signed [63:0] {prefix}_scaled = rshift_round({prefix}_guarded * $signed({{60'd0, mu}}), "
-        f"8'sd{guard + mantissa});",
-        f"wire signed [63:0] {prefix}_sum = {prefix}_scaled + {sext(bias, widths.bias, 64)};",
-        "/* verilator lint_off UNUSEDSIGNAL */  // saturated to the output width: upper bits copy the sign",
-        f"wire signed [63:0] {prefix}_saturated = saturate({prefix}_sum, 7'd{out_bits});",
-        "/* verilator lint_on UNUSEDSIGNAL */",
-        f"wire signed [{out_bits - 1}:0] {out} = {prefix}_saturated[{out_bits - 1}:0];",
+    return [
+        "    // §3.2: a = sat59(round(acc 2^-(k + e - 7))), y = sat_out(round(a mu 2^-10) + b).",
+        f"    function signed [{out_bits - 1}:0] requantize;",
+        f"        input signed [{a - 1}:0] rq_acc;",
+        f"        input signed [{widths.shift - 1}:0] rq_shift;",
+        f"        input signed [{widths.bias - 1}:0] rq_bias;",
+        "        input [3:0] rq_mu;",
+        "        input [3:0] rq_e;",
+        "        reg signed [7:0] rq_k;",
+        "        reg signed [63:0] rq_guarded;",
+        "        /* verilator lint_off UNUSEDSIGNAL */  // saturated to the output width: upper bits copy the sign",
+        "        reg signed [63:0] rq_saturated;",
+        "        /* verilator lint_on UNUSEDSIGNAL */",
+        "        begin",
+        f"            rq_k = {sext('rq_shift', widths.shift, 8)} + $signed({{4'd0, rq_e}}) - 8'sd{guard};",
+        f"            rq_guarded = saturate(rshift_round({sext('rq_acc', a, 64)}, rq_k), 7'd{TOKEN_PRODUCT_LIMIT_BITS});",
+        f"            rq_saturated = saturate(rshift_round(rq_guarded * $signed({{1'b0, rq_mu}}), 8'sd{guard + mantissa})"
+        f" + {sext('rq_bias', widths.bias, 64)}, 7'd{out_bits});",
+        f"            requantize = rq_saturated[{out_bits - 1}:0];",
+        "        end",
+        "    endfunction",
     ]
-    return [indent + line for line in lines]
+
+
+def matvec_ports(rows: int, cols: int, x_bits: int, out_bits: int) -> list[Port]:
+    """The interface both styles share."""
+    return [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
+            Port("input", "x", cols * x_bits), Port("input", "mu", 4), Port("input", "e", 4),
+            Port("output", "done", reg=True), Port("output", "y", rows * out_bits, reg=True)]
+
+
+def matvec_comment(matrix: IntMatrix, style: str, out_bits: int) -> str:
+    return (f"§3 matvec of {matrix.name} (docs/arithmetic.md), {style}.\n"
+            f"a_i = sat59(round(sum_g m_ig sum_j (c_ij - z_ig) x_j * 2^-(k_i + e - 7))); "
+            f"y_i = sat{out_bits}(round(a_i mu 2^-10) + b_i)")
 
 
 # -- ROM + MAC lanes ---------------------------------------------------------------------------------
@@ -253,9 +274,6 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
     # partial + product must not lose the product: widen the sum to the larger of the two (likewise acc).
     sum_bits = max(p, cw + x_bits)
     add_bits = max(a, mw + p)
-    guard, mantissa = TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS
-    if wd.shift > 8:
-        raise ValueError(f"a requantization shift of {wd.shift} bits does not fit the 8-bit shifter")
 
     def widened(bits_from: int, bits_to: int) -> list[str]:
         if bits_to > bits_from:
@@ -347,26 +365,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"            scale_add = sa_sum[{a - 1}:0];",
         "        end",
         "    endfunction",
-        "    // §3.2: a = sat59(round(acc 2^-(k + e - 7))), y = sat_out(round(a mu 2^-10) + b).",
-        f"    function signed [{out_bits - 1}:0] requantize;",
-        f"        input signed [{a - 1}:0] rq_acc;",
-        f"        input signed [{wd.shift - 1}:0] rq_shift;",
-        f"        input signed [{wd.bias - 1}:0] rq_bias;",
-        "        input [3:0] rq_mu;",
-        "        input [3:0] rq_e;",
-        "        reg signed [7:0] rq_k;",
-        "        reg signed [63:0] rq_guarded;",
-        "        /* verilator lint_off UNUSEDSIGNAL */  // saturated to the output width: upper bits copy the sign",
-        "        reg signed [63:0] rq_saturated;",
-        "        /* verilator lint_on UNUSEDSIGNAL */",
-        "        begin",
-        f"            rq_k = {sext('rq_shift', wd.shift, 8)} + $signed({{4'd0, rq_e}}) - 8'sd{guard};",
-        f"            rq_guarded = saturate(rshift_round({sext('rq_acc', a, 64)}, rq_k), 7'd{TOKEN_PRODUCT_LIMIT_BITS});",
-        f"            rq_saturated = saturate(rshift_round(rq_guarded * $signed({{1'b0, rq_mu}}), 8'sd{guard + mantissa})"
-        f" + {sext('rq_bias', wd.bias, 64)}, 7'd{out_bits});",
-        f"            requantize = rq_saturated[{out_bits - 1}:0];",
-        "        end",
-        "    endfunction",
+        *requantize_function(wd, out_bits),
         "",
         "    // Drain step s, requantizer q: lane s * REQUANTIZERS + q of the block, row block * LANES + lane.",
         f"    function [{row_bits - 1}:0] lane_of;",
@@ -492,13 +491,8 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    end",
         "    /* verilator lint_on BLKSEQ */",
     ]
-    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
-             Port("input", "x", cols * x_bits), Port("input", "mu", 4), Port("input", "e", 4),
-             Port("output", "done", reg=True),
-             Port("output", "y", rows * out_bits, reg=True)]
-    comment = (f"§3 matvec of {matrix.name} (docs/arithmetic.md), ROM + {lanes} MAC lanes.\n"
-               f"a_i = sat59(round(sum_g m_ig sum_j (c_ij - z_ig) x_j * 2^-(k_i + e - 7))); y_i = sat{out_bits}(round(a_i mu 2^-10) + b_i)")
-    modules[name] = module(name, ports, "\n".join(body), comment)
+    modules[name] = module(name, matvec_ports(rows, cols, x_bits, out_bits), "\n".join(body),
+                           matvec_comment(matrix, f"ROM + {lanes} MAC lanes", out_bits))
     return modules
 
 
@@ -513,7 +507,7 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
     p, a = wd.partial, wd.acc
     body = [
         f"    // {rows} x {cols}, {groups} group(s) of {gw}: every weight a constant multiplier, 2 cycles.",
-        RSHIFT_ROUND, SATURATE,
+        RSHIFT_ROUND, SATURATE, *requantize_function(wd, out_bits),
         f"    wire signed [{x_bits - 1}:0] x_elements [0:{cols - 1}];",
         f"    wire signed [{p - 1}:0] x_wide [0:{cols - 1}];",
         "    genvar i;",
@@ -552,8 +546,7 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
         b = 0 if matrix.bias is None else int(matrix.bias[r])
         body.append(f"    wire signed [{wd.shift - 1}:0] row{r}_shift = {literal(k, wd.shift, True)};")
         body.append(f"    wire signed [{wd.bias - 1}:0] row{r}_bias = {literal(b, wd.bias, True)};")
-        body += requantize_lines(f"row{r}_requant", f"row{r}_acc", f"row{r}_shift", f"row{r}_bias",
-                                 f"row{r}_y", wd, out_bits)
+        body.append(f"    wire signed [{out_bits - 1}:0] row{r}_y = requantize(row{r}_acc, row{r}_shift, row{r}_bias, mu, e);")
         outputs.append(f"row{r}_y")
     body += [
         "    always @(posedge clk) begin",
@@ -561,13 +554,8 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
         "        if (start) y <= {" + ", ".join(reversed(outputs)) + "};",
         "    end",
     ]
-    ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
-             Port("input", "x", cols * x_bits), Port("input", "mu", 4), Port("input", "e", 4),
-             Port("output", "done", reg=True),
-             Port("output", "y", rows * out_bits, reg=True)]
-    comment = (f"§3 matvec of {matrix.name} (docs/arithmetic.md), hardwired constant multipliers.\n"
-               f"a_i = sat59(round(sum_g m_ig sum_j (c_ij - z_ig) x_j * 2^-(k_i + e - 7))); y_i = sat{out_bits}(round(a_i mu 2^-10) + b_i)")
-    return {name: module(name, ports, "\n".join(body), comment)}
+    return {name: module(name, matvec_ports(rows, cols, x_bits, out_bits), "\n".join(body),
+                         matvec_comment(matrix, "hardwired constant multipliers", out_bits))}
 
 
 def matvec_modules(matrix: IntMatrix, x_bits: int, out_bits: int, style: str = "rom",
