@@ -140,15 +140,11 @@ def register(app: typer.Typer) -> None:
               weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
               style: str = typer.Option("rom", "--style", help="rom | hardwired"),
               context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
-              flatten: bool = typer.Option(True, "--flatten/--hierarchical",
-                                           help="flatten (constants propagate through ports) or synthesize each "
-                                                "module once and sum by instance"),
               as_json: bool = typer.Option(False, "--json")):
         """Yosys synthesis (generic cells) of the design or one block: cells by type, flip-flops."""
         from hardwire.rtl.synth import synthesize
         opened = open_die_argument(die)
-        report = synthesize(opened, rtl_options(weights_per_lane, style, context), block=block, log=log,
-                            flatten=flatten)
+        report = synthesize(opened, rtl_options(weights_per_lane, style, context), block=block, log=log)
         if as_json:
             print(json.dumps(report))
         else:

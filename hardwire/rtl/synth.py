@@ -25,15 +25,12 @@ BLACK_BOXES = ("hw_kv_sram",)
 FLIP_FLOP = re.compile(r"^\$_(S?DFFE?|DFFSRE?|ALDFFE?|SDFFCE|DLATCH)_")
 
 
-def yosys_script(files: list[str], top: str, black_boxes: list[str], flatten: bool = True) -> str:
+def yosys_script(files: list[str], top: str, black_boxes: list[str]) -> str:
     """`synth -noshare`: the SAT-based `share` pass took ~330 of 400 s on one stories260K matvec and
-    changed its cell count by 0.04% (33 of 76,736 cells); it never finished on a whole layer.
-    Without `flatten`, each module is synthesized once and `stat -top` multiplies the counts out by
-    instance (faster on designs that reuse a block, but constants on ports are not propagated)."""
+    changed its cell count by 0.04% (33 of 76,736 cells); it never finished on a whole layer."""
     lines = [f"read_verilog -sv -lib {f}" for f in black_boxes]
     lines += [f"read_verilog -sv {f}" for f in files]
-    lines += [f"hierarchy -check -top {top}", f"synth {'-flatten ' if flatten else ''}-noshare -top {top}",
-              f"tee -o stat.txt stat -top {top}"]
+    lines += [f"hierarchy -check -top {top}", f"synth -flatten -noshare -top {top}", f"tee -o stat.txt stat -top {top}"]
     return "\n".join(lines) + "\n"
 
 
@@ -71,7 +68,7 @@ def parse_stat(text: str) -> dict:
 
 
 def synthesize(die, options, block: str | None = None, log=None, workdir: str | Path | None = None,
-               timeout_s: float = 3 * 3600, flatten: bool = True) -> dict:
+               timeout_s: float = 3 * 3600) -> dict:
     """Synthesize `block` (a module name; default the top `hw_chip`) of `die`'s design."""
     from hardwire.rtl.top import generate
     require("yosys")
@@ -87,7 +84,7 @@ def synthesize(die, options, block: str | None = None, log=None, workdir: str | 
         needed = reachable_modules(design.modules, top)
         files = [f"{name}.v" for name in needed if name not in BLACK_BOXES]
         boxes = [f"{name}.v" for name in BLACK_BOXES if name in needed]
-        (work / "synth.ys").write_text(yosys_script(files, top, boxes, flatten))
+        (work / "synth.ys").write_text(yosys_script(files, top, boxes))
         if log:
             log(f"yosys: synthesizing {top} in {work}")
         began = time.perf_counter()
@@ -99,7 +96,7 @@ def synthesize(die, options, block: str | None = None, log=None, workdir: str | 
             raise RuntimeError(f"yosys failed on {top}:\n{tail}")
         report = parse_stat((work / "stat.txt").read_text())
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        report.update(top=top, die_id=die.id, options=options.to_dict(), seconds=seconds, flatten=flatten,
+        report.update(top=top, die_id=die.id, options=options.to_dict(), seconds=seconds,
                       peak_rss_mib=peak_kib / 1024)
         return report
     finally:
