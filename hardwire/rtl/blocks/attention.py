@@ -21,7 +21,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module
+from hardwire.rtl.emit import BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, word_write
 
 INTERNAL_BITS = 16
 EXP2_FRAC_BITS = 8
@@ -192,10 +192,11 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "    integer h, d;",
         "    reg signed [63:0] z;",
         "    reg signed [16:0] weight;",
+        f"    reg [{hd * 64 - 1}:0] wide_now;     // the head being normalized",
         "    // The per-head arrays are written with blocking assignments inside loops (Verilator 5.006 rejects",
         "    // non-blocking array writes in loops it does not unroll); they are read only in this block, each",
         "    // element before its write, so the result is that of non-blocking writes. z and weight are",
-        "    // per-iteration temporaries. `wide` too is written with blocking writes (a non-blocking write to",
+        "    // per-iteration temporaries, wide_now a per-cycle one. `wide` too is written with blocking writes (a non-blocking write to",
         "    // part of a wide vector makes verilated code copy all of it twice in every cycle); the quantizer",
         "    // reads it only from the cycle after its last head is written; likewise key_new and value_new,",
         "    // which the SRAMs read in the next state.",
@@ -257,7 +258,8 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "                end",
         "                NORMALIZE: begin",
         f"                    for (d = 0; d < {hd}; d = d + 1)",
-        f"                        wide[(head * {hd} + d) * 64 +: 64] = normalize(totals[head * {hd} + d], n, r, out_mult, out_shift_wide);",
+        f"                        wide_now[d * 64 +: 64] = normalize(totals[head * {hd} + d], n, r, out_mult, out_shift_wide);",
+        *word_write("wide", heads, hd * 64, "head", "wide_now", "                    "),
         f"                    head <= head + {head_bits}'d1;",
         "                    if (head == LAST_HEAD) begin",
         "                        state <= QUANTIZE;",

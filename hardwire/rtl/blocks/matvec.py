@@ -31,7 +31,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields,
-                               signed_bits)
+                               signed_bits, word_reader, word_write)
 
 STYLES = ("rom", "hardwired")
 
@@ -313,6 +313,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    reg lane_last_col;",
         f"    reg [{block_bits - 1}:0] lane_block;",
         f"    reg signed [{x_bits - 1}:0] lane_x;    // x_j, broadcast to every lane",
+        word_reader("x_element", "x", cols, x_bits),
         f"    reg signed [{p - 1}:0] partial [0:{lanes - 1}];   // each lane's running sum over the current group",
         *([] if per_row else [f"    reg signed [{a - 1}:0] acc [0:{lanes - 1}];       // each lane's sum of its row's scaled groups so far"]),
         f"    reg signed [{held_bits - 1}:0] held [0:{lanes - 1}];      // each lane's finished row sum, waiting for a requantizer",
@@ -326,6 +327,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"    reg signed [{held_bits - 1}:0] drained [0:{requantizers - 1}];",
         f"    reg [{row_bits - 1}:0] drained_row [0:{requantizers - 1}];",
         f"    reg drained_valid [0:{requantizers - 1}];",
+        f"    reg [{out_bits - 1}:0] y_now;      // a requantized output, on its way to y",
         "",
         f"    wire [{lanes * cw - 1}:0] code_word;",
         *([] if per_row else [f"    wire [{lanes * mw - 1}:0] scale_word;"]),
@@ -411,9 +413,11 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            requantizing <= draining;",
         "            if (requantizing) begin",
         "                for (q = 0; q < REQUANTIZERS; q = q + 1)",
-        "                    if (drained_valid[q])",
-        f"                        y[drained_row[q] * {out_bits} +: {out_bits}] = requantize({drained_sum}, "
+        "                    if (drained_valid[q]) begin",
+        f"                        y_now = requantize({drained_sum}, "
         f"row_word[q * {row_width} +: {wd.shift}], row_word[q * {row_width} + {wd.shift} +: {wd.bias}], mu, e);",
+        *word_write("y", rows, out_bits, "drained_row[q]", "y_now", " " * 24, row_bits),
+        "                    end",
         "                done <= finishing;",
         "                finishing <= 1'b0;",
         "            end",
@@ -437,7 +441,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            lane_group_end <= group_end;",
         "            lane_last_col <= last_col;",
         "            lane_block <= block;",
-        f"            lane_x <= x[col * {x_bits} +: {x_bits}];",
+        "            lane_x <= x_element(col);",
         "            if (lane_valid) begin",
         "                for (l = 0; l < LANES; l = l + 1) begin",
         "                    if (!lane_group_end) begin",

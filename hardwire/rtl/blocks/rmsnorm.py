@@ -18,7 +18,7 @@ import numpy as np
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, chunk_plan, index_bits, literal,
-                               module, pack_fields, pad_vector, signed_bits)
+                               module, pack_fields, signed_bits, word_reader, word_write)
 
 RESIDUAL_BITS = 32
 
@@ -52,7 +52,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     """Modules {name: text}: the shared norm `hw_rmsnorm_<dim>x<bits>` and its token_quantize. Each
     norm instance brings its own multiplier ROM (`rmsnorm_rom`) and shift."""
     module_name = rmsnorm_name(dim, out_bits, per_cycle)
-    per, chunks, last = chunk_plan(dim, per_cycle)
+    per, chunks, _ = chunk_plan(dim, per_cycle)
     mult_bits = MULT_BITS
     tq_name, tq_text = token_quantize_module(dim, out_bits, per_cycle)
     modules = {tq_name: tq_text}
@@ -67,13 +67,8 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         f"    wire signed [7:0] out_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
         "    wire quantize_done;",
-        f"    reg [{chunks * per * 64 - 1}:0] wide;   // u_i C_i in units of s * 2^-8, before the token scale",
-        *([] if chunks * per == dim else [
-            "    /* verilator lint_off UNUSEDSIGNAL */  // the padding elements of the last chunk are never read",
-            f"    wire [{chunks * per * 64 - 1}:0] wide_all = wide;",
-            "    /* verilator lint_on UNUSEDSIGNAL */"]),
-        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), "
-        f".wide({'wide' if chunks * per == dim else f'wide_all[{dim * 64 - 1}:0]'}), .done(quantize_done),",
+        f"    reg [{dim * 64 - 1}:0] wide;   // u_i C_i in units of s * 2^-8, before the token scale",
+        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         "        .x(x), .mu(mu), .e(e));",
         "    reg [2:0] state;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
@@ -82,7 +77,6 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "    reg signed [63:0] total;",
         "    reg signed [63:0] y;          // rsqrt(total) = y * 2^-(30 + t)",
         "    reg signed [7:0] t;",
-        *pad_vector("h", "h_padded", dim, r, per, chunks),
         "    assign mult_addr = chunk;",
         "    wire [7:0] rsqrt_index;",
         "    wire [31:0] rsqrt_entry;",
@@ -102,42 +96,41 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "    wire signed [63:0] y1 = (y0 * (newton >>> 16)) >>> 30;",
         "",
     ]
+    word = per * r
+
+    def element(chunk: str, k: str) -> str:         # h_i, element k of a chunk, sign-extended to 64 bits
+        return f"$signed({{{{{64 - r}{{{chunk}[{k} * {r} + {r - 1}]}}}}, {chunk}[{k} * {r} +: {r}]}})"
+
     # per-lane logic
     body += [
         "    // The arithmetic is in functions called from the clocked blocks, so a simulator evaluates it",
-        "    // only in the cycles it is used; they take a chunk index or single elements (a function of a",
-        "    // whole chunk makes Verilator clear its wide temporaries in every cycle).",
-        "    function signed [63:0] element;         // h_i, i = chunk * per + k, sign-extended",
-        f"        input [{chunk_bits - 1}:0] chunk_index;",
-        "        input integer k;",
-        f"        element = $signed({{{{{64 - r}{{h_padded[(chunk_index * {per} + k) * {r} + {r - 1}]}}}}, "
-        f"h_padded[(chunk_index * {per} + k) * {r} +: {r}]}});",
-        "    endfunction",
+        "    // only in the cycles it is used. Each cycle reads one chunk of h through a multiplexer.",
+        word_reader("h_word", "h", chunks, word),
         "    function [63:0] chunk_largest;          // max |h_i| over the chunk",
-        f"        input [{chunk_bits - 1}:0] chunk_index;",
-        "        integer i;",
+        f"        input [{word - 1}:0] h_chunk;",
+        "        integer k;",
         "        reg signed [63:0] value;",
         "        begin",
         "            chunk_largest = 64'd0;",
-        f"            for (i = 0; i < {per}; i = i + 1) begin",
-        "                value = element(chunk_index, i);",
+        f"            for (k = 0; k < {per}; k = k + 1) begin",
+        f"                value = {element('h_chunk', 'k')};",
         "                if (value < 64'sd0) value = -value;",
         "                if (value > $signed(chunk_largest)) chunk_largest = value;",
         "            end",
         "        end",
         "    endfunction",
         "    function signed [63:0] chunk_squares;   // sum of (h_i >> pre)^2 over the chunk",
-        f"        input [{chunk_bits - 1}:0] chunk_index;",
+        f"        input [{word - 1}:0] h_chunk;",
         "        input [6:0] pre_shift;",
-        "        integer i;",
+        "        integer k;",
         "        /* verilator lint_off UNUSEDSIGNAL */  // |h >> pre| < 2^23 by the choice of pre: 24 bits hold it",
         "        reg signed [63:0] value;",
         "        /* verilator lint_on UNUSEDSIGNAL */",
         "        reg signed [23:0] h_narrow;",
         "        begin",
         "            chunk_squares = 64'sd0;",
-        f"            for (i = 0; i < {per}; i = i + 1) begin",
-        "                value = element(chunk_index, i) >>> pre_shift;",
+        f"            for (k = 0; k < {per}; k = k + 1) begin",
+        f"                value = {element('h_chunk', 'k')} >>> pre_shift;",
         "                h_narrow = value[23:0];",
         "                chunk_squares = chunk_squares + h_narrow * h_narrow;",
         "            end",
@@ -170,15 +163,21 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "        end",
         "    endfunction",
         "    integer j;",
+        f"    reg [{word - 1}:0] h_now;",
+        f"    reg [{per * 64 - 1}:0] wide_now;",
         "    // Blocking writes: a non-blocking write to part of a wide vector makes verilated code copy all",
         "    // of it twice in every cycle. `wide` is read only by the quantizer, from the cycle after the",
-        "    // last chunk is written, so the result is that of non-blocking writes.",
+        "    // last chunk is written, so the result is that of non-blocking writes; h_now and",
+        "    // wide_now are temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk)",
-        "        if (state == OUTPUT)",
+        "        if (state == OUTPUT) begin",
+        "            h_now = h_word(chunk);",
         f"            for (j = 0; j < {per}; j = j + 1)",
-        f"                wide[(chunk * {per} + j) * 64 +: 64] = element_wide(element(chunk, j), "
+        f"                wide_now[j * 64 +: 64] = element_wide({element('h_now', 'j')}, "
         f"mult_word[j * {mult_bits} +: {mult_bits}], pre, y, t, out_shift);",
+        *word_write("wide", chunks, per * 64, "chunk", "wide_now", "            "),
+        "        end",
         "    /* verilator lint_on BLKSEQ */",
         "",
         "    always @(posedge clk) begin",
@@ -194,7 +193,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "                    largest <= 64'd0;",
         "                end",
         "                LARGEST: begin",
-        "                    if (chunk_largest(chunk) > largest) largest <= chunk_largest(chunk);",
+        "                    if (chunk_largest(h_word(chunk)) > largest) largest <= chunk_largest(h_word(chunk));",
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
         "                    if (chunk == LAST_CHUNK) state <= PRESHIFT;",
         "                end",
@@ -204,7 +203,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "                    state <= SQUARES;",
         "                end",
         "                SQUARES: begin",
-        "                    total <= total + chunk_squares(chunk, pre);",
+        "                    total <= total + chunk_squares(h_word(chunk), pre);",
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
         "                    if (chunk == LAST_CHUNK) state <= EPS;",
         "                end",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, word_reader, word_write
 
 INTERNAL_BITS = 16
 ROPE_FRAC_BITS = 14
@@ -63,8 +63,10 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
         "    endfunction",
         "    integer j;",
         f"    reg [{w - 1}:0] a_j, b_j;",
+        f"    reg [{head_dim * w - 1}:0] y_now;     // the head being rotated",
+        word_reader("y_word", "y", heads, head_dim * w),
         "    // y is written with blocking assignments (a non-blocking write to part of a wide vector makes",
-        "    // verilated code copy all of it twice in every cycle); it is read here, each pair before its",
+        "    // verilated code copy all of it twice in every cycle); it is read here, each head before its",
         "    // write, and outside only after `done`, so the result is that of non-blocking writes.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
@@ -76,14 +78,15 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
         f"            head <= {head_bits}'d0;",
         "            y = x;",
         "        end else if (running) begin",
+        "            y_now = y_word(head);",
         f"            for (j = 0; j < {half}; j = j + 1) begin",
-        f"                a_j = y[(head * {head_dim} + j) * {w} +: {w}];",
-        f"                b_j = y[(head * {head_dim} + j + {half}) * {w} +: {w}];",
-        f"                y[(head * {head_dim} + j) * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], "
-        f"angles[({half} + j) * 16 +: 16], 1'b0);",
-        f"                y[(head * {head_dim} + j + {half}) * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], "
+        f"                a_j = y_now[j * {w} +: {w}];",
+        f"                b_j = y_now[(j + {half}) * {w} +: {w}];",
+        f"                y_now[j * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], angles[({half} + j) * 16 +: 16], 1'b0);",
+        f"                y_now[(j + {half}) * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], "
         f"angles[({half} + j) * 16 +: 16], 1'b1);",
         "            end",
+        *word_write("y", heads, head_dim * w, "head", "y_now", "            "),
         f"            head <= head + {head_bits}'d1;",
         "            if (head == LAST_HEAD) begin",
         "                running <= 1'b0;",

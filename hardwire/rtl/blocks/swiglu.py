@@ -11,7 +11,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, pad_vector
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, word_reader, word_write
 
 INTERNAL_BITS = 16
 SIGMOID_HALF = 1024
@@ -27,7 +27,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
     table (§7, 2048 entries of 2^15 sigmoid(i 2^-6), i in [-1024, 1024)) is a `case` function, one
     copy per element lane."""
     module_name = swiglu_name(ffn, act_bits, per_cycle)
-    per, chunks, last = chunk_plan(ffn, per_cycle)
+    per, chunks, _ = chunk_plan(ffn, per_cycle)
     chunk_bits = index_bits(chunks)
     w = INTERNAL_BITS
     tq_name, tq_text = token_quantize_module(ffn, act_bits, per_cycle)
@@ -42,8 +42,8 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "        .x(x), .mu(mu), .e(e));",
         "    reg running;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
-        *pad_vector("gate", "gate_padded", ffn, w, per, chunks),
-        *pad_vector("up", "up_padded", ffn, w, per, chunks),
+        word_reader("gate_word", "gate", chunks, per * w),
+        word_reader("up_word", "up", chunks, per * w),
         RSHIFT_ROUND, SATURATE,
         "    // §7 2^15 sigmoid(i 2^-6), entry i + 1024",
         "    function [15:0] sigmoid;",
@@ -75,9 +75,12 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "        end",
         "    endfunction",
         "    integer i;",
+        f"    reg [{per * w - 1}:0] gate_now, up_now;",
+        f"    reg [{per * 64 - 1}:0] wide_now;",
         "    // `wide` is written with blocking assignments (a non-blocking write to part of a wide vector",
         "    // makes verilated code copy all of it twice in every cycle); only the quantizer reads it, from",
-        "    // the cycle after the last chunk, so the result is that of non-blocking writes.",
+        "    // the cycle after the last chunk, so the result is that of non-blocking writes. gate_now,",
+        "    // up_now and wide_now are temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
         "        go_quantize <= 1'b0;",
@@ -87,10 +90,11 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "            running <= 1'b1;",
         f"            chunk <= {chunk_bits}'d0;",
         "        end else if (running) begin",
+        "            gate_now = gate_word(chunk);",
+        "            up_now = up_word(chunk);",
         f"            for (i = 0; i < {per}; i = i + 1)",
-        *([f"                if (i < {last} || chunk != LAST_CHUNK)"] if last < per else []),
-        f"                wide[(chunk * {per} + i) * 64 +: 64] = swiglu_element(gate_padded[(chunk * {per} + i) * {w} +: {w}], "
-        f"up_padded[(chunk * {per} + i) * {w} +: {w}]);",
+        f"                wide_now[i * 64 +: 64] = swiglu_element(gate_now[i * {w} +: {w}], up_now[i * {w} +: {w}]);",
+        *word_write("wide", chunks, per * 64, "chunk", "wide_now", "            "),
         f"            chunk <= chunk + {chunk_bits}'d1;",
         "            if (chunk == LAST_CHUNK) begin",
         "                running <= 1'b0;",

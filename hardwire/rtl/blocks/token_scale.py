@@ -12,7 +12,7 @@ the finest (all 8 mu compared at once, two cycles per exponent), then the output
 from __future__ import annotations
 
 from hardwire.golden import arithmetic as ar
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, pad_vector
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, word_reader, word_write
 
 WIDE_BITS = 64
 SHIFT_BASE = ar.TOKEN_RECIPROCAL_BITS + ar.TOKEN_FRAC_BITS - ar.TOKEN_MANTISSA_BITS
@@ -24,7 +24,7 @@ def token_quantize_name(count: int, bits: int, per_cycle: int) -> str:
 
 def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, str]:
     name = token_quantize_name(count, bits, per_cycle)
-    per, chunks, last = chunk_plan(count, per_cycle)
+    per, chunks, _ = chunk_plan(count, per_cycle)
     chunk_bits = index_bits(chunks)
     w = WIDE_BITS
     reciprocals = [int(v) for v in ar.TOKEN_RECIPROCALS]
@@ -37,7 +37,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "    reg [2:0] state;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
         "    reg signed [63:0] largest;",
-        *pad_vector("wide", "wide_padded", count, w, per, chunks),
+        word_reader("wide_word", "wide", chunks, per * w),
         RSHIFT_ROUND, SATURATE,
         "    // R[mu] = round(2^16 / mu), mu in [8, 16): at most 2^13, 14 bits (multipliers stay 64 x 15)",
         "    function [13:0] reciprocal_mu;",
@@ -65,16 +65,14 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "                    fit = {1'b1, m[3:0]};",
         "        end",
         "    endfunction",
-        "    // (functions of elements or indices only: a function of a whole chunk makes Verilator clear",
-        "    // its wide temporaries in every cycle)",
         "    function signed [63:0] chunk_largest;",
-        f"        input [{chunk_bits - 1}:0] chunk_index;",
+        f"        input [{per * w - 1}:0] wide_chunk;",
         "        integer i;",
         "        reg signed [63:0] value;",
         "        begin",
         "            chunk_largest = 64'sd0;",
         f"            for (i = 0; i < {per}; i = i + 1) begin",
-        f"                value = wide_padded[(chunk_index * {per} + i) * {w} +: {w}];",
+        f"                value = wide_chunk[i * {w} +: {w}];",
         "                if (value < 64'sd0) value = -value;",
         "                if (value > chunk_largest) chunk_largest = value;",
         "            end",
@@ -97,26 +95,22 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "    reg [3:0] tried_e;",
         "    wire [13:0] reciprocal = reciprocal_mu(mu);",
         f"    wire signed [7:0] out_shift = 8'sd{SHIFT_BASE} - $signed({{4'd0, e}});",
-        f"    reg [{chunks * per * bits - 1}:0] x_padded;",
-    ]
-    if chunks * per > count:
-        body += ["    /* verilator lint_off UNUSEDSIGNAL */  // the padding elements of the last chunk are never read",
-                 f"    wire [{chunks * per * bits - 1}:0] x_all = x_padded;",
-                 "    /* verilator lint_on UNUSEDSIGNAL */",
-                 f"    assign x = x_all[{count * bits - 1}:0];"]
-    else:
-        body += ["    assign x = x_padded;"]
-    body += [
+        f"    reg [{count * bits - 1}:0] x_buffer;",
+        "    assign x = x_buffer;",
         "    integer j;",
+        f"    reg [{per * w - 1}:0] wide_now;",
+        f"    reg [{per * bits - 1}:0] x_now;",
         "    // Blocking writes: a non-blocking write to part of a wide vector makes verilated code copy all",
         "    // of it twice in every cycle. x is read only after `done`, so the result is that of",
-        "    // non-blocking writes.",
+        "    // non-blocking writes; wide_now and x_now are temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk)",
-        "        if (state == OUTPUT)",
+        "        if (state == OUTPUT) begin",
+        "            wide_now = wide_word(chunk);",
         f"            for (j = 0; j < {per}; j = j + 1)",
-        f"                x_padded[(chunk * {per} + j) * {bits} +: {bits}] = "
-        f"element_out(wide_padded[(chunk * {per} + j) * {w} +: {w}], reciprocal, out_shift);",
+        f"                x_now[j * {bits} +: {bits}] = element_out(wide_now[j * {w} +: {w}], reciprocal, out_shift);",
+        *word_write("x_buffer", chunks, per * bits, "chunk", "x_now", "            "),
+        "        end",
         "    /* verilator lint_on BLKSEQ */",
         "",
         "    always @(posedge clk) begin",
@@ -131,7 +125,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "                    largest <= 64'sd0;",
         "                end",
         "                LARGEST: begin",
-        "                    if (chunk_largest(chunk) > largest) largest <= chunk_largest(chunk);",
+        "                    if (chunk_largest(wide_word(chunk)) > largest) largest <= chunk_largest(wide_word(chunk));",
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
         "                    if (chunk == LAST_CHUNK) state <= CHOOSE;",
         f"                    e_try <= 4'd{ar.TOKEN_MAX_EXPONENT};",
