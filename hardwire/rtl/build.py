@@ -5,12 +5,16 @@ import json
 from pathlib import Path
 
 from hardwire.rtl.emit import GENERATOR_VERSION
-from hardwire.rtl.sim import ChipSimulator, build_key, build_verilator, cache_root
+from hardwire.rtl.sim import CXX_FLAGS, TESTBENCH_CPP, VERILATOR_FLAGS, ChipSimulator, build_key, build_verilator, cache_root
 from hardwire.rtl.top import RtlOptions, generate
 
 
-def design_key(die, options: RtlOptions) -> str:
-    return build_key(die.id, GENERATOR_VERSION, options.to_dict())
+def design_key(design) -> str:
+    """The build cache key: the generated Verilog itself (every module's text, ~0.2 s to generate
+    for stories260K), the testbench and the compiler flags, so a changed generator can never reuse
+    a stale build."""
+    modules = sorted(design.modules.items())
+    return build_key(design.top, modules, TESTBENCH_CPP, VERILATOR_FLAGS, CXX_FLAGS)
 
 
 def write_rtl(die, directory: str | Path, options: RtlOptions | None = None, tables=None):
@@ -25,13 +29,13 @@ def write_rtl(die, directory: str | Path, options: RtlOptions | None = None, tab
 
 
 def simulator_for(die, tables, options: RtlOptions, log=None) -> tuple[ChipSimulator, dict]:
-    """A running simulator of `die`, built once per (die id, generator version, options)."""
-    key = design_key(die, options)
+    """A running simulator of `die`, built once per generated design (`design_key`)."""
+    design = generate(die, tables, options)
+    key = design_key(design)
     root = cache_root() / "rtl" / key
     notes_path = root / "design.json"
     binary = root / "obj" / "chip_sim"
     if not (binary.exists() and notes_path.exists()):
-        design = generate(die, tables, options)
         binary = build_verilator(design, key, die.spec.vocab_size, log=log)
         notes = {"die_id": die.id, "generator_version": GENERATOR_VERSION, "top": design.top, **design.notes}
         notes_path.write_text(json.dumps(notes, indent=1) + "\n")

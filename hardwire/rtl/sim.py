@@ -7,8 +7,9 @@ speaks a line protocol on stdin/stdout, so one build serves the engine, `hardwir
 benchmark (see `TESTBENCH_PROTOCOL`).
 
 Builds are cached under `$HARDWIRE_CACHE_DIR` (default `~/.cache/hardwire`) in `rtl/<key>`, the key
-hashing the die id, the generator version and the options, so a second `hardwire sim` of the same
-die starts in milliseconds.
+hashing the generated Verilog, the testbench and the flags (hardwire.rtl.build.design_key), so a
+second `hardwire sim` of the same die starts in well under a second and a changed generator never
+reuses a stale build.
 """
 from __future__ import annotations
 

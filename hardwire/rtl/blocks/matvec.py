@@ -31,7 +31,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields,
-                               signed_bits, word_reader, word_write)
+                               signed_bits, word_read, word_write)
 
 STYLES = ("rom", "hardwired")
 
@@ -313,7 +313,6 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    reg lane_last_col;",
         f"    reg [{block_bits - 1}:0] lane_block;",
         f"    reg signed [{x_bits - 1}:0] lane_x;    // x_j, broadcast to every lane",
-        word_reader("x_element", "x", cols, x_bits),
         f"    reg signed [{p - 1}:0] partial [0:{lanes - 1}];   // each lane's running sum over the current group",
         *([] if per_row else [f"    reg signed [{a - 1}:0] acc [0:{lanes - 1}];       // each lane's sum of its row's scaled groups so far"]),
         f"    reg signed [{held_bits - 1}:0] held [0:{lanes - 1}];      // each lane's finished row sum, waiting for a requantizer",
@@ -441,7 +440,7 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            lane_group_end <= group_end;",
         "            lane_last_col <= last_col;",
         "            lane_block <= block;",
-        "            lane_x <= x_element(col);",
+        *word_read("x", cols, x_bits, "col", "lane_x", "            ", assign="<="),
         "            if (lane_valid) begin",
         "                for (l = 0; l < LANES; l = l + 1) begin",
         "                    if (!lane_group_end) begin",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, word_reader, word_write
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, word_read, word_write
 
 INTERNAL_BITS = 16
 ROPE_FRAC_BITS = 14
@@ -64,7 +64,6 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
         "    integer j;",
         f"    reg [{w - 1}:0] a_j, b_j;",
         f"    reg [{head_dim * w - 1}:0] y_now;     // the head being rotated",
-        word_reader("y_word", "y", heads, head_dim * w),
         "    // y is written with blocking assignments (a non-blocking write to part of a wide vector makes",
         "    // verilated code copy all of it twice in every cycle); it is read here, each head before its",
         "    // write, and outside only after `done`, so the result is that of non-blocking writes.",
@@ -78,7 +77,7 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
         f"            head <= {head_bits}'d0;",
         "            y = x;",
         "        end else if (running) begin",
-        "            y_now = y_word(head);",
+        *word_read("y", heads, head_dim * w, "head", "y_now", "            "),
         f"            for (j = 0; j < {half}; j = j + 1) begin",
         f"                a_j = y_now[j * {w} +: {w}];",
         f"                b_j = y_now[(j + {half}) * {w} +: {w}];",

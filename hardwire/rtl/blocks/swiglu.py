@@ -11,7 +11,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, word_reader, word_write
+from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, word_read, word_write
 
 INTERNAL_BITS = 16
 SIGMOID_HALF = 1024
@@ -42,8 +42,6 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "        .x(x), .mu(mu), .e(e));",
         "    reg running;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
-        word_reader("gate_word", "gate", chunks, per * w),
-        word_reader("up_word", "up", chunks, per * w),
         RSHIFT_ROUND, SATURATE,
         "    // §7 2^15 sigmoid(i 2^-6), entry i + 1024",
         "    function [15:0] sigmoid;",
@@ -90,8 +88,8 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "            running <= 1'b1;",
         f"            chunk <= {chunk_bits}'d0;",
         "        end else if (running) begin",
-        "            gate_now = gate_word(chunk);",
-        "            up_now = up_word(chunk);",
+        *word_read("gate", chunks, per * w, "chunk", "gate_now", "            "),
+        *word_read("up", chunks, per * w, "chunk", "up_now", "            "),
         f"            for (i = 0; i < {per}; i = i + 1)",
         f"                wide_now[i * 64 +: 64] = swiglu_element(gate_now[i * {w} +: {w}], up_now[i * {w} +: {w}]);",
         *word_write("wide", chunks, per * 64, "chunk", "wide_now", "            "),
