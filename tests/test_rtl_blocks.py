@@ -14,6 +14,7 @@ import pytest
 from hardwire.golden import arithmetic as ar
 from hardwire.golden import forward as golden
 from hardwire.golden.matvec import matvec, pack_matrix
+from hardwire.rtl.emit import overrides
 from hardwire.rtl.sim import pack_vector, run_icarus, unpack_vector
 
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
@@ -145,14 +146,13 @@ def test_swiglu_equals_golden(tmp_path):
     index_mult, index_shift = 5000000, 26             # gate 2^15 -> index ~2400: clamped at the table's end
     mult, shift = 6000000, 44
     modules = swiglu_module(ffn, act_bits, ar.sigmoid_table(), per_cycle=4)
-    constants = [index_mult, index_shift & 255, mult, shift & 255]
+    constants = overrides(index_mult=(index_mult, 64), index_shift=(index_shift, 8), mult=(mult, 64), shift=(shift, 8))
     gates = edge_vectors(rng, ffn, 16)
     ups = edge_vectors(rng, ffn, 16)[::-1]
-    results = run_icarus(modules, swiglu_name(ffn, act_bits, 4),
-                         [("index_mult", 64), ("index_shift", 8), ("mult", 64), ("shift", 8), ("gate", ffn * 16),
-                          ("up", ffn * 16)], [("x", ffn * act_bits), ("mu", 4), ("e", 4)],
-                         [constants + [pack_vector(g, 16), pack_vector(u, 16)] for g, u in zip(gates, ups)],
-                         workdir=tmp_path)
+    results = run_icarus(modules, swiglu_name(ffn, act_bits, 4), [("gate", ffn * 16), ("up", ffn * 16)],
+                         [("x", ffn * act_bits), ("mu", 4), ("e", 4)],
+                         [[pack_vector(g, 16), pack_vector(u, 16)] for g, u in zip(gates, ups)],
+                         workdir=tmp_path, parameters=constants)
     for g, u, result in zip(gates, ups, results):
         expected = np.empty(ffn, np.int64)
         scale = golden.swiglu(g.astype(np.int64), u.astype(np.int64), index_mult, index_shift, mult, shift, act_bits,
@@ -199,12 +199,14 @@ def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
         steps.append((rng.integers(-scale, scale + 1, q_dim), rng.integers(-scale, scale + 1, kv_dim),
                       rng.integers(-scale, scale + 1, kv_dim)))
     first = [0, 0, 0, 1, 1, 2, 0, 3]                  # a sliding window now and then
-    vectors = [[p, first[p], score_mult, score_shift, out_mult, out_shift, pack_vector(q, 16), pack_vector(k, 16),
-                pack_vector(v, 16)] for p, (q, k, v) in enumerate(steps)]
+    vectors = [[p, first[p], pack_vector(q, 16), pack_vector(k, 16), pack_vector(v, 16)]
+               for p, (q, k, v) in enumerate(steps)]
+    constants = overrides(score_mult=(score_mult, 64), score_shift=(score_shift, 8), out_mult=(out_mult, 64),
+                          out_shift=(out_shift, 8))
     results = run_icarus(modules, attention_name(heads, kv_heads, head_dim),
-                         [("pos", 3), ("first", 3), ("score_mult", 64), ("score_shift", 8), ("out_mult", 64),
-                          ("out_shift", 8), ("q", q_dim * 16), ("k", kv_dim * 16), ("v", kv_dim * 16)],
-                         [("out", q_dim * act_bits), ("mu", 4), ("e", 4)], vectors, workdir=tmp_path)
+                         [("pos", 3), ("first", 3), ("q", q_dim * 16), ("k", kv_dim * 16), ("v", kv_dim * 16)],
+                         [("out", q_dim * act_bits), ("mu", 4), ("e", 4)], vectors, workdir=tmp_path,
+                         parameters=constants)
     keys = np.zeros((positions, kv_heads, head_dim), np.int16)
     values = np.zeros((positions, kv_heads, head_dim), np.int16)
     for p, ((q, k, v), result) in enumerate(zip(steps, results)):

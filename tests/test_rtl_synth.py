@@ -70,3 +70,109 @@ def test_a_block_is_synthesized_from_its_own_modules_only(tmp_path):
     assert not any(name.startswith(("hw_layer_1", "hw_matvec_layers_1", "hw_matvec_embed")) for name in layer)
     # leaves first, as Yosys reads them
     assert layer.index("hw_matvec_layers_0_wq_codes") < layer.index("hw_matvec_layers_0_wq") < layer.index("hw_layer_0")
+
+
+def test_child_instances_are_counted_with_their_parameters():
+    from hardwire.rtl.synth import Instance, child_instances
+    text = """
+    hw_norm #(.shift(8'sh25)) a (.clk(clk), .h(h));
+    hw_norm #(.shift(8'sh25)) b (.clk(clk), .h(h));
+    hw_norm #(.shift(8'sh1c))
+        c (.clk(clk), .h(h));
+    hw_matvec_x wq (.clk(clk));
+    """
+    counted = child_instances(text)
+    assert counted == {Instance("hw_norm", "#(.shift(8'sh25))"): 2, Instance("hw_norm", "#(.shift(8'sh1c))"): 1,
+                       Instance("hw_matvec_x", ""): 1}
+
+
+ADDER = """module hw_add (
+    input wire clk,
+    input wire [7:0] a,
+    output reg [7:0] y
+);
+    parameter signed [7:0] k = 8'sd0;
+    always @(posedge clk) y <= a * k + 8'd1;
+endmodule
+"""
+PARENT = """module hw_parent (
+    input wire clk,
+    input wire [7:0] a,
+    output reg [7:0] y
+);
+    wire [7:0] p, q, r;
+    hw_add #(.k(8'sh05)) first (.clk(clk), .a(a), .y(p));
+    hw_add #(.k(8'sh05)) second (.clk(clk), .a(a ^ 8'h5a), .y(q));
+    hw_add #(.k(8'sh1c))
+        third (.clk(clk), .a(a), .y(r));
+    always @(posedge clk) y <= p + q + r;
+endmodule
+"""
+
+
+@needs_yosys
+def test_bottom_up_sums_each_distinct_block_over_its_instances(tmp_path):
+    """A parent with three instances of one block (two with the same constant): bottom-up runs the
+    block once per distinct constant and the parent's own adder alone, and the totals match one
+    flattened run of the same design."""
+    from hardwire.rtl.synth import _bottom_up, parse_stat, run_yosys
+    modules = {"hw_add": ADDER, "hw_parent": PARENT}
+    for name, text in modules.items():
+        (tmp_path / f"{name}.v").write_text(text)
+    split = _bottom_up(modules, "hw_parent", tmp_path, jobs=2, timeout_s=300)
+    flat = run_yosys(tmp_path / "flat", ["../hw_add.v", "../hw_parent.v"], "hw_parent", [], 300)
+    blocks = {(b["module"], b["parameters"], b["role"]): b for b in split["blocks"]}
+    assert set(blocks) == {("hw_add", "#(.k(8'sh05))", "block"), ("hw_add", "#(.k(8'sh1c))", "block"),
+                           ("hw_parent", "", "own logic")}
+    assert blocks[("hw_add", "#(.k(8'sh05))", "block")]["instances"] == 2
+    # a multiply by 5 (two adders) and by 28 differ; the parent's own cells exclude the black boxes
+    assert blocks[("hw_add", "#(.k(8'sh05))", "block")]["cells"] != blocks[("hw_add", "#(.k(8'sh1c))", "block")]["cells"]
+    assert split["cells"] == sum(b["cells"] * b["instances"] for b in split["blocks"])
+    # registers: 8 + 8 for the x5 blocks, 6 for the x28 one (a * 28 + 1 ends in binary 01, two
+    # constant bits), 8 for the sum. Flattened, synthesis also optimizes across the blocks and may
+    # keep fewer: bottom-up is the upper bound.
+    assert split["flip_flops"] == 8 + 8 + 6 + 8
+    assert flat["flip_flops"] <= split["flip_flops"]
+    assert abs(split["cells"] - flat["cells"]) <= 0.15 * flat["cells"], (split["cells"], flat["cells"])
+    assert parse_stat((tmp_path / "flat" / "stat.txt").read_text())["cells"] == flat["cells"]
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_bottom_up_synthesis_agrees_with_one_flattened_run(tmp_path):
+    """A whole tiny layer bottom-up (each block alone with its constants, then the layer's own logic
+    with the blocks as black boxes) against one flattened run: they agree up to what synthesis
+    finds across block boundaries."""
+    from hardwire.die import open_die
+    from hardwire.rtl.synth import synthesize
+    from hardwire.rtl.top import RtlOptions
+    die = open_die(write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny.die", "w8"))
+    options = RtlOptions(weights_per_lane=1024)
+    flat = synthesize(die, options, block="hw_layer_0", flat=True)
+    split = synthesize(die, options, block="hw_layer_0", jobs=2)
+    assert flat["method"] == "flat" and split["method"] == "bottom-up"
+    roles = {(b["module"], b["role"]) for b in split["blocks"]}
+    assert ("hw_layer_0", "own logic") in roles and ("hw_matvec_layers_0_wq", "block") in roles
+    assert split["cells"] == sum(split["cells_by_type"].values())
+    assert split["cells"] == sum(b["cells"] * b["instances"] for b in split["blocks"])
+    assert split["cells_by_type"].get("hw_kv_sram") == flat["cells_by_type"].get("hw_kv_sram") == 2
+    assert abs(split["cells"] - flat["cells"]) <= 0.05 * flat["cells"], (split["cells"], flat["cells"])
+    assert abs(split["flip_flops"] - flat["flip_flops"]) <= 0.05 * flat["flip_flops"]
+
+
+def test_the_bottom_up_plan_splits_a_layer_down_to_its_parameterised_blocks(tmp_path):
+    from hardwire.die import open_die
+    from hardwire.rtl.synth import synthesis_plan
+    from hardwire.rtl.top import RtlOptions, generate
+    die = open_die(write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny.die", "w8"))
+    modules = generate(die, None, RtlOptions()).modules
+    whole, split = synthesis_plan(modules, "hw_layer_0")
+    # the layer is split (its own logic alone, its blocks as black boxes) ...
+    assert split == {"hw_layer_0": 1}
+    # ... a matvec stays whole with its ROM tables; blocks with constants are synthesized whole,
+    # each once per distinct set of constants
+    assert whole[next(i for i in whole if i.module == "hw_matvec_layers_0_wq")] == 1
+    assert not any(i.module.endswith(("_codes", "_rows")) for i in whole)
+    norms = [i for i in whole if i.module.startswith("hw_rmsnorm_") and i.parameters]
+    assert sum(whole[i] for i in norms) == 2 and all(i.parameters.startswith("#(.shift(") for i in norms)
+    assert not any(i.module == "hw_kv_sram" for i in whole)

@@ -140,15 +140,26 @@ def register(app: typer.Typer) -> None:
               weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
               style: str = typer.Option("rom", "--style", help="rom | hardwired"),
               context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
+              flat: bool = typer.Option(False, "--flat", help="one flattened Yosys run, not bottom-up by block "
+                                                              "(over 30 min for a stories260K layer)"),
+              jobs: int = typer.Option(2, "--jobs", min=1, help="Yosys runs at a time (bottom-up); each can take "
+                                                                "a few GiB"),
               as_json: bool = typer.Option(False, "--json")):
-        """Yosys synthesis (generic cells) of the design or one block: cells by type, flip-flops."""
+        """Yosys synthesis (generic cells) of the design or one block: cells by type, flip-flops. A block
+        that instantiates others is synthesized bottom-up: each distinct child with its constants, then
+        the block's own logic, summed over the instances."""
         from hardwire.rtl.synth import synthesize
         opened = open_die_argument(die)
-        report = synthesize(opened, rtl_options(weights_per_lane, style, context), block=block, log=log)
+        report = synthesize(opened, rtl_options(weights_per_lane, style, context), block=block, log=log, flat=flat,
+                            jobs=jobs)
         if as_json:
             print(json.dumps(report))
         else:
             print(f"{report['top']}: {report['cells']:,} cells, {report['flip_flops']:,} flip-flop bits, "
                   f"{report['seconds']:.0f} s, peak {report['peak_rss_mib']:.0f} MiB")
+            for b in report.get("blocks", []):
+                times = f" x {b['instances']}" if b["instances"] > 1 else ""
+                print(f"  {b['module']}{times} ({b['role']}): {b['cells']:,} cells, {b['flip_flops']:,} flip-flop "
+                      f"bits, {b['seconds']:.0f} s {b['parameters']}")
             for kind, count in sorted(report["cells_by_type"].items(), key=lambda kv: -kv[1]):
                 print(f"  {kind:24s} {count:>12,}")

@@ -85,6 +85,19 @@ class Port:
         return f"{self.direction}{kind}{sign}{vector} {self.name}"
 
 
+def parameters(*specs: tuple[str, int]) -> list[str]:
+    """Declarations of an instance's signed constants (name, bits) as parameters: each instance sets
+    them (`overrides`), so synthesis folds them into the logic (as input ports they would stay
+    general multipliers and shifters unless the whole design is flattened)."""
+    return ["    // this instance's constants (set by the instantiating module)",
+            *[f"    parameter signed [{bits - 1}:0] {name} = {bits}'sd0;" for name, bits in specs]]
+
+
+def overrides(**values: tuple[int, int]) -> str:
+    """`#(.name(literal), ...)` for signed constants given as (value, bits)."""
+    return "#(" + ", ".join(f".{name}({literal(v, bits, True)})" for name, (v, bits) in values.items()) + ")"
+
+
 def module(name: str, ports: list[Port], body: str, comment: str = "") -> str:
     """One module's text: a comment block, ANSI port list, and the body (indented by the caller)."""
     lines = []

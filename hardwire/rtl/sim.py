@@ -79,12 +79,13 @@ def unpack_vector(word: int, width: int, count: int, signed: bool = True) -> lis
 
 def run_icarus(modules: dict[str, str], top: str, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]],
                vectors: list[list[int]], sequential: bool = True, workdir: str | Path | None = None,
-               timeout_s: float = 600) -> list[list[int]]:
+               timeout_s: float = 600, parameters: str = "") -> list[list[int]]:
     """Simulate `top` once per vector with Icarus and return the raw output words.
 
     `inputs`/`outputs`: (port, width) pairs; a vector gives one integer (bit pattern) per input
     port. Sequential blocks have clk, rst, start and done: each vector is applied, start pulsed,
-    and the outputs read when done rises. Combinational blocks are read 1 ns after the inputs."""
+    and the outputs read when done rises. Combinational blocks are read 1 ns after the inputs.
+    `parameters`: the instance's parameter overrides, e.g. `emit.overrides(...)`."""
     require("iverilog")
     require("vvp")
     own = workdir is None
@@ -112,7 +113,7 @@ def run_icarus(modules: dict[str, str], top: str, inputs: list[tuple[str, int]],
         if sequential:
             lines += ["    reg clk = 1'b0, rst = 1'b1, start = 1'b0;", "    wire done;", "    always #5 clk = ~clk;"]
             connections = [".clk(clk)", ".rst(rst)", ".start(start)", ".done(done)"] + connections
-        lines.append(f"    {top} dut ({', '.join(connections)});")
+        lines.append(f"    {top} {parameters} dut ({', '.join(connections)});")
         unpack = []
         offset = 0
         for name, width in inputs:

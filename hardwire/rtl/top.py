@@ -27,7 +27,7 @@ from hardwire.rtl.blocks.matvec import IntMatrix, lanes_for, matvec_cycles, matv
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
 from hardwire.rtl.blocks.rope import rope_module, rope_table_module
 from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
-from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, literal, module
+from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, literal, module, overrides
 
 INTERNAL_BITS = 16
 RESIDUAL_BITS = 32
@@ -74,8 +74,8 @@ def norm_instance(instance: str, rom: str, shared: str, per: int, chunk_bits: in
         f"    wire [{chunk_bits - 1}:0] {instance}_addr;",
         f"    wire [{per * MULT_BITS - 1}:0] {instance}_word;",
         f"    {rom} {instance}_rom (.addr({instance}_addr), .data({instance}_word));",
-        f"    {shared} {instance} (.clk(clk), .rst(rst), .start({start}), .h({h}), .mult_addr({instance}_addr),",
-        f"        .mult_word({instance}_word), .shift({literal(shift, 8, True)}), .done({instance}_done), .x({x}),"
+        f"    {shared} {overrides(shift=(shift, 8))} {instance} (.clk(clk), .rst(rst), .start({start}), .h({h}),",
+        f"        .mult_addr({instance}_addr), .mult_word({instance}_word), .done({instance}_done), .x({x}),"
         f" .mu({mu}), .e({e}));",
     ]
 
@@ -86,6 +86,10 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
     pos_bits = index_bits(positions)
     w, r, a = INTERNAL_BITS, RESIDUAL_BITS, act_bits
     mv = {short: module_name(f"layers.{index}.{short}") for short in LAYER_MATRICES}
+    attention_constants = overrides(score_mult=(constants["score_mult"], 64), score_shift=(constants["score_shift"], 8),
+                                    out_mult=(constants["out_mult"], 64), out_shift=(constants["out_shift"], 8))
+    swiglu_constants = overrides(index_mult=(constants["index_mult"], 64), index_shift=(constants["index_shift"], 8),
+                                 mult=(constants["glu_mult"], 64), shift=(constants["glu_shift"], 8))
     body = [
         "    localparam [3:0] IDLE = 4'd0, ATTN_NORM = 4'd1, QKV = 4'd2, ROPE = 4'd3, ATTENTION = 4'd4, WO = 4'd5,",
         "                     FFN_NORM = 4'd6, GATE_UP = 4'd7, SWIGLU = 4'd8, DOWN = 4'd9;",
@@ -119,9 +123,8 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         f"    {mv['wv']} wv (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(v_done), .y(v));",
         "    hw_rope rope (.clk(clk), .rst(rst), .start(go_rope), .pos(pos), .x({k, q}), .done(rope_done), "
         ".y(qk_rotated));",
-        f"    {constants['attention']} attention (.clk(clk), .rst(rst), .start(go_attention), .pos(pos), .first(first),",
-        f"        .score_mult({literal(constants['score_mult'], 64, True)}), .score_shift({literal(constants['score_shift'], 8, True)}),",
-        f"        .out_mult({literal(constants['out_mult'], 64, True)}), .out_shift({literal(constants['out_shift'], 8, True)}),",
+        f"    {constants['attention']} {attention_constants}",
+        "        attention (.clk(clk), .rst(rst), .start(go_attention), .pos(pos), .first(first),",
         f"        .q(qk_rotated[{q_dim * w - 1}:0]), .k(qk_rotated[{(q_dim + kv_dim) * w - 1}:{q_dim * w}]), .v(v),",
         "        .done(attention_done), .out(attended), .mu(attended_mu), .e(attended_e));",
         f"    {mv['wo']} wo (.clk(clk), .rst(rst), .start(go_wo), .x(attended), .mu(attended_mu), .e(attended_e), .done(wo_done), .y(wo_y));",
@@ -131,10 +134,9 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         f"    {mv['w_gate']} w_gate (.clk(clk), .rst(rst), .start(go_gate_up), .x(ffn_normed), .mu(ffn_norm_mu), .e(ffn_norm_e), .done(gate_done), "
         ".y(gate));",
         f"    {mv['w_up']} w_up (.clk(clk), .rst(rst), .start(go_gate_up), .x(ffn_normed), .mu(ffn_norm_mu), .e(ffn_norm_e), .done(up_done), .y(up));",
-        f"    {constants['swiglu']} swiglu (.clk(clk), .rst(rst), .start(go_swiglu), .gate(gate), .up(up), "
-        f".index_mult({literal(constants['index_mult'], 64, True)}), .index_shift({literal(constants['index_shift'], 8, True)}), "
-        f".mult({literal(constants['glu_mult'], 64, True)}), .shift({literal(constants['glu_shift'], 8, True)}), "
-        ".done(swiglu_done), .x(gated), .mu(gated_mu), .e(gated_e));",
+        f"    {constants['swiglu']} {swiglu_constants}",
+        "        swiglu (.clk(clk), .rst(rst), .start(go_swiglu), .gate(gate), .up(up), .done(swiglu_done), .x(gated),",
+        "        .mu(gated_mu), .e(gated_e));",
         f"    {mv['w_down']} w_down (.clk(clk), .rst(rst), .start(go_down), .x(gated), .mu(gated_mu), .e(gated_e), .done(down_done), .y(down_y));",
         "",
         "    // §8.2 residual: h = sat32(h + y), in the cycle the wo or w_down product is done",
@@ -164,6 +166,11 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "        if (rst) begin",
         "            state <= IDLE;",
         "        end else begin",
+        "            // one residual adder array, shared by the wo and the w_down sums",
+        "            if ((state == WO && wo_done) || (state == DOWN && down_done))",
+        f"                for (i = 0; i < {dim}; i = i + 1)",
+        f"                    h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], state == WO ? wo_y[i * {r} +: {r}] : "
+        f"down_y[i * {r} +: {r}]);",
         "            case (state)",
         "                IDLE: if (start) begin",
         "                    h = h_in;",
@@ -191,7 +198,6 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "                    state <= WO;",
         "                end",
         "                WO: if (wo_done) begin",
-        f"                    for (i = 0; i < {dim}; i = i + 1) h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], wo_y[i * {r} +: {r}]);",
         "                    go_ffn_norm <= 1'b1;",
         "                    state <= FFN_NORM;",
         "                end",
@@ -212,7 +218,6 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "                    state <= DOWN;",
         "                end",
         "                DOWN: if (down_done) begin",
-        f"                    for (i = 0; i < {dim}; i = i + 1) h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], down_y[i * {r} +: {r}]);",
         "                    done <= 1'b1;",
         "                    state <= IDLE;",
         "                end",

@@ -21,7 +21,8 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, word_write
+from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, parameters,
+                               word_write)
 
 INTERNAL_BITS = 16
 EXP2_FRAC_BITS = 8
@@ -67,6 +68,7 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
     hd = head_dim
     tq_name, tq_text = token_quantize_module(heads * hd, act_bits, hd)
     body = [
+        *parameters(("score_mult", 64), ("score_shift", 8), ("out_mult", 64), ("out_shift", 8)),
         f"    // {heads} heads ({kv_heads} KV heads) of {head_dim}, KV cache {positions} x {kv_bits} bits.",
         "    localparam [2:0] IDLE = 3'd0, WRITE = 3'd1, SCAN1 = 3'd2, SCAN2 = 3'd3, NORMALIZE = 3'd4, QUANTIZE = 3'd5;",
         f"    localparam [{head_bits - 1}:0] LAST_HEAD = {head_bits}'d{heads - 1};",
@@ -278,8 +280,6 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
              Port("input", "pos", pos_bits), Port("input", "first", pos_bits),
-             Port("input", "score_mult", 64, signed=True), Port("input", "score_shift", 8, signed=True),
-             Port("input", "out_mult", 64, signed=True), Port("input", "out_shift", 8, signed=True),
              Port("input", "q", heads * hd * w), Port("input", "k", kv_heads * hd * w),
              Port("input", "v", kv_heads * hd * w), Port("output", "done", reg=True),
              Port("output", "out", heads * hd * act_bits), Port("output", "mu", 4), Port("output", "e", 4)]

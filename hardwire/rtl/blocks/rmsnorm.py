@@ -18,7 +18,8 @@ import numpy as np
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, chunk_plan, index_bits, literal,
-                               module, pack_fields, signed_bits, word_read, word_write)
+                               module, overrides, pack_fields, parameters, signed_bits, word_read,
+                               word_write)
 
 RESIDUAL_BITS = 32
 
@@ -59,6 +60,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     chunk_bits = index_bits(chunks)
     r = RESIDUAL_BITS
     body = [
+        *parameters(("shift", 8)),
         f"    // {dim} elements, {per} per cycle: {3 * chunks + 3} cycles.",
         "    localparam [2:0] IDLE = 3'd0, LARGEST = 3'd1, PRESHIFT = 3'd2, SQUARES = 3'd3, EPS = 3'd4, RSQRT = 3'd5,"
         "                     OUTPUT = 3'd6, QUANTIZE = 3'd7;",
@@ -237,7 +239,6 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "h", dim * r),
              Port("output", "mult_addr", chunk_bits), Port("input", "mult_word", per * mult_bits),
-             Port("input", "shift", 8, signed=True),
              Port("output", "done", reg=True), Port("output", "x", dim * out_bits),
              Port("output", "mu", 4), Port("output", "e", 4)]
     modules[module_name] = module(module_name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body),
@@ -257,8 +258,8 @@ def rmsnorm_standalone(name: str, mult: np.ndarray, shift: int, eps: int, dim: i
         f"    wire [{chunk_bits - 1}:0] addr;",
         f"    wire [{per * MULT_BITS - 1}:0] word;",
         f"    {wrapper}_mult rom (.addr(addr), .data(word));",
-        f"    {rmsnorm_name(dim, out_bits, per_cycle)} norm (.clk(clk), .rst(rst), .start(start), .h(h), .mult_addr(addr),",
-        f"        .mult_word(word), .shift({literal(shift, 8, True)}), .done(done), .x(x), .mu(mu), .e(e));",
+        f"    {rmsnorm_name(dim, out_bits, per_cycle)} {overrides(shift=(shift, 8))} norm (.clk(clk), .rst(rst), .start(start),",
+        "        .h(h), .mult_addr(addr), .mult_word(word), .done(done), .x(x), .mu(mu), .e(e));",
     ])
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "h", dim * RESIDUAL_BITS),
              Port("output", "done"), Port("output", "x", dim * out_bits), Port("output", "mu", 4), Port("output", "e", 4)]

@@ -11,7 +11,8 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, word_read, word_write
+from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, parameters, word_read,
+                               word_write)
 
 INTERNAL_BITS = 16
 SIGMOID_HALF = 1024
@@ -32,6 +33,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
     w = INTERNAL_BITS
     tq_name, tq_text = token_quantize_module(ffn, act_bits, per_cycle)
     body = [
+        *parameters(("index_mult", 64), ("index_shift", 8), ("mult", 64), ("shift", 8)),
         f"    // {ffn} elements, {per} per cycle: {chunks + 1} cycles.",
         f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
         f"    wire signed [7:0] wide_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
@@ -104,8 +106,6 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "    assign done = quantize_done;",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
-             Port("input", "index_mult", 64, signed=True), Port("input", "index_shift", 8, signed=True),
-             Port("input", "mult", 64, signed=True), Port("input", "shift", 8, signed=True),
              Port("input", "gate", ffn * w),
              Port("input", "up", ffn * w), Port("output", "done"), Port("output", "x", ffn * act_bits),
              Port("output", "mu", 4), Port("output", "e", 4)]
