@@ -38,7 +38,9 @@ def yosys_script(files: list[str], top: str, black_boxes: list[str]) -> str:
 
 
 # `hw_x name (` or `hw_x #(.p(v), ...) name (`, the parameter list possibly over several lines
-INSTANCE = re.compile(r"^\s*(hw_\w+)\s+(?:#\((?:[^()]|\([^()]*\))*\)\s*)?\w+\s*\(", re.MULTILINE)
+INSTANCE = re.compile(r"^\s*(hw_\w+)\s+(#\((?:[^()]|\([^()]*\))*\))?\s*\w+\s*\(", re.MULTILINE)
+HEADER = re.compile(r"^module (\w+) \((.*?)\);", re.MULTILINE | re.DOTALL)
+PORT = re.compile(r"^\s*(input|output)\s+(?:wire|reg)\s*(signed\s*)?(\[[^\]]+\])?\s*(\w+)\s*,?\s*$")
 
 
 def reachable_modules(modules: dict[str, str], top: str) -> list[str]:
@@ -46,7 +48,7 @@ def reachable_modules(modules: dict[str, str], top: str) -> list[str]:
     Yosys then parses only those (the whole stories260K chip is ~3 MB of ROM tables)."""
     seen, stack = {top}, [top]
     while stack:
-        for name in INSTANCE.findall(modules[stack.pop()]):
+        for name, _ in INSTANCE.findall(modules[stack.pop()]):
             if name in modules and name not in seen:
                 seen.add(name)
                 stack.append(name)
@@ -81,20 +83,19 @@ class Instance:
 def child_instances(text: str) -> Counter:
     """The blocks a module instantiates, counted by (module, parameters)."""
     return Counter(Instance(m.group(1), " ".join((m.group(2) or "").split()))
-                   for m in INSTANCE_FULL.finditer(text))
+                   for m in INSTANCE.finditer(text))
 
 
-INSTANCE_FULL = re.compile(r"^\s*(hw_\w+)\s+(#\((?:[^()]|\([^()]*\))*\))?\s*\w+\s*\(", re.MULTILINE)
-PORT = re.compile(r"^\s*(input|output)\s+(?:wire|reg)\s*(signed\s*)?(\[[^\]]+\])?\s*(\w+)\s*,?\s*$")
+def ports_of(text: str) -> list[tuple]:
+    """(direction, signed, vector, name) of each port in a generated module's ANSI header."""
+    header = HEADER.search(text)
+    return [m.groups() for m in map(PORT.match, header.group(2).splitlines()) if m] if header else []
 
 
 def wrapper(modules: dict[str, str], instance: Instance, name: str) -> str:
     """A module `name` with the ports of `instance.module` that instantiates it with its parameters,
     so a flattening synthesis folds those constants into the block."""
-    text = modules[instance.module]
-    start = text.index(f"module {instance.module} (")
-    header = text[start:text.index(");", start)]
-    ports = [m.groups() for m in map(PORT.match, header.splitlines()[1:]) if m]
+    ports = ports_of(modules[instance.module])
     declarations = ",\n".join("    " + " ".join(part for part in (d, "wire", (sign or "").strip(), vector, port) if part)
                                for d, sign, vector, port in ports)
     if not ports:
@@ -162,9 +163,7 @@ def synthesize(die, options, block: str | None = None, log=None, workdir: str | 
 
 def is_table(text: str) -> bool:
     """A ROM table (`emit.case_rom`): its only ports are addr -> data (and clk, en when registered)."""
-    start = text.find("module ")
-    header = text[start:text.index(");", start)] if start >= 0 else ""
-    ports = {m.group(4) for m in map(PORT.match, header.splitlines()[1:]) if m}
+    ports = {name for *_, name in ports_of(text)}
     return bool(ports) and ports <= {"clk", "en", "addr", "data"}
 
 
@@ -173,9 +172,8 @@ def synthesis_plan(modules: dict[str, str], top: str) -> tuple[Counter, Counter]
     counted by (module, parameters); modules whose own logic is synthesized with their children as
     black boxes, counted). A module is split only when it takes no parameters (a block with
     parameters is flattened whole, so its constants reach every level inside it) and has children
-    other than ROM tables: a matvec stays whole with its ROMs, whose constant bits (zero padding
-    lanes, code bits no weight uses) synthesis folds into the lanes (split, a tiny matvec came
-    out 16% larger)."""
+    other than ROM tables: a matvec stays whole with its ROMs, which synthesis optimizes together
+    with the lanes they feed (split, a tiny matvec came out 16% larger than flattened)."""
     whole: Counter = Counter()
     split: Counter = Counter()
 
