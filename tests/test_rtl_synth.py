@@ -147,7 +147,9 @@ def test_bottom_up_synthesis_agrees_with_one_flattened_run(tmp_path):
     from hardwire.rtl.synth import synthesize
     from hardwire.rtl.top import RtlOptions
     die = open_die(write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny.die", "w8"))
-    options = RtlOptions(weights_per_lane=1024)
+    # one norm and SwiGLU element per cycle keeps the flattened run to minutes (at 8 per cycle the
+    # norms' 64-bit lanes alone are ~0.5 M cells, whatever the model's size)
+    options = RtlOptions(weights_per_lane=1024, norm_per_cycle=1)
     flat = synthesize(die, options, block="hw_layer_0", flat=True)
     split = synthesize(die, options, block="hw_layer_0", jobs=2)
     assert flat["method"] == "flat" and split["method"] == "bottom-up"
