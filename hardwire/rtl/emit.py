@@ -258,10 +258,10 @@ def word_write(vector: str, words: int, word_bits: int, index: str, value: str, 
     return lines
 
 
-def chunk_plan(count: int, per_cycle: int) -> tuple[int, int, int]:
-    """(elements per cycle, chunks, elements in the last chunk) for walking `count` elements: the
-    largest divisor of `count` that is <= per_cycle, so no chunk runs past the vector (padding a
-    flattened vector makes a simulator copy all of it on every read)."""
+def chunk_plan(count: int, per_cycle: int) -> tuple[int, int]:
+    """(elements per cycle, chunks) for walking `count` elements: the largest divisor of `count`
+    that is <= per_cycle, so every chunk is full (padding a flattened vector makes a simulator copy
+    all of it on every read)."""
     per_cycle = max(1, min(per_cycle, count))
     per = max(d for d in range(1, per_cycle + 1) if count % d == 0)
-    return per, count // per, per
+    return per, count // per

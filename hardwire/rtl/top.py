@@ -363,7 +363,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     add_all(attention_module(spec.heads, spec.kv_heads, spec.head_dim, positions, kv_bits, act_bits,
                              np.asarray(tables["exp2_table"])))
     add_all(swiglu_module(spec.ffn_dim, act_bits, tables["sigmoid_table"], options.norm_per_cycle))
-    norm_per, norm_chunks, _ = chunk_plan(spec.hidden_dim, options.norm_per_cycle)
+    norm_per, norm_chunks = chunk_plan(spec.hidden_dim, options.norm_per_cycle)
     shared = {"norm": rmsnorm_name(spec.hidden_dim, act_bits, options.norm_per_cycle), "norm_per": norm_per,
               "norm_chunk_bits": index_bits(norm_chunks),
               "attention": attention_name(spec.heads, spec.kv_heads, spec.head_dim),

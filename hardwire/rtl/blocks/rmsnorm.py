@@ -34,13 +34,13 @@ MULT_BITS = 32          # C_i in the ROM word: signed, 24-bit magnitude (tables.
 
 
 def rmsnorm_name(dim: int, out_bits: int, per_cycle: int) -> str:
-    per, _, _ = chunk_plan(dim, per_cycle)
+    per, _ = chunk_plan(dim, per_cycle)
     return f"hw_rmsnorm_{dim}x{out_bits}_p{per}"
 
 
 def rmsnorm_rom(name: str, mult: np.ndarray, dim: int, per_cycle: int) -> dict[str, str]:
     """The norm's constants C_i, one ROM word per chunk, read by the shared `hw_rmsnorm`."""
-    per, chunks, _ = chunk_plan(dim, per_cycle)
+    per, chunks = chunk_plan(dim, per_cycle)
     if signed_bits(int(mult.min()), int(mult.max())) > MULT_BITS:
         raise ValueError(f"{name}: norm multipliers exceed {MULT_BITS} bits")
     words = [pack_fields([int(mult[c * per + p]) if c * per + p < dim else 0 for p in range(per)], MULT_BITS)
@@ -53,7 +53,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     """Modules {name: text}: the shared norm `hw_rmsnorm_<dim>x<bits>` and its token_quantize. Each
     norm instance brings its own multiplier ROM (`rmsnorm_rom`) and shift."""
     module_name = rmsnorm_name(dim, out_bits, per_cycle)
-    per, chunks, _ = chunk_plan(dim, per_cycle)
+    per, chunks = chunk_plan(dim, per_cycle)
     mult_bits = MULT_BITS
     tq_name, tq_text = token_quantize_module(dim, out_bits, per_cycle)
     modules = {tq_name: tq_text}
@@ -157,6 +157,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         f"    reg [{word - 1}:0] h_now, h_scan;  // the chunk of h being scaled, or scanned",
         f"    reg [{per * 64 - 1}:0] wide_now;",
         "    reg [63:0] chunk_max;",
+        "    reg signed [63:0] size;",
         "    reg signed [63:0] chunk_sum;",
         "    // Blocking writes: a non-blocking write to part of a wide vector makes verilated code copy all",
         "    // of it twice in every cycle. `wide` is read only by the quantizer, from the cycle after the",
@@ -173,7 +174,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "        end",
         "    /* verilator lint_on BLKSEQ */",
         "",
-        "    // h_scan, chunk_max and chunk_sum are blocking temporaries of this block.",
+        "    // h_scan, chunk_max, size and chunk_sum are blocking temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
         "        done <= 1'b0;",
@@ -193,7 +194,10 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "                LARGEST: begin",
         "                    chunk_max = largest;",
         f"                    for (k = 0; k < {per}; k = k + 1)",
-        f"                        if (magnitude({element('h_scan', 'k')}) > $signed(chunk_max)) chunk_max = magnitude({element('h_scan', 'k')});",
+        "                    begin",
+        f"                        size = magnitude({element('h_scan', 'k')});",
+        "                        if (size > $signed(chunk_max)) chunk_max = size;",
+        "                    end",
         "                    largest <= chunk_max;",
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
         "                    if (chunk == LAST_CHUNK) state <= PRESHIFT;",
@@ -250,7 +254,7 @@ def rmsnorm_standalone(name: str, mult: np.ndarray, shift: int, eps: int, dim: i
                        per_cycle: int = 8) -> dict[str, str]:
     """One norm with its ROM and shift wired in, as `hw_rmsnorm_<name>` (h -> x, mu, e): for unit
     tests and single-block synthesis."""
-    per, chunks, _ = chunk_plan(dim, per_cycle)
+    per, chunks = chunk_plan(dim, per_cycle)
     modules = {**rmsnorm_module(dim, out_bits, eps, per_cycle), **rmsnorm_rom(name, mult, dim, per_cycle)}
     wrapper = "hw_rmsnorm_" + name.replace(".", "_")
     chunk_bits = index_bits(chunks)

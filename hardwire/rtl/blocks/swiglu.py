@@ -19,7 +19,7 @@ SIGMOID_HALF = 1024
 
 
 def swiglu_name(ffn: int, act_bits: int, per_cycle: int) -> str:
-    per, _, _ = chunk_plan(ffn, per_cycle)
+    per, _ = chunk_plan(ffn, per_cycle)
     return f"hw_swiglu_{ffn}x{act_bits}_p{per}"
 
 
@@ -28,7 +28,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
     table (§7, 2048 entries of 2^15 sigmoid(i 2^-6), i in [-1024, 1024)) is a `case` function, one
     copy per element lane."""
     module_name = swiglu_name(ffn, act_bits, per_cycle)
-    per, chunks, _ = chunk_plan(ffn, per_cycle)
+    per, chunks = chunk_plan(ffn, per_cycle)
     chunk_bits = index_bits(chunks)
     w = INTERNAL_BITS
     tq_name, tq_text = token_quantize_module(ffn, act_bits, per_cycle)

@@ -24,7 +24,7 @@ def token_quantize_name(count: int, bits: int, per_cycle: int) -> str:
 
 def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, str]:
     name = token_quantize_name(count, bits, per_cycle)
-    per, chunks, _ = chunk_plan(count, per_cycle)
+    per, chunks = chunk_plan(count, per_cycle)
     chunk_bits = index_bits(chunks)
     w = WIDE_BITS
     reciprocals = [int(v) for v in ar.TOKEN_RECIPROCALS]
@@ -90,6 +90,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "    integer j, k;",
         f"    reg [{per * w - 1}:0] wide_now, wide_scan;   // the chunk being quantized, or scanned",
         "    reg signed [63:0] chunk_max;",
+        "    reg signed [63:0] size;",
         f"    reg [{per * bits - 1}:0] x_now;",
         "    // Blocking writes: a non-blocking write to part of a wide vector makes verilated code copy all",
         "    // of it twice in every cycle. x is read only after `done`, so the result is that of",
@@ -104,7 +105,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "        end",
         "    /* verilator lint_on BLKSEQ */",
         "",
-        "    // wide_scan and chunk_max are blocking temporaries of this block.",
+        "    // wide_scan, chunk_max and size are blocking temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
         "        done <= 1'b0;",
@@ -123,7 +124,10 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "                LARGEST: begin",
         "                    chunk_max = largest;",
         f"                    for (k = 0; k < {per}; k = k + 1)",
-        f"                        if (magnitude(wide_scan[k * {w} +: {w}]) > chunk_max) chunk_max = magnitude(wide_scan[k * {w} +: {w}]);",
+        "                    begin",
+        f"                        size = magnitude(wide_scan[k * {w} +: {w}]);",
+        "                        if (size > chunk_max) chunk_max = size;",
+        "                    end",
         "                    largest <= chunk_max;",
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
         "                    if (chunk == LAST_CHUNK) state <= CHOOSE;",
