@@ -115,11 +115,11 @@ def test_bottom_up_sums_each_distinct_block_over_its_instances(tmp_path):
     """A parent with three instances of one block (two with the same constant): bottom-up runs the
     block once per distinct constant and the parent's own adder alone, and the totals match one
     flattened run of the same design."""
-    from hardwire.rtl.synth import _bottom_up, parse_stat, run_yosys
+    from hardwire.rtl.synth import _bottom_up, parse_stat, run_yosys, synthesis_plan
     modules = {"hw_add": ADDER, "hw_parent": PARENT}
     for name, text in modules.items():
         (tmp_path / f"{name}.v").write_text(text)
-    split = _bottom_up(modules, "hw_parent", tmp_path, jobs=2, timeout_s=300)
+    split = _bottom_up(modules, synthesis_plan(modules, "hw_parent"), "hw_parent", tmp_path, jobs=2, timeout_s=300)
     flat = run_yosys(tmp_path / "flat", ["../hw_add.v", "../hw_parent.v"], "hw_parent", [], 300)
     blocks = {(b["module"], b["parameters"], b["role"]): b for b in split["blocks"]}
     assert set(blocks) == {("hw_add", "#(.k(8'sh05))", "block"), ("hw_add", "#(.k(8'sh1c))", "block"),

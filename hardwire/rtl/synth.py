@@ -141,8 +141,8 @@ def synthesize(die, options, block: str | None = None, log=None, workdir: str | 
     began = time.perf_counter()
     try:
         design.write(work)
-        children = [i for i in child_instances(design.modules[top]) if i.module not in BLACK_BOXES]
-        if flat or not children:
+        plan = synthesis_plan(design.modules, top)
+        if flat or not plan[1]:           # nothing to split (a leaf, or a matvec with its ROMs)
             needed = reachable_modules(design.modules, top)
             files = [f"{name}.v" for name in needed if name not in BLACK_BOXES]
             boxes = [f"{name}.v" for name in BLACK_BOXES if name in needed]
@@ -151,7 +151,7 @@ def synthesize(die, options, block: str | None = None, log=None, workdir: str | 
             report = run_yosys(work, files, top, boxes, timeout_s)
             report["method"] = "flat"
         else:
-            report = _bottom_up(design.modules, top, work, jobs, timeout_s, log)
+            report = _bottom_up(design.modules, plan, top, work, jobs, timeout_s, log)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         report.update(top=top, die_id=die.id, options=options.to_dict(), seconds=time.perf_counter() - began,
                       peak_rss_mib=peak_kib / 1024)
@@ -190,8 +190,9 @@ def synthesis_plan(modules: dict[str, str], top: str) -> tuple[Counter, Counter]
     return whole, split
 
 
-def _bottom_up(modules: dict[str, str], top: str, work: Path, jobs: int, timeout_s: float, log=None) -> dict:
-    whole, split = synthesis_plan(modules, top)
+def _bottom_up(modules: dict[str, str], plan: tuple[Counter, Counter], top: str, work: Path, jobs: int,
+               timeout_s: float, log=None) -> dict:
+    whole, split = plan
 
     def whole_job(k: int, instance: Instance) -> dict:
         name = f"hw_synth_block_{k}"

@@ -27,7 +27,7 @@ from hardwire.rtl.blocks.matvec import IntMatrix, lanes_for, matvec_cycles, matv
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
 from hardwire.rtl.blocks.rope import rope_module, rope_table_module
 from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
-from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, literal, module, overrides
+from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, module, overrides
 
 INTERNAL_BITS = 16
 RESIDUAL_BITS = 32
