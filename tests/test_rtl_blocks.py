@@ -184,8 +184,8 @@ def test_matvec_with_more_lanes_than_columns_shares_requantizers(tmp_path):
 
 def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
     """One block instance attends over a growing KV cache, position after position (GQA 2:1)."""
-    from hardwire.rtl.blocks.attention import (attention_module, attention_name, kv_sram_module,
-                                               reciprocal_table_module)
+    from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
+                                               kv_sram_module, reciprocal_table_module)
     heads, kv_heads, head_dim, positions, kv_bits, act_bits = 4, 2, 4, 8, 8, 8
     score_mult, score_shift, out_mult, out_shift = 20000, 22, 9000000, 24
     modules = dict([reciprocal_table_module(ar.reciprocal_table()),
@@ -201,8 +201,8 @@ def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
     first = [0, 0, 0, 1, 1, 2, 0, 3]                  # a sliding window now and then
     vectors = [[p, first[p], pack_vector(q, 16), pack_vector(k, 16), pack_vector(v, 16)]
                for p, (q, k, v) in enumerate(steps)]
-    constants = overrides(score_mult=(score_mult, 64), score_shift=(score_shift, 8), out_mult=(out_mult, 64),
-                          out_shift=(out_shift, 8))
+    constants = overrides(score_mult=(score_mult, SCORE_MULT_BITS), score_shift=(score_shift, 8),
+                          out_mult=(out_mult, OUT_MULT_BITS), out_shift=(out_shift, 8))
     results = run_icarus(modules, attention_name(heads, kv_heads, head_dim),
                          [("pos", 3), ("first", 3), ("q", q_dim * 16), ("k", kv_dim * 16), ("v", kv_dim * 16)],
                          [("out", q_dim * act_bits), ("mu", 4), ("e", 4)], vectors, workdir=tmp_path,

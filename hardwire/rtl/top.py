@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hardwire.rtl.blocks.attention import (attention_module, attention_name, kv_sram_module,
-                                           reciprocal_table_module)
+from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
+                                           kv_sram_module, reciprocal_table_module)
 from hardwire.rtl.blocks.embed import embed_module
 from hardwire.rtl.blocks.matvec import IntMatrix, lanes_for, matvec_cycles, matvec_modules, module_name
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
@@ -86,8 +86,9 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
     pos_bits = index_bits(positions)
     w, r, a = INTERNAL_BITS, RESIDUAL_BITS, act_bits
     mv = {short: module_name(f"layers.{index}.{short}") for short in LAYER_MATRICES}
-    attention_constants = overrides(score_mult=(constants["score_mult"], 64), score_shift=(constants["score_shift"], 8),
-                                    out_mult=(constants["out_mult"], 64), out_shift=(constants["out_shift"], 8))
+    attention_constants = overrides(score_mult=(constants["score_mult"], SCORE_MULT_BITS),
+                                    score_shift=(constants["score_shift"], 8),
+                                    out_mult=(constants["out_mult"], OUT_MULT_BITS), out_shift=(constants["out_shift"], 8))
     swiglu_constants = overrides(index_mult=(constants["index_mult"], 64), index_shift=(constants["index_shift"], 8),
                                  mult=(constants["glu_mult"], 64), shift=(constants["glu_shift"], 8))
     body = [

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
-from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields,
+from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields, sext,
                                signed_bits, word_read, word_write)
 
 STYLES = ("rom", "hardwired")
@@ -135,15 +135,6 @@ def zext(name: str, from_bits: int, to_bits: int) -> str:
     if to_bits < from_bits:
         raise ValueError(f"cannot zero-extend {name} from {from_bits} to {to_bits} bits")
     return f"{{{to_bits - from_bits}'d0, {name}}}"
-
-
-def sext(name: str, from_bits: int, to_bits: int) -> str:
-    """A signed name widened to `to_bits` by sign extension (a signed expression)."""
-    if to_bits == from_bits:
-        return name
-    if to_bits < from_bits:
-        raise ValueError(f"cannot sign-extend {name} from {from_bits} to {to_bits} bits")
-    return f"$signed({{{{{to_bits - from_bits}{{{name}[{from_bits - 1}]}}}}, {name}}})"
 
 
 def requantize_function(widths: Widths, out_bits: int) -> list[str]:
@@ -335,8 +326,8 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         *([] if per_row else [f"    {name}_scales scales (.clk(clk), .en(running), .addr(scale_addr), .data(scale_word));"]),
         f"    {name}_rows row_constants (.clk(clk), .en(draining), .addr(row_addr), .data(row_word));",
         "",
-        "    wire last_col = col == LAST_COL;",
-        "    wire group_end = last_col || in_group == LAST_IN_GROUP;",
+        "    reg last_col;                      // the column walk's position: temporaries of the clocked block",
+        "    reg group_end;",
         RSHIFT_ROUND, SATURATE,
         f"    // One MAC: partial + (c - z) x_j, exact ({sum_bits} bits), kept to the group bound ({p} bits).",
         f"    function signed [{p - 1}:0] mac;",
@@ -408,6 +399,8 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "            requantizing <= 1'b0;",
         "            finishing <= 1'b0;",
         "        end else if (start || running || lane_valid || draining || requantizing) begin   // idle otherwise",
+        "            last_col = col == LAST_COL;",
+        "            group_end = last_col || in_group == LAST_IN_GROUP;",
         "            // (C) requantize what the last drain step read (the rows ROM word is ready now)",
         "            requantizing <= draining;",
         "            if (requantizing) begin",
