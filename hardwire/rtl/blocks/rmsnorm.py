@@ -18,7 +18,7 @@ import numpy as np
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, SATURATE, Port, case_rom, chunk_plan, index_bits, literal,
-                               module, overrides, pack_fields, parameters, signed_bits, word_read,
+                               module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
                                word_write)
 
 RESIDUAL_BITS = 32
@@ -30,7 +30,7 @@ def rsqrt_table_module(table: np.ndarray) -> tuple[str, str]:
     return name, case_rom(name, [int(v) for v in table], 32, "§4.2 rsqrt table: 2^30 / sqrt(m), m in [2^14, 2^16).")
 
 
-MULT_BITS = 32          # C_i in the ROM word: signed, 24-bit magnitude (tables._norm_tables)
+MULT_BITS = 25          # C_i in the ROM word: |C_i| <= 2^23 (tables._norm_tables: 23-bit multipliers)
 
 
 def rmsnorm_name(dim: int, out_bits: int, per_cycle: int) -> str:
@@ -100,23 +100,23 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     ]
     word = per * r
 
-    def element(chunk: str, k: str) -> str:         # h_i, element k of a chunk, sign-extended to 64 bits
-        return f"$signed({{{{{64 - r}{{{chunk}[{k} * {r} + {r - 1}]}}}}, {chunk}[{k} * {r} +: {r}]}})"
+    def element(chunk: str, k: str) -> str:         # h_i, element k of a chunk (32 bits, signed)
+        return f"$signed({chunk}[{k} * {r} +: {r}])"
 
     # per-lane logic
     body += [
         "    // The arithmetic is in functions of single elements called from the clocked blocks, so a",
         "    // simulator evaluates it only in the cycles it is used (a function of a whole chunk makes",
         "    // verilated code clear its wide temporaries in every cycle).",
-        "    function signed [63:0] magnitude;       // |h_i|",
-        "        input signed [63:0] h_i;",
-        "        magnitude = h_i < 64'sd0 ? -h_i : h_i;",
+        f"    function [{r}:0] magnitude;       // |h_i| <= 2^{r - 1}",
+        f"        input signed [{r - 1}:0] h_i;",
+        f"        magnitude = h_i < {r}'sd0 ? {r + 1}'d0 - {{h_i[{r - 1}], h_i}} : {{1'b0, h_i}};",
         "    endfunction",
         "    function signed [63:0] square;          // (h_i >> pre)^2 < 2^46",
-        "        input signed [63:0] h_i;",
+        f"        input signed [{r - 1}:0] h_i;",
         "        input [6:0] pre_shift;",
         "        /* verilator lint_off UNUSEDSIGNAL */  // |h >> pre| < 2^23 by the choice of pre: 24 bits hold it",
-        "        reg signed [63:0] value;",
+        f"        reg signed [{r - 1}:0] value;",
         "        /* verilator lint_on UNUSEDSIGNAL */",
         "        reg signed [23:0] h_narrow;",
         "        reg signed [47:0] product;",
@@ -128,7 +128,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "        end",
         "    endfunction",
         "    function signed [63:0] element_wide;    // round(round((h_i >> pre) y 2^-(t+7)) C_i 2^-(K-8))",
-        "        input signed [63:0] h_i;",
+        f"        input signed [{r - 1}:0] h_i;",
         f"        input [{mult_bits - 1}:0] multiplier;",
         "        input [6:0] pre_shift;",
         "        /* verilator lint_off UNUSEDSIGNAL */  // y < 2^24 (below): its upper bits copy the sign",
@@ -140,15 +140,18 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "        // Operand widths from the bounds (the products stay narrow for synthesis): |h >> pre| < 2^23,",
         "        // y < 2^24 (2^30 / sqrt(m), m >= 2^14), |u| = |h| / rms in Q0.23 <= sqrt(dim) 2^23 < 2^39.",
         "        /* verilator lint_off UNUSEDSIGNAL */  // narrowed to the bounds above; the upper bits copy the sign",
-        "        reg signed [63:0] shifted, u;",
+        f"        reg signed [{r - 1}:0] shifted;",
+        "        reg signed [63:0] u;",
         "        /* verilator lint_on UNUSEDSIGNAL */",
         "        reg signed [23:0] h_narrow;",
+        "        reg signed [48:0] hy;            // (h >> pre) y: 24 x 25 bits, formed at its own width",
         "        reg signed [39:0] u_small;",
         "        begin",
         "            c_i = multiplier;",
         "            shifted = h_i >>> pre_shift;",
         "            h_narrow = shifted[23:0];",
-        "            u = rshift_round(h_narrow * $signed(y_in[24:0]), t_in + 8'sd7);",
+        "            hy = h_narrow * $signed(y_in[24:0]);",
+        f"            u = rshift_round({sext('hy', 49, 64)}, t_in + 8'sd7);",
         "            u_small = u[39:0];",
         "            element_wide = rshift_round(u_small * c_i, out_shift_in);",
         "        end",
@@ -157,7 +160,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         f"    reg [{word - 1}:0] h_now, h_scan;  // the chunk of h being scaled, or scanned",
         f"    reg [{per * 64 - 1}:0] wide_now;",
         "    reg [63:0] chunk_max;",
-        "    reg signed [63:0] size;",
+        f"    reg [{r}:0] size;",
         "    reg signed [63:0] chunk_sum;",
         "    // Blocking writes: a non-blocking write to part of a wide vector makes verilated code copy all",
         "    // of it twice in every cycle. `wide` is read only by the quantizer, from the cycle after the",
@@ -196,7 +199,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         f"                    for (k = 0; k < {per}; k = k + 1)",
         "                    begin",
         f"                        size = magnitude({element('h_scan', 'k')});",
-        "                        if (size > $signed(chunk_max)) chunk_max = size;",
+        f"                        if ({{{63 - r}'d0, size}} > chunk_max) chunk_max = {{{63 - r}'d0, size}};",
         "                    end",
         "                    largest <= chunk_max;",
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
