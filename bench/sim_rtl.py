@@ -1,6 +1,6 @@
 """RTL simulation speed: simulated tokens per wall-second and cycles per token, stories260K in Verilator.
 
-    python bench/sim_rtl.py [--tokens 32] [--plan w8] [--die PATH] [--weights-per-lane 256 64] [--synth-layer]
+    python bench/sim_rtl.py [--tokens 32] [--repeats 5] [--plan w8] [--die PATH] [--weights-per-lane 256 64] [--synth-layer]
 
 Freezes the bundled stories260K (unless --die is given), builds the generated RTL with Verilator
 (cached by die id; the build time is reported separately), generates greedy tokens from BOS with the
@@ -35,23 +35,10 @@ def freeze_stories(plan: str, directory: Path) -> Path:
     return path
 
 
-def predicted_layer_cells(spec, weights_per_lane: int, weight_bits: int, kv_bits: int = 8) -> float:
-    """The chip estimate's logic for one layer (KV SRAM excluded) in generic cells, for the chip the
-    RTL builds: ROM + MAC lanes, 8-bit activations, one KV position per cycle (all heads)."""
-    from hardwire.chip import arch
-    from hardwire.chip.arch import ChipConfig
-    from hardwire.chip.estimate import layer_blocks
-    chip = ChipConfig(weight_style="rom_mac", weight_bits=weight_bits, activation_bits=8, kv_bits=kv_bits,
-                      weights_per_lane=weights_per_lane, attention_positions_per_cycle=1)
-    blocks = layer_blocks(spec, chip)
-    logic = sum(t for key, t in blocks.transistors.items() if "sram" not in key and "kv" not in key)
-    return logic / arch.GENERIC_CELL_T, blocks.transistors
-
-
 def synth_layer_section(die) -> list[str]:
     """Yosys on one whole layer, bottom-up, against the chip estimate block by block."""
     from hardwire.golden.tables import tables_for
-    from hardwire.rtl.synth import synthesize
+    from hardwire.rtl.synth import layer_estimate, synthesize
     from hardwire.rtl.top import RtlOptions
     options = RtlOptions()
     began = time.perf_counter()
@@ -59,7 +46,7 @@ def synth_layer_section(die) -> list[str]:
     wall = time.perf_counter() - began
     bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
     kv_bits = int(np.asarray(tables_for(die)["kv_bits"]).reshape(-1)[0])
-    predicted, transistors = predicted_layer_cells(die.spec, options.weights_per_lane, bits, kv_bits)
+    predicted, transistors = layer_estimate(die.spec, options.weights_per_lane, bits, kv_bits)
     estimate = {key: value / 6 for key, value in transistors.items()}
 
     def group(block: dict) -> str:
@@ -110,6 +97,7 @@ def main() -> None:
     parser.add_argument("--die", type=Path, default=None)
     parser.add_argument("--weights-per-lane", type=int, nargs="+", default=[256],
                         help="ChipConfig's weights per MAC lane (one build each; fewer means more lanes, fewer cycles)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed decodes per configuration (median reported)")
     parser.add_argument("--synth-layer", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
@@ -124,8 +112,9 @@ def main() -> None:
     die = open_die(die_path)
     golden = GoldenEngine(die).generate([die.spec.bos_id or 1], max_tokens=args.tokens, stop_at_eos=False)
     rows = [
-        "| die | plan | weights per lane | MAC lanes | token steps | cycles/token (mean, min-max) | simulated tokens/s | "
-        "simulated cycles/s | build (cached after) | greedy tokens equal to golden |",
+        f"| die | plan | weights per lane | MAC lanes | token steps | cycles/token (mean, min-max) | simulated tokens/s "
+        f"(median, min-max of {args.repeats} runs) | simulated cycles/s (median) | build (cached after) | "
+        "greedy tokens equal to golden |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for weights_per_lane in args.weights_per_lane:
@@ -135,11 +124,15 @@ def main() -> None:
         build_s = time.perf_counter() - began
         try:
             engine.generate([die.spec.bos_id or 1], max_tokens=1, stop_at_eos=False)    # warm-up (JIT, page cache)
-            began = time.perf_counter()
-            result = engine.generate([die.spec.bos_id or 1], max_tokens=args.tokens, stop_at_eos=False)
-            sim_s = time.perf_counter() - began
+            speeds = []
+            for _ in range(args.repeats):      # the same decode each time; this VM's speed drifts by tens of %
+                began = time.perf_counter()
+                result = engine.generate([die.spec.bos_id or 1], max_tokens=args.tokens, stop_at_eos=False)
+                speeds.append(len(result.extra["cycles_per_token"]) / (time.perf_counter() - began))
         finally:
             engine.close()
+        speeds.sort()
+        median = speeds[len(speeds) // 2]
         cycles = result.extra["cycles_per_token"]
         agree = sum(a == b for a, b in zip(result.ids, golden.ids))
         steps = len(cycles)
@@ -147,11 +140,11 @@ def main() -> None:
         rows.append(
             f"| stories260K `{die.id[:12]}` | {die.manifest.get('plan', {}).get('default', args.plan)} | "
             f"{weights_per_lane} | {lanes:,} | {steps} | "
-            f"{sum(cycles) / steps:,.0f} ({min(cycles):,}-{max(cycles):,}) | {steps / sim_s:.1f} | "
-            f"{sum(cycles) / sim_s / 1e6:.2f} M | {build_s:.0f} s | {agree}/{len(golden.ids)} |")
+            f"{sum(cycles) / steps:,.0f} ({min(cycles):,}-{max(cycles):,}) | {median:.1f} ({speeds[0]:.1f}-{speeds[-1]:.1f}) | "
+            f"{sum(cycles) / steps * median / 1e6:.2f} M | {build_s:.0f} s | {agree}/{len(golden.ids)} |")
         print(rows[-1], file=sys.stderr)
     body = [
-        f"Command: `python bench/sim_rtl.py --tokens {args.tokens} --plan {args.plan} --weights-per-lane "
+        f"Command: `python bench/sim_rtl.py --tokens {args.tokens} --repeats {args.repeats} --plan {args.plan} --weights-per-lane "
         f"{' '.join(str(v) for v in args.weights_per_lane)}{' --synth-layer' if args.synth_layer else ''}`  ",
         f"Machine: {machine_summary()}; Verilator 5.006 (`{' '.join(__import__('hardwire.rtl.sim', fromlist=['x']).VERILATOR_FLAGS)}`), "
         "one simulation thread.",

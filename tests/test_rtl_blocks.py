@@ -198,6 +198,8 @@ def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
         scale = 32767 if p in (2, 5) else 3000        # two positions saturate the 8-bit cache
         steps.append((rng.integers(-scale, scale + 1, q_dim), rng.integers(-scale, scale + 1, kv_dim),
                       rng.integers(-scale, scale + 1, kv_dim)))
+    # the extremes the narrowed datapath is sized for (attention_widths): |q| = 2^15, the cache at its limits
+    steps[6] = (np.full(q_dim, -32768), np.full(kv_dim, -32768), np.full(kv_dim, 32767))
     first = [0, 0, 0, 1, 1, 2, 0, 3]                  # a sliding window now and then
     vectors = [[p, first[p], pack_vector(q, 16), pack_vector(k, 16), pack_vector(v, 16)]
                for p, (q, k, v) in enumerate(steps)]

@@ -235,3 +235,17 @@ def _bottom_up(modules: dict[str, str], plan: tuple[Counter, Counter], top: str,
     return {"cells": sum(total.values()), "cells_by_type": dict(total),
             "flip_flops": sum(n for kind, n in total.items() if FLIP_FLOP.match(kind)),
             "method": "bottom-up", "blocks": blocks, "yosys_seconds": sum(r["seconds"] for *_, r in results)}
+
+
+def layer_estimate(spec, weights_per_lane: int, weight_bits: int, kv_bits: int = 8) -> tuple[float, dict]:
+    """The chip estimate's logic for one layer (KV SRAM excluded) in generic cells, for the chip the
+    RTL builds: ROM + MAC lanes, 8-bit activations, one KV position per cycle (all heads); and the
+    estimate's transistors by part (`weight_storage`, `mac_select`, `attention`, `control`, ...)."""
+    from hardwire.chip import arch
+    from hardwire.chip.arch import ChipConfig
+    from hardwire.chip.estimate import layer_blocks
+    chip = ChipConfig(weight_style="rom_mac", weight_bits=weight_bits, activation_bits=8, kv_bits=kv_bits,
+                      weights_per_lane=weights_per_lane, attention_positions_per_cycle=1)
+    blocks = layer_blocks(spec, chip)
+    logic = sum(t for key, t in blocks.transistors.items() if "sram" not in key and "kv" not in key)
+    return logic / arch.GENERIC_CELL_T, blocks.transistors
