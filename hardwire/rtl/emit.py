@@ -264,11 +264,22 @@ def word_case(index: str, words: int, index_width: int | None, indent: str, bran
 
 def sext(name: str, from_bits: int, to_bits: int) -> str:
     """A signed name widened to `to_bits` by sign extension (a signed expression)."""
-    if to_bits == from_bits:
+    if _same_width(name, from_bits, to_bits, "sign-extend"):
         return name
-    if to_bits < from_bits:
-        raise ValueError(f"cannot sign-extend {name} from {from_bits} to {to_bits} bits")
     return f"$signed({{{{{to_bits - from_bits}{{{name}[{from_bits - 1}]}}}}, {name}}})"
+
+
+def zext(name: str, from_bits: int, to_bits: int) -> str:
+    """An unsigned name widened to `to_bits` with zeros."""
+    if _same_width(name, from_bits, to_bits, "zero-extend"):
+        return name
+    return f"{{{to_bits - from_bits}'d0, {name}}}"
+
+
+def _same_width(name: str, from_bits: int, to_bits: int, verb: str) -> bool:
+    if to_bits < from_bits:
+        raise ValueError(f"cannot {verb} {name} from {from_bits} to {to_bits} bits")
+    return to_bits == from_bits
 
 
 def chunk_plan(count: int, per_cycle: int) -> tuple[int, int]:

@@ -31,7 +31,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields, sext,
-                               signed_bits, word_read, word_write)
+                               signed_bits, word_read, word_write, zext)
 
 STYLES = ("rom", "hardwired")
 
@@ -127,15 +127,6 @@ def bounds(matrix: IntMatrix, x_bits: int) -> Widths:
 
 
 # -- Verilog fragments shared by both styles --------------------------------------------------------
-
-def zext(name: str, from_bits: int, to_bits: int) -> str:
-    """An unsigned name widened to `to_bits` with zeros."""
-    if to_bits == from_bits:
-        return name
-    if to_bits < from_bits:
-        raise ValueError(f"cannot zero-extend {name} from {from_bits} to {to_bits} bits")
-    return f"{{{to_bits - from_bits}'d0, {name}}}"
-
 
 def requantize_function(widths: Widths, out_bits: int) -> list[str]:
     """§3.2 requantization as a Verilog function `requantize(acc, k, b, mu, e)`, shared by both styles:
