@@ -30,8 +30,8 @@ demo: $(VENV)/.base
 	$(HW) run --max-tokens 120
 	@if $(HW) --help | grep -q " freeze "; then \
 	  echo "== 3. freeze: 8-bit and mixed 3/6-bit dies, and what freezing costs"; \
-	  $(HW) freeze --plan w8 -o $(OUT)/stories260K-w8.die && \
-	  $(HW) freeze --plan 'mix:3g32-e4m4,6g32-e4m4,avg=3.5' -o $(OUT)/stories260K-mix36.die && \
+	  $(HW) freeze --plan w8 --force -o $(OUT)/stories260K-w8.die && \
+	  $(HW) freeze --plan 'mix:3g32-e4m4,6g32-e4m4,avg=3.5' --force -o $(OUT)/stories260K-mix36.die && \
 	  $(HW) inspect $(OUT)/stories260K-mix36.die && \
 	  $(HW) quality $(OUT)/stories260K-w8.die $(OUT)/stories260K-mix36.die --stories 100; \
 	fi
