@@ -97,13 +97,6 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
     def element(vector: str, h: str, d: str) -> str:     # element d of head h's K or V row
         return f"$signed({vector}[(({h} / {group}) * {hd} + {d}) * {kv_bits} +: {kv_bits}])"
 
-    next_reciprocal = [       # m and n of head 0's weight sum (the next head to normalize), for the next cycle
-        f"            v_sum = {sext('sums[0]', sb, 64)};",
-        "            n_next = bit_length(v_sum) - 7'd16;",
-        "            m_next = v_sum >>> n_next;",
-        "            m <= m_next[15:0];",
-        "            n <= n_next;",
-    ]
     body = [
         *parameters(("score_mult", SCORE_MULT_BITS), ("score_shift", 8), ("out_mult", OUT_MULT_BITS), ("out_shift", 8)),
         f"    // {heads} heads ({kv_heads} KV heads) of {head_dim}, KV cache {positions} x {kv_bits} bits.",
@@ -290,7 +283,7 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "    // its last head is written (a non-blocking write to part of a wide vector makes verilated code",
         "    // copy all of it twice in every cycle). z, weight, product and wide_now are temporaries.",
         "    /* verilator lint_off BLKSEQ */",
-        "    always @(posedge clk)",
+        "    always @(posedge clk) begin",
         "        if (state == IDLE) begin",
         "            if (start)",
         f"                for (d = 0; d < {kv_heads * hd}; d = d + 1) begin",
@@ -329,10 +322,17 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "                sums[h] = sums[h + 1];",
         f"                for (d = 0; d < {hd}; d = d + 1) totals[h * {hd} + d] = totals[(h + 1) * {hd} + d];",
         "            end",
-        *next_reciprocal,
-        "        end else if (state == SCAN2 && !issuing) begin     // after the last read: head 0's m and n",
-        *next_reciprocal,
         "        end",
+        "        // m and n of head 0's weight sum for the next cycle's normalization: after the last SCAN2",
+        "        // read, and after each shift in NORMALIZE (so after this block's writes above)",
+        "        if (state == NORMALIZE || (state == SCAN2 && !issuing && !valid)) begin",
+        f"            v_sum = {sext('sums[0]', sb, 64)};",
+        "            n_next = bit_length(v_sum) - 7'd16;",
+        "            m_next = v_sum >>> n_next;",
+        "            m <= m_next[15:0];",
+        "            n <= n_next;",
+        "        end",
+        "    end",
         "    /* verilator lint_on BLKSEQ */",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),

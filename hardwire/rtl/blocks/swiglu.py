@@ -11,7 +11,7 @@ import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import token_quantize_module
-from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, parameters, word_read,
+from hardwire.rtl.emit import (RSHIFT_ROUND, Port, chunk_plan, index_bits, module, parameters, word_read,
                                word_write)
 
 INTERNAL_BITS = 16
@@ -44,7 +44,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "        .x(x), .mu(mu), .e(e));",
         "    reg running;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
-        RSHIFT_ROUND, SATURATE,
+        RSHIFT_ROUND,
         "    // §7 2^15 sigmoid(i 2^-6), entry i + 1024",
         "    function [15:0] sigmoid;",
         "        input [10:0] address;",
