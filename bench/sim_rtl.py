@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,7 +36,7 @@ def freeze_stories(plan: str, directory: Path) -> Path:
 
 def synth_layer_section(die) -> list[str]:
     """Yosys on one whole layer, bottom-up, against the chip estimate block by block."""
-    from hardwire.golden.tables import tables_for
+    from hardwire.chip.arch import GENERIC_CELL_T
     from hardwire.rtl.synth import layer_estimate, synthesize
     from hardwire.rtl.top import RtlOptions
     options = RtlOptions()
@@ -45,9 +44,8 @@ def synth_layer_section(die) -> list[str]:
     report = synthesize(die, options, block="hw_layer_0", jobs=2, log=lambda m: print(m, file=sys.stderr))
     wall = time.perf_counter() - began
     bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
-    kv_bits = int(np.asarray(tables_for(die)["kv_bits"]).reshape(-1)[0])
-    predicted, transistors = layer_estimate(die.spec, options.weights_per_lane, bits, kv_bits)
-    estimate = {key: value / 6 for key, value in transistors.items()}
+    predicted, transistors = layer_estimate(die, options.weights_per_lane)
+    estimate = {key: value / GENERIC_CELL_T for key, value in transistors.items()}
 
     def group(block: dict) -> str:
         name = block["module"]

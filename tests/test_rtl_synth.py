@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from hardwire.rtl.synth import parse_stat
@@ -190,15 +189,13 @@ def test_a_whole_stories260k_layer_synthesizes_near_the_chip_estimate(tmp_path_f
     the bands catch a datapath that falls back to 64-bit products or loses its lanes."""
     from hardwire.chip.arch import GENERIC_CELL_T
     from hardwire.die import open_die
-    from hardwire.golden.tables import tables_for
     from hardwire.rtl.synth import layer_estimate, synthesize
     from hardwire.rtl.top import RtlOptions
     from tests.test_rtl_e2e import stories_die
     die = open_die(stories_die(tmp_path_factory, "w8"))
     report = synthesize(die, RtlOptions(), block="hw_layer_0", jobs=2)
     assert report["method"] == "bottom-up"
-    kv_bits = int(np.asarray(tables_for(die)["kv_bits"]).reshape(-1)[0])
-    predicted, transistors = layer_estimate(die.spec, 256, 8, kv_bits)
+    predicted, transistors = layer_estimate(die, RtlOptions().weights_per_lane)
     matvec_cells = sum(b["cells"] * b["instances"] for b in report["blocks"] if b["module"].startswith("hw_matvec_"))
     matvec_estimate = (transistors["weight_storage"] + transistors["mac_select"]) / GENERIC_CELL_T
     assert {b["module"] for b in report["blocks"] if b["module"].startswith("hw_matvec_")} == {

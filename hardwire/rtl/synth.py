@@ -237,15 +237,21 @@ def _bottom_up(modules: dict[str, str], plan: tuple[Counter, Counter], top: str,
             "method": "bottom-up", "blocks": blocks, "yosys_seconds": sum(r["seconds"] for *_, r in results)}
 
 
-def layer_estimate(spec, weights_per_lane: int, weight_bits: int, kv_bits: int = 8) -> tuple[float, dict]:
-    """The chip estimate's logic for one layer (KV SRAM excluded) in generic cells, for the chip the
-    RTL builds: ROM + MAC lanes, 8-bit activations, one KV position per cycle (all heads); and the
-    estimate's transistors by part (`weight_storage`, `mac_select`, `attention`, `control`, ...)."""
+def layer_estimate(die, weights_per_lane: int) -> tuple[float, dict]:
+    """The chip estimate's logic for one layer of `die` (KV SRAM excluded) in generic cells, for the
+    chip the RTL builds: ROM + MAC lanes at the die's weight and KV widths, 8-bit activations, one KV
+    position per cycle (all heads); and the estimate's transistors by part (`weight_storage`,
+    `mac_select`, `attention`, `control`, ...)."""
+    import numpy as np
+
     from hardwire.chip import arch
     from hardwire.chip.arch import ChipConfig
     from hardwire.chip.estimate import layer_blocks
+    from hardwire.golden.tables import tables_for
+    weight_bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
+    kv_bits = int(np.asarray(tables_for(die)["kv_bits"]).reshape(-1)[0])
     chip = ChipConfig(weight_style="rom_mac", weight_bits=weight_bits, activation_bits=8, kv_bits=kv_bits,
                       weights_per_lane=weights_per_lane, attention_positions_per_cycle=1)
-    blocks = layer_blocks(spec, chip)
+    blocks = layer_blocks(die.spec, chip)
     logic = sum(t for key, t in blocks.transistors.items() if "sram" not in key and "kv" not in key)
     return logic / arch.GENERIC_CELL_T, blocks.transistors
