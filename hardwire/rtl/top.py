@@ -235,6 +235,33 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
                   f"Layer {index}: one pipeline stage of the token step (hardwire.golden.forward.GoldenTransformer.step).")
 
 
+def clock_gate_module() -> tuple[str, str]:
+    """`hw_clock_gate`: the clock of one pipeline stage, running only while the stage has work.
+
+    The enable is sampled on the falling edge, so the gated clock only ever passes whole high phases
+    of `clk` (no glitch; the enable logic has half a cycle to settle, as with a flop-based ICG cell).
+    A gated stage costs a real chip no clock power while it waits, and costs Verilator nothing: the
+    always blocks of a stage whose clock does not rise are not evaluated at all."""
+    body = "\n".join([
+        "    reg enabled;",
+        "    always @(negedge clk) enabled <= enable;",
+        "    assign gclk = clk & enabled;",
+    ])
+    ports = [Port("input", "clk"), Port("input", "enable"), Port("output", "gclk")]
+    return "hw_clock_gate", module("hw_clock_gate", ports, body, clock_gate_module.__doc__.splitlines()[0])
+
+
+def gated_stage(name: str, start: str, done: str) -> list[str]:
+    """Declarations for stage `name`'s gated clock `{name}_clk`: it runs from the cycle its `start`
+    pulse is seen until the cycle after its `done` pulse (which clears the pulse), and in reset."""
+    return [
+        f"    wire {name}_clk;",
+        f"    reg {name}_busy;",
+        f"    hw_clock_gate {name}_gate (.clk(clk), .enable(rst | {start} | {name}_busy), .gclk({name}_clk));",
+        f"    always @(posedge clk) {name}_busy <= !rst && ({start} || ({name}_busy && !{done}));",
+    ]
+
+
 def chip_module(spec, act_bits: int, positions: int, classifier: str, constants: dict) -> str:
     dim, vocab, layers = spec.hidden_dim, spec.vocab_size, spec.layers
     pos_bits = index_bits(positions)
@@ -264,20 +291,27 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
         "    assign logit_valid = state == STREAM;",
         f"    assign logit = logits[logit_index * {r} +: {r}];",
         "",
-        "    hw_embed_lookup embed (.clk(clk), .rst(rst), .start(go_embed), .token(token), .done(embed_done), "
+        "",
+        "    // Each stage (embedding, every layer, final norm + classifier) runs on its own gated clock,",
+        "    // only while it has work: one stage is busy at a time.",
+        *gated_stage("embed", "go_embed", "embed_done"),
+        "    hw_embed_lookup embed (.clk(embed_clk), .rst(rst), .start(go_embed), .token(token), .done(embed_done), "
         f".h(stream[{dim * r - 1}:0]));",
     ]
     for i in range(layers):
         start = "embed_done" if i == 0 else f"layer_done[{i - 1}]"
-        body.append(f"    hw_layer_{i} layer_{i} (.clk(clk), .rst(rst), .start({start}), .pos(pos), .first(first), "
-                    f".h_in(stream[{i * dim * r} +: {dim * r}]), .done(layer_done[{i}]), "
+        body += gated_stage(f"layer_{i}", start, f"layer_done[{i}]")
+        body.append(f"    hw_layer_{i} layer_{i} (.clk(layer_{i}_clk), .rst(rst), .start({start}), .pos(pos), "
+                    f".first(first), .h_in(stream[{i * dim * r} +: {dim * r}]), .done(layer_done[{i}]), "
                     f".h_out(stream[{(i + 1) * dim * r} +: {dim * r}]));")
+    final_norm = norm_instance("final_norm", "hw_rmsnorm_final_norm_mult", constants["norm"], constants["norm_per"],
+                               constants["norm_chunk_bits"], constants["final_norm_shift"], f"layer_done[{layers - 1}]",
+                               f"stream[{layers * dim * r} +: {dim * r}]", "final_normed", "final_mu", "final_e")
     body += [
-        *norm_instance("final_norm", "hw_rmsnorm_final_norm_mult", constants["norm"], constants["norm_per"],
-                       constants["norm_chunk_bits"], constants["final_norm_shift"], f"layer_done[{layers - 1}]",
-                       f"stream[{layers * dim * r} +: {dim * r}]", "final_normed", "final_mu", "final_e"),
-        f"    {module_name(classifier)} classifier (.clk(clk), .rst(rst), .start(final_norm_done), .x(final_normed), "
-        ".mu(final_mu), .e(final_e), .done(classify_done), .y(logits));",
+        *gated_stage("head", f"layer_done[{layers - 1}]", "classify_done"),
+        *(line.replace(".clk(clk)", ".clk(head_clk)") for line in final_norm),
+        f"    {module_name(classifier)} classifier (.clk(head_clk), .rst(rst), .start(final_norm_done), "
+        ".x(final_normed), .mu(final_mu), .e(final_e), .done(classify_done), .y(logits));",
         "",
         "    always @(posedge clk) begin",
         "        go_embed <= 1'b0;",
@@ -341,6 +375,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     kv_bits = _scalar(tables, "kv_bits")
     positions = min(options.positions or spec.max_context, spec.max_context)
     design = Design(top="hw_chip")
+    design.add(*clock_gate_module())
     notes = {"options": options.to_dict(), "positions": positions, "activation_bits": act_bits, "kv_bits": kv_bits,
              "matvec": {}}
 
