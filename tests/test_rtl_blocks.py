@@ -219,3 +219,52 @@ def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
                                  out_mult, out_shift, act_bits, ar.exp2_table(), ar.reciprocal_table(), expected)
         assert unpack_vector(result[0], act_bits, q_dim) == list(expected), p
         assert (result[1], result[2]) == tuple(int(v) for v in scale), p
+
+
+# -- the stage clock gate (hw_chip) ------------------------------------------------------------------
+
+def test_clock_gate_passes_whole_high_phases_chosen_at_the_falling_edge(tmp_path):
+    """gclk is clk's high phase exactly when enable was 1 at the falling edge before it, never a
+    part of one, whatever enable does while clk is high (here it changes before, during and after
+    the high phase)."""
+    import subprocess
+    from hardwire.rtl.top import clock_gate_module
+    name, text = clock_gate_module()
+    (tmp_path / "gate.v").write_text(text)
+    rng = np.random.default_rng(7)
+    # clk falls at 10k ns and rises at 10k + 5 ns; enable changes at 10k + 1..9 ns
+    changes = [(cycle * 10 + int(rng.integers(1, 10)), int(rng.integers(0, 2))) for cycle in range(60)]
+    steps = "\n".join(f"        #{t - p} enable = 1'b{v};" for (p, _), (t, v) in zip([(0, 0)] + changes, changes))
+    (tmp_path / "tb.v").write_text(f"""`timescale 1ns/100ps
+module tb;
+    reg clk = 1'b1, enable = 1'b0;
+    wire gclk;
+    {name} dut (.clk(clk), .enable(enable), .gclk(gclk));
+    initial begin #5 clk = 1'b1; forever begin #5 clk = 1'b0; #5 clk = 1'b1; end end
+    initial begin
+{steps}
+        #20 $finish;
+    end
+    initial begin #0.5; forever begin $display("%0d %b %b %b", $realtime * 10, clk, enable, gclk); #1; end end
+endmodule
+""")
+    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "tb.v", "gate.v"], cwd=tmp_path, check=True)
+    run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    trace = {}
+    for line in run.stdout.splitlines():
+        tenths, clk, enable, gclk = line.split()
+        trace[int(tenths)] = (clk, enable, gclk)        # sampled at k + 0.5 ns
+    assert len(trace) > 500
+    passed = 0
+    for tenths, (clk, _, gclk) in sorted(trace.items()):
+        if clk == "0":
+            assert gclk == "0", f"gclk high while clk is low at {tenths / 10} ns"
+            continue
+        fall = tenths // 100 * 100                       # the falling edge before this high phase
+        if fall == 0:
+            continue                                     # the gate's register is unknown before any fall
+        enabled_then = trace[fall + 5][1]                # enable 0.5 ns after the fall (no change at 10k ns)
+        assert gclk == enabled_then, (f"at {tenths / 10} ns gclk={gclk}, enable at the falling edge "
+                                      f"({fall / 10} ns) was {enabled_then}")
+        passed += gclk == "1"
+    assert passed > 50, "the gate never passed a clock: the test did not exercise it"
