@@ -32,6 +32,12 @@ VERILATOR_FLAGS = [
     "--unroll-count", "4",
     "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
     "-Wno-fatal",
+    # Verilator's makefile compiles the model with OPT_FAST (-Os by default), placed after -CFLAGS, so
+    # it overrides CXX_FLAGS' level. At -Os g++ does not inline even VL_MULS_III (the MAC's signed
+    # product) into the big clocked functions: measured on stories260K, -O2 runs 14% fewer instructions
+    # per simulated token than -Os or -O1 (36.5 M against 42.3 M) for ~30 s more build; -O3 another 6%
+    # fewer instructions but no faster in wall time and ~20 s more build.
+    "-MAKEFLAGS", "OPT_FAST=-O2",
 ]
 CXX_FLAGS = "-O2"
 
