@@ -83,9 +83,11 @@ def tiny_die(tmp_path_factory):
 # -- tests ------------------------------------------------------------------------------------------
 
 @needs_verilator
-def test_tiny_die_logits_equal_golden_bit_for_bit(tiny_die, cache_dir):
+@pytest.mark.parametrize("gate_clocks", [True, False], ids=["gated-stage-clocks", "one-clock"])
+def test_tiny_die_logits_equal_golden_bit_for_bit(tiny_die, cache_dir, gate_clocks):
     from hardwire.rtl.top import RtlOptions
-    golden, rtl = golden_and_rtl_logits(tiny_die, [1, 5, 9, 2, 31, 7], RtlOptions(weights_per_lane=1024))
+    golden, rtl = golden_and_rtl_logits(tiny_die, [1, 5, 9, 2, 31, 7],
+                                        RtlOptions(weights_per_lane=1024, gate_clocks=gate_clocks))
     np.testing.assert_array_equal(rtl, golden)
 
 
@@ -103,9 +105,11 @@ def test_sim_command_prints_run_json_plus_cycles(tiny_die, cache_dir, cli):
 
 
 @needs_verilator
-def test_generated_design_passes_verilator_lint_with_all_warnings(tiny_die, tmp_path, cli):
+@pytest.mark.parametrize("gating", ["--clock-gating", "--no-clock-gating"])
+def test_generated_design_passes_verilator_lint_with_all_warnings(tiny_die, tmp_path, cli, gating):
     import subprocess
-    cli("rtl", tiny_die, "-o", tmp_path / "rtl")
+    cli("rtl", tiny_die, "-o", tmp_path / "rtl", gating)
+    assert ("hw_clock_gate" in (tmp_path / "rtl" / "hw_chip.v").read_text()) == (gating == "--clock-gating")
     files = (tmp_path / "rtl" / "files.f").read_text().split()
     proc = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "hw_chip", *files],
                           cwd=tmp_path / "rtl", capture_output=True, text=True)

@@ -19,7 +19,7 @@ def open_die_argument(path: Optional[Path]):
     return open_die(path)
 
 
-def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[int]):
+def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[int], gate_clocks: bool = True):
     from hardwire.rtl.blocks.matvec import STYLES
     from hardwire.rtl.top import RtlOptions
     if style not in STYLES:
@@ -31,7 +31,7 @@ def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[i
         raise BadConfig(f"expected a positive number, got {weights_per_lane}", field="--weights-per-lane")
     if context is not None and context < 1:
         raise BadConfig(f"expected a positive number of positions, got {context}", field="--context")
-    return RtlOptions(weights_per_lane=weights_per_lane, style=style, positions=context)
+    return RtlOptions(weights_per_lane=weights_per_lane, style=style, positions=context, gate_clocks=gate_clocks)
 
 
 def icarus_generate(die, options, prompt, ids, max_tokens: int, temperature: float):
@@ -73,17 +73,20 @@ def log(message: str) -> None:
 
 def register(app: typer.Typer) -> None:
     lanes_help = "cycles per matrix-vector product, which sets the MAC lanes (default: ChipConfig's, 256)"
+    gating_help = ("each pipeline stage on its own gated clock, running only while it has work (default); "
+                   "--no-clock-gating: every stage on clk, e.g. for an FPGA, where gated clocks are avoided")
 
     @app.command()
     def rtl(die: Path = typer.Argument(..., help="die directory"),
             output: Path = typer.Option(..., "-o", "--output", help="directory for the Verilog"),
             weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
             style: str = typer.Option("rom", "--style", help="rom (ROM + MAC lanes) | hardwired (constant multipliers)"),
-            context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)")):
+            context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
+            gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help)):
         """Write the die's Verilog: one file per module, top `hw_chip`, files.f and design.json."""
         from hardwire.rtl.build import write_rtl
         opened = open_die_argument(die)
-        design = write_rtl(opened, output, rtl_options(weights_per_lane, style, context))
+        design = write_rtl(opened, output, rtl_options(weights_per_lane, style, context, gate_clocks))
         print(f"{output}  top {design.top}, {len(design.modules)} modules, "
               f"{sum(len(t) for t in design.modules.values()) / 1e6:.2f} MB of Verilog")
 
@@ -98,6 +101,7 @@ def register(app: typer.Typer) -> None:
             simulator: str = typer.Option("verilator", "--simulator", help="verilator | icarus"),
             weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
             context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
+            gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help),
             as_json: bool = typer.Option(False, "--json")):
         """Generate tokens by simulating the die's RTL cycle by cycle (the build is cached by die id)."""
         import time
@@ -107,7 +111,7 @@ def register(app: typer.Typer) -> None:
         if simulator not in ("verilator", "icarus"):
             raise BadConfig(f"expected verilator or icarus, got {simulator!r}", field="--simulator")
         opened = open_die_argument(die)
-        options = rtl_options(weights_per_lane, "rom", context)
+        options = rtl_options(weights_per_lane, "rom", context, gate_clocks)
         if simulator == "icarus":
             result, start, seconds = icarus_generate(opened, options, prompt, ids, max_tokens, temperature)
         else:
@@ -140,6 +144,7 @@ def register(app: typer.Typer) -> None:
               weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
               style: str = typer.Option("rom", "--style", help="rom | hardwired"),
               context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
+              gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help),
               flat: bool = typer.Option(False, "--flat", help="one flattened Yosys run, not bottom-up by block "
                                                               "(over 30 min for a stories260K layer)"),
               jobs: int = typer.Option(2, "--jobs", min=1, help="Yosys runs at a time (bottom-up); each can take "
@@ -150,7 +155,7 @@ def register(app: typer.Typer) -> None:
         the block's own logic, summed over the instances."""
         from hardwire.rtl.synth import synthesize
         opened = open_die_argument(die)
-        report = synthesize(opened, rtl_options(weights_per_lane, style, context), block=block, log=log, flat=flat,
+        report = synthesize(opened, rtl_options(weights_per_lane, style, context, gate_clocks), block=block, log=log, flat=flat,
                             jobs=jobs)
         if as_json:
             print(json.dumps(report))

@@ -256,10 +256,12 @@ int main(int argc, char** argv) {
 """
 
 
-def build_verilator(design, key: str, vocab: int, jobs: int = 1, cycle_limit: int = 50_000_000,
+def build_verilator(design, key: str, vocab: int, jobs: int | None = None, cycle_limit: int = 50_000_000,
                     directory: Path | None = None, log=None) -> Path:
-    """Compile `design` with the testbench; returns the binary. Reuses a finished build under the key."""
+    """Compile `design` with the testbench; returns the binary. Reuses a finished build under the key.
+    `jobs`: parallel C++ compiles (default: one per CPU; Verilator splits the model into several files)."""
     require("verilator")
+    jobs = jobs or os.cpu_count() or 1
     root = directory or cache_root() / "rtl" / key
     binary = root / "obj" / "chip_sim"
     if binary.exists():

@@ -44,6 +44,7 @@ class RtlOptions:
     norm_per_cycle: int = 8            # RMSNorm and SwiGLU elements per cycle
     embed_per_cycle: int = 16
     positions: int | None = None
+    gate_clocks: bool = True           # each stage on its own gated clock (off: one clock, e.g. for an FPGA)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,9 +252,12 @@ def clock_gate_module() -> tuple[str, str]:
     return "hw_clock_gate", module("hw_clock_gate", ports, body, clock_gate_module.__doc__.splitlines()[0])
 
 
-def gated_stage(name: str, start: str, done: str) -> list[str]:
-    """Declarations for stage `name`'s gated clock `{name}_clk`: it runs from the cycle its `start`
-    pulse is seen until the cycle after its `done` pulse (which clears the pulse), and in reset."""
+def gated_stage(name: str, start: str, done: str, gate: bool) -> list[str]:
+    """Declarations for stage `name`'s clock `{name}_clk`. Gated, it runs from the cycle its `start`
+    pulse is seen until the cycle after its `done` pulse (which clears the pulse), and in reset;
+    ungated, it is `clk`."""
+    if not gate:
+        return [f"    wire {name}_clk = clk;"]
     return [
         f"    wire {name}_clk;",
         f"    reg {name}_busy;",
@@ -262,7 +266,7 @@ def gated_stage(name: str, start: str, done: str) -> list[str]:
     ]
 
 
-def chip_module(spec, act_bits: int, positions: int, classifier: str, constants: dict) -> str:
+def chip_module(spec, act_bits: int, positions: int, classifier: str, constants: dict, gate_clocks: bool = True) -> str:
     dim, vocab, layers = spec.hidden_dim, spec.vocab_size, spec.layers
     pos_bits = index_bits(positions)
     token_bits = index_bits(vocab)
@@ -294,13 +298,13 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
         "",
         "    // Each stage (embedding, every layer, final norm + classifier) runs on its own gated clock,",
         "    // only while it has work: one stage is busy at a time.",
-        *gated_stage("embed", "go_embed", "embed_done"),
+        *gated_stage("embed", "go_embed", "embed_done", gate_clocks),
         "    hw_embed_lookup embed (.clk(embed_clk), .rst(rst), .start(go_embed), .token(token), .done(embed_done), "
         f".h(stream[{dim * r - 1}:0]));",
     ]
     for i in range(layers):
         start = "embed_done" if i == 0 else f"layer_done[{i - 1}]"
-        body += gated_stage(f"layer_{i}", start, f"layer_done[{i}]")
+        body += gated_stage(f"layer_{i}", start, f"layer_done[{i}]", gate_clocks)
         body.append(f"    hw_layer_{i} layer_{i} (.clk(layer_{i}_clk), .rst(rst), .start({start}), .pos(pos), "
                     f".first(first), .h_in(stream[{i * dim * r} +: {dim * r}]), .done(layer_done[{i}]), "
                     f".h_out(stream[{(i + 1) * dim * r} +: {dim * r}]));")
@@ -308,7 +312,7 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
                                constants["norm_chunk_bits"], constants["final_norm_shift"], f"layer_done[{layers - 1}]",
                                f"stream[{layers * dim * r} +: {dim * r}]", "final_normed", "final_mu", "final_e")
     body += [
-        *gated_stage("head", f"layer_done[{layers - 1}]", "classify_done"),
+        *gated_stage("head", f"layer_done[{layers - 1}]", "classify_done", gate_clocks),
         *(line.replace(".clk(clk)", ".clk(head_clk)") for line in final_norm),
         f"    {module_name(classifier)} classifier (.clk(head_clk), .rst(rst), .start(final_norm_done), "
         ".x(final_normed), .mu(final_mu), .e(final_e), .done(classify_done), .y(logits));",
@@ -375,7 +379,8 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     kv_bits = _scalar(tables, "kv_bits")
     positions = min(options.positions or spec.max_context, spec.max_context)
     design = Design(top="hw_chip")
-    design.add(*clock_gate_module())
+    if options.gate_clocks:
+        design.add(*clock_gate_module())
     notes = {"options": options.to_dict(), "positions": positions, "activation_bits": act_bits, "kv_bits": kv_bits,
              "matvec": {}}
 
@@ -432,6 +437,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     head = classifier_name(spec)
     add_matvec(head, RESIDUAL_BITS)
     design.add("hw_chip", chip_module(spec, act_bits, positions, head,
-                                      {**shared, "final_norm_shift": _scalar(tables, "final_norm.shift")}))
+                                      {**shared, "final_norm_shift": _scalar(tables, "final_norm.shift")},
+                                      options.gate_clocks))
     design.notes = notes
     return design
