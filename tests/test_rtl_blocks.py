@@ -88,6 +88,58 @@ def test_rmsnorm_equals_golden(tmp_path, dim, per_cycle, out_bits):
         assert (result[1], result[2]) == tuple(int(v) for v in scale)
 
 
+# -- §2.2 token scale -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+def test_fit_thresholds_are_the_last_magnitude_whose_rounded_product_fits(bits):
+    """T(e, mu) fits and T + 1 does not, by the golden model's own rounding, at every (e, mu)."""
+    from hardwire.rtl.blocks.token_scale import SHIFT_BASE, fit_thresholds
+    limit = (1 << (bits - 1)) - 1
+    table = fit_thresholds(bits)
+    assert len(table) == 9 * 8
+    for (e, mu), t in table.items():
+        r = ar.TOKEN_RECIPROCALS[mu - 8]
+        assert ar.rshift_round(np.int64(t) * r, SHIFT_BASE - e) <= limit
+        assert ar.rshift_round(np.int64(t + 1) * r, SHIFT_BASE - e) > limit
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_token_quantize_equals_golden_at_every_threshold(tmp_path, bits):
+    """Vectors whose largest magnitude sits at T(e, mu) and T(e, mu) + 1 for every (e, mu), so each
+    compare is exercised on both sides, plus zero, tiny, around the clamp, huge (>= 2^49, where an
+    unclamped product would overflow int64) and random vectors, of either sign. The block sees them
+    clamped to +-2^(bits+9), as its producers hand them over: that this changes no output is the
+    claim under test."""
+    from hardwire.rtl.blocks.token_scale import fit_thresholds, token_quantize_module, wide_bits
+    count, per = 6, 4
+    rng = np.random.default_rng(bits)
+    largest = sorted({v for t in fit_thresholds(bits).values() for v in (t, t + 1)})
+    vectors = []
+    clamp = 1 << (bits + 9)        # |w| beyond it saturates at every step; both sides clamp there
+    for k, top in enumerate(largest + [0, 1, clamp - 1, clamp, clamp + 1, 1 << 49, (1 << 62) - 1]):
+        v = rng.integers(-top, top + 1, count) if top else np.zeros(count, np.int64)
+        v[k % count] = top if k % 2 else -top
+        vectors.append(v.astype(np.int64))
+    vectors += [rng.integers(-(1 << 40), 1 << 40, count) for _ in range(4)]
+    # a small largest (a fine step) with one element just inside, at and past the clamp: with
+    # largest = clamp the step is coarse, so also vectors mixing small values with +-clamp +- 1
+    vectors += [np.array([5, -clamp - 1, clamp + 1, clamp - 1, -clamp, 3], np.int64),
+                np.array([(1 << 62) - 1, -(1 << 62), 1, -1, 0, 7], np.int64)]
+    name, text = token_quantize_module(count, bits, per)
+    # the block takes its producer's clamped values (clamp_wide); golden gets the raw ones
+    width = wide_bits(bits)
+    results = run_icarus({name: text}, name, [("wide", count * width)], [("x", count * bits), ("mu", 4), ("e", 4)],
+                         [[pack_vector(np.clip(v, -clamp, clamp), width)] for v in vectors], workdir=tmp_path)
+    scales = set()
+    for v, result in zip(vectors, results):
+        expected = np.empty(count, np.int64)
+        mu, e = ar.token_quantize(v.copy(), bits, expected)
+        assert (result[1], result[2]) == (int(mu), int(e)), f"largest {np.abs(v).max()}"
+        assert unpack_vector(result[0], bits, count) == list(expected)
+        scales.add((int(mu), int(e)))
+    assert len(scales) == 9 * 8      # every (mu, e) was chosen by some vector
+
+
 # -- §8.1 embedding ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("group", [None, 8])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.golden.arithmetic import MULTIPLIER_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS
-from hardwire.rtl.blocks.token_scale import token_quantize_module
+from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, index_bits, module, parameters, sext,
                                signed_bits, word_write)
 
@@ -88,6 +88,7 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
     widths = attention_widths(head_dim, positions, kv_bits)
     db, pb, wb, sb, tb = (widths[k] for k in ("dot", "score_product", "weighted", "sum", "total"))
     tq_name, tq_text = token_quantize_module(heads * hd, act_bits, hd)
+    wide_w = wide_bits(act_bits)
     kv_limit = (1 << (kv_bits - 1)) - 1
     if cache_shift > 0:
         rounded = f"($signed({{x[{w - 1}], x}}) + {w + 1}'sd{1 << (cache_shift - 1)}) >>> {cache_shift}"
@@ -105,7 +106,7 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         f"    wire signed [7:0] out_shift_wide = out_shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
         "    wire quantize_done;",
-        f"    reg [{heads * hd * 64 - 1}:0] wide;     // the heads' averages in units of s * 2^-8",
+        f"    reg [{heads * hd * wide_w - 1}:0] wide;     // the heads' averages in units of s * 2^-8, clamped",
         f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         "        .x(out), .mu(mu), .e(e));",
         "    reg [2:0] state;",
@@ -198,6 +199,7 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "    reg signed [63:0] v_sum, m_next;",
         "    /* verilator lint_on UNUSEDSIGNAL */",
         "    reg [6:0] n_next;",
+        clamp_function(act_bits),
         "    // §6.3 a wide output round(round((A_d >> n) r 2^-31) m_o 2^-(k_o - 8))",
         "    function signed [63:0] normalize;",
         f"        input signed [{tb - 1}:0] total;",
@@ -274,7 +276,7 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "    reg signed [63:0] z;",
         "    reg signed [16:0] weight;",
         f"    reg signed [{wb - 1}:0] product;",
-        f"    reg [{hd * 64 - 1}:0] wide_now;     // the head being normalized",
+        f"    reg [{hd * wide_w - 1}:0] wide_now;     // the head being normalized",
         "    // Blocking writes (datapath temporaries and registers read only here or in a later state):",
         "    // key_new and value_new are read by the SRAMs in WRITE, the state after they are written; the",
         "    // per-head arrays are written in loops (Verilator 5.006 rejects non-blocking array writes in",
@@ -316,8 +318,8 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "            r_error = (64'sd1 <<< 40) - $signed({48'd0, m}) * r0;",
         "            r = (r0 * (r_error >>> 8)) >>> 31;",
         f"            for (d = 0; d < {hd}; d = d + 1)",
-        "                wide_now[d * 64 +: 64] = normalize(totals[d], n, r, out_shift_wide);",
-        *word_write("wide", heads, hd * 64, "head", "wide_now", "            "),
+        f"                wide_now[d * {wide_w} +: {wide_w}] = clamp_wide(normalize(totals[d], n, r, out_shift_wide));",
+        *word_write("wide", heads, hd * wide_w, "head", "wide_now", "            "),
         f"            for (h = 0; h < {heads - 1}; h = h + 1) begin",
         "                sums[h] = sums[h + 1];",
         f"                for (d = 0; d < {hd}; d = d + 1) totals[h * {hd} + d] = totals[(h + 1) * {hd} + d];",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
-from hardwire.rtl.blocks.token_scale import token_quantize_module
+from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, chunk_plan, index_bits, literal,
                                module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
                                word_write)
@@ -59,6 +59,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     modules = {tq_name: tq_text}
     chunk_bits = index_bits(chunks)
     r = RESIDUAL_BITS
+    wb = wide_bits(out_bits)
     body = [
         *parameters(("shift", 8)),
         f"    // {dim} elements, {per} per cycle: {3 * chunks + 3} cycles.",
@@ -69,7 +70,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         f"    wire signed [7:0] out_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
         "    wire quantize_done;",
-        f"    reg [{dim * 64 - 1}:0] wide;   // u_i C_i in units of s * 2^-8, before the token scale",
+        f"    reg [{dim * wb - 1}:0] wide;   // u_i C_i in units of s * 2^-8, clamped, before the token scale",
         f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         "        .x(x), .mu(mu), .e(e));",
         "    reg [2:0] state;",
@@ -127,6 +128,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "            square = {16'd0, product};",
         "        end",
         "    endfunction",
+        clamp_function(out_bits),
         "    function signed [63:0] element_wide;    // round(round((h_i >> pre) y 2^-(t+7)) C_i 2^-(K-8))",
         f"        input signed [{r - 1}:0] h_i;",
         f"        input [{mult_bits - 1}:0] multiplier;",
@@ -158,7 +160,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "    endfunction",
         "    integer j, k;",
         f"    reg [{word - 1}:0] h_now;  // the chunk of h being scanned or scaled",
-        f"    reg [{per * 64 - 1}:0] wide_now;",
+        f"    reg [{per * wb - 1}:0] wide_now;",
         "    reg [63:0] chunk_max;",
         f"    reg [{r}:0] size;",
         "    reg signed [63:0] chunk_sum;",
@@ -226,9 +228,9 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "                end",
         "                OUTPUT: begin",
         f"                    for (j = 0; j < {per}; j = j + 1)",
-        f"                        wide_now[j * 64 +: 64] = element_wide({element('h_now', 'j')}, "
-        f"mult_word[j * {mult_bits} +: {mult_bits}], pre, y, t, out_shift);",
-        *word_write("wide", chunks, per * 64, "chunk", "wide_now", "                    "),
+        f"                        wide_now[j * {wb} +: {wb}] = clamp_wide(element_wide({element('h_now', 'j')}, "
+        f"mult_word[j * {mult_bits} +: {mult_bits}], pre, y, t, out_shift));",
+        *word_write("wide", chunks, per * wb, "chunk", "wide_now", "                    "),
         f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
         "                    if (chunk == LAST_CHUNK) begin",
         "                        state <= QUANTIZE;",

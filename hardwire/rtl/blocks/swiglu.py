@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
-from hardwire.rtl.blocks.token_scale import token_quantize_module
+from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (RSHIFT_ROUND, Port, chunk_plan, index_bits, module, parameters, word_read,
                                word_write)
 
@@ -31,6 +31,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
     per, chunks = chunk_plan(ffn, per_cycle)
     chunk_bits = index_bits(chunks)
     w = INTERNAL_BITS
+    wb = wide_bits(act_bits)
     tq_name, tq_text = token_quantize_module(ffn, act_bits, per_cycle)
     body = [
         *parameters(("index_mult", 64), ("index_shift", 8), ("mult", 64), ("shift", 8)),
@@ -39,12 +40,13 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         f"    wire signed [7:0] wide_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
         "    wire quantize_done;",
-        f"    reg [{ffn * 64 - 1}:0] wide;        // silu(g) u m in units of s * 2^-8, before the token scale",
+        f"    reg [{ffn * wb - 1}:0] wide;        // silu(g) u m in units of s * 2^-8, clamped, before the token scale",
         f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         "        .x(x), .mu(mu), .e(e));",
         "    reg running;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
         RSHIFT_ROUND,
+        clamp_function(act_bits),
         "    // §7 2^15 sigmoid(i 2^-6), entry i + 1024",
         "    function [15:0] sigmoid;",
         "        input [10:0] address;",
@@ -76,7 +78,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "    endfunction",
         "    integer i;",
         f"    reg [{per * w - 1}:0] gate_now, up_now;",
-        f"    reg [{per * 64 - 1}:0] wide_now;",
+        f"    reg [{per * wb - 1}:0] wide_now;",
         "    // `wide` is written with blocking assignments (a non-blocking write to part of a wide vector",
         "    // makes verilated code copy all of it twice in every cycle); only the quantizer reads it, from",
         "    // the cycle after the last chunk, so the result is that of non-blocking writes. gate_now,",
@@ -93,8 +95,9 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         *word_read("gate", chunks, per * w, "chunk", "gate_now", "            "),
         *word_read("up", chunks, per * w, "chunk", "up_now", "            "),
         f"            for (i = 0; i < {per}; i = i + 1)",
-        f"                wide_now[i * 64 +: 64] = swiglu_element(gate_now[i * {w} +: {w}], up_now[i * {w} +: {w}]);",
-        *word_write("wide", chunks, per * 64, "chunk", "wide_now", "            "),
+        f"                wide_now[i * {wb} +: {wb}] = clamp_wide(swiglu_element(gate_now[i * {w} +: {w}], "
+        f"up_now[i * {w} +: {w}]));",
+        *word_write("wide", chunks, per * wb, "chunk", "wide_now", "            "),
         f"            chunk <= chunk + {chunk_bits}'d1;",
         "            if (chunk == LAST_CHUNK) begin",
         "                running <= 1'b0;",

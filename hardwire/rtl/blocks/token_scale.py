@@ -6,16 +6,52 @@ token's largest value; division by mu through a 16-bit reciprocal R[mu].
 
 Golden: `hardwire.golden.arithmetic.token_quantize`. Two passes over the buffered wide vector,
 `per_cycle` elements a cycle: the largest magnitude, then the choice of (mu, e), one e per cycle from
-the finest (all 8 mu compared at once, two cycles per exponent), then the outputs. Cycles:
+the finest (all 8 mu compared at once, two cycles per exponent: the largest magnitude against a
+constant threshold per (e, mu), `fit_thresholds`), then the outputs. Cycles:
 2 * ceil(count / per_cycle) + 1 + 2 * the number of exponents tried (at most 9).
 """
 from __future__ import annotations
 
 from hardwire.golden import arithmetic as ar
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, chunk_plan, index_bits, module, word_read, word_write
+from hardwire.rtl.emit import Port, chunk_plan, index_bits, module, word_read, word_write
 
-WIDE_BITS = 64
 SHIFT_BASE = ar.TOKEN_RECIPROCAL_BITS + ar.TOKEN_FRAC_BITS - ar.TOKEN_MANTISSA_BITS
+
+
+def fit_thresholds(bits: int) -> dict[tuple[int, int], int]:
+    """{(e, mu): T}: the largest |w| whose step mu * 2^(5 - e) fits, i.e. the largest L >= 0 with
+    rshift_round(L * R[mu], 21 - e) <= 2^(bits-1) - 1. The product is monotone in L, so the fit test
+    is `max|w| <= T`: a compare with a constant instead of a 64 x 14 multiplier (the "72-way
+    compare" of docs/arithmetic.md §2.2). Exact: with s = 21 - e > 0,
+    (L R + 2^(s-1)) >> s <= limit  <=>  L R <= (limit + 1) 2^s - 2^(s-1) - 1."""
+    limit = (1 << (bits - 1)) - 1
+    table = {}
+    for e in range(ar.TOKEN_MAX_EXPONENT + 1):
+        s = SHIFT_BASE - e
+        assert s > 0
+        for mu, reciprocal in zip(range(8, 16), ar.TOKEN_RECIPROCALS):
+            table[(e, mu)] = (((limit + 1) << s) - (1 << (s - 1)) - 1) // int(reciprocal)
+    return table
+
+
+def wide_bits(bits: int) -> int:
+    """Width of each value a producer (norm, attention, SwiGLU) hands token_quantize: clamped to
+    +-2^(bits+9). Exact: every threshold T(e, mu) is below 2^(bits+8), so a clamped largest chooses
+    the same step, and beyond the clamp the output saturates at every step (golden token_quantize
+    clamps there too). Instead of 64 bits per element in the producer's buffer and the quantizer."""
+    return bits + 11
+
+
+def clamp_function(bits: int) -> str:
+    """`clamp_wide`: a producer's 64-bit wide value to `wide_bits(bits)` bits, clamped to +-2^(bits+9)."""
+    w, c = wide_bits(bits), 1 << (bits + 9)
+    return "\n".join([
+        f"    // §2.2 a wide value clamped to +-2^{bits + 9}, where every token step saturates (exact)",
+        f"    function [{w - 1}:0] clamp_wide;",
+        "        input signed [63:0] cw_value;",
+        f"        clamp_wide = cw_value > 64'sd{c} ? {w}'sd{c} : cw_value < -64'sd{c} ? -{w}'sd{c} : cw_value[{w - 1}:0];",
+        "    endfunction",
+    ])
 
 
 def token_quantize_name(count: int, bits: int, per_cycle: int) -> str:
@@ -26,18 +62,19 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
     name = token_quantize_name(count, bits, per_cycle)
     per, chunks = chunk_plan(count, per_cycle)
     chunk_bits = index_bits(chunks)
-    w = WIDE_BITS
+    w = wide_bits(bits)
     reciprocals = [int(v) for v in ar.TOKEN_RECIPROCALS]
+    thresholds = fit_thresholds(bits)
     limit = (1 << (bits - 1)) - 1
+    product_bits = bits + 24               # clamp * R[mu] <= 2^(bits+22), + 2^20 rounding
+    threshold_bits = max(t.bit_length() for t in thresholds.values())
     body = [
         f"    // {count} values, {per} per cycle: {2 * chunks + 2} cycles.",
         "    localparam [2:0] IDLE = 3'd0, LARGEST = 3'd1, CHOOSE = 3'd2, DECIDE = 3'd3, OUTPUT = 3'd4;",
         f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
-        f"    localparam signed [63:0] LIMIT = 64'sd{limit};",
         "    reg [2:0] state;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
-        "    reg signed [63:0] largest;",
-        RSHIFT_ROUND, SATURATE,
+        f"    reg signed [{w - 1}:0] largest;",
         "    // R[mu] = round(2^16 / mu), mu in [8, 16): at most 2^13, 14 bits (multipliers stay 64 x 15)",
         "    function [13:0] reciprocal_mu;",
         "        input [3:0] m;",
@@ -51,33 +88,47 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "",
         "    // The arithmetic is in functions called from the clocked block, so a simulator evaluates it",
         "    // only in the cycles it is used.",
-        "    // {fits, mu}: the first mu in 8..15 with round(largest R[mu] 2^-(21 - e)) <= limit",
+        f"    // T(e, mu) = the largest |w| with round(|w| R[mu] 2^-(21 - e)) <= limit (fit_thresholds)",
+        f"    function [{threshold_bits - 1}:0] threshold;",
+        "        input [3:0] e_in;",
+        "        input [3:0] m;",
+        "        case ({e_in, m})",
+        *[f"            8'h{e:x}{mu:x}: threshold = {threshold_bits}'d{t};" for (e, mu), t in sorted(thresholds.items())],
+        f"            default: threshold = {threshold_bits}'d0;",
+        "        endcase",
+        "    endfunction",
+        "    // {fits, mu}: the first mu in 8..15 whose step fits at exponent e_try: largest <= T(e_try, mu)",
         "    function [4:0] fit;",
-        "        input signed [63:0] largest_in;",
+        f"        input signed [{w - 1}:0] largest_in;",
         "        input [3:0] e_try;",
         "        integer m;",
         "        begin",
         "            fit = {1'b0, 4'd15};",
         "            for (m = 15; m >= 8; m = m - 1)",
-        f"                if (rshift_round(largest_in * $signed({{1'b0, reciprocal_mu(m[3:0])}}), 8'sd{SHIFT_BASE} - $signed({{4'd0, e_try}}))"
-        " <= LIMIT)",
+        f"                if (largest_in <= $signed({{{w - threshold_bits}'d0, threshold(e_try, m[3:0])}}))",
         "                    fit = {1'b1, m[3:0]};",
         "        end",
         "    endfunction",
-        "    function signed [63:0] magnitude;",
-        "        input signed [63:0] value;",
-        "        magnitude = value < 64'sd0 ? -value : value;",
+        f"    function signed [{w - 1}:0] magnitude;      // |value| <= 2^{bits + 9}: no overflow",
+        f"        input signed [{w - 1}:0] value;",
+        f"        magnitude = value < {w}'sd0 ? -value : value;",
         "    endfunction",
+        f"    // out_i = sat(round(w_i R[mu] 2^-shift), {bits}); the producer clamped w_i to +-2^{bits + 9}",
+        f"    // (clamp_wide), so the product needs {w} x 15 bits. shift = 21 - e is in [13, 21].",
+        f"    localparam signed [{product_bits - 1}:0] LIMIT = {product_bits}'sd{limit};",
         f"    function [{bits - 1}:0] element_out;",
-        "        input signed [63:0] value;",
+        f"        input signed [{w - 1}:0] value;",
         "        input [13:0] reciprocal_in;",
         "        input signed [7:0] shift_in;",
+        f"        reg signed [{product_bits - 1}:0] product;     // |product| <= 2^{bits + 22}, plus 2^20 for rounding",
         "        /* verilator lint_off UNUSEDSIGNAL */  // saturated to the output width: upper bits copy the sign",
-        "        reg signed [63:0] out_i;",
+        f"        reg signed [{product_bits - 1}:0] rounded;",
         "        /* verilator lint_on UNUSEDSIGNAL */",
         "        begin",
-        f"            out_i = saturate(rshift_round(value * $signed({{1'b0, reciprocal_in}}), shift_in), 7'd{bits});",
-        f"            element_out = out_i[{bits - 1}:0];",
+        "            product = value * $signed({1'b0, reciprocal_in});",
+        f"            rounded = (product + ({product_bits}'sd1 <<< (shift_in - 8'sd1))) >>> shift_in;",
+        f"            element_out = rounded > LIMIT ? LIMIT[{bits - 1}:0] : rounded < -LIMIT ? -LIMIT[{bits - 1}:0]"
+        f" : rounded[{bits - 1}:0];",
         "        end",
         "    endfunction",
         "    reg [3:0] e_try;",
@@ -89,8 +140,8 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "    assign x = x_buffer;",
         "    integer j, k;",
         f"    reg [{per * w - 1}:0] wide_now;   // the chunk being scanned or quantized",
-        "    reg signed [63:0] chunk_max;",
-        "    reg signed [63:0] size;",
+        f"    reg signed [{w - 1}:0] chunk_max;",
+        f"    reg signed [{w - 1}:0] size;",
         f"    reg [{per * bits - 1}:0] x_now;",
         "    // wide_now, chunk_max, size and x_now are blocking temporaries of this block, and x is written",
         "    // with blocking writes too: a non-blocking write to part of a wide vector makes verilated code",
@@ -109,7 +160,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "                IDLE: if (start) begin",
         "                    state <= LARGEST;",
         f"                    chunk <= {chunk_bits}'d0;",
-        "                    largest <= 64'sd0;",
+        f"                    largest <= {w}'sd0;",
         "                end",
         "                LARGEST: begin",
         "                    chunk_max = largest;",
