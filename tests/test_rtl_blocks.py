@@ -115,7 +115,7 @@ def test_token_quantize_equals_golden_at_every_threshold(tmp_path, bits):
     rng = np.random.default_rng(bits)
     largest = sorted({v for t in fit_thresholds(bits).values() for v in (t, t + 1)})
     vectors = []
-    clamp = 1 << (bits + 9)        # |w| beyond it saturates at every step; both sides clamp there
+    clamp = 1 << (bits + ar.TOKEN_CLAMP_BITS)     # |w| beyond it saturates at every step; both sides clamp
     for k, top in enumerate(largest + [0, 1, clamp - 1, clamp, clamp + 1, 1 << 49, (1 << 62) - 1]):
         v = rng.integers(-top, top + 1, count) if top else np.zeros(count, np.int64)
         v[k % count] = top if k % 2 else -top

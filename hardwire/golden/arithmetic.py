@@ -48,6 +48,7 @@ TOKEN_MAX_EXPONENT = 8
 TOKEN_RECIPROCAL_BITS = 16
 TOKEN_RECIPROCALS = np.array([round((1 << TOKEN_RECIPROCAL_BITS) / mu) for mu in range(8, 16)], dtype=np.int64)
 TOKEN_PRODUCT_SAFE = np.int64(1) << 49   # |w| below which |w| * R[mu] + 2^20 fits int64
+TOKEN_CLAMP_BITS = 9                # |w| >= 2^(bits + 9) saturates at every step: w is clamped there
 TOKEN_GUARD_BITS = 7                # §3.2 extra fraction bits kept before the mantissa multiply
 TOKEN_PRODUCT_LIMIT_BITS = 59
 
@@ -99,7 +100,7 @@ def token_quantize(wide, bits, out):
     reciprocal_mu = TOKEN_RECIPROCALS[mu - 8]
     # |w| >= 2^(bits+9) saturates at every step (|w| R[mu] 2^-(21-e) >= 2.1 * 2^(bits-1)); clamping
     # there first changes no output and keeps w * R[mu] within int64 (and the hardware's product narrow).
-    clamp = np.int64(1) << (bits + 9)
+    clamp = np.int64(1) << (bits + TOKEN_CLAMP_BITS)
     for i in range(wide.size):
         w = min(max(wide[i], -clamp), clamp)
         out[i] = saturate(rshift_round(w * reciprocal_mu, shift_base - e), bits)

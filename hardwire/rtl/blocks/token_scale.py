@@ -39,14 +39,14 @@ def wide_bits(bits: int) -> int:
     +-2^(bits+9). Exact: every threshold T(e, mu) is below 2^(bits+8), so a clamped largest chooses
     the same step, and beyond the clamp the output saturates at every step (golden token_quantize
     clamps there too). Instead of 64 bits per element in the producer's buffer and the quantizer."""
-    return bits + 11
+    return bits + ar.TOKEN_CLAMP_BITS + 2
 
 
 def clamp_function(bits: int) -> str:
     """`clamp_wide`: a producer's 64-bit wide value to `wide_bits(bits)` bits, clamped to +-2^(bits+9)."""
-    w, c = wide_bits(bits), 1 << (bits + 9)
+    w, c = wide_bits(bits), 1 << (bits + ar.TOKEN_CLAMP_BITS)
     return "\n".join([
-        f"    // §2.2 a wide value clamped to +-2^{bits + 9}, where every token step saturates (exact)",
+        f"    // §2.2 a wide value clamped to +-2^{bits + ar.TOKEN_CLAMP_BITS}, where every token step saturates (exact)",
         f"    function [{w - 1}:0] clamp_wide;",
         "        input signed [63:0] cw_value;",
         f"        clamp_wide = cw_value > 64'sd{c} ? {w}'sd{c} : cw_value < -64'sd{c} ? -{w}'sd{c} : cw_value[{w - 1}:0];",
@@ -66,7 +66,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
     reciprocals = [int(v) for v in ar.TOKEN_RECIPROCALS]
     thresholds = fit_thresholds(bits)
     limit = (1 << (bits - 1)) - 1
-    product_bits = bits + 24               # clamp * R[mu] <= 2^(bits+22), + 2^20 rounding
+    product_bits = bits + ar.TOKEN_CLAMP_BITS + 15   # |clamp * R[mu]| <= 2^(bits+22), + 2^20 rounding
     threshold_bits = max(t.bit_length() for t in thresholds.values())
     body = [
         f"    // {count} values, {per} per cycle: {2 * chunks + 2} cycles.",
@@ -75,7 +75,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "    reg [2:0] state;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
         f"    reg signed [{w - 1}:0] largest;",
-        "    // R[mu] = round(2^16 / mu), mu in [8, 16): at most 2^13, 14 bits (multipliers stay 64 x 15)",
+        "    // R[mu] = round(2^16 / mu), mu in [8, 16): at most 2^13, 14 bits",
         "    function [13:0] reciprocal_mu;",
         "        input [3:0] m;",
         "        begin",
@@ -109,11 +109,11 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "                    fit = {1'b1, m[3:0]};",
         "        end",
         "    endfunction",
-        f"    function signed [{w - 1}:0] magnitude;      // |value| <= 2^{bits + 9}: no overflow",
+        f"    function signed [{w - 1}:0] magnitude;      // |value| <= 2^{bits + ar.TOKEN_CLAMP_BITS}: no overflow",
         f"        input signed [{w - 1}:0] value;",
         f"        magnitude = value < {w}'sd0 ? -value : value;",
         "    endfunction",
-        f"    // out_i = sat(round(w_i R[mu] 2^-shift), {bits}); the producer clamped w_i to +-2^{bits + 9}",
+        f"    // out_i = sat(round(w_i R[mu] 2^-shift), {bits}); the producer clamped w_i to +-2^{bits + ar.TOKEN_CLAMP_BITS}",
         f"    // (clamp_wide), so the product needs {w} x 15 bits. shift = 21 - e is in [13, 21].",
         f"    localparam signed [{product_bits - 1}:0] LIMIT = {product_bits}'sd{limit};",
         f"    function [{bits - 1}:0] element_out;",
