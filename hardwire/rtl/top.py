@@ -69,13 +69,13 @@ def _pair(tables, key) -> tuple[int, int]:
 
 
 def norm_instance(instance: str, rom: str, shared: str, per: int, chunk_bits: int, shift: int, start: str,
-                  h: str, x: str, mu: str, e: str) -> list[str]:
+                  h: str, x: str, mu: str, e: str, clock: str = "clk") -> list[str]:
     """A norm: its own multiplier ROM feeding the shared `hw_rmsnorm_*` block."""
     return [
         f"    wire [{chunk_bits - 1}:0] {instance}_addr;",
         f"    wire [{per * MULT_BITS - 1}:0] {instance}_word;",
         f"    {rom} {instance}_rom (.addr({instance}_addr), .data({instance}_word));",
-        f"    {shared} {overrides(shift=(shift, 8))} {instance} (.clk(clk), .rst(rst), .start({start}), .h({h}),",
+        f"    {shared} {overrides(shift=(shift, 8))} {instance} (.clk({clock}), .rst(rst), .start({start}), .h({h}),",
         f"        .mult_addr({instance}_addr), .mult_word({instance}_word), .done({instance}_done), .x({x}),"
         f" .mu({mu}), .e({e}));",
     ]
@@ -295,7 +295,6 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
         "    assign logit_valid = state == STREAM;",
         f"    assign logit = logits[logit_index * {r} +: {r}];",
         "",
-        "",
         "    // Each stage (embedding, every layer, final norm + classifier) runs on its own gated clock,",
         "    // only while it has work: one stage is busy at a time.",
         *gated_stage("embed", "go_embed", "embed_done", gate_clocks),
@@ -310,10 +309,11 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
                     f".h_out(stream[{(i + 1) * dim * r} +: {dim * r}]));")
     final_norm = norm_instance("final_norm", "hw_rmsnorm_final_norm_mult", constants["norm"], constants["norm_per"],
                                constants["norm_chunk_bits"], constants["final_norm_shift"], f"layer_done[{layers - 1}]",
-                               f"stream[{layers * dim * r} +: {dim * r}]", "final_normed", "final_mu", "final_e")
+                               f"stream[{layers * dim * r} +: {dim * r}]", "final_normed", "final_mu", "final_e",
+                               clock="head_clk")
     body += [
         *gated_stage("head", f"layer_done[{layers - 1}]", "classify_done", gate_clocks),
-        *(line.replace(".clk(clk)", ".clk(head_clk)") for line in final_norm),
+        *final_norm,
         f"    {module_name(classifier)} classifier (.clk(head_clk), .rst(rst), .start(final_norm_done), "
         ".x(final_normed), .mu(final_mu), .e(final_e), .done(classify_done), .y(logits));",
         "",
