@@ -47,7 +47,6 @@ TOKEN_MANTISSA_BITS = 3
 TOKEN_MAX_EXPONENT = 8
 TOKEN_RECIPROCAL_BITS = 16
 TOKEN_RECIPROCALS = np.array([round((1 << TOKEN_RECIPROCAL_BITS) / mu) for mu in range(8, 16)], dtype=np.int64)
-TOKEN_PRODUCT_SAFE = np.int64(1) << 49   # |w| below which |w| * R[mu] + 2^20 fits int64
 TOKEN_CLAMP_BITS = 9                # |w| >= 2^(bits + 9) saturates at every step: w is clamped there
 TOKEN_GUARD_BITS = 7                # §3.2 extra fraction bits kept before the mantissa multiply
 TOKEN_PRODUCT_LIMIT_BITS = 59
@@ -80,27 +79,26 @@ def token_quantize(wide, bits, out):
     units; mu in [8, 16), e in [8..0]) with round(max|wide| / step) <= 2^(bits-1) - 1, division by
     mu through a 16-bit reciprocal; writes out = sat(round(wide * R[mu] * 2^-(21 - e))) and
     returns (mu, e)."""
+    # |w| >= 2^(bits+9) saturates at every step (|w| R[mu] 2^-(21-e) >= 2.1 * 2^(bits-1)), and a largest
+    # value that large fits no step: clamping there first changes no result and keeps every product
+    # within int64 (and the hardware's products narrow).
+    clamp = np.int64(1) << (bits + TOKEN_CLAMP_BITS)
     largest = np.int64(0)
     for i in range(wide.size):
         largest = max(largest, abs(wide[i]))
+    largest = min(largest, clamp)
     limit = (np.int64(1) << (bits - 1)) - 1
     shift_base = TOKEN_RECIPROCAL_BITS + TOKEN_FRAC_BITS - TOKEN_MANTISSA_BITS
     mu, e = np.int64(15), np.int64(0)
     for candidate_e in range(TOKEN_MAX_EXPONENT, -1, -1):
         found = False
         for candidate_mu in range(8, 16):
-            # Below 2^49 the product cannot overflow int64; at or above it no step fits (the rounded
-            # product exceeds 2^36 at every (mu, e)), so the coarsest is taken, as for any value too large.
-            if largest < TOKEN_PRODUCT_SAFE and \
-                    rshift_round(largest * TOKEN_RECIPROCALS[candidate_mu - 8], shift_base - candidate_e) <= limit:
+            if rshift_round(largest * TOKEN_RECIPROCALS[candidate_mu - 8], shift_base - candidate_e) <= limit:
                 mu, e, found = np.int64(candidate_mu), np.int64(candidate_e), True
                 break
         if found:
             break
     reciprocal_mu = TOKEN_RECIPROCALS[mu - 8]
-    # |w| >= 2^(bits+9) saturates at every step (|w| R[mu] 2^-(21-e) >= 2.1 * 2^(bits-1)); clamping
-    # there first changes no output and keeps w * R[mu] within int64 (and the hardware's product narrow).
-    clamp = np.int64(1) << (bits + TOKEN_CLAMP_BITS)
     for i in range(wide.size):
         w = min(max(wide[i], -clamp), clamp)
         out[i] = saturate(rshift_round(w * reciprocal_mu, shift_base - e), bits)
