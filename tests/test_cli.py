@@ -1,4 +1,4 @@
-"""The command line contracts of DESIGN.md for import and run."""
+"""The command line contracts (README, docs) for import and run."""
 from __future__ import annotations
 
 import json

@@ -1,7 +1,7 @@
 """ChipConfig and the microarchitecture it describes: what blocks a chip has, how many
 transistors each block takes, and how many cycles each pipeline stage spends on a token.
 
-The chip is layer-pipelined (see DESIGN.md): every projection matrix has its own weight storage and
+The chip is layer-pipelined (docs/chip-model.md §1): every projection matrix has its own weight storage and
 its own array of *lanes*. A lane owns `weights_per_lane` weight slices on one ROM bit line and reads
 one per cycle, so a matrix-vector product takes `weights_per_lane` cycles however large the matrix
 is; the number of lanes (the parallelism per layer) is weights ÷ `weights_per_lane`. The hc1
@@ -41,7 +41,7 @@ FLIP_FLOP_T = 24           # master-slave D flip-flop with local clock inverters
 MUX2_T = 4                 # transmission-gate 2:1 mux (select inverter shared along the lane)
 AND2_T = 6
 SRAM_CELL_T = 6
-# Our own Yosys runs (facts/rtl-toolchain.md): ~39 generic cells per nonzero bit of a constant
+# Our own Yosys runs (docs/rtl.md, measured toolchain facts): ~39 generic cells per nonzero bit of a constant
 # weight; a generic 2-input cell is taken as ~6 transistors (NAND2 4, XOR2 8–12).
 HARDWIRED_CELLS_PER_NONZERO_BIT = 39
 GENERIC_CELL_T = 6

@@ -1,6 +1,6 @@
 """Quality of a frozen model against its float original, on text.
 
-Protocol (matches /work/shared/models/tinystories_valid_1k/PROVENANCE.md, whose perplexity 4.5772
+Protocol (matches hardwire/data/tinystories_valid_1k/PROVENANCE.md, whose perplexity 4.5772
 for stories260K it reproduces): the text is split into documents at `<|endoftext|>` (a file without
 that separator is one document); each document is encoded as BOS + tokens, no EOS, and scored from
 an empty cache. A document longer than the context (`window`, default the model's max_context) is

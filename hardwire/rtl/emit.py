@@ -7,7 +7,7 @@ unpacked-array ports (vectors cross module boundaries flattened, element i at bi
 
 Constant tables (weight ROMs, rsqrt/exp2/sigmoid tables) are written as `case` statements, because
 Yosys turns a `case` ROM into logic in seconds while a large `initial` array stalls its `proc` pass
-for minutes (measured, ../shared/facts/rtl-toolchain.md).
+for minutes (measured; docs/rtl.md, toolchain facts).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from hardwire.errors import HardwireError
 
 VERILATOR_FLAGS = [
-    # Measured (../shared/facts/rtl-toolchain.md): Verilator 5.006's DFG optimiser makes wide
+    # Measured (docs/rtl.md, measured toolchain facts): Verilator 5.006's DFG optimiser makes wide
     # ROM + MAC designs ~30x slower to simulate; without it the same design runs at ~1.2 M cycles/s.
     "-fno-dfg",
     # Keep loops over lanes as loops: unrolled, the C++ of a stories260K chip is ~35 MB and takes g++

@@ -5,7 +5,7 @@ counts compare across designs without a vendor library; they calibrate the chip 
 The KV-cache SRAM model is read as a black box: a back-end flow puts an SRAM macro there, and
 synthesising it as flip-flops would swamp every other count.
 
-Cost (../shared/facts/rtl-toolchain.md): ~0.5 ms of CPU and ~10 KiB of peak memory per cell, ABC
+Cost (docs/rtl.md, measured toolchain facts): ~0.5 ms of CPU and ~10 KiB of peak memory per cell, ABC
 being the peak.
 """
 from __future__ import annotations

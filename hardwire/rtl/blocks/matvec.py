@@ -18,7 +18,7 @@ cycles (`matvec_cycles`).
 
 `hardwired`: every weight is a constant multiplier in a per-row adder tree (no ROM, no lanes);
 the whole product is one registered pass, 2 cycles. Worth it only for small matrices: ~60 logic
-cells per weight against ~1-2 for the ROM (../shared/facts/rtl-toolchain.md).
+cells per weight against ~1-2 for the ROM (docs/rtl.md, measured toolchain facts).
 
 Interface (both styles): `start` (one-cycle pulse, x held stable until `done`), `done` (one-cycle
 pulse; y then holds until the next `start`), x and y flattened (element i at [i*W +: W]).
