@@ -34,6 +34,11 @@ def _register_stages() -> None:
 _register_stages()
 
 
+# The click that typer really uses: recent typers ship their own copy (typer._click), older ones use
+# the click package. Its exceptions are the ones a usage error raises.
+CLICK_EXCEPTIONS = sys.modules[typer.BadParameter.__module__]
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
@@ -45,15 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        raise
+    except CLICK_EXCEPTIONS.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":       # the help was printed: nothing went wrong
+            return 0
+        command = f" {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else ""
+        print(f"hardwire{command}: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except CLICK_EXCEPTIONS.ClickException as e:
+        print(f"hardwire: error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

@@ -44,3 +44,14 @@ def test_bad_options_exit_2_with_one_line(cli):
                  ("logits", "--ids", "1,600", "-o", "/tmp/never.npy")):
         proc = cli(*args, expect=2)
         assert "Traceback" not in proc.stderr and proc.stderr.strip()
+
+
+def test_usage_errors_exit_2_with_one_line_naming_the_option(cli):
+    """Whatever click the installed typer carries, a usage error is one line and exit code 2."""
+    cases = {("run", "-n", "abc"): "--max-tokens", ("run", "--temperature", "abc"): "--temperature",
+             ("serve", "--port", "70000"): "--port", ("run", "--bogus"): "--bogus", ("nosuch",): "nosuch",
+             ("estimate", "--context", "x"): "--context"}
+    for args, named in cases.items():
+        proc = cli(*args, expect=2)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
