@@ -7,7 +7,7 @@ from hardwire.errors import BadConfig
 from hardwire.golden.forward import GoldenTransformer
 from hardwire.golden.sample import IntegerSampler
 from hardwire.golden.tables import tables_for
-from hardwire.runtime.engine import Engine
+from hardwire.runtime.engine import Engine, restore_kv_cache, snapshot_kv_cache
 
 
 class GoldenEngine(Engine):
@@ -26,6 +26,12 @@ class GoldenEngine(Engine):
 
     def reset(self) -> None:
         self.transformer.reset()
+
+    def snapshot_cache(self):
+        return snapshot_kv_cache(self.transformer)
+
+    def restore_cache(self, snapshot) -> bool:
+        return restore_kv_cache(self.transformer, snapshot)
 
     def forward_integer(self, ids) -> np.ndarray:
         """int64 logits [len(ids), vocab] in units of 2^-logit_frac_bits."""

@@ -44,9 +44,13 @@ class RtlEngine(GoldenEngine):
             self.position += 1
         return out
 
+    # The simulated chip's state lives in the simulator: a prompt is always run again.
+    def snapshot_cache(self):
+        return None
+
     def generate(self, prompt_ids, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int = 0, stop_at_eos: bool = True) -> Generation:
-        result = super().generate(prompt_ids, max_tokens, temperature, top_p, seed, stop_at_eos)
+                 seed: int = 0, stop_at_eos: bool = True, stop=(), reuse_prompt: bool = False) -> Generation:
+        result = super().generate(prompt_ids, max_tokens, temperature, top_p, seed, stop_at_eos, stop)
         cycles = list(self.cycles)
         result.extra.update({"cycles": int(sum(cycles)), "cycles_per_token": cycles,
                              "mean_cycles_per_token": float(np.mean(cycles)) if cycles else 0.0})

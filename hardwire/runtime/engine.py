@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -19,10 +20,16 @@ BACKENDS = ("float", "golden", "rtl")
 @dataclass
 class Generation:
     prompt_ids: list[int]
-    ids: list[int]                     # generated ids only
-    text: str
-    stop_reason: str                   # "length" | "eos"
+    ids: list[int]                     # generated ids only (an ending EOS is not among them)
+    text: str                          # their text, cut before a stop string when one ended it
+    stop_reason: str                   # "length" | "eos" | "stop"
     extra: dict = field(default_factory=dict)
+
+    @property
+    def sampled_tokens(self) -> int:
+        """Tokens the model produced, counting the EOS that ended it: each took a token step
+        (the first one the prompt's last step)."""
+        return len(self.ids) + (self.stop_reason == "eos")
 
 
 def open_model_or_die(source):
@@ -53,6 +60,7 @@ class Engine:
         self.source = source
         self.spec = source.spec
         self.tokenizer = getattr(source, "tokenizer", None)
+        self._prompt_cache = None          # (prompt ids, cache snapshot, logits) for reuse_prompt
 
     # -- backends implement these two --------------------------------------------------------
     def reset(self) -> None:
@@ -84,7 +92,13 @@ class Engine:
         return {i for i in (self.spec.eos_id, self.spec.bos_id) if i is not None}
 
     def generate(self, prompt_ids, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int = 0, stop_at_eos: bool = True) -> Generation:
+                 seed: int = 0, stop_at_eos: bool = True, stop: Sequence[str] = (),
+                 reuse_prompt: bool = False) -> Generation:
+        """Prefill the prompt, then sample up to `max_tokens` tokens. Generation ends at EOS
+        (unless `stop_at_eos` is false) or when the text produced contains one of the `stop`
+        strings; the text is then cut before it. With `reuse_prompt`, a prompt equal to the previous
+        call's is not prefilled again: its cache is restored from a copy (same logits, same tokens,
+        less work when many samples share one prompt)."""
         prompt_ids = self.check_ids(prompt_ids)
         if not prompt_ids:
             raise BadConfig("the prompt is empty; give --prompt text or --ids", field="ids")
@@ -97,21 +111,47 @@ class Engine:
             raise BadConfig(f"prompt of {len(prompt_ids)} tokens exceeds the context of "
                             f"{self.spec.max_context}", field="ids")
         max_tokens = min(max_tokens, budget)
+        if stop and self.tokenizer is None:
+            raise BadConfig("stop strings need a tokenizer to read the text; this model has none", field="stop")
         choose = self.sampler(temperature, top_p, seed)
         stops = self.stop_ids() if stop_at_eos else set()
-        self.reset()
-        logits = self.decode_logits(prompt_ids)[-1]
-        generated, reason = [], "length"
+        logits = self.prefill(prompt_ids, reuse_prompt)
+        generated, reason, text = [], "length", None
         for step in range(max_tokens):
             token = choose(logits)
             if token in stops:
                 reason = "eos"
                 break
             generated.append(token)
+            if stop:
+                text = decode_continuation(self.tokenizer, prompt_ids, generated)
+                cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    text, reason = text[:cut], "stop"
+                    break
             if step + 1 < max_tokens:
                 logits = self.decode_logits([token])[-1]
-        return Generation(prompt_ids, generated, decode_continuation(self.tokenizer, prompt_ids, generated),
-                          reason)
+        if reason != "stop":
+            text = decode_continuation(self.tokenizer, prompt_ids, generated)
+        return Generation(prompt_ids, generated, text, reason)
+
+    def prefill(self, prompt_ids: list[int], reuse: bool = False) -> np.ndarray:
+        """Reset the cache, run the prompt, return the logits the first token is chosen from."""
+        cached = self._prompt_cache
+        if reuse and cached is not None and cached[0] == prompt_ids and self.restore_cache(cached[1]):
+            return cached[2]
+        self.reset()
+        logits = self.decode_logits(prompt_ids)[-1]
+        snapshot = self.snapshot_cache() if reuse else None
+        self._prompt_cache = (list(prompt_ids), snapshot, logits) if snapshot is not None else None
+        return logits
+
+    # -- cache copies for `reuse_prompt`: a backend whose state cannot be copied returns None ----------
+    def snapshot_cache(self):
+        return None
+
+    def restore_cache(self, snapshot) -> bool:
+        return False
 
     # -- generation hooks: a backend that chooses tokens its own way overrides these -------------
     def sampler(self, temperature: float, top_p: float, seed: int):
@@ -138,6 +178,28 @@ class FloatEngine(Engine):
 
     def forward(self, ids):
         return self.transformer.forward(ids)
+
+    def snapshot_cache(self):
+        return snapshot_kv_cache(self.transformer)
+
+    def restore_cache(self, snapshot) -> bool:
+        return restore_kv_cache(self.transformer, snapshot)
+
+
+def snapshot_kv_cache(holder):
+    """A copy of the filled part of a float or golden KV cache (both keep `keys`, `values`,
+    `position`)."""
+    return holder.keys[:, :holder.position].copy(), holder.values[:, :holder.position].copy(), holder.position
+
+
+def restore_kv_cache(holder, snapshot) -> bool:
+    keys, values, position = snapshot
+    holder.reset()
+    holder._grow(position)
+    holder.keys[:, :position] = keys
+    holder.values[:, :position] = values
+    holder.position = position
+    return True
 
 
 def make_engine(source=None, backend: str = "float", **options) -> Engine:

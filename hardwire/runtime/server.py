@@ -23,6 +23,7 @@ class CompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
+    stop: str | list[str] | None = None
 
 
 class ChatRequest(BaseModel):
@@ -32,6 +33,7 @@ class ChatRequest(BaseModel):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
+    stop: str | list[str] | None = None
 
 
 def chat_prompt(messages: list[dict]) -> str:
@@ -52,20 +54,21 @@ def create_app(engine, model_name: str):
             raise HTTPException(400, "this model has no tokenizer")
         ids = engine.tokenizer.encode(prompt, bos=engine.spec.bos_id is not None)
         seed = request.seed if request.seed is not None else int(time.time_ns() % (1 << 31))
+        stop = [request.stop] if isinstance(request.stop, str) else [s for s in request.stop or [] if s]
         try:
             with lock:
                 result = engine.generate(ids, max_tokens=request.max_tokens, temperature=request.temperature,
-                                         top_p=request.top_p, seed=seed)
+                                         top_p=request.top_p, seed=seed, stop=stop)
         except HardwireError as e:
             raise HTTPException(400, str(e)) from None
         chip = chip_report(engine.spec, len(ids), len(result.ids))
-        usage = {"prompt_tokens": len(ids), "completion_tokens": len(result.ids),
-                 "total_tokens": len(ids) + len(result.ids)}
+        usage = {"prompt_tokens": len(ids), "completion_tokens": result.sampled_tokens,
+                 "total_tokens": len(ids) + result.sampled_tokens}
         extra = {"backend": engine.backend, "seed": seed, "chip": chip}
         return result, usage, extra
 
     def finish(result) -> str:
-        return "stop" if result.stop_reason == "eos" else "length"
+        return "length" if result.stop_reason == "length" else "stop"
 
     @app.get("/v1/models")
     def models():
