@@ -4,14 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from hardwire.errors import BadConfig
+from hardwire.progress import progress_bar
 
 DEFAULT_CALIBRATION_DOCUMENTS = 64     # from the end of the bundled text when no --calib is given
 
@@ -24,19 +23,17 @@ def open_model_or_die(path: Optional[Path]):
     return load(path)
 
 
-@contextmanager
-def progress_bar(description: str, total: int):
-    """A rich progress bar on an interactive stderr; a no-op advance function otherwise."""
-    if not sys.stderr.isatty():
-        yield lambda *_: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda what=None: progress.update(task, advance=1,
-                                                description=f"{description} {what}" if what else description)
+CALIBRATION_FILE = "calibration.txt"     # a checkpoint folder may ship its own calibration text
+
+
+def default_calibration_text(model) -> Path:
+    """The text a checkpoint ships for calibration (`calibration.txt` beside its weights, as the
+    bundled task models do: inputs like the ones they will see), else the bundled TinyStories text."""
+    from hardwire.model.load import bundled_text_path
+
+    folder = Path(model.path) if Path(model.path).is_dir() else Path(model.path).parent
+    own = folder / CALIBRATION_FILE
+    return own if own.is_file() else bundled_text_path()
 
 
 def load_calibration(model, calib: Optional[Path], tokens: int):
@@ -44,12 +41,13 @@ def load_calibration(model, calib: Optional[Path], tokens: int):
     from hardwire.freeze.quality import read_sequences
     from hardwire.model.load import bundled_text_path
 
-    path = calib or bundled_text_path()
+    path = calib or default_calibration_text(model)
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise BadConfig("the model has no tokenizer, so calibration text cannot be encoded", path=path)
-    limit = None if calib else DEFAULT_CALIBRATION_DOCUMENTS
-    sequences = read_sequences(path, tokenizer, limit=limit, from_end=calib is None,
+    # Of the bundled stories, the last ones (scoring reads from the front); anything else, all of it.
+    limit = DEFAULT_CALIBRATION_DOCUMENTS if calib is None and path == bundled_text_path() else None
+    sequences = read_sequences(path, tokenizer, limit=limit, from_end=limit is not None,
                                window=model.spec.max_context)
     from hardwire.freeze.calibrate import limit_sequences
     sequences = limit_sequences(sequences, tokens)
@@ -171,7 +169,8 @@ def register(app: typer.Typer) -> None:
                plan: str = typer.Option(..., "--plan", help="w8 | w4g32 | w3g32a | w4g32:gptq | "
                                         "mix:3g32,6g32,avg=3.5 | plan.toml (see docs/die-format.md)"),
                output: Path = typer.Option(..., "-o", "--output", help="die directory to write (NAME.die)"),
-               calib: Optional[Path] = typer.Option(None, "--calib", help="calibration text (default: the last "
+               calib: Optional[Path] = typer.Option(None, "--calib", help="calibration text (default: the checkpoint's "
+                                                    f"own {CALIBRATION_FILE} if it ships one, else the last "
                                                     f"{DEFAULT_CALIBRATION_DOCUMENTS} stories of the bundled text)"),
                calib_tokens: int = typer.Option(16384, "--calib-tokens", help="calibration tokens at most"),
                sensitivity_tokens: int = typer.Option(2048, "--sensitivity-tokens",

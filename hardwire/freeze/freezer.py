@@ -24,6 +24,7 @@ from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidde
 from hardwire.freeze.formats import QuantizedTensor, activation_bits, activation_scale
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
+from hardwire.model.tokenizer import tokenizer_files
 
 DEFAULT_CALIBRATION_TOKENS = 16384
 DEFAULT_SENSITIVITY_TOKENS = 2048
@@ -38,16 +39,6 @@ class Calibration:
     @property
     def tokens(self) -> int:
         return sum(len(s) for s in self.sequences)
-
-
-def tokenizer_file(model) -> Path | None:
-    """The file the model's tokenizer was read from (copied into the die)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    source = getattr(tokenizer, "source", None)
-    if source is None:
-        return None
-    source = Path(source)
-    return source if source.is_file() else None
 
 
 def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, overwrite: bool = False,
@@ -143,12 +134,13 @@ def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, over
         writer.write_arrays("activations.safetensors", {
             name: np.array([activation_scale(value, plan.activations)], np.float32)
             for name, value in activation_absmax.items()})
-        tokenizer_path = tokenizer_file(model)
+        tokenizer = getattr(model, "tokenizer", None)
+        copied = tokenizer_files(tokenizer) if tokenizer is not None else []
         tokenizer_info = None
-        if tokenizer_path is not None:
-            relative = f"tokenizer/{tokenizer_path.name}"
-            writer.copy_file(tokenizer_path, relative)
-            tokenizer_info = {"kind": getattr(model.tokenizer, "kind", None), "file": relative}
+        for path in copied:          # the tokenizer's own file first, then the files it read beside it
+            writer.copy_file(path, f"tokenizer/{path.name}")
+        if copied:
+            tokenizer_info = {"kind": getattr(tokenizer, "kind", None), "file": f"tokenizer/{copied[0].name}"}
 
         matrix_weights = sum(math.prod(s) for s in shapes.values())
         matrix_bits = sum(assignment[n].format.storage_bits(shapes[n]) for n in shapes)

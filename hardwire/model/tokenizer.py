@@ -416,6 +416,21 @@ def template_bos(post_processor: dict | None) -> str | None:
     return None
 
 
+HF_TOKENIZER_COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json")   # BOS/EOS settings
+
+
+def tokenizer_files(tokenizer: Tokenizer) -> list[Path]:
+    """Every file a tokenizer was read from: its source and, for tokenizer.json, the companion
+    files beside it that set BOS/EOS (a copy of the tokenizer needs them all)."""
+    source = getattr(tokenizer, "source", None)
+    if source is None or not Path(source).is_file():
+        return []
+    files = [Path(source)]
+    if tokenizer.kind == "hf":
+        files += [Path(source).parent / n for n in HF_TOKENIZER_COMPANIONS if (Path(source).parent / n).is_file()]
+    return files
+
+
 def load_hf_tokenizer(path: str | os.PathLike) -> HFTokenizer:
     """Load tokenizer.json; BOS/EOS and add_bos_token come from tokenizer_config.json (then
     special_tokens_map.json, then the post-processor template) in the same folder."""
@@ -428,9 +443,10 @@ def load_hf_tokenizer(path: str | os.PathLike) -> HFTokenizer:
     except Exception as e:  # the Rust side raises a bare Exception naming the JSON problem
         raise BadTokenizer(f"not a valid Hugging Face tokenizer.json ({e})", path=path) from None
     definition = json.loads(text)
-    config_path = path.parent / "tokenizer_config.json"
-    config = read_json(config_path, "tokenizer_config.json") if config_path.is_file() else {}
-    map_path = path.parent / "special_tokens_map.json"
+    config_name, map_name = HF_TOKENIZER_COMPANIONS
+    config_path = path.parent / config_name
+    config = read_json(config_path, config_name) if config_path.is_file() else {}
+    map_path = path.parent / map_name
     special_map = read_json(map_path, "special_tokens_map.json") if map_path.is_file() else {}
     template_token = template_bos(definition.get("post_processor"))
 
