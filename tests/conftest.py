@@ -22,3 +22,17 @@ def cli():
             assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
         return proc
     return run
+
+
+@pytest.fixture(scope="session")
+def task_die(tmp_path_factory):
+    """The bundled task-small model frozen at w8 (on its own calibration text), as a die path."""
+    from hardwire.freeze.commands import load_calibration
+    from hardwire.freeze.freezer import freeze
+    from hardwire.freeze.plan import parse_plan
+    from hardwire.model.load import load
+
+    path = tmp_path_factory.mktemp("task-die") / "task-small-w8.die"
+    with load("task-small") as model:
+        freeze(model, parse_plan("w8", None), path, load_calibration(model, None, 16384))
+    return str(path)

@@ -50,7 +50,7 @@ def test_usage_errors_exit_2_with_one_line_naming_the_option(cli):
     """Whatever click the installed typer carries, a usage error is one line and exit code 2."""
     cases = {("run", "-n", "abc"): "--max-tokens", ("run", "--temperature", "abc"): "--temperature",
              ("serve", "--port", "70000"): "--port", ("run", "--bogus"): "--bogus", ("nosuch",): "nosuch",
-             ("estimate", "--context", "x"): "--context"}
+             ("estimate", "--context", "x"): "--context", ("ttc", "--attempts", "many"): "--attempts"}
     for args, named in cases.items():
         proc = cli(*args, expect=2)
         lines = proc.stderr.strip().splitlines()

@@ -162,3 +162,14 @@ def test_inspect_and_run_read_a_die(die_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert {"perplexity", "float_perplexity", "top1_agreement", "kl_mean", "tokens"} <= set(scores)
     assert scores["die_id"] == info["id"] and scores["sequences"] >= 2      # long stories span windows
+
+
+def test_die_tokenizer_encodes_like_its_checkpoint(task_die):
+    """A Hugging Face tokenizer's BOS/EOS settings live beside tokenizer.json (tokenizer_config.json):
+    the die carries them too, so a prompt becomes the same ids before and after freezing."""
+    import hardwire
+
+    checkpoint = hardwire.load("task-small").tokenizer
+    die = hardwire.open_die(task_die).tokenizer
+    assert checkpoint.encode("38+47=") == die.encode("38+47=")
+    assert die.encode("38+47=")[0] == die.bos_id == 1

@@ -100,18 +100,39 @@ def refuse_pickle(path: Path) -> None:
                             "unpickling can run code; convert it to safetensors first", path=path)
 
 
-def bundled_model_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "stories260K" / "stories260K.bin"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# Models that ship in the package, addressable by name wherever a checkpoint path is taken.
+BUNDLED_MODELS = {
+    "stories260k": DATA_DIR / "stories260K" / "stories260K.bin",
+    "task-small": DATA_DIR / "task-models" / "task-small",
+    "task-medium": DATA_DIR / "task-models" / "task-medium",
+    "task-large": DATA_DIR / "task-models" / "task-large",
+}
+
+
+def bundled_model_path(name: str = "stories260k") -> Path:
+    return BUNDLED_MODELS[name]
+
+
+def resolve_model_path(path: str | os.PathLike | None) -> Path:
+    """A path as given, or the bundled model a name stands for when no such file exists."""
+    if path is None:
+        return bundled_model_path()
+    path = Path(path)
+    if not path.exists() and str(path).lower() in BUNDLED_MODELS:
+        return BUNDLED_MODELS[str(path).lower()]
+    return path
 
 
 def bundled_text_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "tinystories_valid_1k" / "tinystories_valid_1k.txt"
+    return DATA_DIR / "tinystories_valid_1k" / "tinystories_valid_1k.txt"
 
 
 def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None) -> Model:
     """Open a checkpoint: a Hugging Face folder (or its config.json / .safetensors), a `.gguf`
-    file, or a llama2.c `.bin`. With no path, the bundled stories260K model."""
-    path = Path(path) if path is not None else bundled_model_path()
+    file, or a llama2.c `.bin`. With no path, the bundled stories260K model; a bundled model's name
+    (`task-small`) stands for its path."""
+    path = resolve_model_path(path)
     if not path.exists():
         raise BadCheckpoint("no such file or directory", path=path)
     if path.is_dir() or path.name == "config.json" or path.suffix == ".safetensors" \
