@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardwire.golden import arithmetic as ar
+from hardwire import arithmetic as ar
 from hardwire.golden.engine import GoldenEngine
 from hardwire.golden.forward import GoldenTransformer
 from hardwire.golden.matvec import matvec, pack_matrix

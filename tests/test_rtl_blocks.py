@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hardwire.golden import arithmetic as ar
+from hardwire import arithmetic as ar
 from hardwire.golden import forward as golden
 from hardwire.golden.matvec import matvec, pack_matrix
 from hardwire.rtl.emit import overrides
@@ -169,11 +169,12 @@ def test_embed_lookup_equals_golden(tmp_path, group):
 # -- §5 RoPE ------------------------------------------------------------------------------------------------
 
 def test_rope_equals_golden(tmp_path):
+    from hardwire.model.reference import rope_inverse_frequencies
     from hardwire.model.spec import ModelSpec
     from hardwire.rtl.blocks.rope import rope_module, rope_table_module
     spec = ModelSpec(family="llama", hidden_dim=16, layers=1, heads=2, kv_heads=1, head_dim=8, ffn_dim=16,
                      vocab_size=8, max_context=16)
-    cos, sin = ar.rope_tables(spec)
+    cos, sin = ar.rope_tables(rope_inverse_frequencies(spec), spec.max_context)
     heads = spec.heads + spec.kv_heads
     modules = dict([rope_table_module(cos, sin, spec.max_context)])
     modules.update(rope_module(heads, spec.head_dim, spec.max_context))

@@ -16,15 +16,14 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from hardwire.golden import arithmetic as ar
-from hardwire.golden.arithmetic import (TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal, rshift_round,
-                                        rsqrt, saturate, sigmoid_lookup, token_quantize)
+from hardwire import arithmetic as ar
+from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
+                                 rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, pack_matrix, stack
-from hardwire.golden.tables import INTERNAL_BITS, classifier_name
+from hardwire.golden.tables import classifier_name
 from hardwire.model.reference import grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
-RESIDUAL_BITS = 32
 
 
 # -- blocks ---------------------------------------------------------------------------------------
@@ -111,7 +110,7 @@ def attention(q, keys, values, first, length, heads, score_mult, score_shift, ou
                 total[d] += e * np.int64(values[t, g, d])
         r, n = reciprocal(weight_sum, reciprocal_table)
         for d in range(head_dim):
-            average = rshift_round((total[d] >> n) * r, 39 - ar.ATTENTION_AVERAGE_FRAC_BITS)
+            average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
             wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
     return token_quantize(wide, out_bits, out)
 
@@ -124,7 +123,7 @@ def swiglu(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_tab
     for i in range(gate.size):
         g = gate[i]
         sig = sigmoid_lookup(rshift_round(g * index_mult, index_shift), sigmoid_table)
-        silu = rshift_round(g * sig, 15)
+        silu = rshift_round(g * sig, ar.SIGMOID_FRAC_BITS)
         wide[i] = rshift_round(silu * up[i] * mult, shift - TOKEN_FRAC_BITS)
     return token_quantize(wide, out_bits, out)
 

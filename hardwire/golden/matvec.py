@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from hardwire.golden.arithmetic import (TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS,
-                                        rshift_round, saturate)
+from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
 
 NIBBLE_OFFSET = 8
 PARALLEL_MIN_WEIGHTS = 1 << 18

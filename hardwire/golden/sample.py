@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from hardwire.golden import arithmetic as ar
+from hardwire import arithmetic as ar
 from hardwire.golden.forward import argmax
 
 MASK64 = (1 << 64) - 1

@@ -15,13 +15,12 @@ import math
 
 import numpy as np
 
-from hardwire.golden import arithmetic as ar
+from hardwire import arithmetic as ar
+from hardwire.arithmetic import INTERNAL_BITS, KV_BITS, LOGIT_FRAC_BITS
+from hardwire.model.reference import rope_inverse_frequencies
 from hardwire.model.spec import ModelSpec
 
 TABLES_VERSION = 1
-INTERNAL_BITS = 16                 # q, k, v, gate, up (§5–§7)
-LOGIT_FRAC_BITS = 12               # logits are int32 in units of 2^-12 (§9)
-KV_BITS = 16                       # default KV-cache width (§6.1); 8 halves the SRAM, costs quality
 RESIDUAL_HEADROOM = 4              # the calibrated residual absmax uses 1/4 of the int32 range
 MAX_RESIDUAL_FRAC_BITS = 24
 RANGE_STEPS_PER_OCTAVE = 4         # ranges are rounded up to 2^(n/4): a tiny calibration
@@ -185,7 +184,7 @@ def build_tables(spec: ModelSpec, die, ranges: dict[str, float], kv_bits: int = 
     residual_scale = 2.0 ** -frac_bits
     logit_scale = 2.0 ** -LOGIT_FRAC_BITS
     eps_base = min(round(spec.hidden_dim * spec.norm_eps / residual_scale ** 2), 1 << 62)
-    cos, sin = ar.rope_tables(spec)
+    cos, sin = ar.rope_tables(rope_inverse_frequencies(spec), spec.max_context)
     tables: dict[str, np.ndarray] = {
         "version": _scalar(TABLES_VERSION),
         "activation_bits": _scalar(act_bits),

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS
 from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
                                            kv_sram_module, reciprocal_table_module)
 from hardwire.rtl.blocks.embed import embed_module
@@ -29,8 +30,6 @@ from hardwire.rtl.blocks.rope import rope_module, rope_table_module
 from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
 from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, module, overrides
 
-INTERNAL_BITS = 16
-RESIDUAL_BITS = 32
 LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 

@@ -1,7 +1,7 @@
 """§6 attention (docs/arithmetic.md): KV cache, scores, base-2 softmax, normalised weighted sum of V.
 
 Golden: `hardwire.golden.forward.to_cache` and `attention`, with §6.2 `exp2_negative` and §6.3
-`reciprocal` of `hardwire.golden.arithmetic`. Per layer:
+`reciprocal` of `hardwire.arithmetic`. Per layer:
 
 1. WRITE: k and v of this token, rounded to the cache width (§6.1), go into the two KV SRAMs at `pos`.
 2. SCAN1: positions first..pos are read one per cycle (all heads at once); each head keeps its
@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.golden.arithmetic import MULTIPLIER_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS
+from hardwire.arithmetic import (ATTENTION_AVERAGE_FRAC_BITS, EXP2_FRAC_BITS, INTERNAL_BITS, MULTIPLIER_BITS,
+                                 RECIPROCAL_FRAC_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS)
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, index_bits, module, parameters, sext,
                                signed_bits, word_write)
 
-INTERNAL_BITS = 16
-EXP2_FRAC_BITS = 8
-AVERAGE_SHIFT = 39 - 8          # §6.3: 2^-39 of the reciprocal, 8 extra bits kept in the average
+AVERAGE_SHIFT = RECIPROCAL_FRAC_BITS - ATTENTION_AVERAGE_FRAC_BITS    # §6.3: 2^-39 of the reciprocal, 8 extra bits kept
 # fixed_multiplier gives m in [2^(bits-1), 2^bits]: bits + 1 magnitude bits and a sign
 SCORE_MULT_BITS = SCORE_MULTIPLIER_BITS + 2
 OUT_MULT_BITS = MULTIPLIER_BITS + 2

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.arithmetic import RESIDUAL_BITS
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, signed_bits)
-
-RESIDUAL_BITS = 32
 
 
 def chunk_width(group_width: int, per_cycle: int) -> int:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardwire.golden.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
+from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields, sext,
                                signed_bits, word_read, word_write, zext)
 

@@ -1,6 +1,6 @@
 """§4 RMSNorm (docs/arithmetic.md): x_i = sat(round(round(h_i / sqrt(sum h^2 + eps) * 2^23) * C_i * 2^-shift)).
 
-Golden: `hardwire.golden.forward.rmsnorm` with §4.2 `hardwire.golden.arithmetic.rsqrt`. The block walks
+Golden: `hardwire.golden.forward.rmsnorm` with §4.2 `hardwire.arithmetic.rsqrt`. The block walks
 the residual vector h (32-bit elements) `per_cycle` elements at a time, three times:
 
 1. the largest |h_i|, which fixes the pre-shift that keeps h_i within 23 bits;
@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
+from hardwire.arithmetic import MULTIPLIER_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, chunk_plan, index_bits, literal,
                                module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
                                word_write)
 
-RESIDUAL_BITS = 32
 
 
 def rsqrt_table_module(table: np.ndarray) -> tuple[str, str]:
@@ -30,7 +29,8 @@ def rsqrt_table_module(table: np.ndarray) -> tuple[str, str]:
     return name, case_rom(name, [int(v) for v in table], 32, "§4.2 rsqrt table: 2^30 / sqrt(m), m in [2^14, 2^16).")
 
 
-MULT_BITS = 25          # C_i in the ROM word: |C_i| <= 2^23 (tables._norm_tables: 23-bit multipliers)
+# C_i in the ROM word: 23-bit multipliers (tables._norm_tables), |C_i| <= 2^23, and a sign
+MULT_BITS = MULTIPLIER_BITS + 2
 
 
 def rmsnorm_name(dim: int, out_bits: int, per_cycle: int) -> str:

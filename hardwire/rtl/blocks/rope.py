@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.arithmetic import INTERNAL_BITS, ROPE_FRAC_BITS
 from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, word_read, word_write
-
-INTERNAL_BITS = 16
-ROPE_FRAC_BITS = 14
 
 
 def rope_table_module(cos: np.ndarray, sin: np.ndarray, positions: int) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """§7 SwiGLU (docs/arithmetic.md): silu(g) = round(g * sigmoid(g) * 2^-15); x = token_quantize(round(silu(g) * u * m * 2^-(k - 8))).
 
-Golden: `hardwire.golden.forward.swiglu` with `sigmoid_lookup` of `hardwire.golden.arithmetic`:
+Golden: `hardwire.golden.forward.swiglu` with `sigmoid_lookup` of `hardwire.arithmetic`:
 sigmoid is read from a 2048-entry Q0.15 table at index round(g * m_i * 2^-k_i), clamped to the
 table. `per_cycle` elements per cycle, each with its own table port; then §2.2 token_quantize.
 Cycles: ceil(ffn / per_cycle) + 1, plus token_quantize's.
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.golden.arithmetic import TOKEN_FRAC_BITS
+from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_SIZE, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (RSHIFT_ROUND, Port, chunk_plan, index_bits, module, parameters, word_read,
                                word_write)
 
-INTERNAL_BITS = 16
-SIGMOID_HALF = 1024
+SIGMOID_HALF = SIGMOID_TABLE_SIZE // 2
 
 
 def swiglu_name(ffn: int, act_bits: int, per_cycle: int) -> str:
@@ -72,7 +71,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "            index = rshift_round(g_wide * index_mult, index_shift);",
         f"            clamped = index < -64'sd{SIGMOID_HALF} ? -64'sd{SIGMOID_HALF} :",
         f"                      index > 64'sd{SIGMOID_HALF - 1} ? 64'sd{SIGMOID_HALF - 1} : index;",
-        f"            silu = rshift_round(g_wide * $signed({{48'h0, sigmoid(clamped[10:0] + 11'd{SIGMOID_HALF})}}), 8'sd15);",
+        f"            silu = rshift_round(g_wide * $signed({{48'h0, sigmoid(clamped[10:0] + 11'd{SIGMOID_HALF})}}), 8'sd{SIGMOID_FRAC_BITS});",
         "            swiglu_element = rshift_round(silu * u_wide * mult, wide_shift);",
         "        end",
         "    endfunction",

@@ -4,7 +4,7 @@ token's largest value; division by mu through a 16-bit reciprocal R[mu].
 
     out_i = sat(round(wide_i * R[mu] * 2^-(21 - e)))
 
-Golden: `hardwire.golden.arithmetic.token_quantize`. Two passes over the buffered wide vector,
+Golden: `hardwire.arithmetic.token_quantize`. Two passes over the buffered wide vector,
 `per_cycle` elements a cycle: the largest magnitude, then the choice of (mu, e), one e per cycle from
 the finest (all 8 mu compared at once, two cycles per exponent: the largest magnitude against a
 constant threshold per (e, mu), `fit_thresholds`), then the outputs. Cycles:
@@ -12,7 +12,7 @@ constant threshold per (e, mu), `fit_thresholds`), then the outputs. Cycles:
 """
 from __future__ import annotations
 
-from hardwire.golden import arithmetic as ar
+from hardwire import arithmetic as ar
 from hardwire.rtl.emit import Port, chunk_plan, index_bits, module, word_read, word_write
 
 SHIFT_BASE = ar.TOKEN_RECIPROCAL_BITS + ar.TOKEN_FRAC_BITS - ar.TOKEN_MANTISSA_BITS

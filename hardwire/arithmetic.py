@@ -1,9 +1,13 @@
-"""Fixed-point primitives of the chip's datapath and the tables they read (docs/arithmetic.md).
+"""The integer arithmetic of the chip's datapath: every width, every primitive, every table
+(docs/arithmetic.md).
 
-Every function here is one block of the datapath, named after it, with the widths of
-docs/arithmetic.md. The `@njit` functions are the integer arithmetic itself (they run inside the
-golden token step and take and return only integers); the `*_table` and `fixed_multiplier`
-functions run once, at freeze time, and are the only place a float becomes an integer constant.
+This is the one definition the golden model (`hardwire.golden`), the table builder
+(`hardwire.freeze.tables`) and the Verilog generator (`hardwire.rtl`) all import, so a width
+cannot differ between them. Every function here is one block of the datapath, named after it,
+with the widths of docs/arithmetic.md. The `@njit` functions are the integer arithmetic itself
+(they run inside the golden token step and take and return only integers); the `*_table` and
+`fixed_multiplier` functions run once, at freeze time, and are the only place a float becomes an
+integer constant.
 """
 from __future__ import annotations
 
@@ -11,6 +15,12 @@ import math
 
 import numpy as np
 from numba import njit
+
+# §2.1 Points of the datapath
+RESIDUAL_BITS = 32                  # the residual stream h, the logits, the wo / w_down outputs
+INTERNAL_BITS = 16                  # q, k, v, gate, up (§5–§7)
+KV_BITS = 16                        # default KV-cache width (§6.1); 8 halves the SRAM, costs quality
+LOGIT_FRAC_BITS = 12                # logits are int32 in units of 2^-12 (§9)
 
 # §1 Fixed-point multipliers: a positive real r becomes (m, k) with r ~= m * 2^-k and
 # m in [2^(bits-1), 2^bits]. Most sites use 23-bit multipliers (relative error <= 2^-23).
@@ -31,13 +41,15 @@ EXP2_FRAC_BITS = 8
 EXP2_ONE = 1 << 15
 EXP2_TABLE_SIZE = 1 << EXP2_FRAC_BITS
 EXP2_MAX_SHIFT = 16                 # 2^-16 * 2^15 < 1: such a weight is 0
+RECIPROCAL_FRAC_BITS = 39           # §6.3 the reciprocal of the weight sum is r * 2^-(39 + n)
 ATTENTION_AVERAGE_FRAC_BITS = 8     # the softmax-weighted average of V keeps 8 extra bits
 
 # §7 SiLU: sigmoid sampled every 2^-6 on [-16, 16), Q0.15 values
 SIGMOID_STEP_BITS = 6
 SIGMOID_RANGE = 16
 SIGMOID_TABLE_SIZE = 2 * SIGMOID_RANGE << SIGMOID_STEP_BITS
-SIGMOID_ONE = 1 << 15
+SIGMOID_FRAC_BITS = 15              # sigmoid values in Q0.15
+SIGMOID_ONE = 1 << SIGMOID_FRAC_BITS
 
 # §2.2 Token scale: matmul inputs are produced with TOKEN_FRAC_BITS extra fraction bits below
 # their calibrated scale s, then rounded to the activation width with the finest step
@@ -220,9 +232,9 @@ def sigmoid_table() -> np.ndarray:
     return np.rint(SIGMOID_ONE / (1.0 + np.exp(-x))).astype(np.int32)
 
 
-def rope_tables(spec) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin [max_context, head_dim/2] in Q1.14 (int16), angles in float64."""
-    from hardwire.model.reference import rope_inverse_frequencies
-    angles = np.outer(np.arange(spec.max_context, dtype=np.float64), rope_inverse_frequencies(spec))
+def rope_tables(inverse_frequencies: np.ndarray, positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin [positions, head_dim/2] in Q1.14 (int16) of the angles p * f, f the model's
+    RoPE inverse frequencies (`hardwire.model.reference.rope_inverse_frequencies`), in float64."""
+    angles = np.outer(np.arange(positions, dtype=np.float64), inverse_frequencies)
     one = 1 << ROPE_FRAC_BITS
     return (np.rint(np.cos(angles) * one).astype(np.int16), np.rint(np.sin(angles) * one).astype(np.int16))
