@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.errors import BadDie
-from hardwire.freeze.formats import QuantizedTensor, WeightFormat, pack_codes, unpack_codes
+from hardwire.formats import QuantizedTensor, WeightFormat, pack_codes, unpack_codes
 from hardwire.model.spec import ModelSpec
 
 DIE_FORMAT = "hardwire-die"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.formats import WeightFormat, activation_scale
 from hardwire.freeze.calibrate import InputStatistics
-from hardwire.freeze.formats import WeightFormat, activation_scale
 from hardwire.freeze.quantize import quantize_rtn
 from hardwire.model.reference import FloatTransformer
 from hardwire.model.spec import ModelSpec

@@ -14,8 +14,7 @@ import pytest
 
 import hardwire
 from hardwire.errors import BadPlan
-from hardwire.freeze.formats import (WeightFormat, decode_scales, encode_scales, pack_codes,
-                                     unpack_codes)
+from hardwire.formats import WeightFormat, decode_scales, encode_scales, pack_codes, unpack_codes
 from hardwire.freeze.freezer import Calibration, freeze
 from hardwire.freeze.plan import Choice, check_budget, parse_plan, resolve
 from hardwire.freeze.quality import context_windows, evaluate, perplexity, read_sequences

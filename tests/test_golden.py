@@ -288,7 +288,7 @@ def test_matvec_saturates_and_keeps_int16_activations_exact():
 
 
 def test_nibble_packing_matches_signed_codes_with_zero_points_and_odd_groups():
-    from hardwire.freeze.formats import WeightFormat
+    from hardwire.formats import WeightFormat
     from hardwire.freeze.quantize import quantize_rtn
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((5, 70)).astype(np.float32)

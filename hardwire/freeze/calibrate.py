@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.freeze.formats import WeightFormat
+from hardwire.formats import WeightFormat
 from hardwire.freeze.quantize import quantize_rtn
 from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
 from hardwire.model.spec import ModelSpec

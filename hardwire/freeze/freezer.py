@@ -19,9 +19,9 @@ import numpy as np
 
 from hardwire.die import Die, DieWriter
 from hardwire.errors import BadConfig
+from hardwire.formats import QuantizedTensor, activation_bits, activation_scale
 from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidden, hessian_source,
                                        limit_sequences, measure_sensitivity)
-from hardwire.freeze.formats import QuantizedTensor, activation_bits, activation_scale
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
 from hardwire.model.tokenizer import tokenizer_files

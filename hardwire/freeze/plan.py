@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hardwire.errors import BadPlan
-from hardwire.freeze.formats import ACTIVATION_FORMATS, WeightFormat
+from hardwire.formats import ACTIVATION_FORMATS, WeightFormat
 from hardwire.freeze.quantize import METHODS
 from hardwire.model.spec import ModelSpec
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.errors import BadConfig
+from hardwire.formats import fake_quantize_activations
 from hardwire.freeze.calibrate import kl_divergence, log_softmax
-from hardwire.freeze.formats import fake_quantize_activations
 from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.freeze.formats import (QuantizedTensor, WeightFormat, decode_scales, encode_scales,
-                                     group_view, ideal_scales, quantize_values, zero_points)
+from hardwire.formats import (QuantizedTensor, WeightFormat, decode_scales, encode_scales, group_view,
+                               ideal_scales, quantize_values, zero_points)
 
 METHODS = ("rtn", "gptq")
 ROW_CHUNK_VALUES = 1 << 22      # RTN processes this many weights at a time to bound temporaries

@@ -1,4 +1,5 @@
-"""Number formats a die stores: integer weight codes, their scales, and activation formats.
+"""Number formats a die stores (the die's vocabulary: written by freeze, read by `hardwire.die`):
+integer weight codes, their scales, and activation formats.
 
 A weight matrix W [rows=out, cols=in] is cut into groups of `group` consecutive input columns in
 each row (per-output-channel when `group` is None: one group per row). Each group has one scale
