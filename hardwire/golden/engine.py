@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.engine import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.errors import BadConfig
 from hardwire.golden.forward import GoldenTransformer
 from hardwire.golden.sample import IntegerSampler
 from hardwire.golden.tables import tables_for
-from hardwire.runtime.engine import Engine, restore_kv_cache, snapshot_kv_cache
 
 
 class GoldenEngine(Engine):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.engine import Generation
 from hardwire.errors import BadConfig
 from hardwire.golden.engine import GoldenEngine
-from hardwire.runtime.engine import Generation
 
 
 class RtlEngine(GoldenEngine):

@@ -10,26 +10,8 @@ from typing import Optional
 import numpy as np
 import typer
 
+from hardwire.engine import parse_ids, prompt_ids
 from hardwire.errors import BadConfig
-
-
-def parse_ids(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise BadConfig(f"expected comma-separated integers like 1,2,3, got {text!r}", field="--ids") from None
-
-
-def prompt_ids(engine, prompt: Optional[str], ids: Optional[str]) -> list[int]:
-    if (prompt is None) == (ids is None):
-        if prompt is None and ids is None and engine.spec.bos_id is not None:
-            return [engine.spec.bos_id]
-        raise BadConfig("give exactly one of --prompt or --ids", field="--prompt/--ids")
-    if ids is not None:
-        return parse_ids(ids)
-    if engine.tokenizer is None:
-        raise BadConfig("this model has no tokenizer; pass token ids with --ids", field="--prompt")
-    return engine.tokenizer.encode(prompt, bos=engine.spec.bos_id is not None)
 
 
 def chip_report(spec, prompt_tokens: int, generated_tokens: int) -> dict:
