@@ -23,12 +23,13 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from hardwire.errors import BadDie
 from hardwire.formats import QuantizedTensor, WeightFormat, pack_codes, unpack_codes
-from hardwire.model.spec import ModelSpec
+from hardwire.model.spec import ModelSpec, Weights
 
 DIE_FORMAT = "hardwire-die"
 DIE_FORMAT_VERSION = 1
@@ -43,6 +44,26 @@ def canonical_json(data: dict) -> bytes:
 
 def die_id(manifest: dict) -> str:
     return hashlib.sha256(canonical_json({k: v for k, v in manifest.items() if k != "id"})).hexdigest()
+
+
+@runtime_checkable
+class FrozenWeights(Weights, Protocol):
+    """What the golden model and the RTL generator read from a die: on top of a model's spec and
+    (dequantized) tensors, each matrix's integer codes and scales, the calibrated activation
+    scales, and the manifest. `Die` is one; the tests also build them in memory. `isinstance(x,
+    FrozenWeights)` is how code tells a die from a checkpoint's `Model`."""
+
+    id: str
+    manifest: dict
+
+    def quantized(self, name: str) -> QuantizedTensor: ...
+
+    def activation_scales(self) -> dict[str, float]: ...
+
+
+def is_die(path: str | os.PathLike | None) -> bool:
+    """Whether `path` names a die (a directory holding manifest.json) rather than a checkpoint."""
+    return path is not None and Path(path).is_dir() and (Path(path) / MANIFEST).exists()
 
 
 def file_sha256(path: Path) -> str:
@@ -289,6 +310,17 @@ def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
         return Die(path, manifest)
     except Exception as e:  # a malformed spec in an id-consistent manifest
         raise BadDie(f"malformed manifest: {e}", path=manifest_path) from None
+
+
+def open_model_or_die(source):
+    """A die or a checkpoint, opened: a path (a die directory or any checkpoint `load` reads), or
+    None for the bundled model. Anything already opened (a Model, a Die) is returned as it is."""
+    if source is None or isinstance(source, (str, os.PathLike)):
+        if is_die(source):
+            return open_die(source)
+        from hardwire.model.load import load
+        return load(source)
+    return source
 
 
 def verify_files(path: Path, manifest: dict) -> None:

@@ -19,9 +19,10 @@ def resolve_spec(model: Optional[str], preset: Optional[str]) -> tuple[str, Mode
     if preset:
         from hardwire.chip.presets import model_preset
         return preset, model_preset(preset), None
-    if model and Path(model).is_dir() and (Path(model).suffix == ".die" or (Path(model) / "manifest.json").exists()):
+    from hardwire.die import is_die
+    if is_die(model):
         try:
-            from hardwire import open_die
+            from hardwire.die import open_die
             die = open_die(model)
         except ModuleNotFoundError:
             raise BadConfig("reading dies is not available in this version yet; use --preset or a checkpoint",

@@ -15,14 +15,6 @@ from hardwire.progress import progress_bar
 DEFAULT_CALIBRATION_DOCUMENTS = 64     # from the end of the bundled text when no --calib is given
 
 
-def open_model_or_die(path: Optional[Path]):
-    if path is not None and path.is_dir() and (path / "manifest.json").exists():
-        from hardwire.die import open_die
-        return open_die(path)
-    from hardwire.model.load import load
-    return load(path)
-
-
 CALIBRATION_FILE = "calibration.txt"     # a checkpoint folder may ship its own calibration text
 
 
@@ -104,6 +96,7 @@ def print_die(die) -> None:
 def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokenizer_path: Optional[Path],
                  float_model: Optional[Path], act_quant: bool, window: Optional[int],
                  backend: str = "float") -> tuple[list[dict], dict]:
+    from hardwire.die import open_model_or_die
     from hardwire.freeze.quality import evaluate, read_sequences
     from hardwire.model.load import load
 

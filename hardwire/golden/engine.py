@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.die import FrozenWeights
 from hardwire.engine import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.errors import BadConfig
 from hardwire.golden.forward import GoldenTransformer
@@ -16,7 +17,7 @@ class GoldenEngine(Engine):
     backend = "golden"
 
     def __init__(self, source, capacity: int | None = None, tables: dict[str, np.ndarray] | None = None):
-        if not hasattr(source, "quantized"):
+        if not isinstance(source, FrozenWeights):
             raise BadConfig("the golden backend runs a frozen die; freeze the model first "
                             "(hardwire freeze MODEL --plan w8 -o NAME.die) and pass the die", field="backend")
         super().__init__(source)

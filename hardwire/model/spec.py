@@ -8,8 +8,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hardwire.errors import BadConfig
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FAMILIES = ("llama", "mistral", "qwen2")
 ACTIVATIONS = ("silu",)
@@ -153,3 +157,14 @@ class ModelSpec:
         if unknown:
             raise BadConfig(f"unknown ModelSpec fields {sorted(unknown)}")
         return cls(**data)
+
+
+@runtime_checkable
+class Weights(Protocol):
+    """What every later stage reads a model through: its spec and its float32 tensors by canonical
+    name (`ModelSpec.tensor_shapes`). A checkpoint's `Model` is one, and so is a die
+    (`hardwire.die.FrozenWeights`), whose tensors are its dequantized weights."""
+
+    spec: ModelSpec
+
+    def tensor(self, name: str) -> "np.ndarray": ...

@@ -12,10 +12,10 @@ from hardwire.errors import BadConfig
 
 
 def open_die_argument(path: Optional[Path]):
-    if path is None or not (path.is_dir() and (path / "manifest.json").exists()):
+    from hardwire.die import is_die, open_die
+    if not is_die(path):
         raise BadConfig("expected a die directory (make one with `hardwire freeze MODEL --plan w8 -o NAME.die`)",
                         path=path)
-    from hardwire.die import open_die
     return open_die(path)
 
 

@@ -83,9 +83,11 @@ def register(app: typer.Typer) -> None:
         """Serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models)."""
         import uvicorn
 
+        from hardwire.die import FrozenWeights
         from hardwire.runtime.engine import make_engine
         from hardwire.runtime.server import create_app
         engine = make_engine(model, backend=backend)
-        name = getattr(engine.source, "id", None) or Path(str(getattr(engine.source, "path", "stories260K"))).name
+        source = engine.source
+        name = source.id if isinstance(source, FrozenWeights) else Path(str(source.path)).name
         uvicorn.run(create_app(engine, name), host=host, port=port, log_level="info")
 

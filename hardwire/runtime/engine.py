@@ -6,24 +6,11 @@ the model layer's float reference, on a checkpoint's weights or a die's dequanti
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from hardwire.die import open_model_or_die
 from hardwire.engine import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.errors import BadConfig
 
 BACKENDS = ("float", "golden", "rtl")
-
-
-def open_model_or_die(source):
-    """A path (checkpoint or die directory), an opened Model/Die, or None for the bundled model."""
-    if source is None or isinstance(source, (str, Path)):
-        path = Path(source) if source is not None else None
-        if path is not None and path.is_dir() and (path / "manifest.json").exists():
-            from hardwire.die import open_die
-            return open_die(path)
-        from hardwire.model.load import load
-        return load(path)
-    return source
 
 
 class FloatEngine(Engine):

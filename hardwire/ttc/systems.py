@@ -189,7 +189,7 @@ def open_system(text: str) -> System:
     if target.startswith(("http://", "https://")):
         url, _, model = target.partition("#")
         return System(text, clock=make_clock(clock_spec or "wall"), generator=EndpointGenerator(url, model or None))
-    from hardwire.runtime.engine import open_model_or_die
+    from hardwire.die import open_model_or_die
     source = open_model_or_die(target)
     is_die = hasattr(source, "quantized")
     backend = "golden" if is_die else "float"
