@@ -245,7 +245,7 @@ class Die:
         return np.asarray(self._read(entry["file"], name), dtype=np.float32)
 
     def output_matrix(self) -> np.ndarray:
-        return self.tensor("embed" if self.spec.tied_embeddings else "output")
+        return self.tensor(self.spec.classifier)
 
     def activation_scales(self) -> dict[str, float]:
         """Per-matmul input scale: a float input x is the code round(x / scale) in the die's

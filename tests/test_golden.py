@@ -182,7 +182,7 @@ class SlowGolden:
                                   t["sigmoid_table"])
             h = [sat(a + b, 32) for a, b in zip(h, self.linear(p + "w_down", d, scale, 32))]
         x, scale = self.norm("final_norm", h)
-        return self.linear("embed" if spec.tied_embeddings else "output", x, scale, 32)
+        return self.linear(spec.classifier, x, scale, 32)
 
 
 # -- dies of several shapes ---------------------------------------------------------------------

@@ -158,7 +158,7 @@ def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightForma
         if progress is not None:
             progress(index + 1)
     final_norm = model.tensor("final_norm")
-    head_name = "embed" if spec.tied_embeddings else "output"
+    head_name = spec.classifier
     head = model.tensor(head_name)
     hidden = [final_hidden(spec, x, final_norm) for x in streams[()]]
     reference = [h @ head.T for h in hidden]

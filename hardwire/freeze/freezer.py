@@ -119,7 +119,7 @@ def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, over
         final_norm = model.tensor("final_norm")
         hidden = [final_hidden(spec, x, final_norm) for x in streams]
         del streams
-        head_name = "embed" if spec.tied_embeddings else "output"
+        head_name = spec.classifier
         head_stats = InputStatistics({head_name} & gptq_inputs)
         for h in hidden:
             head_stats.capture(head_name, h)

@@ -111,7 +111,7 @@ def forward_with_layers(transformer: FloatTransformer, ids: np.ndarray) -> tuple
         x = transformer.layer(index, x, cos, sin, 0)
         layers.append(x)
     x = rmsnorm(x, transformer.weights["final_norm"], spec.norm_eps)
-    head = "embed" if spec.tied_embeddings else "output"
+    head = spec.classifier
     return transformer.linear(head, x, None), layers
 
 

@@ -20,7 +20,6 @@ from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, pack_matrix, stack
-from hardwire.golden.tables import classifier_name
 from hardwire.model.reference import grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -190,7 +189,7 @@ class GoldenTransformer:
                 layer[name] = _pair(tables, p + name)
             self.layers.append(layer)
         self.final_norm = (tables["final_norm.mult"], _scalar(tables, "final_norm.shift"))
-        self.classifier = self._packed(die, [classifier_name(spec)])[0]
+        self.classifier = self._packed(die, [spec.classifier])[0]
         self.reset()
 
     def _packed(self, die, names: list[str]) -> list[PackedMatrix]:

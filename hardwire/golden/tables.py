@@ -39,10 +39,6 @@ def rounded_range(absmax: float) -> float:
     return 2.0 ** (math.ceil(math.log2(absmax) * RANGE_STEPS_PER_OCTAVE) / RANGE_STEPS_PER_OCTAVE)
 
 
-def classifier_name(spec: ModelSpec) -> str:
-    return "embed" if spec.tied_embeddings else "output"
-
-
 # -- calibration of the internal points ---------------------------------------------------------
 
 def measure_ranges(model, sequences) -> dict[str, float]:
@@ -103,7 +99,7 @@ def measure_ranges(model, sequences) -> dict[str, float]:
             record("residual", np.abs(x).max())
         del runner, weights
     final_norm = model.tensor("final_norm")
-    head = "embed" if spec.tied_embeddings else "output"
+    head = spec.classifier
     for x in streams:
         record(head, np.abs(rmsnorm(x, final_norm, spec.norm_eps)).max())
     return ranges
@@ -227,7 +223,7 @@ def build_tables(spec: ModelSpec, die, ranges: dict[str, float], kv_bits: int = 
         tables[p + "swiglu_mult"] = _pair(s["gate"] * s["up"] / down_in)
         _matrix_tables(tables, die, p + "w_down", down_in, residual_scale)
 
-    head = classifier_name(spec)
+    head = spec.classifier
     final_in = input_scale(die_scales, ranges, [head], act_bits)
     _norm_tables(tables, die, spec, "final_norm", final_in)
     _matrix_tables(tables, die, head, final_in, logit_scale)

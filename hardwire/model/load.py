@@ -53,7 +53,7 @@ class Model:
 
     def output_matrix(self) -> np.ndarray:
         """The classifier [vocab, hidden]: the embedding when tied."""
-        return self.tensor("embed" if self.spec.tied_embeddings else "output")
+        return self.tensor(self.spec.classifier)
 
     def layer(self, index: int) -> dict[str, np.ndarray]:
         return {n: self.tensor(f"layers.{index}.{n}") for n in self.spec.layer_tensor_shapes()}

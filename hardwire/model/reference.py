@@ -98,7 +98,7 @@ class FloatTransformer:
         self.initial_capacity = min(capacity or 256, spec.max_context)
         self.weights = {name: np.ascontiguousarray(tensor(name), dtype=np.float32)
                         for name in spec.tensor_shapes()}
-        self.output = self.weights["embed" if spec.tied_embeddings else "output"]
+        self.output = self.weights[spec.classifier]
         self.reset()
 
     def reset(self) -> None:
@@ -166,7 +166,7 @@ class FloatTransformer:
             x = self.layer(index, x, cos, sin, start, capture)
         self.position = start + len(ids)
         x = rmsnorm(x, self.weights["final_norm"], self.spec.norm_eps)
-        return self.linear("embed" if self.spec.tied_embeddings else "output", x, capture)
+        return self.linear(self.spec.classifier, x, capture)
 
 
 def teacher_forced_logits(model, ids) -> np.ndarray:

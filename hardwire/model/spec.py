@@ -98,6 +98,11 @@ class ModelSpec:
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
+    def classifier(self) -> str:
+        """The tensor that turns the final hidden state into logits: the embedding when tied."""
+        return "embed" if self.tied_embeddings else "output"
+
+    @property
     def q_dim(self) -> int:
         return self.heads * self.head_dim
 

@@ -370,7 +370,7 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
 
 def generate(die, tables: dict | None = None, options: RtlOptions | None = None) -> Design:
     """The Verilog design of `die`: every block, the layers and the top `hw_chip`."""
-    from hardwire.golden.tables import classifier_name, tables_for
+    from hardwire.golden.tables import tables_for
     options = options or RtlOptions()
     tables = tables if tables is not None else tables_for(die)
     spec = die.spec
@@ -433,7 +433,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
                      "index_shift": index_k, "glu_mult": glu_m, "glu_shift": glu_k}
         design.add(f"hw_layer_{i}", layer_module(i, spec, act_bits, positions, constants))
     add_all(rmsnorm_rom("final_norm", np.asarray(tables["final_norm.mult"]), spec.hidden_dim, options.norm_per_cycle))
-    head = classifier_name(spec)
+    head = spec.classifier
     add_matvec(head, RESIDUAL_BITS)
     design.add("hw_chip", chip_module(spec, act_bits, positions, head,
                                       {**shared, "final_norm_shift": _scalar(tables, "final_norm.shift")},
