@@ -81,8 +81,8 @@ def bench_golden(model, plan: str, tokens: int, workdir: Path) -> dict:
     from hardwire.die import open_die
     from hardwire.freeze.freezer import Calibration, freeze
     from hardwire.freeze.plan import parse_plan
+    from hardwire.freeze.tables import build_tables, measure_ranges
     from hardwire.golden.engine import GoldenEngine
-    from hardwire.golden.tables import build_tables, measure_ranges
     rng = np.random.default_rng(1)
     calibration = [[1] + list(rng.integers(3, model.spec.vocab_size, 63))]
     path = workdir / f"{plan}.die"

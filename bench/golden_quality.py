@@ -37,8 +37,8 @@ def main() -> None:
     from hardwire.freeze.freezer import Calibration, freeze
     from hardwire.freeze.plan import parse_plan
     from hardwire.freeze.quality import read_sequences
+    from hardwire.freeze.tables import build_tables, measure_ranges
     from hardwire.golden.engine import GoldenEngine
-    from hardwire.golden.tables import build_tables, measure_ranges
     from hardwire.model.load import bundled_text_path
     from hardwire.model.reference import FloatTransformer
 

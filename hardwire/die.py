@@ -35,6 +35,11 @@ DIE_FORMAT = "hardwire-die"
 DIE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 HASH_CHUNK_BYTES = 1 << 24
+# The datapath's integer constants (docs/arithmetic.md §10): built by the freezer
+# (hardwire.freeze.tables), read by the golden model and the RTL generator (hardwire.golden.tables).
+GOLDEN_TABLES_KEY = "golden_tables"        # manifest field: {"file", "version", "kv_bits"}
+GOLDEN_TABLES_FILE = "golden_tables.safetensors"
+TABLES_VERSION = 1
 
 
 def canonical_json(data: dict) -> bytes:

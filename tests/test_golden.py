@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from hardwire import arithmetic as ar
+from hardwire.freeze.tables import build_tables, measure_ranges
 from hardwire.golden.engine import GoldenEngine
 from hardwire.golden.forward import GoldenTransformer
 from hardwire.golden.matvec import matvec, pack_matrix
 from hardwire.golden.sample import IntegerSampler, SplitMix64
-from hardwire.golden.tables import build_tables, measure_ranges
 from hardwire.model.spec import ModelSpec
 from tests.golden_dies import MemoryDie, RandomModel
 
@@ -401,6 +401,31 @@ def test_golden_backend_refuses_a_float_checkpoint():
     from hardwire.errors import BadConfig
     with pytest.raises(BadConfig, match="freeze"):
         GoldenEngine(hardwire.load())
+
+
+def copy_without_tables(die, path: Path) -> Path:
+    """A valid die (ids and hashes consistent) with every file of `die` but its datapath tables, as
+    a hardwire from before the tables were stored wrote it."""
+    from hardwire.die import GOLDEN_TABLES_FILE, GOLDEN_TABLES_KEY, DieWriter
+    with DieWriter(path) as writer:
+        for relative in die.manifest["files"]:
+            if relative != GOLDEN_TABLES_FILE:
+                writer.copy_file(die.path / relative, relative)
+        writer.tensors = die.manifest["tensors"]
+        writer.commit({k: v for k, v in die.manifest.items()
+                       if k not in ("format", "format_version", "id", "tensors", "files", GOLDEN_TABLES_KEY)})
+    return path
+
+
+def test_a_die_without_datapath_tables_is_refused_with_a_way_out(stories_die, tmp_path, cli):
+    from hardwire.die import open_die
+    from hardwire.errors import BadDie
+    old = copy_without_tables(stories_die, tmp_path / "old.die")
+    with pytest.raises(BadDie, match="no datapath tables.*freeze the model again"):
+        GoldenEngine(open_die(old))
+    proc = cli("run", old, "--backend", "golden", "-n", "2", expect=2)
+    assert "old.die" in proc.stderr and "hardwire freeze" in proc.stderr and "Traceback" not in proc.stderr
+    cli("run", old, "--backend", "float", "-n", "2")           # its weights are still a model
 
 
 def test_quality_scores_the_golden_backend_from_its_own_logits(stories_die):

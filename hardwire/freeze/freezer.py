@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hardwire.die import Die, DieWriter
+from hardwire.die import GOLDEN_TABLES_KEY, Die, DieWriter
 from hardwire.errors import BadConfig
 from hardwire.formats import QuantizedTensor, activation_bits, activation_scale
 from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidden, hessian_source,
                                        limit_sequences, measure_sensitivity)
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
+from hardwire.freeze.tables import freeze_tables
 from hardwire.model.tokenizer import tokenizer_files
 
 DEFAULT_CALIBRATION_TOKENS = 16384
@@ -167,7 +168,6 @@ def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, over
         }
         # The golden datapath's tables (docs/arithmetic.md §10) are part of the die, so the golden
         # model and the RTL read the same constants on every machine.
-        from hardwire.golden.tables import GOLDEN_TABLES_KEY, freeze_tables
         fields[GOLDEN_TABLES_KEY] = freeze_tables(writer, spec, fields["activations"], calibration.sequences)
         step("golden tables")
         return writer.commit(fields)

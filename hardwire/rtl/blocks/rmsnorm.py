@@ -29,7 +29,7 @@ def rsqrt_table_module(table: np.ndarray) -> tuple[str, str]:
     return name, case_rom(name, [int(v) for v in table], 32, "§4.2 rsqrt table: 2^30 / sqrt(m), m in [2^14, 2^16).")
 
 
-# C_i in the ROM word: 23-bit multipliers (tables._norm_tables), |C_i| <= 2^23, and a sign
+# C_i in the ROM word: 23-bit multipliers (freeze/tables._norm_tables), |C_i| <= 2^23, and a sign
 MULT_BITS = MULTIPLIER_BITS + 2
 
 
