@@ -7,7 +7,9 @@ the chip does. Nothing in a step is a float: every block below takes and returns
 each is named after the section of docs/arithmetic.md it implements.
 
 `trace`, when given, receives (block name, integer vector) at each block boundary: the probe
-points an RTL simulation is compared against.
+points an RTL simulation is compared against. A block that ends in a token quantizer (§2.2) also
+reports its token scale as `<block>.scale` = [mu, e] (the exponent sets the quantizer's cycles,
+hardwire.datapath).
 """
 from __future__ import annotations
 
@@ -249,6 +251,7 @@ class GoldenTransformer:
             mult, shift = layer["attn_norm"]
             e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
             note(name + "attn_norm", x)
+            note(name + "attn_norm.scale", np.asarray(e))
             qkv = self._linear(layer["qkv"], x, e, INTERNAL_BITS)
             q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
             rope(q, spec.heads, spec.head_dim, cos, sin)
@@ -265,11 +268,13 @@ class GoldenTransformer:
             e = attention(q, self.keys[index], self.values[index], first, pos + 1, spec.heads, score_m, score_k,
                           out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended)
             note(name + "attention", attended)
+            note(name + "attention.scale", np.asarray(e))
             residual_add(h, self._linear(layer["wo"], attended, e, RESIDUAL_BITS))
             note(name + "attention_residual", h)
             mult, shift = layer["ffn_norm"]
             e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
             note(name + "ffn_norm", x)
+            note(name + "ffn_norm.scale", np.asarray(e))
             gate_up = self._linear(layer["gate_up"], x, e, INTERNAL_BITS)
             gated = np.empty(spec.ffn_dim, np.int64)
             index_m, index_k = layer["sigmoid_index_mult"]
@@ -277,11 +282,13 @@ class GoldenTransformer:
             e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
                        t["sigmoid_table"], gated)
             note(name + "swiglu", gated)
+            note(name + "swiglu.scale", np.asarray(e))
             residual_add(h, self._linear(layer["w_down"], gated, e, RESIDUAL_BITS))
             note(name + "ffn_residual", h)
         mult, shift = self.final_norm
         e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
         note("final_norm", x)
+        note("final_norm.scale", np.asarray(e))
         logits = matvec(self.classifier, x, e, RESIDUAL_BITS)
         note("logits", logits)
         self.position = pos + 1

@@ -1,0 +1,126 @@
+"""The token step as an ordered list of typed blocks, in the order the chip runs them.
+
+    embed -> per layer: attn_norm -> qkv -> rope -> attention -> wo -> residual
+                        -> ffn_norm -> gate_up -> swiglu -> down -> residual
+          -> final_norm -> classifier -> logits (argmax)
+
+which is the order of `hardwire.golden.forward.GoldenTransformer.step` and of the generated RTL's
+sequencer (rtl/top.py). Each block knows the layer-pipeline stage it belongs to, so the chip
+estimate groups the same blocks into stages (`hardwire.chip.arch.stage_plan`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hardwire.datapath.blocks import (Attention, Block, Embed, LanePlan, Logits, MatVec, Matrix, Norm, Residual,
+                                      Rope, SwiGLU)
+from hardwire.datapath.point import DesignPoint
+from hardwire.model.spec import ModelSpec
+
+Exponents = dict[str, int]       # block name -> the token quantizer's exponent e for one token
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One token through the chip: the blocks of `spec` at design point `point`."""
+    spec: ModelSpec
+    point: DesignPoint
+    blocks: tuple[Block, ...]
+
+    def block_cycles(self, context: int = 1, exponents: Exponents | None = None) -> list[tuple[str, int]]:
+        """(block name, cycles) in order, at `context` positions attended; a quantizing block
+        absent from `exponents` is charged its worst case."""
+        exponents = exponents or {}
+        return [(b.name, int(b.cycles(self.point, context, exponents.get(b.name)))) for b in self.blocks]
+
+    def cycles(self, context: int = 1, exponents: Exponents | None = None) -> int:
+        """Cycles of the whole step, one block after another (the sequential schedule)."""
+        return sum(cycles for _, cycles in self.block_cycles(context, exponents))
+
+    def stages(self) -> list[tuple[str, tuple[Block, ...]]]:
+        """The layer-pipeline stages in order, each with its blocks."""
+        stages: list[tuple[str, list[Block]]] = []
+        for block in self.blocks:
+            if not stages or stages[-1][0] != block.stage:
+                stages.append((block.stage, []))
+            stages[-1][1].append(block)
+        return [(name, tuple(blocks)) for name, blocks in stages]
+
+    def matrices(self) -> list[Matrix]:
+        return [m for b in self.blocks if isinstance(b, MatVec) for m in b.matrices]
+
+    def plan(self, matrix_name: str) -> LanePlan:
+        """Lanes and cycles of the product by `matrix_name` (e.g. layers.0.wq)."""
+        for m in self.matrices():
+            if m.name == matrix_name:
+                return m.plan(self.point)
+        raise KeyError(matrix_name)
+
+
+def layer_blocks(spec: ModelSpec, index: int) -> list[Block]:
+    """One layer, in the sequencer's order (rtl/top.py layer_module): every block's start is
+    registered by the sequencer a cycle after the previous done (handoff 1), except that the
+    residual add takes the cycle after wo's and w_down's done, in which ffn_norm starts and the
+    layer is done."""
+    p, L = f"layers.{index}.", f"L{index}."
+    dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
+    return [
+        Norm(name=p + "attn_norm", stage=L + "qkv", handoff=1, dim=dim),
+        MatVec(name=p + "qkv", stage=L + "qkv", handoff=1,
+               matrices=(Matrix(p + "wq", q_dim, dim), Matrix(p + "wk", kv_dim, dim), Matrix(p + "wv", kv_dim, dim))),
+        Rope(name=p + "rope", stage=L + "qkv", handoff=1, heads=spec.heads + spec.kv_heads, head_dim=spec.head_dim),
+        Attention(name=p + "attention", stage=L + "attention", handoff=1, heads=spec.heads, kv_heads=spec.kv_heads,
+                  head_dim=spec.head_dim, window=spec.sliding_window),
+        MatVec(name=p + "wo", stage=L + "wo", handoff=1, matrices=(Matrix(p + "wo", dim, q_dim),)),
+        Residual(name=p + "attention_residual", stage=L + "wo", dim=dim),
+        Norm(name=p + "ffn_norm", stage=L + "gate_up", dim=dim),
+        MatVec(name=p + "gate_up", stage=L + "gate_up", handoff=1,
+               matrices=(Matrix(p + "w_gate", ffn, dim), Matrix(p + "w_up", ffn, dim))),
+        SwiGLU(name=p + "swiglu", stage=L + "gate_up", handoff=1, ffn_dim=ffn),
+        MatVec(name=p + "w_down", stage=L + "down", handoff=1, matrices=(Matrix(p + "w_down", dim, ffn),)),
+        Residual(name=p + "ffn_residual", stage=L + "down", dim=dim),
+    ]
+
+
+def build(source, point: DesignPoint) -> TokenStep:
+    """The token step of `source` (a ModelSpec, a model or a die) at `point`. A die adds what its
+    formats decide: the embedding's scale group width (which bounds the embedding's chunk)."""
+    from hardwire.die import FrozenWeights
+    spec = source if isinstance(source, ModelSpec) else source.spec
+    group = spec.hidden_dim
+    if isinstance(source, FrozenWeights):
+        group = source.quantized("embed").format.group_width(spec.hidden_dim)
+    blocks: list[Block] = [
+        # handoff 1: the chip's host interface registers the token (the in_valid transfer cycle)
+        Embed(name="embed", stage="embed", handoff=1, vocab=spec.vocab_size, dim=spec.hidden_dim, group=group)]
+    for index in range(spec.layers):
+        blocks += layer_blocks(spec, index)
+    blocks += [
+        Norm(name="final_norm", stage="head", dim=spec.hidden_dim),
+        MatVec(name="classifier", stage="head", matrices=(Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim),)),
+        Logits(name="logits", stage="head", vocab=spec.vocab_size),
+    ]
+    return TokenStep(spec, point, tuple(blocks))
+
+
+def token_exponents(die, ids: list[int], tables=None) -> list[Exponents]:
+    """The token quantizers' exponents for each token of `ids` stepped from position 0, from the
+    golden model (the chip computes the same integers, so it picks the same exponents)."""
+    from hardwire.golden.engine import GoldenEngine
+    model = GoldenEngine(die, capacity=len(ids), tables=tables).transformer
+    result: list[Exponents] = []
+    for token in ids:
+        seen: Exponents = {}
+
+        def note(name, value, seen=seen):
+            if name.endswith(".scale"):
+                seen[name[:-len(".scale")]] = int(value[1])
+        model.step(int(token), trace=note)
+        result.append(seen)
+    return result
+
+
+def predicted_cycles(step: TokenStep, exponents: list[Exponents], first_position: int = 0) -> list[int]:
+    """Cycles per token of a sequence stepped one token after another from `first_position`, as the
+    sequential chip takes them (token t attends to first_position + t + 1 positions)."""
+    return [step.cycles(first_position + t + 1, e) for t, e in enumerate(exponents)]
