@@ -36,11 +36,11 @@ def main() -> None:
     from hardwire.freeze.calibrate import log_softmax
     from hardwire.freeze.freezer import Calibration, freeze
     from hardwire.freeze.plan import parse_plan
-    from hardwire.freeze.quality import read_sequences
     from hardwire.freeze.tables import build_tables, measure_ranges
     from hardwire.golden.engine import GoldenEngine
     from hardwire.model.load import bundled_text_path
     from hardwire.model.reference import FloatTransformer
+    from hardwire.model.text import read_sequences
 
     model = hardwire.load()
     context = model.spec.max_context

@@ -16,8 +16,9 @@ from hardwire.errors import HardwireError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a trained language model into a chip that is the model.")
 
-# Stages in data-flow order; a stage whose module is absent is simply not offered.
-STAGES = ("model", "freeze", "golden", "rtl", "chip", "runtime", "patch", "ttc", "explore")
+# Stages in data-flow order (measure's `quality` right after the freeze it judges); a stage whose module
+# is absent is simply not offered.
+STAGES = ("model", "freeze", "measure", "golden", "rtl", "chip", "runtime", "patch", "ttc", "explore")
 
 
 def _register_stages() -> None:

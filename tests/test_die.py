@@ -21,9 +21,9 @@ from hardwire.errors import BadDie  # noqa: E402
 from hardwire.freeze import freezer  # noqa: E402
 from hardwire.freeze.freezer import Calibration, freeze  # noqa: E402
 from hardwire.freeze.plan import parse_plan  # noqa: E402
-from hardwire.freeze.quality import read_sequences  # noqa: E402
 from hardwire.freeze.quantize import quantize_rtn  # noqa: E402
 from hardwire.model.load import bundled_text_path  # noqa: E402
+from hardwire.model.text import read_sequences  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,11 @@ from hardwire.errors import BadPlan
 from hardwire.formats import WeightFormat, decode_scales, encode_scales, pack_codes, unpack_codes
 from hardwire.freeze.freezer import Calibration, freeze
 from hardwire.freeze.plan import Choice, check_budget, parse_plan, resolve
-from hardwire.freeze.quality import context_windows, evaluate, perplexity, read_sequences
 from hardwire.freeze.quantize import quantize_gptq, quantize_rtn
+from hardwire.measure.quality import evaluate, perplexity
 from hardwire.model.load import bundled_text_path
 from hardwire.model.spec import ModelSpec
+from hardwire.model.text import context_windows, read_sequences
 
 
 # -- formats -------------------------------------------------------------------------------------

@@ -432,8 +432,9 @@ def test_quality_scores_the_golden_backend_from_its_own_logits(stories_die):
     """`hardwire quality --backend golden` perplexity equals the NLL of the golden engine's logits,
     recomputed here, and agrees with the float model on most tokens."""
     import hardwire
-    from hardwire.freeze.quality import evaluate, read_sequences
+    from hardwire.measure.quality import evaluate
     from hardwire.model.load import bundled_text_path
+    from hardwire.model.text import read_sequences
     from hardwire.runtime.engine import make_engine
     float_model = hardwire.load()
     sequences = read_sequences(bundled_text_path(), float_model.tokenizer, limit=3, window=512)

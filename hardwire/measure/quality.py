@@ -1,12 +1,10 @@
 """Quality of a frozen model against its float original, on text.
 
 Protocol (matches hardwire/data/tinystories_valid_1k/PROVENANCE.md, whose perplexity 4.5772
-for stories260K it reproduces): the text is split into documents at `<|endoftext|>` (a file without
-that separator is one document); each document is encoded as BOS + tokens, no EOS, and scored from
-an empty cache. A document longer than the context (`window`, default the model's max_context) is
-scored in consecutive windows of that many tokens, each starting at the previous window's last
-token, so every token after the first is predicted exactly once and no position exceeds the
-context the chip has.
+for stories260K it reproduces): the text becomes token sequences as `hardwire.model.text`
+describes (one per document, BOS + tokens, no EOS; a document longer than the context cut into
+windows that overlap by one token), and each sequence is scored from an empty cache, so every
+token after the first is predicted exactly once and no position exceeds the context the chip has.
 
 Metrics per candidate, over all predicted tokens:
   perplexity        exp(mean negative log-likelihood)
@@ -19,55 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from hardwire.die import FrozenWeights
 from hardwire.errors import BadConfig
 from hardwire.formats import fake_quantize_activations
 from hardwire.freeze.calibrate import kl_divergence, log_softmax
 from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
-
-DOCUMENT_SEPARATOR = "<|endoftext|>"
-
-
-# -- text -> sequences ---------------------------------------------------------------------------
-
-def split_documents(text: str) -> list[str]:
-    pieces = text.split(DOCUMENT_SEPARATOR) if DOCUMENT_SEPARATOR in text else [text]
-    return [p.strip() for p in pieces if p.strip()]
-
-
-def context_windows(ids: list[int], window: int) -> list[list[int]]:
-    """Windows of at most `window` tokens overlapping by one: each predicts what the last did not."""
-    if len(ids) <= window:
-        return [ids]
-    return [ids[i:i + window] for i in range(0, len(ids) - 1, window - 1)]
-
-
-def read_sequences(path: str | Path, tokenizer, limit: int | None = None, window: int | None = None,
-                   from_end: bool = False) -> list[list[int]]:
-    """Token sequences of a text file: one per document (BOS + ids), longer ones cut into context
-    windows (see the protocol above). `limit` keeps the first (or with `from_end`, the last)
-    `limit` documents."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadConfig(f"cannot read text: {getattr(e, 'strerror', None) or e}", path=path) from None
-    documents = split_documents(text)
-    if not documents:
-        raise BadConfig("contains no text", path=path)
-    if limit is not None:
-        documents = documents[-limit:] if from_end else documents[:limit]
-    if tokenizer is None:
-        raise BadConfig("the model has no tokenizer to encode text with; give --tokenizer FILE", path=path)
-    sequences = [tokenizer.encode(d, bos=True) for d in documents]
-    if window is not None:
-        if window < 2:
-            raise BadConfig(f"a scoring window needs at least 2 tokens, got {window}", field="window")
-        sequences = [w for ids in sequences for w in context_windows(ids, window)]
-    return [s for s in sequences if len(s) >= 2]
+from hardwire.model.spec import Weights
+from hardwire.runtime.engine import make_engine
 
 
 # -- running a model layer by layer --------------------------------------------------------------
@@ -85,14 +44,14 @@ class ActivationQuantizedTransformer(FloatTransformer):
         return super().linear(name, x, capture)
 
 
-def transformer_for(source, capacity: int, act_quant: bool = False) -> FloatTransformer:
+def transformer_for(source: Weights, capacity: int, act_quant: bool = False) -> FloatTransformer:
     """A float transformer over a Model's or Die's weights with a cache of `capacity` positions."""
     spec = source.spec
     if capacity > spec.max_context:
         raise BadConfig(f"a sequence of {capacity} tokens exceeds the model's context of {spec.max_context}; "
                         f"score it in windows")
     if act_quant:
-        info = source.manifest.get("activations") if hasattr(source, "manifest") else None
+        info = source.manifest.get("activations") if isinstance(source, FrozenWeights) else None
         if not info:
             raise BadConfig("--act-quant needs a die (activation scales are calibrated at freeze time)")
         return ActivationQuantizedTransformer(spec, source.tensor, capacity, source.activation_scales(),
@@ -150,7 +109,6 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
                             f"{getattr(reference, 'path', reference)}")
     float_run = transformer_for(reference, capacity)
     if backend == "golden":
-        from hardwire.runtime.engine import make_engine
         engines = [make_engine(c, backend="golden") for c in candidates]
         runs = [lambda ids, engine=engine: (engine.logits(ids.tolist()), None) for engine in engines]
     elif backend == "float":

@@ -240,7 +240,7 @@ CALIBRATION_EXAMPLES = 256       # documents in the calibration text shipped bes
 def calibration_text(seed: int) -> str:
     """Training-split examples, as the model sees them when answering (plain and feedback), one per
     document: what `hardwire freeze` calibrates activation scales on by default."""
-    from hardwire.freeze.quality import DOCUMENT_SEPARATOR
+    from hardwire.model.text import DOCUMENT_SEPARATOR
 
     rng = random.Random(seed + 1)
     streams = {name: problems(name, seed + 1, held_out=False) for name in TASK_MIX}
