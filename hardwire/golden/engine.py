@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardwire.backend import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.die import FrozenWeights
-from hardwire.engine import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.errors import BadConfig
 from hardwire.golden.forward import GoldenTransformer
 from hardwire.golden.sample import IntegerSampler

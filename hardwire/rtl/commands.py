@@ -38,7 +38,7 @@ def icarus_generate(die, options, prompt, ids, max_tokens: int, temperature: flo
     """Greedy generation by Icarus in one batch run (the chip's own argmax feeds each token back)."""
     import time
 
-    from hardwire.engine import Generation, decode_continuation, prompt_ids
+    from hardwire.backend import Generation, decode_continuation, prompt_ids
     from hardwire.golden.engine import GoldenEngine
     from hardwire.rtl.sim import run_icarus_chip
     from hardwire.rtl.top import generate
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         """Generate tokens by simulating the die's RTL cycle by cycle (the build is cached by die id)."""
         import time
 
-        from hardwire.engine import prompt_ids
+        from hardwire.backend import prompt_ids
         from hardwire.rtl.engine import RtlEngine
         from hardwire.runtime.commands import chip_report
         if simulator not in ("verilator", "icarus"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.engine import Generation
+from hardwire.backend import Generation
 from hardwire.errors import BadConfig
 from hardwire.golden.engine import GoldenEngine
 

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from hardwire.engine import parse_ids, prompt_ids
+from hardwire.backend import parse_ids, prompt_ids
 from hardwire.errors import BadConfig
 
 

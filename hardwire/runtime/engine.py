@@ -1,13 +1,13 @@
 """Picking a backend: `make_engine(source, backend)` over a checkpoint or a die, and the float one.
 
-The interface every backend implements is `hardwire.engine.Engine`; the golden and RTL backends
+The interface every backend implements is `hardwire.backend.Engine`; the golden and RTL backends
 live with what they run (`hardwire.golden.engine`, `hardwire.rtl.engine`). The float backend runs
 the model layer's float reference, on a checkpoint's weights or a die's dequantized ones.
 """
 from __future__ import annotations
 
+from hardwire.backend import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.die import open_model_or_die
-from hardwire.engine import Engine, restore_kv_cache, snapshot_kv_cache
 from hardwire.errors import BadConfig
 
 BACKENDS = ("float", "golden", "rtl")

@@ -3,7 +3,8 @@
 An engine holds a KV cache. `logits(ids)` is teacher-forced from an empty cache; `generate`
 prefills a prompt and decodes token by token. The backends live with what they run
 (`hardwire.golden.engine`, `hardwire.rtl.engine`, the float reference in `hardwire.runtime.engine`),
-and `hardwire.runtime.engine.make_engine` picks one; this module knows none of them.
+and `hardwire.runtime.engine.make_engine` picks one; this module knows none of them. (It is not
+called `hardwire.engine`: that name is the package's function that makes an engine.)
 """
 from __future__ import annotations
 
