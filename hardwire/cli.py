@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Turn a trained language model into a chip that is the model.")
 
 # Stages in data-flow order (measure's `quality` right after the freeze it judges); a stage whose module
-# is absent is simply not offered.
+# is absent is simply not offered. `inspect` is freeze's: it reads a checkpoint or a die.
 STAGES = ("model", "freeze", "measure", "golden", "rtl", "chip", "runtime", "patch", "ttc", "explore")
 
 

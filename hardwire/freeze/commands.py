@@ -1,7 +1,8 @@
-"""`hardwire freeze`, and the die description `hardwire inspect` prints."""
+"""`hardwire inspect` (a checkpoint or a die: freeze's input or its output) and `hardwire freeze`."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -91,6 +92,27 @@ def print_die(die) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    @app.command()
+    def inspect(model: Optional[Path] = typer.Argument(None, help="checkpoint or die (default: bundled stories260K)"),
+                as_json: bool = typer.Option(False, "--json", help="print JSON")):
+        """Show a checkpoint's or die's shape, parameter count and storage."""
+        from hardwire.die import is_die, open_die
+        if is_die(model):
+            die = open_die(model)
+            if as_json:
+                print(json.dumps(describe_die(die), indent=2))
+            else:
+                print_die(die)
+            return
+        from hardwire.model.describe import describe_model, print_model
+        from hardwire.model.load import load
+        with load(model) as opened:
+            info = describe_model(opened)
+        if as_json:
+            print(json.dumps(info, indent=2))
+        else:
+            print_model(info)
+
     @app.command()
     def freeze(model: Optional[Path] = typer.Argument(None, help="checkpoint (default: bundled stories260K)"),
                plan: str = typer.Option(..., "--plan", help="w8 | w4g32 | w3g32a | w4g32:gptq | "

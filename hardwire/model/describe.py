@@ -1,19 +1,11 @@
-"""`hardwire inspect`: what a checkpoint or die contains."""
+"""What a checkpoint contains, as `hardwire inspect MODEL` prints it (a die's description is
+`hardwire.freeze.commands.describe_die`)."""
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from pathlib import Path
-from typing import Optional
-
-import typer
 
 BYTES_PER_ELEMENT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32}
-
-
-def is_die(path: Optional[Path]) -> bool:
-    return path is not None and path.is_dir() and (path / "manifest.json").exists()
 
 
 def describe_model(model) -> dict:
@@ -47,26 +39,3 @@ def print_model(info: dict) -> None:
     tok = info["tokenizer"]
     table.add_row("tokenizer", "none found" if tok is None else f"{tok['kind']} ({tok['vocab_size']} tokens)")
     Console().print(table)
-
-
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def inspect(model: Optional[Path] = typer.Argument(None, help="checkpoint or die (default: bundled stories260K)"),
-                as_json: bool = typer.Option(False, "--json", help="print JSON")):
-        """Show a checkpoint's or die's shape, parameter count and storage."""
-        if is_die(model):
-            from hardwire.die import open_die
-            from hardwire.freeze.commands import describe_die, print_die
-            die = open_die(model)
-            if as_json:
-                print(json.dumps(describe_die(die), indent=2))
-            else:
-                print_die(die)
-            return
-        from hardwire.model.load import load
-        with load(model) as opened:
-            info = describe_model(opened)
-        if as_json:
-            print(json.dumps(info, indent=2))
-        else:
-            print_model(info)
