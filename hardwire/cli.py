@@ -1,7 +1,7 @@
 """The `hardwire` command.
 
 Each pipeline stage registers its own subcommands from `hardwire/<stage>/commands.py`
-(a `register(app)` function), so adding a stage touches one folder. Errors: a
+(a `register(app)` function); a new stage adds its folder and its name to STAGES. Errors: a
 `HardwireError` becomes one line on stderr and exit code 2; anything else exits 1.
 """
 from __future__ import annotations
@@ -16,20 +16,14 @@ from hardwire.errors import HardwireError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a trained language model into a chip that is the model.")
 
-# Stages in data-flow order (measure's `quality` right after the freeze it judges); a stage whose module
-# is absent is simply not offered. `inspect` is freeze's: it reads a checkpoint or a die.
-STAGES = ("model", "freeze", "measure", "golden", "rtl", "chip", "runtime", "patch", "ttc", "explore")
+# The stages that have commands, in data-flow order (the order `hardwire --help` lists them). `inspect`
+# is freeze's (it reads a checkpoint or a die); `quality` is measure's, right after the freeze it judges.
+STAGES = ("freeze", "measure", "rtl", "chip", "runtime", "ttc")
 
 
 def _register_stages() -> None:
     for stage in STAGES:
-        try:
-            module = importlib.import_module(f"hardwire.{stage}.commands")
-        except ModuleNotFoundError as e:
-            if e.name == f"hardwire.{stage}.commands":
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(f"hardwire.{stage}.commands").register(app)
 
 
 _register_stages()

@@ -19,27 +19,13 @@ def resolve_spec(model: Optional[str], preset: Optional[str]) -> tuple[str, Mode
     if preset:
         from hardwire.chip.presets import model_preset
         return preset, model_preset(preset), None
-    from hardwire.die import is_die
+    from hardwire.die import is_die, open_die
     if is_die(model):
-        try:
-            from hardwire.die import open_die
-            die = open_die(model)
-        except ModuleNotFoundError:
-            raise BadConfig("reading dies is not available in this version yet; use --preset or a checkpoint",
-                            path=model) from None
+        die = open_die(model)
         return model, die.spec, die_weight_formats(die)
     from hardwire.model.load import load
-    try:
-        opened = load(model)
-    except ModuleNotFoundError as e:
-        if model is None:   # the bundled model's reader is not installed yet: its shape is a preset
-            from hardwire.chip.presets import model_preset
-            return "stories260k", model_preset("stories260k"), None
-        raise BadConfig(f"this checkpoint format is not supported yet ({e.name})", path=model) from None
-    try:
+    with load(model) as opened:
         return model or "stories260K (bundled)", opened.spec, None
-    finally:
-        opened.close()
 
 
 def die_weight_formats(die) -> Optional[dict[int, int]]:
@@ -103,10 +89,7 @@ def print_table(label: str, result: dict) -> None:
 
 
 def plot(path: str, estimate, label: str) -> None:
-    try:
-        import matplotlib
-    except ModuleNotFoundError:
-        raise BadConfig("--plot needs matplotlib (pip install 'hardwire[plot]')", field="plot") from None
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

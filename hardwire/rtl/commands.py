@@ -106,8 +106,8 @@ def register(app: typer.Typer) -> None:
         import time
 
         from hardwire.backend import prompt_ids
+        from hardwire.chip.estimate import generation_timing
         from hardwire.rtl.engine import RtlEngine
-        from hardwire.runtime.commands import chip_report
         if simulator not in ("verilator", "icarus"):
             raise BadConfig(f"expected verilator or icarus, got {simulator!r}", field="--simulator")
         opened = open_die_argument(die)
@@ -128,7 +128,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps({"ids": result.ids, "text": result.text, "prompt_ids": start,
                               "stop_reason": result.stop_reason, "backend": "rtl",
-                              "chip": chip_report(opened.spec, len(start), len(result.ids)),
+                              "chip": generation_timing(opened.spec, prompt_tokens=len(start),
+                                                        generated_tokens=len(result.ids)),
                               "simulator": simulator, "simulated_steps_per_s": steps / seconds if seconds else 0.0,
                               **result.extra}))
         else:

@@ -2,38 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import typer
 
+from hardwire.atomic import atomic_path
 from hardwire.backend import parse_ids, prompt_ids
 from hardwire.errors import BadConfig
 
 
-def chip_report(spec, prompt_tokens: int, generated_tokens: int) -> dict:
-    """What the simulated chip would have taken (from the chip estimate, default chip config)."""
-    try:
-        from hardwire.chip.estimate import generation_timing
-    except ImportError:
-        return {}
-    return generation_timing(spec, prompt_tokens=prompt_tokens, generated_tokens=generated_tokens)
-
-
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as f:
+        np.save(f, array)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,13 +31,14 @@ def register(app: typer.Typer) -> None:
             patch: Optional[Path] = typer.Option(None, "--patch", help="LoRA patch bound to the die"),
             as_json: bool = typer.Option(False, "--json")):
         """Generate text from a model or die. With no prompt, starts from BOS."""
+        from hardwire.chip.estimate import generation_timing
         from hardwire.runtime.engine import make_engine
         if patch is not None:
             raise BadConfig("LoRA patches are not implemented yet", field="--patch")
         engine = make_engine(model, backend=backend)
         start = prompt_ids(engine, prompt, ids)
         result = engine.generate(start, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
-        chip = chip_report(engine.spec, len(start), len(result.ids))
+        chip = generation_timing(engine.spec, prompt_tokens=len(start), generated_tokens=len(result.ids))
         if as_json:
             print(json.dumps({"ids": result.ids, "text": result.text, "prompt_ids": start,
                               "stop_reason": result.stop_reason, "backend": backend, "chip": chip,

@@ -44,7 +44,7 @@ def chat_prompt(messages: list[dict]) -> str:
 
 
 def create_app(engine, model_name: str):
-    from hardwire.runtime.commands import chip_report
+    from hardwire.chip.estimate import generation_timing
 
     app = FastAPI(title="hardwire", description="OpenAI-compatible API over a hardwired model")
     lock = threading.Lock()
@@ -61,7 +61,7 @@ def create_app(engine, model_name: str):
                                          top_p=request.top_p, seed=seed, stop=stop)
         except HardwireError as e:
             raise HTTPException(400, str(e)) from None
-        chip = chip_report(engine.spec, len(ids), len(result.ids))
+        chip = generation_timing(engine.spec, prompt_tokens=len(ids), generated_tokens=len(result.ids))
         usage = {"prompt_tokens": len(ids), "completion_tokens": result.sampled_tokens,
                  "total_tokens": len(ids) + result.sampled_tokens}
         extra = {"backend": engine.backend, "seed": seed, "chip": chip}
