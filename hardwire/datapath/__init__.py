@@ -14,9 +14,9 @@ from hardwire.datapath.blocks import (Attention, Block, Embed, LanePlan, Logits,
                                       SwiGLU, chunk_plan, chunk_width, token_quantize_latency)
 from hardwire.datapath.point import (POINT_FIELDS, RTL_POINT, SCHEDULES, STYLE_ALIASES, WEIGHT_STYLES, DesignPoint,
                                      weight_style)
-from hardwire.datapath.step import Exponents, TokenStep, build, predicted_cycles, token_exponents
+from hardwire.datapath.step import Exponents, TokenStep, build, predicted_cycles
 
 __all__ = ["Attention", "Block", "Embed", "LanePlan", "Logits", "MatVec", "Matrix", "Norm", "Residual", "Rope",
            "SwiGLU", "chunk_plan", "chunk_width", "token_quantize_latency", "POINT_FIELDS", "RTL_POINT", "SCHEDULES",
            "STYLE_ALIASES", "WEIGHT_STYLES", "DesignPoint", "weight_style", "Exponents", "TokenStep", "build",
-           "predicted_cycles", "token_exponents"]
+           "predicted_cycles"]

@@ -103,23 +103,6 @@ def build(source, point: DesignPoint) -> TokenStep:
     return TokenStep(spec, point, tuple(blocks))
 
 
-def token_exponents(die, ids: list[int], tables=None) -> list[Exponents]:
-    """The token quantizers' exponents for each token of `ids` stepped from position 0, from the
-    golden model (the chip computes the same integers, so it picks the same exponents)."""
-    from hardwire.golden.engine import GoldenEngine
-    model = GoldenEngine(die, capacity=len(ids), tables=tables).transformer
-    result: list[Exponents] = []
-    for token in ids:
-        seen: Exponents = {}
-
-        def note(name, value, seen=seen):
-            if name.endswith(".scale"):
-                seen[name[:-len(".scale")]] = int(value[1])
-        model.step(int(token), trace=note)
-        result.append(seen)
-    return result
-
-
 def predicted_cycles(step: TokenStep, exponents: list[Exponents], first_position: int = 0) -> list[int]:
     """Cycles per token of a sequence stepped one token after another from `first_position`, as the
     sequential chip takes them (token t attends to first_position + t + 1 positions)."""

@@ -47,3 +47,20 @@ class GoldenEngine(Engine):
 
     def decode_logits(self, ids) -> np.ndarray:
         return self.forward_integer(ids)
+
+
+def token_exponents(die, ids: list[int], tables=None) -> list[dict[str, int]]:
+    """The token quantizers' exponents for each token of `ids` stepped from position 0 ({block name:
+    e}, `hardwire.datapath.Exponents`), from the golden model: the chip computes the same integers,
+    so it picks the same exponents, and the datapath turns them into each token's exact cycles."""
+    model = GoldenEngine(die, capacity=len(ids), tables=tables).transformer
+    result: list[dict[str, int]] = []
+    for token in ids:
+        seen: dict[str, int] = {}
+
+        def note(name, value, seen=seen):
+            if name.endswith(".scale"):
+                seen[name[:-len(".scale")]] = int(value[1])
+        model.step(int(token), trace=note)
+        result.append(seen)
+    return result
