@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.arithmetic import (ATTENTION_AVERAGE_FRAC_BITS, EXP2_FRAC_BITS, INTERNAL_BITS, MULTIPLIER_BITS,
-                                 RECIPROCAL_FRAC_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS)
+from hardwire.arithmetic import (ATTENTION_AVERAGE_FRAC_BITS, EXP2_FRAC_BITS, EXP2_ONE, INTERNAL_BITS,
+                                 MULTIPLIER_BITS, RECIPROCAL_FRAC_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS)
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, index_bits, module, parameters, sext,
                                signed_bits, word_write)
@@ -63,7 +63,7 @@ def attention_widths(head_dim: int, positions: int, kv_bits: int) -> dict[str, i
     score multiplier < 2^16 (a 17-bit parameter), at most `positions` positions attended."""
     q_max = 1 << (INTERNAL_BITS - 1)
     kv_max = (1 << (kv_bits - 1)) - 1
-    weight_max = 1 << 15
+    weight_max = EXP2_ONE                # exp2_negative(0): the largest softmax weight
     dot = head_dim * q_max * kv_max
     return {"dot": signed_bits(-dot, dot),
             "score_product": min(64, signed_bits(-(dot << 16), dot << 16)),
