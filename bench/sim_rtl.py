@@ -44,7 +44,7 @@ def synth_layer_section(die) -> list[str]:
     report = synthesize(die, options, block="hw_layer_0", jobs=2, log=lambda m: print(m, file=sys.stderr))
     wall = time.perf_counter() - began
     bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
-    predicted, transistors = layer_estimate(die, options.weights_per_lane)
+    predicted, transistors = layer_estimate(die, options.point.weights_per_lane)
     estimate = {key: value / GENERIC_CELL_T for key, value in transistors.items()}
 
     def group(block: dict) -> str:
@@ -70,7 +70,7 @@ def synth_layer_section(die) -> list[str]:
         f"distinct block flattened with its constants, then the layer's own logic, KV SRAM as a black box): "
         f"**{report['cells']:,} generic cells, {report['flip_flops']:,} flip-flop bits, {wall / 60:.1f} min wall** "
         f"({report['yosys_seconds'] / 60:.1f} min of Yosys CPU over 2 jobs), peak {report['peak_rss_mib'] / 1024:.1f} GiB. "
-        f"Against the chip estimate for the same layer (`rom_mac`, {options.weights_per_lane} weights per lane, "
+        f"Against the chip estimate for the same layer (`rom_mac`, {options.point.weights_per_lane} weights per lane, "
         f"{bits}-bit weights, one KV position per cycle; transistors / 6 per generic cell):",
         "",
         "| part of the layer | synthesized cells | flip-flop bits | chip estimate (cells) | ratio |",

@@ -2,7 +2,8 @@
 
 Inputs are random plus the edge cases the arithmetic has to survive: zero, the largest magnitudes
 (saturation), and values at the ends of the tables. The reference is the golden model's own function
-(`hardwire.golden.forward` / `.matvec`), never a re-implementation.
+(`hardwire.golden.forward` / `.matvec`), never a re-implementation. Each block's cycles from start to
+done equal what `hardwire.datapath` counts for it (the chip estimate's formula).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from hardwire import arithmetic as ar
+from hardwire.datapath import RTL_POINT, Attention, DesignPoint, Embed, Norm, Rope, SwiGLU
 from hardwire.golden import forward as golden
 from hardwire.golden.matvec import matvec, pack_matrix
 from hardwire.rtl.emit import overrides
@@ -32,10 +34,11 @@ def edge_vectors(rng, count: int, bits: int, extra: int = 4) -> list[np.ndarray]
 
 # -- §3 matvec ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("style", ["rom", "hardwired"])
+@pytest.mark.parametrize("style", ["rom_mac", "hardwired"])
 @pytest.mark.parametrize("bits,group,symmetric,bias", [(8, None, True, False), (4, 16, False, True), (3, 24, True, False)])
 def test_matvec_equals_golden(tmp_path, style, bits, group, symmetric, bias):
-    from hardwire.rtl.blocks.matvec import IntMatrix, matvec_cycles, matvec_modules
+    from hardwire.datapath import DesignPoint, Matrix
+    from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules
     rng = np.random.default_rng(bits)
     rows, cols, x_bits, out_bits = 9, 40, 8, 16
     groups = 1 if group is None else -(-cols // group)
@@ -50,7 +53,9 @@ def test_matvec_equals_golden(tmp_path, style, bits, group, symmetric, bias):
     shifts[3] = -2
     biases = rng.integers(-3000, 3000, rows) if bias else None
     matrix = IntMatrix("test.w", codes, zeros, group, mult, shifts, biases)
-    modules = matvec_modules(matrix, x_bits, out_bits, style, lanes=4)
+    # 120 weights per lane: 3 row blocks of 40 columns, 3 lanes, 3 requantizer drain steps
+    plan = Matrix("test.w", rows, cols).plan(DesignPoint(weight_style=style, weights_per_lane=120))
+    modules = matvec_modules(matrix, x_bits, out_bits, style, lanes=plan.lanes)
     xs = edge_vectors(rng, cols, x_bits)
     scales = [(int(rng.integers(8, 16)), int(rng.integers(0, 9))) for _ in xs]
     scales[0] = (15, 8)                                 # the finest token scale
@@ -63,7 +68,7 @@ def test_matvec_equals_golden(tmp_path, style, bits, group, symmetric, bias):
     for x, scale, result in zip(xs, scales, results):
         expected = matvec(packed, x.astype(np.int16), scale, out_bits)
         assert unpack_vector(result[0], out_bits, rows) == list(expected)
-        assert result[-1] == matvec_cycles(matrix, style, 4)    # the schedule the top level and chip model count
+        assert result[-1] == plan.cycles    # start to done, as hardwire.datapath counts it for the estimate
 
 
 # -- §4 RMSNorm ------------------------------------------------------------------------------------
@@ -80,12 +85,14 @@ def test_rmsnorm_equals_golden(tmp_path, dim, per_cycle, out_bits):
     results = run_icarus(modules, "hw_rmsnorm_test_norm", [("h", dim * 32)],
                          [("x", dim * out_bits), ("mu", 4), ("e", 4)], [[pack_vector(h, 32)] for h in hs],
                          workdir=tmp_path)
+    norm, point = Norm(name="test.norm", stage="", dim=dim), DesignPoint(norm_per_cycle=per_cycle)
     for h, result in zip(hs, results):
         expected = np.empty(dim, np.int64)
         scale = golden.rmsnorm(h.astype(np.int64), mult.astype(np.int64), shift, np.int64(eps), out_bits,
                                ar.rsqrt_table(), expected)
         assert unpack_vector(result[0], out_bits, dim) == list(expected)
         assert (result[1], result[2]) == tuple(int(v) for v in scale)
+        assert result[-1] == norm.latency(point, exponent=int(scale[1]))      # hardwire.datapath's count
 
 
 # -- §2.2 token scale -------------------------------------------------------------------------------
@@ -110,6 +117,7 @@ def test_token_quantize_equals_golden_at_every_threshold(tmp_path, bits):
     unclamped product would overflow int64) and random vectors, of either sign. The block sees them
     clamped to +-2^(bits+9), as its producers hand them over: that this changes no output is the
     claim under test."""
+    from hardwire.datapath import token_quantize_latency
     from hardwire.rtl.blocks.token_scale import fit_thresholds, token_quantize_module, wide_bits
     count, per = 6, 4
     rng = np.random.default_rng(bits)
@@ -136,6 +144,7 @@ def test_token_quantize_equals_golden_at_every_threshold(tmp_path, bits):
         mu, e = ar.token_quantize(v.copy(), bits, expected)
         assert (result[1], result[2]) == (int(mu), int(e)), f"largest {np.abs(v).max()}"
         assert unpack_vector(result[0], bits, count) == list(expected)
+        assert result[-1] == token_quantize_latency(count, per, int(e))     # one CHOOSE, DECIDE pair per e tried
         scales.add((int(mu), int(e)))
     assert len(scales) == 9 * 8      # every (mu, e) was chosen by some vector
 
@@ -164,6 +173,8 @@ def test_embed_lookup_equals_golden(tmp_path, group):
         golden.embed_lookup(codes.astype(np.int8), z, group or dim, mult.astype(np.int64), shift.astype(np.int64),
                             token, expected)
         assert unpack_vector(result[0], 32, dim) == list(expected), token
+        assert result[-1] == Embed(name="embed", stage="", vocab=vocab, dim=dim, group=group or dim).latency(
+            DesignPoint(embed_per_cycle=5))
 
 
 # -- §5 RoPE ------------------------------------------------------------------------------------------------
@@ -188,6 +199,7 @@ def test_rope_equals_golden(tmp_path):
         expected = x.astype(np.int64).copy()
         golden.rope(expected, heads, spec.head_dim, cos[p], sin[p])
         assert unpack_vector(result[0], 16, heads * spec.head_dim) == list(expected), p
+        assert result[-1] == Rope(name="rope", stage="", heads=heads, head_dim=spec.head_dim).latency(RTL_POINT)
 
 
 # -- §7 SwiGLU ------------------------------------------------------------------------------------------------
@@ -212,6 +224,8 @@ def test_swiglu_equals_golden(tmp_path):
                               ar.sigmoid_table(), expected)
         assert unpack_vector(result[0], act_bits, ffn) == list(expected)
         assert (result[1], result[2]) == tuple(int(v) for v in scale)
+        assert result[-1] == SwiGLU(name="swiglu", stage="", ffn_dim=ffn).latency(DesignPoint(norm_per_cycle=4),
+                                                                                  exponent=int(scale[1]))
 
 
 def test_matvec_with_more_lanes_than_columns_shares_requantizers(tmp_path):
@@ -224,7 +238,7 @@ def test_matvec_with_more_lanes_than_columns_shares_requantizers(tmp_path):
     mult = rng.integers(1 << 22, 1 << 23, (rows, 1))
     shifts = rng.integers(10, 20, rows)
     matrix = IntMatrix("test.wide", codes, None, None, mult, shifts, None)
-    modules = matvec_modules(matrix, x_bits, out_bits, "rom", lanes=lanes)
+    modules = matvec_modules(matrix, x_bits, out_bits, "rom_mac", lanes=lanes)
     xs = edge_vectors(rng, cols, x_bits)
     results = run_icarus(modules, "hw_matvec_test_wide", [("x", cols * x_bits), ("mu", 4), ("e", 4)],
                          [("y", rows * out_bits)], [[pack_vector(x, x_bits), 11, 3] for x in xs], workdir=tmp_path)
@@ -272,6 +286,8 @@ def test_attention_softmax_equals_golden_over_a_sequence(tmp_path):
                                  out_mult, out_shift, act_bits, ar.exp2_table(), ar.reciprocal_table(), expected)
         assert unpack_vector(result[0], act_bits, q_dim) == list(expected), p
         assert (result[1], result[2]) == tuple(int(v) for v in scale), p
+        block = Attention(name="attention", stage="", heads=heads, kv_heads=kv_heads, head_dim=head_dim, window=None)
+        assert result[-1] == block.latency(RTL_POINT, context=p - first[p] + 1, exponent=int(scale[1])), p
 
 
 # -- the stage clock gate (hw_chip) ------------------------------------------------------------------

@@ -195,7 +195,7 @@ def test_a_whole_stories260k_layer_synthesizes_near_the_chip_estimate(tmp_path_f
     die = open_die(stories_die(tmp_path_factory, "w8"))
     report = synthesize(die, RtlOptions(), block="hw_layer_0", jobs=2)
     assert report["method"] == "bottom-up"
-    predicted, transistors = layer_estimate(die, RtlOptions().weights_per_lane)
+    predicted, transistors = layer_estimate(die, RtlOptions().point.weights_per_lane)
     matvec_cells = sum(b["cells"] * b["instances"] for b in report["blocks"] if b["module"].startswith("hw_matvec_"))
     matvec_estimate = (transistors["weight_storage"] + transistors["mac_select"]) / GENERIC_CELL_T
     assert {b["module"] for b in report["blocks"] if b["module"].startswith("hw_matvec_")} == {

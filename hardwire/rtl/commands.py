@@ -20,13 +20,12 @@ def open_die_argument(path: Optional[Path]):
 
 
 def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[int], gate_clocks: bool = True):
-    from hardwire.rtl.blocks.matvec import STYLES
-    from hardwire.rtl.top import RtlOptions
-    if style not in STYLES:
-        raise BadConfig(f"expected one of {', '.join(STYLES)}, got {style!r}", field="--style")
+    from hardwire.datapath import RTL_POINT, weight_style
+    from hardwire.rtl.top import RTL_STYLES, RtlOptions
+    if weight_style(style) not in RTL_STYLES:
+        raise BadConfig(f"expected one of {', '.join(RTL_STYLES)} (rom is rom_mac), got {style!r}", field="--style")
     if weights_per_lane is None:
-        from hardwire.chip.arch import ChipConfig
-        weights_per_lane = ChipConfig().weights_per_lane
+        weights_per_lane = RTL_POINT.weights_per_lane
     if weights_per_lane < 1:
         raise BadConfig(f"expected a positive number, got {weights_per_lane}", field="--weights-per-lane")
     if context is not None and context < 1:
@@ -79,7 +78,8 @@ def register(app: typer.Typer) -> None:
     def rtl(die: Path = typer.Argument(..., help="die directory"),
             output: Path = typer.Option(..., "-o", "--output", help="directory for the Verilog"),
             weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
-            style: str = typer.Option("rom", "--style", help="rom (ROM + MAC lanes) | hardwired (constant multipliers)"),
+            style: str = typer.Option("rom_mac", "--style",
+                                      help="rom_mac (ROM + MAC lanes; also `rom`) | hardwired (constant multipliers)"),
             context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
             gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help)):
         """Write the die's Verilog: one file per module, top `hw_chip`, files.f and design.json."""
@@ -101,19 +101,27 @@ def register(app: typer.Typer) -> None:
             weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
             context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
             gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help),
+            clock_ghz: float = typer.Option(1.0, "--clock-ghz", help="the clock that turns the RTL's cycles into "
+                                                                     "chip time (the estimate's default, 1 GHz)"),
             as_json: bool = typer.Option(False, "--json")):
-        """Generate tokens by simulating the die's RTL cycle by cycle (the build is cached by die id)."""
+        """Generate tokens by simulating the die's RTL cycle by cycle (the build is cached by die id).
+        Reports the chip time of the cycles taken and the datapath's prediction of them."""
         import time
 
         from hardwire.backend import prompt_ids
         from hardwire.chip.estimate import generation_timing
-        from hardwire.rtl.engine import RtlEngine
+        from hardwire.golden.tables import tables_for
+        from hardwire.rtl.engine import RtlEngine, timing_report
         if simulator not in ("verilator", "icarus"):
             raise BadConfig(f"expected verilator or icarus, got {simulator!r}", field="--simulator")
+        if not 0 < clock_ghz <= 10:
+            raise BadConfig(f"expected a clock in (0, 10] GHz, got {clock_ghz}", field="--clock-ghz")
         opened = open_die_argument(die)
-        options = rtl_options(weights_per_lane, "rom", context, gate_clocks)
+        options = rtl_options(weights_per_lane, "rom_mac", context, gate_clocks)
         if simulator == "icarus":
             result, start, seconds = icarus_generate(opened, options, prompt, ids, max_tokens, temperature)
+            # the prompt, then the chip's own tokens
+            stepped = (list(start) + list(result.ids))[:len(result.extra.get("cycles_per_token", []))]
         else:
             engine = RtlEngine(opened, options=options, log=log)
             try:
@@ -122,28 +130,35 @@ def register(app: typer.Typer) -> None:
                 result = engine.generate(start, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                          seed=seed)
                 seconds = time.perf_counter() - began
+                stepped = list(engine.stepped)
             finally:
                 engine.close()
-        steps = len(result.extra.get("cycles_per_token", []))
+        cycles = result.extra.get("cycles_per_token", [])
+        steps = len(cycles)
+        timing = timing_report(opened, tables_for(opened), options, stepped, cycles, clock_ghz)
         if as_json:
             print(json.dumps({"ids": result.ids, "text": result.text, "prompt_ids": start,
                               "stop_reason": result.stop_reason, "backend": "rtl",
                               "chip": generation_timing(opened.spec, prompt_tokens=len(start),
                                                         generated_tokens=len(result.ids)),
                               "simulator": simulator, "simulated_steps_per_s": steps / seconds if seconds else 0.0,
-                              **result.extra}))
+                              **result.extra, **timing}))
         else:
             print((prompt or "") + result.text)
+            measured, predicted = timing["rtl_chip"], timing["rtl_estimate"]
             print(f"hardwire: {steps} token steps, {result.extra.get('cycles', 0)} cycles "
                   f"({result.extra.get('mean_cycles_per_token', 0):.0f} per token), {steps / seconds:.1f} simulated "
                   f"steps/s", file=sys.stderr)
+            print(f"hardwire: chip time {measured['total_ms'] * 1e3:.1f} us at {clock_ghz:g} GHz "
+                  f"({measured['tokens_per_s']:,.0f} tokens/s); the datapath predicts {predicted['cycles']} cycles "
+                  f"({'exact' if predicted['exact'] else 'differs'})", file=sys.stderr)
 
     @app.command()
     def synth(die: Path = typer.Argument(..., help="die directory"),
               block: Optional[str] = typer.Option(None, "--block", help="a module to synthesize alone, e.g. hw_layer_0 "
                                                                        "or hw_matvec_layers_0_wq (default: hw_chip)"),
               weights_per_lane: Optional[int] = typer.Option(None, "--weights-per-lane", help=lanes_help),
-              style: str = typer.Option("rom", "--style", help="rom | hardwired"),
+              style: str = typer.Option("rom_mac", "--style", help="rom_mac (also `rom`) | hardwired"),
               context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
               gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help),
               flat: bool = typer.Option(False, "--flat", help="one flattened Yosys run, not bottom-up by block "

@@ -2,7 +2,8 @@
 
 The engine is the golden engine with its integer token step replaced by the simulated chip, so
 sampling, logit scaling and generation are shared and the two backends differ only where the
-hardware could differ. Every step's cycle count is kept (`cycles`), and `generate` reports them.
+hardware could differ. Every step's cycle count is kept (`cycles`), and `generate` reports them;
+`timing_report` sets them beside what hardwire.datapath predicts for the same tokens.
 """
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ class RtlEngine(GoldenEngine):
         self.positions = self.design_notes["positions"]
         self.position = 0
         self.cycles: list[int] = []
+        self.stepped: list[int] = []       # the tokens stepped since the reset, one per entry of `cycles`
 
     def reset(self) -> None:
         self.simulator.reset()
         self.position = 0
         self.cycles = []
+        self.stepped = []
 
     def forward_integer(self, ids) -> np.ndarray:
         ids = self.check_ids(ids)
@@ -41,6 +44,7 @@ class RtlEngine(GoldenEngine):
             logits, _, cycles = self.simulator.step(token, logits=True)
             out[row] = logits
             self.cycles.append(cycles)
+            self.stepped.append(int(token))
             self.position += 1
         return out
 
@@ -58,3 +62,32 @@ class RtlEngine(GoldenEngine):
 
     def close(self) -> None:
         self.simulator.close()
+
+
+def timing_report(die, tables, options, stepped: list[int], cycles: list[int], clock_ghz: float) -> dict:
+    """What the simulated chip took and what the datapath predicts for it.
+
+    `rtl_chip`: chip time from the cycles the RTL took, at `clock_ghz`. `rtl_estimate`: the token
+    step at the generated chip's design point (hardwire.datapath, the estimate's formulas), each
+    token's cycles predicted with the token quantizers' exponents from the golden model (`exact`:
+    equal to the RTL's for every token), and the worst case the estimate charges without them."""
+    from hardwire.datapath import build, predicted_cycles
+    from hardwire.golden.engine import token_exponents
+    hz = clock_ghz * 1e9
+    point = options.design_point(die, tables)
+    step = build(die, point)
+    exponents = token_exponents(die, stepped, tables)
+    predicted = predicted_cycles(step, exponents)
+    worst = [step.cycles(t + 1) for t in range(len(stepped))]
+
+    def timing(per_token: list[int]) -> dict:
+        total = int(sum(per_token))
+        return {"clock_ghz": clock_ghz, "tokens": len(per_token), "cycles": total, "total_ms": total / hz * 1e3,
+                "latency_us_per_token": total / len(per_token) / hz * 1e6 if per_token else 0.0,
+                "tokens_per_s": len(per_token) / total * hz if total else 0.0}
+
+    last = dict(step.block_cycles(len(stepped), exponents[-1])) if stepped else {}
+    return {"rtl_chip": timing(cycles),
+            "rtl_estimate": {**timing(predicted), "design_point": point.to_dict(), "cycles_per_token": predicted,
+                             "exact": predicted == list(cycles), "worst_case_cycles_per_token": worst,
+                             "last_token_block_cycles": last}}

@@ -16,15 +16,17 @@ stream whose first largest entry (§9.1 argmax) is the next token. Host interfac
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS
+from hardwire.datapath import RTL_POINT, DesignPoint, build
+from hardwire.errors import BadConfig
 from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
                                            kv_sram_module, reciprocal_table_module)
 from hardwire.rtl.blocks.embed import embed_module
-from hardwire.rtl.blocks.matvec import IntMatrix, lanes_for, matvec_cycles, matvec_modules, module_name
+from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules, module_name
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
 from hardwire.rtl.blocks.rope import rope_module, rope_table_module
 from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
@@ -33,20 +35,57 @@ from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, module, over
 LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 
-@dataclass(frozen=True)
-class RtlOptions:
-    """Generator knobs. `weights_per_lane` is ChipConfig's: the cycles one matvec takes (and so the
-    lanes it gets); `positions` the KV-cache capacity (default: the model's context)."""
+# What the generator builds of a DesignPoint: the fields below must have these values (the RTL has
+# one RoPE head, one KV position, one normalised head and one logit per cycle, lanes that walk whole
+# rows, one block after another); weight_style is rom_mac or hardwired.
+RTL_FIXED = {"split_rows": False, "rope_heads_per_cycle": 1, "attention_positions_per_cycle": 1,
+             "attention_heads_per_cycle": 1, "logits_per_cycle": 1, "schedule": "sequential"}
+RTL_STYLES = ("rom_mac", "hardwired")
 
-    weights_per_lane: int = 256
-    style: str = "rom"                 # rom | hardwired (constant multipliers, small matrices only)
-    norm_per_cycle: int = 8            # RMSNorm and SwiGLU elements per cycle
-    embed_per_cycle: int = 16
-    positions: int | None = None
-    gate_clocks: bool = True           # each stage on its own gated clock (off: one clock, e.g. for an FPGA)
+
+@dataclass(frozen=True, init=False)
+class RtlOptions:
+    """Generator knobs: the design point (`point`: weight style, weights per lane, which sets each
+    matvec's lanes through hardwire.datapath, norm and embedding elements per cycle), the KV-cache
+    capacity `positions` (default: the model's context) and clock gating. The point's fields may
+    be given by name (`RtlOptions(weights_per_lane=1024)`; `style` is weight_style, `rom` its old
+    name for rom_mac)."""
+
+    point: DesignPoint
+    positions: int | None
+    gate_clocks: bool                  # each stage on its own gated clock (off: one clock, e.g. for an FPGA)
+
+    def __init__(self, point: DesignPoint = RTL_POINT, positions: int | None = None, gate_clocks: bool = True,
+                 **point_fields):
+        if "style" in point_fields:
+            point_fields["weight_style"] = point_fields.pop("style")
+        point = point.replace(**point_fields) if point_fields else point
+        if point.weight_style not in RTL_STYLES:
+            raise BadConfig(f"the RTL generator builds {' or '.join(RTL_STYLES)}, not {point.weight_style!r}",
+                            field="weight_style")
+        for field, value in RTL_FIXED.items():
+            if getattr(point, field) != value:
+                raise BadConfig(f"the RTL generator builds {value!r} only, not {getattr(point, field)!r}",
+                                field=field)
+        object.__setattr__(self, "point", point)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "gate_clocks", gate_clocks)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"point": self.point.to_dict(), "positions": self.positions, "gate_clocks": self.gate_clocks}
+
+    def design_point(self, die, tables: dict) -> DesignPoint:
+        """The design point of the chip generated for `die`: this one at the die's activation and KV
+        widths, its widest weight format (each matrix's codes sit at their own width in one ROM word,
+        so no weight takes a second slice) and a KV SRAM of the generated positions."""
+        spec = die.spec
+        kv_bits = _scalar(tables, "kv_bits")
+        positions = min(self.positions or spec.max_context, spec.max_context)
+        bits = [die.quantized(m.name).format.bits for m in build(spec, self.point).matrices()]
+        kv_sram_bits = 2 * spec.layers * spec.kv_dim * kv_bits * positions
+        return self.point.replace(activation_bits=_scalar(tables, "activation_bits"), kv_bits=kv_bits,
+                                  weight_bits=max(bits), high_precision_bits=0, high_precision_fraction=0.0,
+                                  kv_sram_mib=kv_sram_bits / (8 * 2**20))
 
 
 def int_matrix(die, tables: dict, name: str) -> IntMatrix:
@@ -374,6 +413,8 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     options = options or RtlOptions()
     tables = tables if tables is not None else tables_for(die)
     spec = die.spec
+    point = options.point
+    step = build(die, point)           # each matvec's lanes and cycles (hardwire.datapath)
     act_bits = _scalar(tables, "activation_bits")
     kv_bits = _scalar(tables, "kv_bits")
     positions = min(options.positions or spec.max_context, spec.max_context)
@@ -396,25 +437,24 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     embed = die.quantized("embed")
     add_all(embed_module(np.asarray(embed.codes), None if embed.zeros is None else np.asarray(embed.zeros),
                          embed.format.group, np.asarray(tables["embed.lookup_mult"]),
-                         np.asarray(tables["embed.lookup_shift"]), options.embed_per_cycle))
+                         np.asarray(tables["embed.lookup_shift"]), point.embed_per_cycle))
 
     eps = _scalar(tables, "norm_eps")
-    add_all(rmsnorm_module(spec.hidden_dim, act_bits, eps, options.norm_per_cycle))
+    add_all(rmsnorm_module(spec.hidden_dim, act_bits, eps, point.norm_per_cycle))
     add_all(attention_module(spec.heads, spec.kv_heads, spec.head_dim, positions, kv_bits, act_bits,
                              np.asarray(tables["exp2_table"])))
-    add_all(swiglu_module(spec.ffn_dim, act_bits, tables["sigmoid_table"], options.norm_per_cycle))
-    norm_per, norm_chunks = chunk_plan(spec.hidden_dim, options.norm_per_cycle)
-    shared = {"norm": rmsnorm_name(spec.hidden_dim, act_bits, options.norm_per_cycle), "norm_per": norm_per,
+    add_all(swiglu_module(spec.ffn_dim, act_bits, tables["sigmoid_table"], point.norm_per_cycle))
+    norm_per, norm_chunks = chunk_plan(spec.hidden_dim, point.norm_per_cycle)
+    shared = {"norm": rmsnorm_name(spec.hidden_dim, act_bits, point.norm_per_cycle), "norm_per": norm_per,
               "norm_chunk_bits": index_bits(norm_chunks),
               "attention": attention_name(spec.heads, spec.kv_heads, spec.head_dim),
-              "swiglu": swiglu_name(spec.ffn_dim, act_bits, options.norm_per_cycle)}
+              "swiglu": swiglu_name(spec.ffn_dim, act_bits, point.norm_per_cycle)}
 
     def add_matvec(name: str, out_bits: int) -> None:
         matrix = int_matrix(die, tables, name)
-        lanes = lanes_for(matrix.rows, matrix.cols, options.weights_per_lane)
-        add_all(matvec_modules(matrix, act_bits, out_bits, options.style, lanes))
-        notes["matvec"][name] = {"rows": matrix.rows, "cols": matrix.cols, "lanes": lanes,
-                                 "cycles": matvec_cycles(matrix, options.style, lanes)}
+        plan = step.plan(name)
+        add_all(matvec_modules(matrix, act_bits, out_bits, point.weight_style, plan.lanes))
+        notes["matvec"][name] = {"rows": matrix.rows, "cols": matrix.cols, "lanes": plan.lanes, "cycles": plan.cycles}
 
     for i in range(spec.layers):
         p = f"layers.{i}."
@@ -422,7 +462,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
             add_matvec(p + short, RESIDUAL_BITS if short in ("wo", "w_down") else INTERNAL_BITS)
         for norm in ("attn_norm", "ffn_norm"):
             add_all(rmsnorm_rom(p + norm, np.asarray(tables[p + norm + ".mult"]), spec.hidden_dim,
-                                options.norm_per_cycle))
+                                point.norm_per_cycle))
         score_m, score_k = _pair(tables, p + "score_mult")
         out_m, out_k = _pair(tables, p + "attention_out_mult")
         index_m, index_k = _pair(tables, p + "sigmoid_index_mult")
@@ -432,7 +472,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
                      "score_shift": score_k, "out_mult": out_m, "out_shift": out_k, "index_mult": index_m,
                      "index_shift": index_k, "glu_mult": glu_m, "glu_shift": glu_k}
         design.add(f"hw_layer_{i}", layer_module(i, spec, act_bits, positions, constants))
-    add_all(rmsnorm_rom("final_norm", np.asarray(tables["final_norm.mult"]), spec.hidden_dim, options.norm_per_cycle))
+    add_all(rmsnorm_rom("final_norm", np.asarray(tables["final_norm.mult"]), spec.hidden_dim, point.norm_per_cycle))
     head = spec.classifier
     add_matvec(head, RESIDUAL_BITS)
     design.add("hw_chip", chip_module(spec, act_bits, positions, head,

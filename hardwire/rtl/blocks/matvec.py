@@ -5,16 +5,17 @@
 
 with (mu, e) the token scale of x (§2.2).
 
-Golden: `hardwire.golden.matvec.matvec`. Two circuit styles of the same arithmetic:
+Golden: `hardwire.golden.matvec.matvec`. Two circuit styles of the same arithmetic (weight styles of
+`hardwire.datapath`, which also gives each product its lanes and cycles):
 
-`rom` (default): the codes sit in a registered `case` ROM read one word per cycle; a word holds one
+`rom_mac` (default): the codes sit in a registered `case` ROM read one word per cycle; a word holds one
 code for each of `lanes` MAC lanes. Rows are cut into blocks of `lanes` rows; in block b, lane l
 computes row b*lanes + l while the column counter j walks the input vector, x_j broadcast to every
 lane (a cycle after the ROM address). A lane keeps the running group sum (partial) and the scaled
 row sum (acc); at a group's last column it adds m_ig * partial to acc, at the row's last column it
 moves acc aside, and ceil(lanes / cols) shared requantizers drain the block's sums (read, then
 requantize) while the lanes compute the next block. A product takes blocks * cols + drain steps + 3
-cycles (`matvec_cycles`).
+cycles (`hardwire.datapath.Matrix.plan`).
 
 `hardwired`: every weight is a constant multiplier in a per-row adder tree (no ROM, no lanes);
 the whole product is one registered pass, 2 cycles. Worth it only for small matrices: ~60 logic
@@ -33,7 +34,7 @@ from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRO
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields, sext,
                                signed_bits, word_read, word_write, zext)
 
-STYLES = ("rom", "hardwired")
+STYLES = ("rom_mac", "hardwired")
 
 
 @dataclass
@@ -74,13 +75,6 @@ class IntMatrix:
 
 def module_name(matrix_name: str) -> str:
     return "hw_matvec_" + matrix_name.replace(".", "_")
-
-
-def lanes_for(rows: int, cols: int, weights_per_lane: int) -> int:
-    """Lanes so that one product takes about `weights_per_lane` cycles (ChipConfig's knob): as many
-    row blocks as fit in that many cycles, one lane per row of a block."""
-    blocks = max(1, min(rows, weights_per_lane // max(cols, 1)))
-    return -(-rows // blocks)
 
 
 # -- width bounds ---------------------------------------------------------------------------------
@@ -550,19 +544,10 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
                          matvec_comment(matrix, "hardwired constant multipliers", out_bits))}
 
 
-def matvec_modules(matrix: IntMatrix, x_bits: int, out_bits: int, style: str = "rom",
+def matvec_modules(matrix: IntMatrix, x_bits: int, out_bits: int, style: str = "rom_mac",
                    lanes: int = 16) -> dict[str, str]:
-    if style == "rom":
+    if style == "rom_mac":
         return matvec_rom(matrix, x_bits, out_bits, lanes)
     if style == "hardwired":
         return matvec_hardwired(matrix, x_bits, out_bits)
     raise ValueError(f"unknown matvec style {style!r}; expected one of {', '.join(STYLES)}")
-
-
-def matvec_cycles(matrix: IntMatrix, style: str, lanes: int) -> int:
-    """Cycles from `start` to `done` (what the top-level schedule and the chip model count)."""
-    if style == "hardwired":
-        return 1
-    lanes = max(1, min(lanes, matrix.rows))
-    steps = -(-lanes // requantizers_for(lanes, matrix.cols))
-    return -(-matrix.rows // lanes) * matrix.cols + steps + 3
