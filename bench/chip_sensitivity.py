@@ -30,6 +30,8 @@ CHIP_CHANGES = [  # (label, ChipConfig changes)
     ("activations 6-bit", {"activation_bits": 6}), ("activations 12-bit", {"activation_bits": 12}),
     ("explicit select mux per lane", {"explicit_select_mux": True}),
     ("control 10%", {"control_fraction": 0.10}),
+    ("vector logic 512 elements/cycle", {"norm_per_cycle": 512, "embed_per_cycle": 512, "rope_heads_per_cycle": 4,
+                                         "attention_heads_per_cycle": 4, "logits_per_cycle": 512}),
 ]
 NODE_CHANGES = [  # (label, ProcessNode changes for N6)
     ("achieved density 60% of peak", {"achieved_density_fraction": 0.60}),

@@ -36,25 +36,28 @@ def test_hc1_json_has_the_contract_keys(hc1_json):
     assert hc1_json["context"] == 1024
 
 
-def test_hc1_area_and_power_within_15_percent_of_published(hc1_json):
+def test_hc1_area_within_15_percent_of_published(hc1_json):
     assert abs(hc1_json["area_mm2"] / HC1["area_mm2"] - 1) <= 0.15
-    # power per card, at full load (as many users as the KV SRAM holds at 1k context)
-    assert HC1["power_w_low"] * 0.85 <= hc1_json["power_w"] <= HC1["power_w_high"] * 1.15
 
 
-def test_hc1_transistors_and_speed_land_where_the_honest_assumptions_put_them(hc1_json):
-    # Not ±15%: with the cited assumptions (1 GHz, 256-cell ROM bit lines, 256 MiB KV SRAM) the model
-    # gives +16% transistors and +31% tokens/s; docs/chip-model.md §Validation explains which
-    # assumptions move these (a 0.8 GHz clock alone gives +5% tokens/s). These bounds pin that result.
+def test_hc1_transistors_speed_and_power_land_where_the_honest_assumptions_put_them(hc1_json):
+    # Not ±15%: with the cited assumptions (1 GHz, 256-cell ROM bit lines, 256 MiB KV SRAM) and the
+    # cycles of the generated RTL's blocks (each product's rows drained through shared requantizers
+    # after its walk), the model gives +17% transistors, -24% tokens/s and, with fewer tokens/s at
+    # full load, 163 W; docs/chip-model.md §4 explains which assumptions move these. These bounds pin
+    # that result.
     assert 0.85 <= hc1_json["transistors"] / HC1["transistors"] <= 1.20
-    assert 0.85 <= hc1_json["tokens_per_s"] / HC1["tokens_per_s"] <= 1.35
+    assert 0.70 <= hc1_json["tokens_per_s"] / HC1["tokens_per_s"] <= 0.85
+    # power per card, at full load (as many users as the KV SRAM holds at 1k context)
+    assert 0.75 * HC1["power_w_low"] <= hc1_json["power_w"] <= 0.90 * HC1["power_w_low"]
 
 
 def test_hc1_speed_matches_a_back_of_envelope_pipeline_count():
-    # Independent count: 32 layers × (4 matrix-vector products of 256 ROM rows + two attention passes
-    # over 1024 positions at 8 per cycle) at 1 GHz, ignoring the few-cycle pipeline fills.
+    # Independent count: 32 layers × (4 matrix-vector products, each a walk of 256 ROM rows and a
+    # drain of its rows by requantizers sized to keep up with a walk, about 256 cycles more, + two
+    # attention passes over 1024 positions at 8 per cycle) at 1 GHz, ignoring the few-cycle fills.
     chip, spec = load_chip("hc1"), model_preset("llama-3.1-8b")
-    cycles = 32 * (4 * 256 + 2 * 1024 / 8)
+    cycles = 32 * (4 * (256 + 256) + 2 * 1024 / 8)
     assert estimate(spec, chip).tokens_per_s == pytest.approx(1e9 / cycles, rel=0.12)
 
 

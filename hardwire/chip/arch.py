@@ -1,14 +1,19 @@
 """ChipConfig and the microarchitecture it describes: what blocks a chip has, how many
-transistors each block takes, and how many cycles each pipeline stage spends on a token.
+transistors each block takes, and how its token step's blocks are grouped into stages.
 
-The chip is layer-pipelined (docs/chip-model.md §1): every projection matrix has its own weight storage and
-its own array of *lanes*. A lane owns `weights_per_lane` weight slices on one ROM bit line and reads
-one per cycle, so a matrix-vector product takes `weights_per_lane` cycles however large the matrix
-is; the number of lanes (the parallelism per layer) is weights ÷ `weights_per_lane`. The hc1
-preset takes 256, the usual largest sub-array height of a memory bank (Weste & Harris: ≤ 256 rows
-per bit line), not a number chosen to hit a throughput.
+A ChipConfig is a `hardwire.datapath.DesignPoint` (the micro-architecture the RTL generator shares:
+weight style, widths, lanes, per-cycle parallelism, schedule) plus process, clock, partition and
+cost. Every block's lanes and cycles come from `hardwire.datapath` (one formula per block, counted
+from the generated RTL's state machines); this module prices their transistors and groups them.
 
-Weight storage styles:
+The hc1 preset is layer-pipelined (docs/chip-model.md §1): every projection matrix has its own
+weight storage and its own array of *lanes*. A lane owns `weights_per_lane` weight slices on one
+ROM bit line and reads one per cycle, so a matrix-vector product walks `weights_per_lane` columns
+however large the matrix is; the number of lanes (the parallelism per layer) is about weights ÷
+`weights_per_lane`. The hc1 preset takes 256, the usual largest sub-array height of a memory bank
+(Weste & Harris: ≤ 256 rows per bit line), not a number chosen to hit a throughput.
+
+Weight storage styles (`hardwire.datapath.WEIGHT_STYLES`):
 - `multiply_select_add` (Taalas HC1): a shared bank precomputes x·v for every weight value v; each
   weight is one mask-ROM transistor ("one transistor stores a 4-bit parameter") whose via selects
   the product; the lane muxes the selected product and accumulates.
@@ -23,7 +28,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hardwire.chip.process import ProcessNode, process_node
+from hardwire.datapath import POINT_FIELDS, Block, DesignPoint, TokenStep, weight_style
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
 
@@ -32,7 +40,6 @@ try:
 except ModuleNotFoundError:      # Python 3.10
     import tomli as tomllib
 
-WEIGHT_STYLES = ("multiply_select_add", "rom_mac", "hardwired")
 CHIPS_DIR = Path(__file__).resolve().parent.parent / "data" / "chips"
 
 # -- transistor counts of standard static-CMOS cells [weste-harris] ------------------------------
@@ -46,34 +53,30 @@ SRAM_CELL_T = 6
 HARDWIRED_CELLS_PER_NONZERO_BIT = 39
 GENERIC_CELL_T = 6
 
-# -- fixed pipeline latencies, cycles (our design assumptions, docs/chip-model.md §timing) -------
-ROM_READ_PIPELINE = 2      # word-line decode, bit-line sense
-REQUANT_CYCLES = 4         # scale multiply, round, clamp of a matmul output
-RSQRT_CYCLES = 8           # RMSNorm: reciprocal square root after the sum-of-squares tree
-ROPE_CYCLES = 2
-SOFTMAX_CYCLES = 16        # max, exp table, sum, reciprocal (online softmax overlaps the passes)
-SILU_CYCLES = 4
-RESIDUAL_CYCLES = 1
-EMBED_CYCLES = 2
+# The estimate's default design point (a chip file sets any of these fields): the layer-pipelined
+# chip the estimate has always described, long rows split over lanes, and element-wise logic one
+# 4,096-element vector wide: a whole hidden vector of Llama 3.1 8B, or 32 of its 128-wide heads, per
+# cycle (the former model's norm was a tree over the whole vector; docs/chip-model.md §1).
+VECTOR_ELEMENTS_PER_CYCLE = 4096
+HEADS_PER_CYCLE = VECTOR_ELEMENTS_PER_CYCLE // 128
+CHIP_POINT = DesignPoint(
+    weight_style="multiply_select_add", weight_bits=4, activation_bits=8, kv_bits=8, weights_per_lane=256,
+    split_rows=True, embed_per_cycle=VECTOR_ELEMENTS_PER_CYCLE, norm_per_cycle=VECTOR_ELEMENTS_PER_CYCLE,
+    rope_heads_per_cycle=HEADS_PER_CYCLE, attention_positions_per_cycle=8, attention_heads_per_cycle=HEADS_PER_CYCLE,
+    logits_per_cycle=VECTOR_ELEMENTS_PER_CYCLE, schedule="layer_pipeline", kv_sram_mib=64.0, lora_sram_mib=0.0)
+# the design point's derived quantities, read through the chip like its fields (chip.mean_weight_bits)
+POINT_PROPERTIES = ("mean_weight_bits", "slices_per_weight", "product_bits", "accumulator_bits")
 
 
 @dataclass(frozen=True)
 class ChipConfig:
+    """A chip to estimate: its design point (`point`) plus process, clock, partition and cost. The
+    point's fields read through the chip (`chip.weights_per_lane`), and `replace` and chip files
+    take both kinds of field by name."""
     name: str = "custom"
+    point: DesignPoint = CHIP_POINT
     node: str = "N6"
     clock_ghz: float = 1.0
-    weight_style: str = "multiply_select_add"
-    weight_bits: int = 4                 # base weight format
-    high_precision_bits: int = 0         # a wider format for some weights (0 = none)
-    high_precision_fraction: float = 0.0 # share of weights in the wider format
-    activation_bits: int = 8
-    kv_bits: int = 8
-    weights_per_lane: int = 256          # weight slices per lane = cycles per matrix-vector product
-    explicit_select_mux: bool = False    # multiply_select_add: a 2^bits:1 mux per lane instead of the
-                                         # storage transistor doing the select (as Taalas describes)
-    attention_positions_per_cycle: int = 8   # key/value positions per cycle per layer (all heads)
-    kv_sram_mib: float = 64.0            # KV-cache SRAM, whole model
-    lora_sram_mib: float = 0.0           # LoRA adapter SRAM, whole model
     chips: int = 0                       # 0: as many as the reticle requires
     link_gbytes_per_s: float = 100.0     # chip-to-chip link, per direction
     link_latency_ns: float = 500.0
@@ -90,23 +93,24 @@ class ChipConfig:
     def __post_init__(self):
         self.validate()
 
+    def __getattr__(self, name: str):
+        if name in POINT_FIELDS or name in POINT_PROPERTIES:
+            return getattr(self.point, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def validate(self, source: object | None = None) -> None:
         def bad(field: str, expected: str):
             raise BadConfig(f"expected {expected}, got {getattr(self, field)!r}", path=source, field=field)
 
         process_node(self.node)
-        if self.weight_style not in WEIGHT_STYLES:
-            bad("weight_style", "one of " + ", ".join(WEIGHT_STYLES))
-        int_ranges = {"weight_bits": (1, 16), "high_precision_bits": (0, 16), "activation_bits": (2, 32),
-                      "kv_bits": (2, 32), "weights_per_lane": (1, 1 << 20),
-                      "attention_positions_per_cycle": (1, 1 << 16), "chips": (0, 4096)}
-        for field, (low, high) in int_ranges.items():
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                bad(field, f"an integer in [{low}, {high}]")
+        if not isinstance(self.point, DesignPoint):
+            bad("point", "a DesignPoint")
+        self.point.validate(source)
+        if not isinstance(self.chips, int) or isinstance(self.chips, bool) or not 0 <= self.chips <= 4096:
+            bad("chips", "an integer in [0, 4096]")
         positive = ("clock_ghz", "link_gbytes_per_s", "lifetime_years")
-        non_negative = ("kv_sram_mib", "lora_sram_mib", "link_latency_ns", "link_pj_per_bit", "link_phy_mm2",
-                        "io_mm2", "card_overhead_w", "board_cost_usd", "electricity_usd_per_kwh")
+        non_negative = ("link_latency_ns", "link_pj_per_bit", "link_phy_mm2", "io_mm2", "card_overhead_w",
+                        "board_cost_usd", "electricity_usd_per_kwh")
         for field in positive + non_negative:
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -115,13 +119,10 @@ class ChipConfig:
                 bad(field, "a positive number" if field in positive else "a number >= 0")
         if not self.clock_ghz <= 10:
             bad("clock_ghz", "a clock in (0, 10] GHz")
-        for field in ("high_precision_fraction", "control_fraction"):
-            if not 0 <= getattr(self, field) < 1:
-                bad(field, "a fraction in [0, 1)")
+        if not 0 <= self.control_fraction < 1:
+            bad("control_fraction", "a fraction in [0, 1)")
         if not 0 < self.vrm_efficiency <= 1:
             bad("vrm_efficiency", "a fraction in (0, 1]")
-        if self.high_precision_fraction > 0 and self.high_precision_bits <= self.weight_bits:
-            bad("high_precision_bits", f"more bits than weight_bits={self.weight_bits}")
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -132,52 +133,40 @@ class ChipConfig:
     def clock_hz(self) -> float:
         return self.clock_ghz * 1e9
 
-    @property
-    def mean_weight_bits(self) -> float:
-        f = self.high_precision_fraction
-        return self.weight_bits * (1 - f) + (self.high_precision_bits * f if f else 0.0)
-
-    @property
-    def slices_per_weight(self) -> float:
-        """A wider weight is stored and processed as ceil(bits / base) base-width slices."""
-        if not self.high_precision_fraction:
-            return 1.0
-        extra = math.ceil(self.high_precision_bits / self.weight_bits) - 1
-        return 1.0 + self.high_precision_fraction * extra
-
-    @property
-    def product_bits(self) -> int:
-        return self.activation_bits + self.weight_bits
-
-    @property
-    def accumulator_bits(self) -> int:
-        return self.product_bits + math.ceil(math.log2(max(self.weights_per_lane, 2)))
-
     def replace(self, **changes) -> "ChipConfig":
+        """A copy with some fields changed, the design point's included (`weights_per_lane=512`)."""
+        point_changes = {k: changes.pop(k) for k in list(changes) if k in POINT_FIELDS}
+        if point_changes:
+            changes["point"] = changes.get("point", self.point).replace(**point_changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The chip file's fields, flat (the design point's among them)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "point"}
+        return {**fields, **self.point.to_dict()}
 
 
 # -- loading ---------------------------------------------------------------------------------------
 
 def chip_from_dict(data: dict, source: object | None = None) -> ChipConfig:
-    fields = {f.name: f for f in dataclasses.fields(ChipConfig)}
+    """A chip from a chip file's flat fields: the design point's and the chip's own, each defaulting
+    to ChipConfig's."""
+    defaults = {**{f.name: f.default for f in dataclasses.fields(ChipConfig) if f.name != "point"},
+                **CHIP_POINT.to_dict()}
     values = {}
     for key, value in data.items():
         if key == "notes":       # free text kept in the TOML for readers
             continue
-        if key not in fields:
-            raise BadConfig(f"unknown chip field; expected one of {', '.join(fields)}", path=source, field=key)
-        default = fields[key].default
+        if key not in defaults:
+            raise BadConfig(f"unknown chip field; expected one of {', '.join(defaults)}", path=source, field=key)
+        default = defaults[key]
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not type(default):
             raise BadConfig(f"expected a {type(default).__name__}, got {value!r}", path=source, field=key)
-        values[key] = value
+        values[key] = weight_style(value) if key == "weight_style" else value
     try:
-        chip = ChipConfig(**values)
+        chip = ChipConfig().replace(**values)
     except BadConfig as e:
         raise BadConfig(str(e).split(": ", 1)[-1], path=source, field=e.field) from None
     return chip
@@ -249,71 +238,29 @@ def attention_mac_transistors(chip: ChipConfig) -> float:
     return multiply + (a + b + 8) * (FULL_ADDER_T + FLIP_FLOP_T)
 
 
-# -- matrices and pipeline stages ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Matrix:
-    name: str
-    rows: int      # out features
-    cols: int      # in features
-
-
-def layer_matrices(spec: ModelSpec) -> list[list[Matrix]]:
-    """The projections of one layer grouped by pipeline stage (matrices in a group run together)."""
-    return [
-        [Matrix("wq", spec.q_dim, spec.hidden_dim), Matrix("wk", spec.kv_dim, spec.hidden_dim),
-         Matrix("wv", spec.kv_dim, spec.hidden_dim)],
-        [Matrix("wo", spec.hidden_dim, spec.q_dim)],
-        [Matrix("w_gate", spec.ffn_dim, spec.hidden_dim), Matrix("w_up", spec.ffn_dim, spec.hidden_dim)],
-        [Matrix("w_down", spec.hidden_dim, spec.ffn_dim)],
-    ]
-
-
-def head_matrix(spec: ModelSpec) -> Matrix:
-    return Matrix("output", spec.vocab_size, spec.hidden_dim)
-
-
-def matrix_lanes(m: Matrix, chip: ChipConfig) -> int:
-    if chip.weight_style == "hardwired":
-        return 0
-    slices = m.rows * m.cols * chip.slices_per_weight
-    return max(math.ceil(slices / chip.weights_per_lane), 1)
-
-
-def matvec_cycles(group: list[Matrix], chip: ChipConfig) -> int:
-    """Cycles for one matrix-vector product of a stage (its matrices run in parallel)."""
-    worst = 0
-    for m in group:
-        cols_slices = m.cols * chip.slices_per_weight
-        if chip.weight_style == "hardwired":
-            cycles = 1 + math.ceil(math.log2(max(m.cols, 2)))     # one pass down the adder tree
-        else:
-            lanes = matrix_lanes(m, chip)
-            rows_per_lane = math.ceil(m.rows * m.cols * chip.slices_per_weight / lanes)
-            lanes_per_row = max(math.ceil(cols_slices / chip.weights_per_lane), 1)
-            cycles = ROM_READ_PIPELINE + rows_per_lane + math.ceil(math.log2(lanes_per_row)) \
-                if lanes_per_row > 1 else ROM_READ_PIPELINE + rows_per_lane
-        worst = max(worst, cycles + REQUANT_CYCLES)
-    return worst
-
-
-def norm_cycles(spec: ModelSpec) -> int:
-    return math.ceil(math.log2(spec.hidden_dim)) + RSQRT_CYCLES
-
+# -- stages ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage: a token occupies it for `fixed_cycles + attention_passes·⌈context/P⌉`."""
+    """What holds a token until it moves on: in a layer pipeline one stage of a layer (its norm,
+    matvecs, RoPE, ...), the embedding, the head, or a chip-to-chip link (`fixed` cycles, no
+    blocks); in the sequential schedule the whole token step."""
     name: str
     chip: int
-    fixed_cycles: int
-    attention_passes: int = 0
-    positions_per_cycle: int = 1
+    point: DesignPoint
+    blocks: tuple[Block, ...] = ()
+    fixed: int = 0
 
-    def cycles(self, context: int) -> int:
-        if not self.attention_passes:
-            return self.fixed_cycles
-        return self.fixed_cycles + self.attention_passes * math.ceil(context / self.positions_per_cycle)
+    def cycles(self, context):
+        """Cycles a token holds the stage at `context` positions attended (an int, or an array of
+        contexts), every token quantizer at its worst case."""
+        total = self.fixed + sum(b.cycles(self.point, context) for b in self.blocks)
+        return int(total) if np.ndim(total) == 0 else total
+
+    @property
+    def kind(self) -> tuple:
+        """Equal for stages that take the same cycles at every context (layer 3's qkv and layer 7's)."""
+        return self.fixed, self.point, tuple(dataclasses.replace(b, name="", stage="") for b in self.blocks)
 
 
 def link_cycles(spec: ModelSpec, chip: ChipConfig) -> int:
@@ -323,27 +270,29 @@ def link_cycles(spec: ModelSpec, chip: ChipConfig) -> int:
     return math.ceil(seconds * chip.clock_hz)
 
 
-def stage_plan(spec: ModelSpec, chip: ChipConfig, layer_chip: list[int], head_chip: int | None = None
+def stage_plan(step: TokenStep, chip: ChipConfig, layer_chip: list[int], head_chip: int | None = None
                ) -> list[Stage]:
-    """Every stage a token passes through, in order (layer_chip[i] = chip holding layer i)."""
-    qkv, wo, gate_up, down = layer_matrices(spec)
-    norm = norm_cycles(spec)
-    stages = [Stage("embed", 0, EMBED_CYCLES)]
-    for i in range(spec.layers):
-        c = layer_chip[i]
-        if stages[-1].chip != c:
-            stages.append(Stage(f"link{c}", c, link_cycles(spec, chip)))
-        stages += [
-            Stage(f"L{i}.qkv", c, norm + matvec_cycles(qkv, chip) + ROPE_CYCLES),
-            Stage(f"L{i}.attention", c, SOFTMAX_CYCLES, attention_passes=2,
-                  positions_per_cycle=chip.attention_positions_per_cycle),
-            Stage(f"L{i}.wo", c, matvec_cycles(wo, chip) + RESIDUAL_CYCLES),
-            Stage(f"L{i}.gate_up", c, norm + matvec_cycles(gate_up, chip) + SILU_CYCLES),
-            Stage(f"L{i}.down", c, matvec_cycles(down, chip) + RESIDUAL_CYCLES),
-        ]
+    """Every stage a token passes through, in order (layer_chip[i] = chip holding layer i). A layer
+    pipeline has the token step's own stages (embed, L<i>.qkv, .attention, .wo, .gate_up, .down,
+    head) with a link stage wherever the next stage sits on another chip; the sequential schedule
+    one stage, the whole step, its links included."""
+    spec = step.spec
     last = layer_chip[-1] if head_chip is None else head_chip
-    if stages[-1].chip != last:
-        stages.append(Stage(f"link{last}", last, link_cycles(spec, chip)))
-    argmax = math.ceil(math.log2(max(spec.vocab_size, 2)))
-    stages.append(Stage("head", last, norm + matvec_cycles([head_matrix(spec)], chip) + argmax))
+
+    def chip_of(stage_name: str) -> int:
+        if stage_name == "embed":
+            return 0
+        if stage_name == "head":
+            return last
+        return layer_chip[int(stage_name[1:].split(".")[0])]
+
+    stages: list[Stage] = []
+    for name, blocks in step.stages():
+        c = chip_of(name)
+        if stages and stages[-1].chip != c:
+            stages.append(Stage(f"link{c}", c, chip.point, fixed=link_cycles(spec, chip)))
+        stages.append(Stage(name, c, chip.point, blocks))
+    if chip.schedule == "sequential":
+        links = sum(s.fixed for s in stages)
+        return [Stage("token", 0, chip.point, step.blocks, fixed=links)]
     return stages

@@ -1,8 +1,9 @@
 """Analytic chip estimate: area, transistors, power, speed, capacity, yield and cost of a model
 frozen into a chip described by a `ChipConfig`. Equations and constants: docs/chip-model.md.
 
-Order of the computation follows the data: weights → blocks per layer (transistors, area) →
-partition into chips → pipeline stages (cycles) → speed → energy and power → yield and cost.
+Order of the computation follows the data: the token step's blocks at the chip's design point
+(`hardwire.datapath.build`: their lanes and cycles) → blocks per layer (transistors, area) →
+partition into chips → stages (cycles) → speed → energy and power → yield and cost.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardwire.chip import arch
-from hardwire.chip.arch import ChipConfig, Matrix, Stage
+from hardwire.chip.arch import ChipConfig, Stage
 from hardwire.chip.process import (ADD_PJ_PER_BIT_45NM, MULT_PJ_PER_PARTIAL_PRODUCT_45NM, RETICLE_MM2,
                                    SRAM_READ_PJ_PER_BIT_8KB_45NM, SRAM_READ_PJ_PER_BIT_32KB_45NM,
                                    dies_per_wafer, murphy_yield)
+from hardwire.datapath import Matrix, TokenStep, build
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
 
@@ -58,20 +60,24 @@ def matrix_blocks(matrices: list[Matrix], chip: ChipConfig, stored: bool = True)
     if chip.weight_style == "hardwired":
         datapath = weights * chip.slices_per_weight * arch.hardwired_transistors_per_slice(chip)
     else:
-        datapath = sum(arch.matrix_lanes(m, chip) for m in matrices) * arch.lane_transistors(chip)
+        plans = [m.plan(chip.point) for m in matrices]
+        datapath = sum(p.lanes for p in plans) * arch.lane_transistors(chip)
         if chip.weight_style == "multiply_select_add":
-            # one precompute bank per group of lanes that shares an input element
-            groups = sum(max(math.ceil(m.cols * chip.slices_per_weight / chip.weights_per_lane), 1)
-                         for m in matrices)
-            datapath += groups * arch.precompute_transistors(chip)
+            # one precompute bank per group of lanes that shares an input element (a row's segment)
+            datapath += sum(p.lanes_per_row for p in plans) * arch.precompute_transistors(chip)
     blocks.transistors["mac_select"] = datapath
     blocks.area_mm2["mac_select"] = node.logic_area_mm2(datapath)
     return blocks
 
 
+def layer_matrices(step: TokenStep, index: int = 0) -> list[Matrix]:
+    """The seven projections of layer `index`."""
+    return [m for m in step.matrices() if m.name.startswith(f"layers.{index}.")]
+
+
 def layer_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     node = chip.process
-    blocks = matrix_blocks([m for group in arch.layer_matrices(spec) for m in group], chip)
+    blocks = matrix_blocks(layer_matrices(build(spec, chip.point)), chip)
     attention = 2 * chip.attention_positions_per_cycle * spec.q_dim * arch.attention_mac_transistors(chip)
     blocks.transistors["attention"] = attention
     blocks.area_mm2["attention"] = node.logic_area_mm2(attention)
@@ -97,7 +103,8 @@ def embed_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
 
 def head_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     shares_embedding = spec.tied_embeddings and chip.weight_style != "hardwired"
-    blocks = matrix_blocks([arch.head_matrix(spec)], chip, stored=not shares_embedding)
+    classifier = Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim)
+    blocks = matrix_blocks([classifier], chip, stored=not shares_embedding)
     add_control(blocks, chip)
     return blocks
 
@@ -169,14 +176,12 @@ def prefill_cycles(stages: list[Stage], prompt_tokens: int) -> int:
     after its own trip plus, for every earlier token, the time it held the slowest stage."""
     if prompt_tokens <= 0:
         return 0
-    # Stages repeat layer after layer: take the slowest of each distinct kind, then sweep positions.
-    kinds = {(s.fixed_cycles, s.attention_passes, s.positions_per_cycle) for s in stages}
-    fixed = max((f for f, passes, _ in kinds if not passes), default=0)
-    attention = {(f, passes, p) for f, passes, p in kinds if passes}
+    # Stages repeat layer after layer: sweep the positions once per distinct kind of stage.
+    kinds = {s.kind: s for s in stages}
     positions = np.arange(1, prompt_tokens, dtype=np.int64)
-    slowest = np.full(positions.shape, fixed, dtype=np.int64)
-    for f, passes, p in attention:
-        slowest = np.maximum(slowest, f + passes * -(-positions // p))
+    slowest = np.zeros(positions.shape, dtype=np.int64)
+    for stage in kinds.values():
+        slowest = np.maximum(slowest, stage.cycles(positions))
     return token_cycles(stages, prompt_tokens) + int(slowest.sum())
 
 
@@ -234,6 +239,7 @@ class Estimate:
     chip: ChipConfig
     context: int
     prompt_tokens: int
+    step: TokenStep
     partition: Partition
     stages: list[Stage]
     tokens_per_s: float
@@ -270,10 +276,11 @@ class Estimate:
         return token_cycles(self.stages, context) / self.chip.clock_hz * 1e6
 
     def to_json(self) -> dict:
-        lanes = sum(arch.matrix_lanes(m, self.chip) for g in arch.layer_matrices(self.spec) for m in g)
+        lanes = sum(m.plan(self.chip.point).lanes for m in layer_matrices(self.step))
         neck = bottleneck(self.stages, self.context)
         return {
             "chip": self.chip.name, "node": self.chip.node, "weight_style": self.chip.weight_style,
+            "schedule": self.chip.schedule,
             "clock_ghz": self.chip.clock_ghz, "mean_weight_bits": self.chip.mean_weight_bits,
             "parameters": self.spec.parameter_count(), "context": self.context,
             "prompt_tokens": self.prompt_tokens,
@@ -307,10 +314,12 @@ def aggregate_rate(stages: list[Stage], context: int, users: int, clock_hz: floa
     return min(users / token_cycles(stages, context), 1 / bottleneck(stages, context).cycles(context)) * clock_hz
 
 
-def estimate(spec: ModelSpec, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 1024,
+def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 1024,
              users: int | None = None) -> Estimate:
-    """Estimate `spec` frozen into `chip`, decoding at `context` cached positions per user.
-    `users` sets the load for power and cost (default: as many as the KV SRAM holds)."""
+    """Estimate `model` (a ModelSpec, or a die, whose formats then set the embedding's chunk) frozen
+    into `chip`, decoding at `context` cached positions per user. `users` sets the load for power
+    and cost (default: as many as the KV SRAM holds)."""
+    spec = model if isinstance(model, ModelSpec) else model.spec
     if not isinstance(context, int) or not 1 <= context <= 1 << 24:
         raise BadConfig(f"expected a context in [1, {1 << 24}], got {context!r}", field="context")
     if not isinstance(prompt_tokens, int) or not 0 <= prompt_tokens <= 1 << 24:
@@ -319,7 +328,8 @@ def estimate(spec: ModelSpec, chip: ChipConfig, context: int = 1024, prompt_toke
         raise BadConfig(f"expected a positive number of users, got {users!r}", field="users")
     node = chip.process
     part = partition(spec, chip, layer_blocks(spec, chip), embed_blocks(spec, chip), head_blocks(spec, chip))
-    stages = arch.stage_plan(spec, chip, part.layer_chip, part.head_chip)
+    step = build(model, chip.point)
+    stages = arch.stage_plan(step, chip, part.layer_chip, part.head_chip)
 
     cycles = token_cycles(stages, context)
     tokens_per_s = chip.clock_hz / cycles
@@ -354,7 +364,8 @@ def estimate(spec: ModelSpec, chip: ChipConfig, context: int = 1024, prompt_toke
     cost_per_mtok = usd_per_s / aggregate * 1e6
 
     return Estimate(
-        spec=spec, chip=chip, context=context, prompt_tokens=prompt_tokens, partition=part, stages=stages,
+        spec=spec, chip=chip, context=context, prompt_tokens=prompt_tokens, step=step, partition=part,
+        stages=stages,
         tokens_per_s=tokens_per_s, latency_us_per_token=cycles / chip.clock_hz * 1e6, ttft_ms=ttft_s * 1e3,
         max_users=max_users, load_users=load_users, aggregate_tokens_per_s=aggregate,
         power_w=power_w, power_breakdown_w=breakdown, power_w_single_user=single_w,

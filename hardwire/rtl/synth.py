@@ -239,19 +239,15 @@ def _bottom_up(modules: dict[str, str], plan: tuple[Counter, Counter], top: str,
 
 def layer_estimate(die, weights_per_lane: int) -> tuple[float, dict]:
     """The chip estimate's logic for one layer of `die` (KV SRAM excluded) in generic cells, for the
-    chip the RTL builds: ROM + MAC lanes at the die's weight and KV widths, 8-bit activations, one KV
-    position per cycle (all heads); and the estimate's transistors by part (`weight_storage`,
-    `mac_select`, `attention`, `control`, ...)."""
-    import numpy as np
-
+    chip the RTL builds (its design point, `RtlOptions.design_point`: ROM + MAC lanes at the die's
+    weight, activation and KV widths, the RTL's lanes, one KV position per cycle), and the
+    estimate's transistors by part (`weight_storage`, `mac_select`, `attention`, `control`, ...)."""
     from hardwire.chip import arch
     from hardwire.chip.arch import ChipConfig
     from hardwire.chip.estimate import layer_blocks
     from hardwire.golden.tables import tables_for
-    weight_bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
-    kv_bits = int(np.asarray(tables_for(die)["kv_bits"]).reshape(-1)[0])
-    chip = ChipConfig(weight_style="rom_mac", weight_bits=weight_bits, activation_bits=8, kv_bits=kv_bits,
-                      weights_per_lane=weights_per_lane, attention_positions_per_cycle=1)
-    blocks = layer_blocks(die.spec, chip)
+    from hardwire.rtl.top import RtlOptions
+    point = RtlOptions(weights_per_lane=weights_per_lane).design_point(die, tables_for(die))
+    blocks = layer_blocks(die.spec, ChipConfig(point=point))
     logic = sum(t for key, t in blocks.transistors.items() if "sram" not in key and "kv" not in key)
     return logic / arch.GENERIC_CELL_T, blocks.transistors
