@@ -189,9 +189,9 @@ def open_system(text: str) -> System:
     if target.startswith(("http://", "https://")):
         url, _, model = target.partition("#")
         return System(text, clock=make_clock(clock_spec or "wall"), generator=EndpointGenerator(url, model or None))
-    from hardwire.die import open_model_or_die
+    from hardwire.die import FrozenWeights, open_model_or_die
     source = open_model_or_die(target)
-    is_die = hasattr(source, "quantized")
+    is_die = isinstance(source, FrozenWeights)
     backend = "golden" if is_die else "float"
     clock = make_clock(clock_spec or ("chip" if is_die else "wall"), source)
     return System(text, clock=clock, generator=EngineGenerator(source, backend))
