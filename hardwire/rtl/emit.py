@@ -280,12 +280,3 @@ def _same_width(name: str, from_bits: int, to_bits: int, verb: str) -> bool:
     if to_bits < from_bits:
         raise ValueError(f"cannot {verb} {name} from {from_bits} to {to_bits} bits")
     return to_bits == from_bits
-
-
-def chunk_plan(count: int, per_cycle: int) -> tuple[int, int]:
-    """(elements per cycle, chunks) for walking `count` elements: the largest divisor of `count`
-    that is <= per_cycle, so every chunk is full (padding a flattened vector makes a simulator copy
-    all of it on every read)."""
-    per_cycle = max(1, min(per_cycle, count))
-    per = max(d for d in range(1, per_cycle + 1) if count % d == 0)
-    return per, count // per

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS
-from hardwire.datapath import RTL_POINT, DesignPoint, build
+from hardwire.datapath import RTL_POINT, DesignPoint, build, chunk_plan
 from hardwire.errors import BadConfig
 from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
                                            kv_sram_module, reciprocal_table_module)
@@ -30,7 +30,7 @@ from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules, module_name
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
 from hardwire.rtl.blocks.rope import rope_module, rope_table_module
 from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
-from hardwire.rtl.emit import Design, Port, chunk_plan, index_bits, module, overrides
+from hardwire.rtl.emit import Design, Port, index_bits, module, overrides
 
 LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.arithmetic import RESIDUAL_BITS
+from hardwire.datapath import chunk_width
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, signed_bits)
-
-
-def chunk_width(group_width: int, per_cycle: int) -> int:
-    """The largest divisor of the group width that is <= per_cycle."""
-    return max(d for d in range(1, min(per_cycle, group_width) + 1) if group_width % d == 0)
 
 
 def embed_module(codes: np.ndarray, zeros: np.ndarray | None, group: int | None, mult: np.ndarray,

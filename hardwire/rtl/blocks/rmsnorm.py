@@ -17,7 +17,8 @@ import numpy as np
 
 from hardwire.arithmetic import MULTIPLIER_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
-from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, chunk_plan, index_bits, literal,
+from hardwire.datapath import chunk_plan
+from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, index_bits, literal,
                                module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
                                word_write)
 

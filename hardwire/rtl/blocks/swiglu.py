@@ -11,7 +11,8 @@ import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_SIZE, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
-from hardwire.rtl.emit import (RSHIFT_ROUND, Port, chunk_plan, index_bits, module, parameters, word_read,
+from hardwire.datapath import chunk_plan
+from hardwire.rtl.emit import (RSHIFT_ROUND, Port, index_bits, module, parameters, word_read,
                                word_write)
 
 SIGMOID_HALF = SIGMOID_TABLE_SIZE // 2

@@ -13,7 +13,8 @@ constant threshold per (e, mu), `fit_thresholds`), then the outputs. Cycles:
 from __future__ import annotations
 
 from hardwire import arithmetic as ar
-from hardwire.rtl.emit import Port, chunk_plan, index_bits, module, word_read, word_write
+from hardwire.datapath import chunk_plan
+from hardwire.rtl.emit import Port, index_bits, module, word_read, word_write
 
 SHIFT_BASE = ar.TOKEN_RECIPROCAL_BITS + ar.TOKEN_FRAC_BITS - ar.TOKEN_MANTISSA_BITS
 
