@@ -119,6 +119,8 @@ def test_design_point_names_are_shared_by_chip_files_and_rtl_options():
     assert chip_from_dict({"weight_style": "rom", "norm_per_cycle": 8}).point.weight_style == "rom_mac"
     assert hc1.replace(weights_per_lane=512).point.weights_per_lane == 512
     assert ChipConfig(point=RTL_POINT).to_dict()["schedule"] == "sequential"
+    # the bundled `rtl` chip file is the generator's point (at the bundled dies' 16-bit KV cache)
+    assert load_chip("rtl").point == RTL_POINT.replace(kv_bits=16, kv_sram_mib=1.0)
 
 
 def test_rtl_options_refuse_what_the_generator_cannot_build():
