@@ -501,3 +501,29 @@ def test_tiny_file_is_refused(tmp_path):
     path = tmp_path / "tiny.gguf"
     path.write_bytes(b"GGUF\3\0\0\0")
     fails_fast(path, BadCheckpoint, "too short")
+
+
+def tensor_info(name: bytes, dims: tuple[int, ...], type_code: int, offset: int) -> bytes:
+    return gguf_string(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims) \
+        + struct.pack("<IQ", type_code, offset)
+
+
+@pytest.mark.parametrize("offsets, match", [
+    ((0, 0), "offset 0 differs from 64"),          # the second tensor overlaps the first
+    ((0, 128), "offset 128 differs from 64"),      # a gap between them
+    ((64, 0), "offset 64 differs from 0"),         # out of header order
+    ((0, 32), "offset 32 differs from 64"),        # not aligned
+])
+def test_tensor_offsets_must_be_the_running_aligned_size(offsets, match, tmp_path):
+    """llama.cpp's rule: each tensor's data starts where the previous one's, padded to the
+    alignment (32 bytes by default), ends. Two 16-value F32 tensors: 64 bytes each."""
+    infos = [tensor_info(b"a", (16,), Q.F32, offsets[0]), tensor_info(b"b", (16,), Q.F32, offsets[1])]
+    path = tmp_path / "offsets.gguf"
+    path.write_bytes(header([ARCH_ENTRY], infos) + b"\0" * 512)
+    fails_fast(path, BadCheckpoint, match)
+
+
+def test_unknown_ggml_type_is_refused_at_open(tmp_path):
+    path = tmp_path / "type.gguf"
+    path.write_bytes(header([ARCH_ENTRY], [tensor_info(b"token_embd.weight", (32, 4), 9999, 0)]) + b"\0" * 512)
+    fails_fast(path, BadCheckpoint, "unknown type code 9999")

@@ -181,3 +181,117 @@ def test_nan_weights_are_reported_when_read(tmp_path, cli):
     folder = hf_folder(tmp_path, tensors=tensors)
     proc = cli("run", folder, "--ids", "1,2", "--max-tokens", "2", expect=2)
     assert "NaN" in proc.stderr and "layers.0.w_down" in proc.stderr
+
+
+# -- config.json field types (checked in process: the same `main` the command runs) ---------------
+def refused(capsys, *args) -> str:
+    """Run the `hardwire` command in this process; it must exit 2 with one line on stderr."""
+    from hardwire.cli import main
+
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
+    return lines[0]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("hidden_size", "8"), ("hidden_size", None), ("hidden_size", [8]), ("hidden_size", 8.0),
+    ("hidden_size", True), ("num_attention_heads", 0), ("num_attention_heads", -2),
+    ("num_key_value_heads", 0), ("num_key_value_heads", -1), ("num_key_value_heads", "2"),
+    ("intermediate_size", {"a": 1}), ("vocab_size", None), ("max_position_embeddings", "32"),
+    ("rms_norm_eps", "1e-5"), ("rms_norm_eps", None), ("rope_theta", [10000]), ("rope_theta", False),
+    ("tie_word_embeddings", "false"), ("tie_word_embeddings", "true"), ("tie_word_embeddings", 1),
+    ("tie_word_embeddings", None), ("bos_token_id", 1.5), ("bos_token_id", "1"), ("eos_token_id", [2.0]),
+    ("eos_token_id", -1), ("head_dim", "4"), ("sliding_window", "16"), ("hidden_act", 3),
+    ("rope_scaling", "llama3"), ("rope_scaling", [1]), ("attention_bias", "false"),
+])
+def test_config_field_of_the_wrong_type_is_refused_naming_it(tmp_path, capsys, field, value):
+    line = refused(capsys, "inspect", hf_folder(tmp_path, config={**CONFIG, field: value}))
+    assert "config.json" in line and field in line, line
+
+
+@pytest.mark.parametrize("text", ['{"hidden_size": NaN}', '{"rms_norm_eps": Infinity}',
+                                  '{"rms_norm_eps": -Infinity}', '{"a": 1, "a": 2}'])
+def test_config_with_non_standard_json_is_refused(tmp_path, capsys, text):
+    folder = hf_folder(tmp_path)
+    (folder / "config.json").write_text(text)
+    assert "config.json" in refused(capsys, "inspect", folder)
+
+
+def test_deeply_nested_json_is_a_clean_error_not_a_recursion_error(tmp_path, capsys):
+    folder = hf_folder(tmp_path)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert "nests 100000 levels" in refused(capsys, "inspect", folder)
+    deep = '{"x": ' * 5000 + "1" + "}" * 5000
+    header = deep.encode()
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    assert "model.safetensors" in refused(capsys, "inspect", folder)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    from hardwire.jsonfile import json_depth, parse_json
+
+    assert json_depth(b'{"a": "[[[[{{{{\\"[[", "b": [1, [2]]}') == 3
+    assert parse_json('{"k": "' + "[" * 1000 + '"}', "x") == {"k": "[" * 1000}
+
+
+# -- safetensors byte ranges ----------------------------------------------------------------------
+def raw_safetensors(path: Path, entries: dict, data_bytes: int, header_pad: int = 0) -> None:
+    blob = json.dumps(entries).encode() + b" " * header_pad
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * data_bytes)
+
+
+def f32(begin, count):
+    return {"dtype": "F32", "shape": [count], "data_offsets": [begin, begin + 4 * count]}
+
+
+@pytest.mark.parametrize("entries, data_bytes, needle", [
+    ({"a": f32(0, 4), "b": f32(8, 4)}, 32, "overlaps"),
+    ({"a": f32(0, 4), "b": f32(20, 4)}, 36, "gap"),
+    ({"a": f32(0, 4), "b": f32(16, 4)}, 40, "data section has 40 bytes"),
+    ({"a": f32(4, 4)}, 20, "gap"),
+    ({"a": {"dtype": "F33", "shape": [4], "data_offsets": [0, 16]}}, 16, "unknown dtype"),
+    ({"a": {"dtype": 4, "shape": [4], "data_offsets": [0, 16]}}, 16, "unknown dtype"),
+    ({"a": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}}, 16, "bad shape"),
+    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, 4, "bad shape"),
+    ({"a": f32(0, 4), "__metadata__": {"k": 1}}, 16, "__metadata__"),
+])
+def test_safetensors_byte_ranges_must_tile_the_data_exactly(tmp_path, capsys, entries, data_bytes, needle):
+    folder = hf_folder(tmp_path)
+    raw_safetensors(folder / "model.safetensors", entries, data_bytes)
+    line = refused(capsys, "inspect", folder)
+    assert "model.safetensors" in line and needle in line, line
+
+
+def test_safetensors_header_length_must_be_exact(tmp_path, capsys):
+    folder = hf_folder(tmp_path)
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    (length,) = struct.unpack("<Q", data[:8])
+    for wrong in (length - 1, length + 4):
+        data[:8] = struct.pack("<Q", wrong)
+        path.write_bytes(bytes(data))
+        assert "model.safetensors" in refused(capsys, "inspect", folder)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors", 7,
+                                   None, "model.bin", ".."])
+def test_shard_index_values_must_be_file_names_in_the_folder(tmp_path, capsys, shard):
+    folder = hf_folder(tmp_path)
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+    weight_map = {name: "model-00001-of-00001.safetensors" for name in tiny_tensors()}
+    weight_map["model.norm.weight"] = shard
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    line = refused(capsys, "inspect", folder)
+    assert "model.safetensors.index.json" in line and "model.norm.weight" in line, line
+
+
+def test_sharded_folder_with_plain_names_is_read(tmp_path, cli):
+    folder = hf_folder(tmp_path)
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+    weight_map = {name: "model-00001-of-00001.safetensors" for name in tiny_tensors()}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    out = cli("inspect", folder, "--json")
+    assert json.loads(out.stdout)["parameters"] == sum(a.size for a in tiny_tensors().values())

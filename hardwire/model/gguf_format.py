@@ -237,6 +237,7 @@ def read_header(path: Path, buffer) -> GGUFHeader:
     data_start = -(-cursor.position // alignment) * alignment
 
     tensors: dict[str, TensorInfo] = {}
+    expected_offset = 0
     for name, ne, type_code, offset in raw_infos:
         if name in tensors:
             raise BadCheckpoint(f"tensor {name} appears twice", path=path)
@@ -251,10 +252,13 @@ def read_header(path: Path, buffer) -> GGUFHeader:
         if ne[0] % block_size:
             raise BadCheckpoint(f"tensor {name} rows of {ne[0]} values are not a whole number of "
                                 f"{ggml_type.name} blocks of {block_size}", path=path)
-        if offset % alignment:
-            raise BadCheckpoint(f"tensor {name} data offset {offset} is not a multiple of the alignment "
-                                f"{alignment}", path=path)
         nbytes = math.prod(ne) // block_size * type_size
+        # llama.cpp's rule: tensor data is laid out in header order, each at the running size padded
+        # to the alignment, so an offset anywhere else (overlapping, gapped, reordered) is corrupt.
+        if offset != expected_offset:
+            raise BadCheckpoint(f"tensor {name} data offset {offset} differs from {expected_offset}, the "
+                                f"aligned end of the tensors before it", path=path)
+        expected_offset += -(-nbytes // alignment) * alignment
         start = data_start + offset
         if start + nbytes > cursor.size:
             raise BadCheckpoint(f"tensor {name} data ends at byte {start + nbytes}, past the end of the "
@@ -511,6 +515,11 @@ def load_gguf(path: str | os.PathLike, tokenizer: str | os.PathLike | None = Non
 
 def _open(path: Path, buffer, tokenizer) -> Model:
     header = read_header(path, buffer)
+    for ggml_type in sorted({info.ggml_type for info in header.tensors.values()} - set(INTEGER_TYPES)):
+        if not can_dequantize(ggml_type):
+            example = next(n for n, info in header.tensors.items() if info.ggml_type == ggml_type)
+            raise UnsupportedModel(f"tensor {example} has type {ggml_type.name}, which the installed "
+                                   "gguf package cannot dequantize", path=path)
     spec = _spec_from_header(header, path)
     if ROPE_FREQS_TENSOR in header.tensors:
         factors = decode_tensor(buffer, header.tensors[ROPE_FREQS_TENSOR])
@@ -537,11 +546,6 @@ def _open(path: Path, buffer, tokenizer) -> Model:
     if unused:
         raise UnsupportedModel(f"tensors hardwire does not know how to use: {', '.join(unused[:5])}"
                                + (f" and {len(unused) - 5} more" if len(unused) > 5 else ""), path=path)
-    for ggml_type in {header.tensors[n].ggml_type for n in names.values()}:
-        if not can_dequantize(ggml_type):
-            example = next(n for n in names.values() if header.tensors[n].ggml_type == ggml_type)
-            raise UnsupportedModel(f"tensor {example} has type {ggml_type.name}, which the installed "
-                                   "gguf package cannot dequantize", path=path)
 
     def read_tensor(canonical: str) -> np.ndarray:
         values = decode_tensor(buffer, header.tensors[names[canonical]])

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from hardwire.errors import BadCheckpoint, BadConfig, HardwireError, UnsupportedModel
+from hardwire.jsonfile import read_json_file
 from hardwire.model.load import Model, PICKLE_SUFFIXES
 from hardwire.model.safetensors_file import SafetensorsFile
 from hardwire.model.tokenizer import find_tokenizer, load_tokenizer
 from hardwire.model.spec import ModelSpec, RopeScaling
+
+_REQUIRED = object()     # a field's default when it has none: missing is an error
+_MISSING = object()
 
 SUPPORTED_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
 
@@ -33,73 +38,127 @@ def hf_name(canonical: str) -> str:
     return GLOBAL_NAMES[canonical]
 
 
-def _first_id(value):
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
+class _ConfigFields:
+    """Typed reads of `config.json` fields: every value is checked to be of the JSON type the field
+    needs before it is used, so `"8"`, `null`, `[8]`, `true` or `"false"` where a number or a boolean
+    belongs is refused, naming the field, rather than converted or read as truthy."""
+
+    def __init__(self, config: dict, source: Path):
+        self.config, self.source = config, source
+
+    def bad(self, key: str, expected: str, value: object):
+        raise BadConfig(f"expected {expected}, got {json.dumps(value)[:80]}", path=self.source, field=key)
+
+    def _get(self, key: str, default):
+        if key not in self.config:
+            if default is _REQUIRED:
+                raise BadConfig("missing required field", path=self.source, field=key)
+            return default, False
+        return self.config[key], True
+
+    def integer(self, key: str, default=_REQUIRED, optional: bool = False, positive: bool = True):
+        """An integer (a positive one unless `positive` is false); with `optional`, null reads as
+        `default`."""
+        value, present = self._get(key, default)
+        if not present or (optional and value is None):
+            return default
+        if type(value) is not int or (positive and value <= 0):
+            self.bad(key, "a positive integer" if positive else "an integer", value)
+        return value
+
+    def number(self, key: str, default=_REQUIRED, value=_MISSING) -> float:
+        if value is _MISSING:
+            value, present = self._get(key, default)
+            if not present:
+                return default
+        if type(value) not in (int, float) or not math.isfinite(value):
+            self.bad(key, "a finite number", value)
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value, _ = self._get(key, default)
+        if type(value) is not bool:
+            self.bad(key, "true or false", value)
+        return value
+
+    def string(self, key: str, default=_REQUIRED) -> str:
+        value, _ = self._get(key, default)
+        if not isinstance(value, str):
+            self.bad(key, "a string", value)
+        return value
+
+    def table(self, key: str) -> dict:
+        value, _ = self._get(key, None)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad(key, "an object or null", value)
+        return value
+
+    def token_id(self, key: str) -> int | None:
+        """A token id, null, or a list of them (the first is the one a llama-family model uses)."""
+        value, _ = self._get(key, None)
+        ids = value if isinstance(value, list) else [value]
+        if not all(i is None or (type(i) is int and i >= 0) for i in ids):
+            self.bad(key, "a token id (a non-negative integer), a list of them, or null", value)
+        return ids[0] if ids else None
 
 
 def spec_from_config(config: dict, source: Path) -> ModelSpec:
     """ModelSpec from a `config.json` dict (both the `rope_scaling` layout of published checkpoints
     and the `rope_parameters` layout transformers 5 writes)."""
-    def need(key, kind=int):
-        if key not in config:
-            raise BadConfig("missing required field", path=source, field=key)
-        value = config[key]
-        if kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise BadConfig(f"expected an integer, got {value!r}", path=source, field=key)
-        if kind is float and not isinstance(value, (int, float)):
-            raise BadConfig(f"expected a number, got {value!r}", path=source, field=key)
-        return value
-
+    fields = _ConfigFields(config, source)
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_TYPES:
-        raise UnsupportedModel(f"model_type {model_type!r} is not supported; expected one of "
-                               f"{', '.join(SUPPORTED_TYPES)}", path=source, field="model_type")
+        raise UnsupportedModel(f"model_type {json.dumps(model_type)[:80]} is not supported; expected one "
+                               f"of {', '.join(SUPPORTED_TYPES)}", path=source, field="model_type")
     for flag in ("attention_bias", "mlp_bias"):
-        if model_type == "llama" and config.get(flag):
+        if model_type == "llama" and fields.boolean(flag, False):
             raise UnsupportedModel("biases on Llama projections are not supported (expected false)",
                                    path=source, field=flag)
-    activation = config.get("hidden_act", "silu")
+    activation = fields.string("hidden_act", "silu")
     if activation != "silu":
         raise UnsupportedModel(f"activation {activation!r} is not supported; expected 'silu'",
                                path=source, field="hidden_act")
 
-    rope = dict(config.get("rope_parameters") or {})
-    legacy = config.get("rope_scaling")
-    if legacy:
-        rope.update(legacy)
-    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    rope = dict(fields.table("rope_parameters"))
+    rope.update(fields.table("rope_scaling"))
+    theta = fields.number("rope_theta", value=rope["rope_theta"]) if "rope_theta" in rope \
+        else fields.number("rope_theta", 10000.0)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     scaling = None
     if rope_type == "llama3":
         try:
-            scaling = RopeScaling(factor=float(rope["factor"]), low_freq_factor=float(rope["low_freq_factor"]),
-                                  high_freq_factor=float(rope["high_freq_factor"]),
-                                  original_max_position=int(rope["original_max_position_embeddings"]))
+            scaling = RopeScaling(
+                factor=fields.number("rope_scaling.factor", value=rope["factor"]),
+                low_freq_factor=fields.number("rope_scaling.low_freq_factor", value=rope["low_freq_factor"]),
+                high_freq_factor=fields.number("rope_scaling.high_freq_factor", value=rope["high_freq_factor"]),
+                original_max_position=int(fields.number("rope_scaling.original_max_position_embeddings",
+                                                        value=rope["original_max_position_embeddings"])))
         except KeyError as e:
             raise BadConfig(f"llama3 RoPE scaling needs {e.args[0]}", path=source, field="rope_scaling") from None
+        if scaling.original_max_position != rope["original_max_position_embeddings"]:
+            fields.bad("rope_scaling.original_max_position_embeddings", "an integer",
+                       rope["original_max_position_embeddings"])
     elif rope_type not in ("default", None):
-        raise UnsupportedModel(f"RoPE type {rope_type!r} is not supported; expected 'default' or 'llama3'",
-                               path=source, field="rope_scaling")
+        raise UnsupportedModel(f"RoPE type {json.dumps(rope_type)[:80]} is not supported; expected 'default' "
+                               "or 'llama3'", path=source, field="rope_scaling")
 
-    hidden, heads = need("hidden_size"), need("num_attention_heads")
-    if heads <= 0 or hidden <= 0:
-        raise BadConfig("expected positive hidden_size and num_attention_heads", path=source)
-    head_dim = config.get("head_dim") or hidden // heads
-    sliding = config.get("sliding_window")
-    if model_type == "qwen2" and not config.get("use_sliding_window", False):
+    hidden, heads = fields.integer("hidden_size"), fields.integer("num_attention_heads")
+    head_dim = fields.integer("head_dim", None, optional=True) or hidden // heads
+    sliding = fields.integer("sliding_window", None, optional=True)
+    if model_type == "qwen2" and not fields.boolean("use_sliding_window", False):
         sliding = None
     family = SUPPORTED_TYPES[model_type]
     spec = dict(
-        family=family, hidden_dim=hidden, layers=need("num_hidden_layers"), heads=heads,
-        kv_heads=config.get("num_key_value_heads") or heads, head_dim=head_dim,
-        ffn_dim=need("intermediate_size"), vocab_size=need("vocab_size"),
-        max_context=config.get("max_position_embeddings", 2048), rope_theta=float(theta),
-        rope_scaling=scaling, norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        family=family, hidden_dim=hidden, layers=fields.integer("num_hidden_layers"), heads=heads,
+        kv_heads=fields.integer("num_key_value_heads", heads, optional=True), head_dim=head_dim,
+        ffn_dim=fields.integer("intermediate_size"), vocab_size=fields.integer("vocab_size"),
+        max_context=fields.integer("max_position_embeddings", 2048), rope_theta=theta,
+        rope_scaling=scaling, norm_eps=fields.number("rms_norm_eps", 1e-6),
+        tied_embeddings=fields.boolean("tie_word_embeddings", False),
         qkv_bias=family == "qwen2", sliding_window=sliding,
-        bos_id=_first_id(config.get("bos_token_id")), eos_id=_first_id(config.get("eos_token_id")),
+        bos_id=fields.token_id("bos_token_id"), eos_id=fields.token_id("eos_token_id"),
     )
     try:
         return ModelSpec(**spec)
@@ -118,11 +177,15 @@ def _find_files(path: Path) -> tuple[Path, Path, list[Path], dict[str, str] | No
     if path.suffix == ".safetensors":
         return folder, config, [path], None
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            assert isinstance(weight_map, dict)
-        except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
-            raise BadCheckpoint("expected JSON with a 'weight_map' object", path=index) from None
+        index_data = read_json_file(index, BadCheckpoint)
+        weight_map = index_data.get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise BadCheckpoint("expected a 'weight_map' object", path=index)
+        for tensor, shard in weight_map.items():
+            if not (isinstance(shard, str) and shard.endswith(".safetensors") and shard == Path(shard).name
+                    and shard not in (".", "..") and "\\" not in shard):
+                raise BadCheckpoint(f"expected a .safetensors file name in this folder, got "
+                                    f"{json.dumps(shard)[:80]}", path=index, field=f"weight_map.{tensor}")
         files = sorted({folder / f for f in weight_map.values()})
         return folder, config, files, weight_map
     single = folder / "model.safetensors"
@@ -137,12 +200,7 @@ def _find_files(path: Path) -> tuple[Path, Path, list[Path], dict[str, str] | No
 
 def load_hf(path: Path, tokenizer=None) -> Model:
     folder, config_path, files, weight_map = _find_files(Path(path))
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadConfig(f"not valid JSON ({e})", path=config_path) from None
-    if not isinstance(config, dict):
-        raise BadConfig("expected a JSON object", path=config_path)
+    config = read_json_file(config_path, BadConfig)
     spec = spec_from_config(config, config_path)
     opened: dict[Path, SafetensorsFile] = {}
     for f in files:

@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.errors import BadCheckpoint
+from hardwire.jsonfile import parse_json
 
 MAX_HEADER_BYTES = 100 << 20
+# Every dtype the safetensors format defines (whole-byte ones) and its bytes per element.
+ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+              "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# The ones holding weights hardwire reads, as numpy reads them (bfloat16 as its raw 16 bits).
 DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
 
 
@@ -40,13 +45,11 @@ class SafetensorsFile:
             raise BadCheckpoint(f"header length {header_len} is larger than the file ({size} bytes) "
                                 f"or the {MAX_HEADER_BYTES}-byte limit; truncated or not safetensors",
                                 path=path)
-        try:
-            header = json.loads(self._file.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadCheckpoint(f"header is not valid JSON ({e})", path=path) from None
-        if not isinstance(header, dict):
-            raise BadCheckpoint("header is not a JSON object", path=path)
-        self.metadata = header.pop("__metadata__", None) or {}
+        header = parse_json(self._file.read(header_len), path, BadCheckpoint, what="safetensors header")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise BadCheckpoint("expected an object of strings", path=path, field="__metadata__")
+        self.metadata = metadata
         data_start = 8 + header_len
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         for name, info in header.items():
@@ -55,19 +58,39 @@ class SafetensorsFile:
             except (TypeError, KeyError, ValueError):
                 raise BadCheckpoint("expected dtype, shape and data_offsets", path=path,
                                     field=f"tensor {name}") from None
-            if not all(isinstance(d, int) and d >= 0 for d in shape) or not (
-                    isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
-                raise BadCheckpoint(f"bad shape {shape} or offsets [{begin}, {end}]", path=path,
+            if not (isinstance(dtype, str) and dtype in ITEM_BYTES):
+                raise BadCheckpoint(f"unknown dtype {json.dumps(dtype)[:40]}; expected one of "
+                                    f"{', '.join(ITEM_BYTES)}", path=path, field=f"tensor {name}")
+            if not all(type(d) is int and d >= 0 for d in shape) or not (
+                    type(begin) is int and type(end) is int and 0 <= begin <= end):
+                raise BadCheckpoint(f"bad shape {list(shape)} or offsets [{begin}, {end}]", path=path,
                                     field=f"tensor {name}")
             if end + data_start > size:
                 raise BadCheckpoint(f"data ends at byte {end + data_start} but the file has {size} bytes "
                                     f"(truncated?)", path=path, field=f"tensor {name}")
-            itemsize = DTYPES[dtype].itemsize if dtype in DTYPES else None
-            if itemsize is not None and math.prod(shape) * itemsize != end - begin:
-                raise BadCheckpoint(f"shape {list(shape)} of {dtype} needs {math.prod(shape) * itemsize} "
-                                    f"bytes, offsets give {end - begin}", path=path, field=f"tensor {name}")
+            needed = math.prod(shape) * ITEM_BYTES[dtype]
+            if needed != end - begin:
+                raise BadCheckpoint(f"shape {list(shape)} of {dtype} needs {needed} bytes, offsets give "
+                                    f"{end - begin}", path=path, field=f"tensor {name}")
             self.entries[name] = (dtype, shape, data_start + begin, data_start + end)
+        self._check_coverage(data_start, size)
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+
+    def _check_coverage(self, data_start: int, size: int) -> None:
+        """The tensors' byte ranges, in offset order, tile the data section exactly: no overlap (two
+        tensors sharing bytes), no gap (bytes no tensor owns) and nothing after the last one, as the
+        reference `safetensors` reader requires."""
+        position = data_start
+        for name, (_, _, begin, end) in sorted(self.entries.items(), key=lambda item: item[1][2:]):
+            if begin != position:
+                problem = "overlaps the previous tensor" if begin < position else "leaves a gap after the previous tensor"
+                raise BadCheckpoint(f"data starts at offset {begin - data_start}, expected {position - data_start}: "
+                                    f"it {problem}", path=self.path, field=f"tensor {name}")
+            position = end
+        if position != size:
+            raise BadCheckpoint(f"tensors end at offset {position - data_start} but the data section has "
+                                f"{size - data_start} bytes; the header length or offsets are wrong",
+                                path=self.path)
 
     def dtype(self, name: str) -> str:
         return self.entries[name][0]
