@@ -279,16 +279,10 @@ def stage_plan(step: TokenStep, chip: ChipConfig, layer_chip: list[int], head_ch
     spec = step.spec
     last = layer_chip[-1] if head_chip is None else head_chip
 
-    def chip_of(stage_name: str) -> int:
-        if stage_name == "embed":
-            return 0
-        if stage_name == "head":
-            return last
-        return layer_chip[int(stage_name[1:].split(".")[0])]
-
     stages: list[Stage] = []
     for name, blocks in step.stages():
-        c = chip_of(name)
+        layer = blocks[0].layer
+        c = layer_chip[layer] if layer is not None else 0 if name == "embed" else last
         if stages and stages[-1].chip != c:
             stages.append(Stage(f"link{c}", c, chip.point, fixed=link_cycles(spec, chip)))
         stages.append(Stage(name, c, chip.point, blocks))

@@ -64,6 +64,7 @@ def token_quantize_latency(count: int, per_cycle: int, exponent: int | None = No
 class Block:
     name: str              # the golden model's probe name, e.g. layers.0.attn_norm
     stage: str             # the layer-pipeline stage holding it (embed, L0.qkv, ..., head)
+    layer: int | None = None   # the layer it belongs to (None: embedding, head)
     handoff: int = 0       # cycles from the previous block's done to this block's start
     quantizes = False      # ends in a §2.2 token quantizer (latency depends on its exponent)
 

@@ -65,20 +65,21 @@ def layer_blocks(spec: ModelSpec, index: int) -> list[Block]:
     p, L = f"layers.{index}.", f"L{index}."
     dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
     return [
-        Norm(name=p + "attn_norm", stage=L + "qkv", handoff=1, dim=dim),
-        MatVec(name=p + "qkv", stage=L + "qkv", handoff=1,
+        Norm(name=p + "attn_norm", stage=L + "qkv", layer=index, handoff=1, dim=dim),
+        MatVec(name=p + "qkv", stage=L + "qkv", layer=index, handoff=1,
                matrices=(Matrix(p + "wq", q_dim, dim), Matrix(p + "wk", kv_dim, dim), Matrix(p + "wv", kv_dim, dim))),
-        Rope(name=p + "rope", stage=L + "qkv", handoff=1, heads=spec.heads + spec.kv_heads, head_dim=spec.head_dim),
-        Attention(name=p + "attention", stage=L + "attention", handoff=1, heads=spec.heads, kv_heads=spec.kv_heads,
-                  head_dim=spec.head_dim, window=spec.sliding_window),
-        MatVec(name=p + "wo", stage=L + "wo", handoff=1, matrices=(Matrix(p + "wo", dim, q_dim),)),
-        Residual(name=p + "attention_residual", stage=L + "wo", dim=dim),
-        Norm(name=p + "ffn_norm", stage=L + "gate_up", dim=dim),
-        MatVec(name=p + "gate_up", stage=L + "gate_up", handoff=1,
+        Rope(name=p + "rope", stage=L + "qkv", layer=index, handoff=1, heads=spec.heads + spec.kv_heads,
+             head_dim=spec.head_dim),
+        Attention(name=p + "attention", stage=L + "attention", layer=index, handoff=1, heads=spec.heads,
+                  kv_heads=spec.kv_heads, head_dim=spec.head_dim, window=spec.sliding_window),
+        MatVec(name=p + "wo", stage=L + "wo", layer=index, handoff=1, matrices=(Matrix(p + "wo", dim, q_dim),)),
+        Residual(name=p + "attention_residual", stage=L + "wo", layer=index, dim=dim),
+        Norm(name=p + "ffn_norm", stage=L + "gate_up", layer=index, dim=dim),
+        MatVec(name=p + "gate_up", stage=L + "gate_up", layer=index, handoff=1,
                matrices=(Matrix(p + "w_gate", ffn, dim), Matrix(p + "w_up", ffn, dim))),
-        SwiGLU(name=p + "swiglu", stage=L + "gate_up", handoff=1, ffn_dim=ffn),
-        MatVec(name=p + "w_down", stage=L + "down", handoff=1, matrices=(Matrix(p + "w_down", dim, ffn),)),
-        Residual(name=p + "ffn_residual", stage=L + "down", dim=dim),
+        SwiGLU(name=p + "swiglu", stage=L + "gate_up", layer=index, handoff=1, ffn_dim=ffn),
+        MatVec(name=p + "w_down", stage=L + "down", layer=index, handoff=1, matrices=(Matrix(p + "w_down", dim, ffn),)),
+        Residual(name=p + "ffn_residual", stage=L + "down", layer=index, dim=dim),
     ]
 
 
