@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -27,8 +28,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from hardwire.errors import BadDie
+from hardwire.errors import BadDie, HardwireError
 from hardwire.formats import QuantizedTensor, WeightFormat, pack_codes, unpack_codes
+from hardwire.jsonfile import parse_json
 from hardwire.model.spec import ModelSpec, Weights
 
 DIE_FORMAT = "hardwire-die"
@@ -288,10 +290,7 @@ def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
         raw = manifest_path.read_bytes()
     except OSError as e:
         raise BadDie(f"cannot read: {e.strerror}", path=manifest_path) from None
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadDie(f"not valid JSON ({e}); the die was modified or damaged", path=manifest_path) from None
+    manifest = parse_json(raw, manifest_path, BadDie, expect=None, what="manifest JSON")
     if not isinstance(manifest, dict) or manifest.get("format") != DIE_FORMAT:
         raise BadDie(f"not a hardwire die manifest (expected \"format\": \"{DIE_FORMAT}\")", path=manifest_path)
     if manifest.get("format_version") != DIE_FORMAT_VERSION:
@@ -311,10 +310,8 @@ def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
         if die_id(manifest) != manifest["id"]:
             raise BadDie("content does not match the die id; the manifest was modified", path=manifest_path)
         verify_files(path, manifest)
-    try:
-        return Die(path, manifest)
-    except Exception as e:  # a malformed spec in an id-consistent manifest
-        raise BadDie(f"malformed manifest: {e}", path=manifest_path) from None
+    check_manifest(path, manifest)
+    return Die(path, manifest)
 
 
 def open_model_or_die(source):
@@ -328,8 +325,143 @@ def open_model_or_die(source):
     return source
 
 
+# -- the manifest's own consistency -----------------------------------------------------------------
+# The hashes prove a die is what some freeze wrote; they cannot prove that what it wrote makes sense
+# (a manifest edited and re-hashed, or written by another tool). These checks refuse a manifest whose
+# parts disagree with each other or point outside the die, before anything reads a tensor.
+
+SCALE_DTYPES = {"fp16": "F16", "bf16": "U16", "e4m4": "U8"}
+FILE_FIELDS = ("tokenizer", "activations", GOLDEN_TABLES_KEY)     # manifest fields naming a file
+
+
+def confined_path(die_path: Path, relative: object, field: str) -> str:
+    """`relative` as a path inside the die: a plain relative POSIX path, no `..`, no link out."""
+    manifest_path = die_path / MANIFEST
+    parts = relative.split("/") if isinstance(relative, str) else []
+    if not parts or any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts) \
+            or relative.startswith("/") or relative == MANIFEST:
+        raise BadDie(f"expected a relative path inside the die, got {json.dumps(relative)[:80]}",
+                     path=manifest_path, field=field)
+    root = die_path.resolve()
+    if not (die_path / relative).resolve().is_relative_to(root):
+        raise BadDie(f"{relative} leads outside the die (a symbolic link)", path=manifest_path, field=field)
+    return relative
+
+
+def check_manifest(path: Path, manifest: dict) -> None:
+    """Refuse, naming the field, a manifest whose parts disagree: a spec that does not build, a
+    tensor set other than the spec's, a tensor whose shape, format, bits or ROM size contradict each
+    other or whose arrays in its weights file have the wrong dtype or size, a totals line that is
+    not the sum, or any file path outside the die or not listed in `files`."""
+    manifest_path = path / MANIFEST
+
+    def bad(field: str, message: str):
+        raise BadDie(message, path=manifest_path, field=field)
+
+    files, tensors = manifest["files"], manifest["tensors"]
+    if not isinstance(files, dict) or not all(
+            isinstance(v, dict) and type(v.get("bytes")) is int and isinstance(v.get("sha256"), str)
+            for v in files.values()):
+        bad("files", "expected an object of path: {bytes, sha256}")
+    for relative in files:
+        confined_path(path, relative, "files")
+    try:
+        spec = ModelSpec.from_dict(manifest["spec"])
+    except (HardwireError, TypeError, AttributeError) as e:
+        bad("spec", f"malformed model spec ({e})")
+
+    def listed_file(field: str, value: object) -> str:
+        relative = confined_path(path, value, field)
+        if relative not in files:
+            bad(field, f"{relative} is not listed in files")
+        return relative
+
+    for field in FILE_FIELDS:
+        value = manifest.get(field)
+        if value is not None:
+            if not isinstance(value, dict):
+                bad(field, "expected an object with a file, or null")
+            listed_file(f"{field}.file", value.get("file"))
+
+    expected_shapes = spec.tensor_shapes()
+    if not isinstance(tensors, dict) or set(tensors) != set(expected_shapes):
+        names = set(tensors) if isinstance(tensors, dict) else set()
+        missing, extra = sorted(set(expected_shapes) - names), sorted(names - set(expected_shapes))
+        bad("tensors", f"do not match the spec: missing {missing[:3]}, unexpected {extra[:3]}")
+    arrays_by_file: dict[str, dict[str, tuple[str, int]]] = {}
+    for name, entry in tensors.items():
+        field = f"tensors.{name}"
+        if not isinstance(entry, dict):
+            bad(field, "expected an object")
+        shape = tuple(entry.get("shape") or ())
+        if shape != expected_shapes[name]:
+            bad(f"{field}.shape", f"{list(shape)} differs from {list(expected_shapes[name])} given by the spec")
+        arrays = arrays_by_file.setdefault(listed_file(f"{field}.file", entry.get("file")), {})
+        if entry.get("kind") == "float32":
+            rom_bits = 32 * math.prod(shape)
+            arrays[name] = ("F32", math.prod(shape))
+        elif entry.get("kind") == "quantized" and len(shape) == 2:
+            fmt = _manifest_format(entry.get("format"), f"{field}.format", bad)
+            rows, cols = shape
+            rom_bits = fmt.storage_bits(shape)
+            groups = rows * fmt.groups(cols)
+            arrays[f"{name}.codes"] = ("U8", math.ceil(rows * cols * fmt.bits / 8))
+            arrays[f"{name}.scales"] = (SCALE_DTYPES[fmt.scale_format], groups)
+            if not fmt.symmetric:
+                arrays[f"{name}.zeros"] = ("U8", math.ceil(groups * fmt.bits / 8))
+            if fmt.scale_format == "e4m4":
+                arrays[f"{name}.scale_multiplier"] = ("F32", 1)
+        else:
+            bad(f"{field}.kind", f"expected \"quantized\" (a matrix) or \"float32\", got "
+                                 f"{json.dumps(entry.get('kind'))[:40]}")
+        if entry.get("rom_bits") != rom_bits:
+            bad(f"{field}.rom_bits", f"{entry.get('rom_bits')!r} differs from {rom_bits}, what its shape and "
+                                     "format store")
+    total = (manifest.get("totals") or {}).get("rom_bits")
+    if total is not None and total != sum(e["rom_bits"] for e in tensors.values()):
+        bad("totals.rom_bits", f"{total!r} is not the sum of the tensors' rom_bits")
+    for relative, arrays in arrays_by_file.items():
+        _check_weights_file(path / relative, arrays)
+
+
+def _manifest_format(data: object, field: str, bad) -> WeightFormat:
+    """The WeightFormat a manifest entry names, refused unless every field agrees with it."""
+    try:
+        fmt = WeightFormat(bits=data["bits"], group=data["group"], symmetric=data["symmetric"],
+                           scale_format=data["scale_format"])
+        consistent = fmt.to_dict() == data and type(data["bits"]) is int
+    except (HardwireError, TypeError, KeyError, ValueError) as e:
+        bad(field, f"not a weight format ({e})")
+    if not consistent:
+        bad(field, f"{json.dumps(data)[:120]} is inconsistent; {fmt.name} is {json.dumps(fmt.to_dict())}")
+    return fmt
+
+
+def _check_weights_file(file: Path, expected: dict[str, tuple[str, int]]) -> None:
+    """A weights file holds exactly the arrays its tensors need, each of the dtype and element count
+    its manifest entry implies (its header checked the way every safetensors file is)."""
+    from hardwire.model.safetensors_file import SafetensorsFile
+
+    try:
+        st = SafetensorsFile(file)
+    except HardwireError as e:
+        raise BadDie(str(e).split(": ", 1)[-1], path=file) from None
+    try:
+        if set(st.entries) != set(expected):
+            odd = sorted(set(st.entries) ^ set(expected))
+            raise BadDie(f"arrays {odd[:3]} disagree with the manifest's tensors", path=file)
+        for key, (dtype, count) in expected.items():
+            if st.dtype(key) != dtype or math.prod(st.shape(key)) != count:
+                raise BadDie(f"array {key} is {st.dtype(key)} {list(st.shape(key))}; the manifest implies "
+                             f"{dtype} with {count} elements", path=file)
+    finally:
+        st.close()
+
+
 def verify_files(path: Path, manifest: dict) -> None:
     listed = manifest["files"]
+    for relative in listed:
+        confined_path(path, relative, "files")
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST}
     for extra in sorted(present - set(listed)):
         raise BadDie("is not listed in the manifest; a die is immutable (remove the file)", path=path / extra)

@@ -173,3 +173,96 @@ def test_die_tokenizer_encodes_like_its_checkpoint(task_die):
     die = hardwire.open_die(task_die).tokenizer
     assert checkpoint.encode("38+47=") == die.encode("38+47=")
     assert die.encode("38+47=")[0] == die.bos_id == 1
+
+
+# -- a manifest re-hashed after an edit: the hashes agree, the parts do not ------------------------
+def rehashed_copy(die_path, tmp_path, name, edit):
+    """A copy of the die whose manifest `edit(manifest)` changed and whose id was recomputed, as a
+    careless tool (or a forger) would: every hash check passes, only the content is inconsistent."""
+    from hardwire.die import canonical_json, die_id
+
+    copy = tmp_path / f"{name}.die"
+    shutil.copytree(die_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest, copy)
+    manifest["id"] = die_id(manifest)
+    (copy / "manifest.json").write_bytes(canonical_json(manifest))
+    return copy
+
+
+def move_tokenizer_outside(manifest, copy):
+    old = manifest["tokenizer"]["file"]
+    outside = copy.parent / "outside.model"
+    shutil.copyfile(copy / old, outside)
+    (copy / old).unlink()
+    manifest["files"]["../outside.model"] = manifest["files"].pop(old)
+    manifest["tokenizer"]["file"] = "../outside.model"
+
+
+def set_in(path, value):
+    def edit(manifest, copy):
+        target = manifest
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return edit
+
+
+def consistent_w8(manifest, copy):
+    """layers.0.wq relabelled w8 with matching rom_bits: only the weights file's arrays disagree."""
+    from hardwire.formats import WeightFormat
+
+    entry = manifest["tensors"]["layers.0.wq"]
+    fmt = WeightFormat(bits=8, group=None, symmetric=True, scale_format="fp16")
+    entry["format"], entry["rom_bits"] = fmt.to_dict(), fmt.storage_bits(tuple(entry["shape"]))
+    manifest["totals"]["rom_bits"] = sum(e["rom_bits"] for e in manifest["tensors"].values())
+
+
+INCONSISTENT_MANIFESTS = {
+    "tokenizer outside the die": (move_tokenizer_outside, "../outside.model"),
+    "absolute tokenizer path": (set_in(("tokenizer", "file"), "/etc/passwd"), "tokenizer.file"),
+    "tensor file outside": (set_in(("tensors", "embed", "file"), "weights/../../x.safetensors"), "embed.file"),
+    "tensor file not listed": (set_in(("tensors", "embed", "file"), "weights/other.safetensors"), "not listed"),
+    "shape disagrees with spec": (set_in(("tensors", "layers.0.wq", "shape"), [64, 32]), "layers.0.wq.shape"),
+    "bits disagree with format name": (set_in(("tensors", "layers.0.wq", "format", "bits"), 8), "layers.0.wq.format"),
+    "bits of the wrong type": (set_in(("tensors", "layers.0.wq", "format", "bits"), "4"), "layers.0.wq.format"),
+    "rom bits disagree": (set_in(("tensors", "layers.0.wq", "rom_bits"), 1), "layers.0.wq.rom_bits"),
+    "unknown kind": (set_in(("tensors", "final_norm", "kind"), "float16"), "final_norm.kind"),
+    "spec with other kv heads": (set_in(("spec", "kv_heads"), 8), "tensors"),
+    "spec field of the wrong type": (set_in(("spec", "heads"), "8"), "spec"),
+    "spec with an unknown field": (set_in(("spec", "colour"), "red"), "spec"),
+    "tensor missing": (lambda m, c: m["tensors"].pop("layers.1.wk"), "layers.1.wk"),
+    "totals not the sum": (set_in(("totals", "rom_bits"), 7), "totals.rom_bits"),
+    "format consistent but arrays not": (consistent_w8, "layers.0.safetensors"),
+}
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENT_MANIFESTS))
+def test_a_rehashed_but_inconsistent_manifest_is_refused_naming_the_field(die_path, tmp_path, case):
+    edit, named = INCONSISTENT_MANIFESTS[case]
+    copy = rehashed_copy(die_path, tmp_path, case.replace(" ", "-"), edit)
+    with pytest.raises(BadDie) as error:
+        open_die(copy)
+    assert named in str(error.value), str(error.value)
+    with pytest.raises(BadDie):
+        open_die(copy, verify=False)
+
+
+def test_a_symbolic_link_out_of_the_die_is_refused(die_path, tmp_path):
+    copy = tmp_path / "linked.die"
+    shutil.copytree(die_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    tokenizer = copy / manifest["tokenizer"]["file"]
+    outside = tmp_path / "outside.model"
+    shutil.move(tokenizer, outside)
+    tokenizer.symlink_to(outside)
+    with pytest.raises(BadDie, match="outside the die"):
+        open_die(copy)
+
+
+def test_a_deeply_nested_manifest_is_a_clean_error(die_path, tmp_path):
+    copy = tmp_path / "deep.die"
+    shutil.copytree(die_path, copy)
+    (copy / "manifest.json").write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(BadDie, match="nests 50000 levels"):
+        open_die(copy)

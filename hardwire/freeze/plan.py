@@ -21,7 +21,6 @@ Norm (and bias) vectors are stored as float32 and are not part of the bit budget
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from hardwire.errors import BadPlan
 from hardwire.formats import ACTIVATION_FORMATS, WeightFormat
+from hardwire.jsonfile import parse_json
 from hardwire.freeze.quantize import METHODS
 from hardwire.model.spec import ModelSpec
 
@@ -138,10 +138,15 @@ def _parse_plan_file(path: Path) -> Plan:
         content = path.read_text()
     except OSError as e:
         raise BadPlan(f"cannot read plan file: {e.strerror}", path=path) from None
-    try:
-        data = tomllib.loads(content) if path.suffix == ".toml" else json.loads(content)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise BadPlan(f"not valid {path.suffix[1:].upper()}: {e}", path=path) from None
+    if path.suffix != ".toml":
+        data = parse_json(content, path, BadPlan, expect=None, what="plan JSON")
+    else:
+        try:
+            data = tomllib.loads(content)
+        except tomllib.TOMLDecodeError as e:
+            raise BadPlan(f"not valid TOML: {e}", path=path) from None
+        except RecursionError:          # tomllib's parser recurses into nested arrays and tables
+            raise BadPlan("the TOML nests too deeply", path=path) from None
     if not isinstance(data, dict):
         raise BadPlan("expected a table with keys default, overrides, activations", path=path)
     unknown = set(data) - set(PLAN_FILE_KEYS)

@@ -29,6 +29,7 @@ from pathlib import Path
 from gguf import TokenType
 
 from hardwire.errors import BadConfig, BadTokenizer, UnsupportedModel
+from hardwire.jsonfile import read_json_file
 
 SPACE_MARK = "\u2581"          # "▁": how SentencePiece and GGUF "llama" vocabularies spell a space
 BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -381,13 +382,7 @@ class HFTokenizer(Tokenizer):
 
 
 def read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadTokenizer(f"cannot read {what} ({e})", path=path) from None
-    if not isinstance(data, dict):
-        raise BadTokenizer(f"expected a JSON object ({what})", path=path)
-    return data
+    return read_json_file(path, BadTokenizer, what=what)
 
 
 def special_token_text(value) -> str | None:
