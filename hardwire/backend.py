@@ -103,47 +103,18 @@ class Engine:
 
     def generate(self, prompt_ids, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int = 0, stop_at_eos: bool = True, stop: Sequence[str] = (),
-                 reuse_prompt: bool = False) -> Generation:
+                 reuse_prompt: bool = False, **sampling) -> Generation:
         """Prefill the prompt, then sample up to `max_tokens` tokens. Generation ends at EOS
         (unless `stop_at_eos` is false) or when the text produced contains one of the `stop`
         strings; the text is then cut before it. With `reuse_prompt`, a prompt equal to the previous
         call's is not prefilled again: its cache is restored from a copy (same logits, same tokens,
-        less work when many samples share one prompt)."""
-        prompt_ids = self.check_ids(prompt_ids)
-        if not prompt_ids:
-            raise BadConfig("the prompt is empty; give --prompt text or --ids", field="ids")
-        if not 0 < top_p <= 1:
-            raise BadConfig(f"expected top-p in (0, 1], got {top_p}", field="top_p")
-        if temperature < 0:
-            raise BadConfig(f"expected temperature >= 0, got {temperature}", field="temperature")
-        budget = self.spec.max_context - len(prompt_ids)
-        if budget < 0:
-            raise BadConfig(f"prompt of {len(prompt_ids)} tokens exceeds the context of "
-                            f"{self.spec.max_context}", field="ids")
-        max_tokens = min(max_tokens, budget)
-        if stop and self.tokenizer is None:
-            raise BadConfig("stop strings need a tokenizer to read the text; this model has none", field="stop")
-        choose = self.sampler(temperature, top_p, seed)
-        stops = self.stop_ids() if stop_at_eos else set()
-        logits = self.prefill(prompt_ids, reuse_prompt)
-        generated, reason, text = [], "length", None
-        for step in range(max_tokens):
-            token = choose(logits)
-            if token in stops:
-                reason = "eos"
-                break
-            generated.append(token)
-            if stop:
-                text = decode_continuation(self.tokenizer, prompt_ids, generated)
-                cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-                if cut >= 0:
-                    text, reason = text[:cut], "stop"
-                    break
-            if step + 1 < max_tokens:
-                logits = self.decode_logits([token])[-1]
-        if reason != "stop":
-            text = decode_continuation(self.tokenizer, prompt_ids, generated)
-        return Generation(prompt_ids, generated, text, reason)
+        less work when many samples share one prompt). `sampling` takes Decoding's further options
+        (top_k, presence_penalty, frequency_penalty, logprobs)."""
+        decoding = Decoding(self, prompt_ids, max_tokens, temperature, top_p, seed, stop_at_eos, stop, **sampling)
+        logits = self.prefill(decoding.prompt_ids, reuse_prompt)
+        while (token := decoding.advance(logits)) is not None:
+            logits = self.decode_logits([token])[-1]
+        return decoding.result()
 
     def prefill(self, prompt_ids: list[int], reuse: bool = False) -> np.ndarray:
         """Reset the cache, run the prompt, return the logits the first token is chosen from."""
@@ -166,12 +137,200 @@ class Engine:
     # -- generation hooks: a backend that chooses tokens its own way overrides these -------------
     def sampler(self, temperature: float, top_p: float, seed: int):
         """A function logits -> next token id."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(int(seed) % (1 << 64))      # a negative seed as its 64-bit pattern
         return lambda logits: sample_next(logits, temperature, top_p, rng)
 
     def decode_logits(self, ids: list[int]) -> np.ndarray:
         """The logits `sampler` chooses from (the golden backend keeps them integer)."""
         return self.forward(ids)
+
+    # Units of one step of the logits `decode_logits` returns (the golden backend's are integers
+    # in units of 2^-logit_frac_bits); penalties and log-probabilities convert by it.
+    logit_scale = 1.0
+
+    # -- several users, each with its own KV cache (the server's slots) ----------------------------
+    def cache_holder(self):
+        """The object whose `keys`, `values`, `capacity`, `position` are the KV cache (float and
+        golden: their transformer); None where the state cannot be swapped (rtl: the simulator)."""
+        return getattr(self, "transformer", None)
+
+    def new_cache(self) -> Optional[KVCache]:
+        """An empty KV cache for one more user, or None where this backend holds only its own."""
+        return KVCache() if self.cache_holder() is not None else None
+
+    def prefill_cache(self, cache: Optional[KVCache], prompt_ids: list[int]) -> np.ndarray:
+        """Run a prompt into `cache` from empty; the logits its first token is chosen from (as
+        `prefill`). A None cache is the engine's own."""
+        with bound(self.cache_holder(), cache):
+            self.reset()
+            return self.decode_logits(prompt_ids)[-1]
+
+    def decode_batch(self, caches: Sequence[Optional[KVCache]], tokens: Sequence[int]) -> list[np.ndarray]:
+        """One decode step for several users at once: token i appended to cache i; the logits each
+        next token is chosen from. Backends override this with a batched step; every override
+        gives, user by user, the same logits as decoding each alone."""
+        out = []
+        for cache, token in zip(caches, tokens):
+            with bound(self.cache_holder(), cache):
+                out.append(self.decode_logits([int(token)])[-1])
+        return out
+
+
+class Decoding:
+    """One generation advanced a token at a time. The engine runs the steps (alone in `generate`,
+    beside other users in the server's batched step); this chooses each token from a step's logits
+    and decides when to stop.
+
+    Beyond temperature and top-p: `top_k` keeps the k largest logits (0: all; ties with the k-th
+    are kept), `presence_penalty` and `frequency_penalty` subtract p + f * count from the logit of
+    every token already generated (OpenAI's definition, in logit units), and `logprobs` (N) records
+    for each generated token its log-probability and the N likeliest alternatives under the model's
+    own distribution (the logits before any of the above)."""
+
+    def __init__(self, engine, prompt_ids, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int = 0, stop_at_eos: bool = True, stop: Sequence[str] = (), top_k: int = 0,
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0, logprobs: Optional[int] = None):
+        prompt_ids = engine.check_ids(prompt_ids)
+        if not prompt_ids:
+            raise BadConfig("the prompt is empty; give --prompt text or --ids", field="ids")
+        if not 0 < top_p <= 1:
+            raise BadConfig(f"expected top-p in (0, 1], got {top_p}", field="top_p")
+        if not temperature >= 0:
+            raise BadConfig(f"expected temperature >= 0, got {temperature}", field="temperature")
+        if not (isinstance(top_k, int) and top_k >= 0):
+            raise BadConfig(f"expected top-k >= 0 (0 keeps every token), got {top_k}", field="top_k")
+        for name, value in (("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
+            if not -2 <= value <= 2:
+                raise BadConfig(f"expected {name} in [-2, 2], got {value}", field=name)
+        budget = engine.spec.max_context - len(prompt_ids)
+        if budget < 0:
+            raise BadConfig(f"prompt of {len(prompt_ids)} tokens exceeds the context of "
+                            f"{engine.spec.max_context}", field="ids")
+        stop = [s for s in stop if s]
+        if stop and engine.tokenizer is None:
+            raise BadConfig("stop strings need a tokenizer to read the text; this model has none", field="stop")
+        self.engine, self.tokenizer, self.prompt_ids = engine, engine.tokenizer, prompt_ids
+        self.max_tokens = min(max_tokens, budget)
+        self.stop = stop
+        self.stops = engine.stop_ids() if stop_at_eos else set()
+        self.choose = engine.sampler(temperature, top_p, seed)
+        self.top_k = top_k
+        self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
+        self.logprobs = logprobs
+        self.generated: list[int] = []
+        self.counts: dict[int, int] = {}
+        self.reason: Optional[str] = None        # set when finished: "length" | "eos" | "stop"
+        self.cut_text: Optional[str] = None      # the text cut before a stop string
+        self.token_logprobs: list[dict] = []
+
+    @property
+    def done(self) -> bool:
+        return self.reason is not None
+
+    def advance(self, logits: np.ndarray) -> Optional[int]:
+        """Choose the next token from the logits of the last step. Returns the token the engine
+        must run next, or None when the generation has ended (then `reason` says why)."""
+        if self.done:
+            return None
+        if len(self.generated) >= self.max_tokens:
+            self.reason = "length"
+            return None
+        token = int(self.choose(self.adjust(logits)))
+        if token in self.stops:
+            self.reason = "eos"
+            return None
+        if self.logprobs is not None:
+            self.token_logprobs.append(self.logprob_entry(logits, token))
+        self.generated.append(token)
+        self.counts[token] = self.counts.get(token, 0) + 1
+        if self.stop:
+            text = self.text()
+            cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                self.cut_text, self.reason = text[:cut], "stop"
+                return None
+        if len(self.generated) >= self.max_tokens:
+            self.reason = "length"
+            return None
+        return token
+
+    def text(self) -> str:
+        """The text so far (cut before the stop string once one ended it)."""
+        if self.cut_text is not None:
+            return self.cut_text
+        return decode_continuation(self.tokenizer, self.prompt_ids, self.generated)
+
+    def result(self) -> Generation:
+        extra = {"logprobs": self.token_logprobs} if self.logprobs is not None else {}
+        return Generation(self.prompt_ids, list(self.generated), self.text(), self.reason or "length", extra)
+
+    def adjust(self, logits: np.ndarray) -> np.ndarray:
+        """The logits with penalties and top-k applied, in their own units and type."""
+        if not (self.top_k or self.presence_penalty or self.frequency_penalty):
+            return logits
+        integer = np.issubdtype(logits.dtype, np.integer)
+        out = logits.astype(np.int64 if integer else np.float64)
+        if self.counts and (self.presence_penalty or self.frequency_penalty):
+            ids = np.fromiter(self.counts, dtype=np.int64)
+            counts = np.fromiter(self.counts.values(), dtype=np.float64)
+            penalty = (self.presence_penalty + self.frequency_penalty * counts) / self.engine.logit_scale
+            out[ids] -= np.round(penalty).astype(np.int64) if integer else penalty
+        if 0 < self.top_k < out.size:
+            kth = np.partition(out, -self.top_k)[-self.top_k]
+            # integer logits: a floor 2^40 units below the largest weighs 0 in the integer sampler
+            floor = out.max() - (1 << 40) if integer else -np.inf
+            out = np.where(out >= kth, out, floor)
+        return out
+
+    def logprob_entry(self, logits: np.ndarray, token: int) -> dict:
+        scaled = logits.astype(np.float64) * self.engine.logit_scale
+        shifted = scaled - scaled.max()
+        logprob = shifted - np.log(np.exp(shifted).sum())
+        before = self.prompt_ids + self.generated
+
+        def piece(i: int) -> str:
+            return decode_continuation(self.tokenizer, before, [int(i)])
+        top = np.argsort(-logprob, kind="stable")[:self.logprobs]
+        return {"token": piece(token), "id": token, "logprob": float(logprob[token]),
+                "top_logprobs": {piece(i): float(logprob[i]) for i in top}}
+
+
+@dataclass
+class KVCache:
+    """One user's KV cache, swapped into a backend's transformer while that user's token runs."""
+    keys: Optional[np.ndarray] = None          # [layers, capacity, kv_heads, head_dim]
+    values: Optional[np.ndarray] = None        # same shape as keys
+    capacity: int = 0                          # positions allocated (grows on demand)
+    position: int = 0                          # positions filled
+
+
+CACHE_FIELDS = ("keys", "values", "capacity", "position")
+
+
+class bound:
+    """`with bound(holder, cache):` the holder's cache is `cache` inside, and what the step left
+    (a grown array, the new position) is written back to `cache` on the way out. A None cache
+    leaves the holder's own."""
+
+    def __init__(self, holder, cache: Optional[KVCache]):
+        self.holder, self.cache = holder, cache
+
+    def __enter__(self):
+        if self.cache is not None:
+            self.saved = {name: getattr(self.holder, name) for name in CACHE_FIELDS}
+            if self.cache.keys is None:
+                self.holder.reset()
+            else:
+                for name in CACHE_FIELDS:
+                    setattr(self.holder, name, getattr(self.cache, name))
+        return self.holder
+
+    def __exit__(self, *exc):
+        if self.cache is not None:
+            for name in CACHE_FIELDS:
+                setattr(self.cache, name, getattr(self.holder, name))
+                setattr(self.holder, name, self.saved[name])
+        return False
 
 
 def snapshot_kv_cache(holder):
@@ -197,8 +356,13 @@ def sample_next(logits: np.ndarray, temperature: float, top_p: float, rng: np.ra
     smallest set of tokens whose probability reaches top_p."""
     if temperature <= 0:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max())
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scaled = logits.astype(np.float64) / temperature
+    largest = scaled.max()
+    if not np.isfinite(largest):
+        # a temperature so small that logits / T overflows: its limit, greedy (never a NaN)
+        return int(np.argmax(logits))
+    probs = np.exp(scaled - largest)
     probs /= probs.sum()
     if top_p < 1.0:
         order = np.argsort(-probs, kind="stable")

@@ -374,15 +374,21 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
         cost_per_mtok_usd=cost_per_mtok)
 
 
-def generation_timing(spec: ModelSpec, prompt_tokens: int, generated_tokens: int, chip: str = "hc1") -> dict:
+def generation_timing(spec: ModelSpec, prompt_tokens: int, generated_tokens: int, chip: str = "hc1",
+                      users: int = 1) -> dict:
     """What a generation would take on the chip: prefill, then decode at a context growing from
     the prompt length. Per-token latency is linear in context (attention), so the decode time is the
-    latency at the mean context times the number of tokens."""
+    latency at the mean context times the number of tokens. With `users` decoding together, each
+    keeps one token in the pipeline and waits for the others at its slowest stage: a user's
+    per-token latency is then users / aggregate rate when that exceeds the latency alone."""
     config = arch.load_chip(chip)
     mean_context = max(1, prompt_tokens + generated_tokens // 2)
-    result = estimate(spec, config, context=mean_context, prompt_tokens=max(prompt_tokens, 0), users=1)
-    decode_us = result.latency_us_per_token * generated_tokens
+    users = max(1, int(users))
+    result = estimate(spec, config, context=mean_context, prompt_tokens=max(prompt_tokens, 0), users=users)
+    latency_us = max(result.latency_us_per_token, users / result.aggregate_tokens_per_s * 1e6)
+    decode_us = latency_us * generated_tokens
     return {"chip": config.name, "node": config.node, "prompt_tokens": prompt_tokens,
-            "generated_tokens": generated_tokens, "ttft_ms": result.ttft_ms, "decode_ms": decode_us / 1e3,
-            "total_ms": result.ttft_ms + decode_us / 1e3, "tokens_per_s": result.tokens_per_s,
-            "latency_us_per_token": result.latency_us_per_token}
+            "generated_tokens": generated_tokens, "users": users, "ttft_ms": result.ttft_ms,
+            "decode_ms": decode_us / 1e3, "total_ms": result.ttft_ms + decode_us / 1e3,
+            "tokens_per_s": result.tokens_per_s if latency_us == result.latency_us_per_token else 1e6 / latency_us,
+            "latency_us_per_token": latency_us}

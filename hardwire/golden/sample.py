@@ -15,6 +15,10 @@ from hardwire.golden.forward import argmax
 MASK64 = (1 << 64) - 1
 TOP_P_BITS = 16
 TEMPERATURE_MULTIPLIER_BITS = 15
+# A ratio (logit units to exp2 units) of 2^EXP2_FRAC_BITS * EXP2_MAX_SHIFT already gives every
+# logit a unit below the largest a weight of 0: any larger ratio (a temperature near 0, down to
+# denormals) chooses the same tokens, so it is clamped there and never overflows.
+LARGEST_TEMPERATURE_RATIO = ar.EXP2_MAX_SHIFT << ar.EXP2_FRAC_BITS
 
 
 class SplitMix64:
@@ -41,9 +45,10 @@ class IntegerSampler:
         logit_scale = 2.0 ** -int(tables["logit_frac_bits"][0])
         self.top_p = min(1 << TOP_P_BITS, max(1, round(top_p * (1 << TOP_P_BITS))))
         if not self.greedy:
-            ratio = logit_scale * math.log2(math.e) / temperature * (1 << ar.EXP2_FRAC_BITS)
+            ratio = logit_scale * math.log2(math.e) / temperature * (1 << ar.EXP2_FRAC_BITS)   # inf near 0
+            ratio = min(ratio, LARGEST_TEMPERATURE_RATIO)
             self.mult, self.shift = ar.fixed_multiplier(ratio, TEMPERATURE_MULTIPLIER_BITS)
-        self.rng = SplitMix64(seed)
+        self.rng = SplitMix64(seed)                 # a negative seed as its 64-bit pattern
 
     def weights(self, logits: np.ndarray) -> np.ndarray:
         """Q0.15 weights; the largest logit gets 2^15. int64 numpy, exact: |l| < 2^32, m < 2^16."""
