@@ -48,6 +48,13 @@ class GoldenEngine(Engine):
     def decode_logits(self, ids) -> np.ndarray:
         return self.forward_integer(ids)
 
+    def decode_batch(self, caches, tokens) -> list[np.ndarray]:
+        """Every user's token through each layer in turn (GoldenTransformer.step_batch)."""
+        tokens = self.check_ids(tokens)
+        if any(cache is None or cache.keys is None for cache in caches):
+            return super().decode_batch(caches, tokens)
+        return self.transformer.step_batch(tokens, list(caches))
+
 
 def token_exponents(die, ids: list[int], tables=None) -> list[dict[str, int]]:
     """The token quantizers' exponents for each token of `ids` stepped from position 0 ({block name:

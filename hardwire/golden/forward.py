@@ -231,67 +231,112 @@ class GoldenTransformer:
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
         """Logits (int64 [vocab], units of 2^-logit_frac_bits) of `token` at the next position."""
-        spec, t = self.spec, self.tables
         pos = self.position
         self._grow(pos + 1)
         note = trace if trace is not None else (lambda name, value: None)
-        dim, q_dim, kv_dim = spec.hidden_dim, spec.q_dim, spec.kv_dim
-        cache_shift = INTERNAL_BITS - self.kv_bits
-        cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
-        first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
+        h = self.embed(token, note)
+        x = np.empty(self.spec.hidden_dim, np.int64)
+        for index, layer in enumerate(self.layers):
+            self.attention_block(index, layer, h, x, self.keys[index], self.values[index], pos, note)
+            self.ffn_block(index, layer, h, x, note)
+        logits = self.head(h, x, note)
+        self.position = pos + 1
+        return logits
 
-        h = np.empty(dim, np.int64)
+    def step_batch(self, tokens: list[int], caches: list) -> list[np.ndarray]:
+        """One token for each of several users, in the chip's order: every user's token through
+        layer 0, then every user's through layer 1, ... (the layer pipeline holds one token per user).
+        User i's KV cache is caches[i] (a `hardwire.backend.KVCache`). The blocks are the same pure
+        integer functions as `step`'s, so each user's logits are exactly those of stepping it alone."""
+        from hardwire.backend import bound
+        positions = []
+        for cache in caches:
+            with bound(self, cache):
+                self._grow(cache.position + 1)
+            positions.append(cache.position)
+        note = lambda name, value: None                                          # noqa: E731
+        dim = self.spec.hidden_dim
+        hs = [self.embed(int(token), note) for token in tokens]
+        xs = [np.empty(dim, np.int64) for _ in tokens]
+        for index, layer in enumerate(self.layers):
+            for h, x, cache, pos in zip(hs, xs, caches, positions):
+                self.attention_block(index, layer, h, x, cache.keys[index], cache.values[index], pos, note)
+                self.ffn_block(index, layer, h, x, note)
+        logits = [self.head(h, x, note) for h, x in zip(hs, xs)]
+        for cache, pos in zip(caches, positions):
+            cache.position = pos + 1
+        return logits
+
+    # -- the blocks of one token step, in chip order ---------------------------------------------------
+    def embed(self, token: int, note) -> np.ndarray:
+        h = np.empty(self.spec.hidden_dim, np.int64)
         embed_lookup(self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult, self.embed_shift,
                      token, h)
         note("embed", h)
-        x = np.empty(dim, np.int64)
-        attended = np.empty(q_dim, np.int64)
-        for index, layer in enumerate(self.layers):
-            name = f"layers.{index}."
-            mult, shift = layer["attn_norm"]
-            e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
-            note(name + "attn_norm", x)
-            note(name + "attn_norm.scale", np.asarray(e))
-            qkv = self._linear(layer["qkv"], x, e, INTERNAL_BITS)
-            q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
-            rope(q, spec.heads, spec.head_dim, cos, sin)
-            rope(k, spec.kv_heads, spec.head_dim, cos, sin)
-            note(name + "q", q)
-            key_row = self.keys[index, pos].reshape(-1)
-            value_row = self.values[index, pos].reshape(-1)
-            to_cache(k, cache_shift, self.kv_bits, key_row)
-            to_cache(v, cache_shift, self.kv_bits, value_row)
-            note(name + "k", key_row)
-            note(name + "v", value_row)
-            score_m, score_k = layer["score_mult"]
-            out_m, out_k = layer["attention_out_mult"]
-            e = attention(q, self.keys[index], self.values[index], first, pos + 1, spec.heads, score_m, score_k,
-                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended)
-            note(name + "attention", attended)
-            note(name + "attention.scale", np.asarray(e))
-            residual_add(h, self._linear(layer["wo"], attended, e, RESIDUAL_BITS))
-            note(name + "attention_residual", h)
-            mult, shift = layer["ffn_norm"]
-            e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
-            note(name + "ffn_norm", x)
-            note(name + "ffn_norm.scale", np.asarray(e))
-            gate_up = self._linear(layer["gate_up"], x, e, INTERNAL_BITS)
-            gated = np.empty(spec.ffn_dim, np.int64)
-            index_m, index_k = layer["sigmoid_index_mult"]
-            glu_m, glu_k = layer["swiglu_mult"]
-            e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
-                       t["sigmoid_table"], gated)
-            note(name + "swiglu", gated)
-            note(name + "swiglu.scale", np.asarray(e))
-            residual_add(h, self._linear(layer["w_down"], gated, e, RESIDUAL_BITS))
-            note(name + "ffn_residual", h)
-        mult, shift = self.final_norm
+        return h
+
+    def attention_block(self, index: int, layer: dict, h: np.ndarray, x: np.ndarray, keys: np.ndarray,
+                        values: np.ndarray, pos: int, note) -> None:
+        """Norm, q/k/v, RoPE, this position's k and v into the cache (keys/values [positions,
+        kv_heads, head_dim] of this layer), attention, output projection, residual: h updated."""
+        spec, t = self.spec, self.tables
+        q_dim, kv_dim = spec.q_dim, spec.kv_dim
+        cache_shift = INTERNAL_BITS - self.kv_bits
+        cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
+        first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
+        name = f"layers.{index}."
+        mult, shift = layer["attn_norm"]
         e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
+        note(name + "attn_norm", x)
+        note(name + "attn_norm.scale", np.asarray(e))
+        qkv = self._linear(layer["qkv"], x, e, INTERNAL_BITS)
+        q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
+        rope(q, spec.heads, spec.head_dim, cos, sin)
+        rope(k, spec.kv_heads, spec.head_dim, cos, sin)
+        note(name + "q", q)
+        key_row = keys[pos].reshape(-1)
+        value_row = values[pos].reshape(-1)
+        to_cache(k, cache_shift, self.kv_bits, key_row)
+        to_cache(v, cache_shift, self.kv_bits, value_row)
+        note(name + "k", key_row)
+        note(name + "v", value_row)
+        score_m, score_k = layer["score_mult"]
+        out_m, out_k = layer["attention_out_mult"]
+        attended = np.empty(q_dim, np.int64)
+        e = attention(q, keys, values, first, pos + 1, spec.heads, score_m, score_k,
+                      out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended)
+        note(name + "attention", attended)
+        note(name + "attention.scale", np.asarray(e))
+        residual_add(h, self._linear(layer["wo"], attended, e, RESIDUAL_BITS))
+        note(name + "attention_residual", h)
+
+    def ffn_block(self, index: int, layer: dict, h: np.ndarray, x: np.ndarray, note) -> None:
+        """Norm, gate and up, SwiGLU, down, residual: h updated."""
+        spec, t = self.spec, self.tables
+        name = f"layers.{index}."
+        mult, shift = layer["ffn_norm"]
+        e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
+        note(name + "ffn_norm", x)
+        note(name + "ffn_norm.scale", np.asarray(e))
+        gate_up = self._linear(layer["gate_up"], x, e, INTERNAL_BITS)
+        gated = np.empty(spec.ffn_dim, np.int64)
+        index_m, index_k = layer["sigmoid_index_mult"]
+        glu_m, glu_k = layer["swiglu_mult"]
+        e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
+                   t["sigmoid_table"], gated)
+        note(name + "swiglu", gated)
+        note(name + "swiglu.scale", np.asarray(e))
+        residual_add(h, self._linear(layer["w_down"], gated, e, RESIDUAL_BITS))
+        note(name + "ffn_residual", h)
+
+    def head(self, h: np.ndarray, x: np.ndarray, note) -> np.ndarray:
+        """Final norm and classifier: int64 logits."""
+        mult, shift = self.final_norm
+        e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], x)
         note("final_norm", x)
         note("final_norm.scale", np.asarray(e))
         logits = matvec(self.classifier, x, e, RESIDUAL_BITS)
         note("logits", logits)
-        self.position = pos + 1
         return logits
 
     def forward(self, ids, trace: Trace | None = None) -> np.ndarray:

@@ -134,8 +134,14 @@ class FloatTransformer:
         probs = softmax(scores, axis=-1)
         return (probs @ values).transpose(1, 0, 2).reshape(tokens, spec.q_dim)
 
+    def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
+        """Write the new tokens' k, v at `start` in the cache; attend the queries over it."""
+        self.keys[layer, start:start + k.shape[0]] = k
+        self.values[layer, start:start + v.shape[0]] = v
+        return self.attention(layer, q, start)
+
     def layer(self, index: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, start: int,
-              capture: Capture | None = None) -> np.ndarray:
+              capture: Capture | None = None, attend: Callable | None = None) -> np.ndarray:
         spec, w, p = self.spec, self.weights, f"layers.{index}."
         tokens = x.shape[0]
         h = rmsnorm(x, w[p + "attn_norm"], spec.norm_eps)
@@ -146,9 +152,8 @@ class FloatTransformer:
             q, k, v = q + w[p + "bq"], k + w[p + "bk"], v + w[p + "bv"]
         q = apply_rope(q.reshape(tokens, spec.heads, spec.head_dim), cos, sin)
         k = apply_rope(k.reshape(tokens, spec.kv_heads, spec.head_dim), cos, sin)
-        self.keys[index, start:start + tokens] = k
-        self.values[index, start:start + tokens] = v.reshape(tokens, spec.kv_heads, spec.head_dim)
-        x = x + self.linear(p + "wo", self.attention(index, q, start), capture)
+        v = v.reshape(tokens, spec.kv_heads, spec.head_dim)
+        x = x + self.linear(p + "wo", (attend or self.attend)(index, q, k, v, start), capture)
         h = rmsnorm(x, w[p + "ffn_norm"], spec.norm_eps)
         gated = silu(self.linear(p + "w_gate", h, capture)) * self.linear(p + "w_up", h, capture)
         return x + self.linear(p + "w_down", gated, capture)
@@ -167,6 +172,33 @@ class FloatTransformer:
         self.position = start + len(ids)
         x = rmsnorm(x, self.weights["final_norm"], self.spec.norm_eps)
         return self.linear(self.spec.classifier, x, capture)
+
+    def forward_batch(self, tokens, caches: list) -> np.ndarray:
+        """Logits [users, vocab]: token i appended to user i's KV cache, caches[i] (an object with
+        this transformer's `keys`, `values`, `capacity`, `position`, e.g. hardwire.backend.KVCache).
+        The projections run as one matrix product over the users; attention reads each user's cache."""
+        from hardwire.backend import bound
+        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        for cache in caches:
+            with bound(self, cache):
+                self._grow(cache.position + 1)
+        positions = np.array([cache.position for cache in caches])
+        cos, sin = rope_tables(self.spec, positions)
+
+        def attend(layer, q, k, v, start):
+            out = np.empty((len(caches), self.spec.q_dim), np.float32)
+            for user, cache in enumerate(caches):
+                with bound(self, cache):
+                    out[user] = self.attend(layer, q[user:user + 1], k[user:user + 1], v[user:user + 1],
+                                            int(positions[user]))[0]
+            return out
+        x = self.weights["embed"][ids]
+        for index in range(self.spec.layers):
+            x = self.layer(index, x, cos, sin, 0, attend=attend)
+        for cache in caches:
+            cache.position += 1
+        x = rmsnorm(x, self.weights["final_norm"], self.spec.norm_eps)
+        return self.linear(self.spec.classifier, x, None)
 
 
 def teacher_forced_logits(model, ids) -> np.ndarray:

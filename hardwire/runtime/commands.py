@@ -60,17 +60,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(model: Optional[Path] = typer.Argument(None, help="die or checkpoint (default: bundled stories260K)"),
-              host: str = typer.Option("127.0.0.1", "--host"),
+              host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: every interface)"),
               port: int = typer.Option(8000, "--port", min=1, max=65535),
-              backend: str = typer.Option("float", "--backend")):
-        """Serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models)."""
+              backend: str = typer.Option("float", "--backend"),
+              slots: int = typer.Option(16, "--slots", min=1,
+                                        help="most users decoded together (default: the chip's maximum users "
+                                             "at the model's context, at most this)"),
+              queue: int = typer.Option(64, "--queue", min=0, help="requests that may wait for a slot; then 429"),
+              pace: Optional[str] = typer.Option(None, "--pace", help="'chip': release tokens at the chip's pace"),
+              api_key: Optional[str] = typer.Option(None, "--api-key", envvar="HARDWIRE_API_KEY",
+                                                    help="require 'Authorization: Bearer KEY' on /v1/"),
+              max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="larger bodies get 413"),
+              chip: str = typer.Option("hc1", "--chip", help="chip whose timing responses carry")):
+        """Serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)."""
         import uvicorn
 
         from hardwire.die import FrozenWeights
         from hardwire.runtime.engine import make_engine
         from hardwire.runtime.server import create_app
+        if pace not in (None, "chip"):
+            raise BadConfig(f"unknown pace {pace!r}; expected chip", field="--pace")
         engine = make_engine(model, backend=backend)
         source = engine.source
         name = source.id if isinstance(source, FrozenWeights) else Path(str(source.path)).name
-        uvicorn.run(create_app(engine, name), host=host, port=port, log_level="info")
-
+        app = create_app(engine, name, max_slots=slots, queue=queue, pace=pace, api_key=api_key,
+                         max_body_bytes=max_body_bytes, chip=chip)
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
