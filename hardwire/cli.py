@@ -7,14 +7,35 @@ Each pipeline stage registers its own subcommands from `hardwire/<stage>/command
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
+import typer.main
 
 from hardwire.errors import HardwireError
+from hardwire.options import CLICK_EXCEPTIONS, attach_checks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None,
                   help="Turn a trained language model into a chip that is the model.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            number = version("hardwire")
+        except PackageNotFoundError:        # run from a source tree that was never installed
+            number = "unknown"
+        print(f"hardwire {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                               help="print the version and exit")) -> None:
+    """Turn a trained language model into a chip that is the model."""
 
 # The stages that have commands, in data-flow order (the order `hardwire --help` lists them). `inspect`
 # is freeze's (it reads a checkpoint or a die); `quality` is measure's, right after the freeze it judges.
@@ -29,14 +50,38 @@ def _register_stages() -> None:
 _register_stages()
 
 
-# The click that typer really uses: recent typers ship their own copy (typer._click), older ones use
-# the click package. Its exceptions are the ones a usage error raises.
-CLICK_EXCEPTIONS = sys.modules[typer.BadParameter.__module__]
+def command():
+    """The click command typer builds from `app`, each option given its value check."""
+    group = typer.main.get_command(app)
+    attach_checks(group)
+    return group
+
+
+def _given_value(param, argv: list[str]) -> str | None:
+    """The text the user gave an option on the command line (its last occurrence), if any."""
+    if param is None or getattr(param, "param_type_name", None) != "option":
+        return None
+    given = None
+    for i, arg in enumerate(argv):
+        for opt in param.opts:
+            if arg == opt and i + 1 < len(argv):
+                given = argv[i + 1]
+            elif opt.startswith("--") and arg.startswith(opt + "="):
+                given = arg[len(opt) + 1:]
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        return _main(argv)
+    except BrokenPipeError:     # the reader went away (`hardwire -h | head`): nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        command().main(args=argv, prog_name="hardwire", standalone_mode=False)
     except HardwireError as e:
         print(f"hardwire: error: {e}", file=sys.stderr)
         return 2
@@ -46,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0
     except CLICK_EXCEPTIONS.UsageError as e:
-        if type(e).__name__ == "NoArgsIsHelpError":       # the help was printed: nothing went wrong
+        if type(e).__name__ == "NoArgsIsHelpError":       # no command given: the help, as with -h
+            print(e.ctx.get_help() if e.ctx else e.format_message())
             return 0
-        command = f" {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else ""
-        print(f"hardwire{command}: error: {e.format_message()}", file=sys.stderr)
+        name = f" {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else ""
+        message = e.format_message()
+        given = _given_value(getattr(e, "param", None), sys.argv[1:] if argv is None else argv)
+        if given is not None and repr(given) not in message and f"got {given}" not in message:
+            message += f" (got {given!r})"
+        print(f"hardwire{name}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     except CLICK_EXCEPTIONS.ClickException as e:
         print(f"hardwire: error: {e.format_message()}", file=sys.stderr)

@@ -53,7 +53,11 @@ class IntegerSampler:
     def weights(self, logits: np.ndarray) -> np.ndarray:
         """Q0.15 weights; the largest logit gets 2^15. int64 numpy, exact: |l| < 2^32, m < 2^16."""
         d = (int(logits.max()) - logits.astype(np.int64)) * self.mult
-        if self.shift > 0:
+        if self.shift >= 63:
+            # A temperature so large that every rounded difference is 0 (d < 2^48 here): all
+            # weights equal, as the formula gives, without a shift numpy's int64 cannot hold.
+            d = np.zeros_like(d)
+        elif self.shift > 0:
             d = (d + (1 << (self.shift - 1))) >> self.shift
         else:
             d = d << -self.shift
