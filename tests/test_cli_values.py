@@ -109,3 +109,24 @@ def test_help_text_renders_literally(capsys):
     """Help is plain text: brackets in a docstring are not taken for markup and dropped."""
     assert main(["logits", "--help"]) == 0
     assert "[len(ids), vocab]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "sets nothing"), (b"x = [[[", "not valid TOML"), (b"\xff\xfe", "cannot read"),
+    (b"x = " + b"[" * 50_000 + b"]" * 50_000, "nested too deeply"), (b'clock_ghz = "fast"\n', "clock_ghz"),
+    (b"clock_ghz = nan\n", "clock_ghz"),
+])
+def test_empty_or_invalid_chip_files_are_refused_naming_the_file(capsys, tmp_path, content, needle):
+    chip = tmp_path / "chip.toml"
+    chip.write_bytes(content)
+    line = one_line_exit(capsys, ["estimate", "--chip", chip])
+    assert "chip.toml" in line and needle in line, line
+
+
+def test_plan_files_nested_too_deeply_are_refused(capsys, tmp_path):
+    for suffix, text in ((".toml", "default = " + "[" * 50_000 + "]" * 50_000),
+                         (".json", "[" * 50_000 + "]" * 50_000)):
+        plan = tmp_path / f"plan{suffix}"
+        plan.write_text(text)
+        line = one_line_exit(capsys, ["freeze", "--plan", plan, "-o", tmp_path / "x.die"])
+        assert plan.name in line and "deep" in line, line

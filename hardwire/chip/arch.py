@@ -189,6 +189,11 @@ def load_chip(name_or_path: str | Path) -> ChipConfig:
         raise BadConfig(f"cannot read chip file: {e}", path=path) from None
     except tomllib.TOMLDecodeError as e:
         raise BadConfig(f"not valid TOML: {e}", path=path) from None
+    except RecursionError:              # tomllib recurses into nested arrays and tables
+        raise BadConfig("not valid TOML: nested too deeply", path=path) from None
+    if not data:
+        raise BadConfig("the chip file sets nothing; expected keys such as name, node and weight_bits "
+                        "(see the bundled hc1.toml)", path=path)
     return chip_from_dict(data, source=path)
 
 
