@@ -186,7 +186,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
     submitted_s: float
-    cache: object = None                 # its slot's KV cache while it holds one
+    cache: object = field(default=None, repr=False)   # its slot's KV cache while it holds one
     holds_slot: bool = False
     cancelled: bool = False
     next_token: Optional[int] = None
@@ -480,9 +480,15 @@ class ChipStream(StreamingResponse):
         self.job = job
 
     async def __call__(self, scope, receive, send):
+        async def watch():                   # a client gone is noticed even between tokens
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.job.cancel()
+        watcher = asyncio.ensure_future(watch())
         try:
             await super().__call__(scope, receive, send)
         finally:
+            watcher.cancel()
             self.job.cancel()
 
 
@@ -539,6 +545,7 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
     async def http_error(request, error: StarletteHTTPException):
         return error_response(APIError(error.status_code, str(error.detail),
                                        type=ERROR_TYPES.get(error.status_code, "invalid_request_error"),
+                                       code="request_too_large" if error.status_code == 413 else None,
                                        headers=dict(error.headers or {})))
 
     @app.exception_handler(Exception)
