@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hardwire.errors import BadConfig
+from hardwire.model.reference import KVCache, bound  # noqa: F401  (one user's cache; re-exported)
 
 
 @dataclass
@@ -293,44 +294,6 @@ class Decoding:
         top = np.argsort(-logprob, kind="stable")[:self.logprobs]
         return {"token": piece(token), "id": token, "logprob": float(logprob[token]),
                 "top_logprobs": {piece(i): float(logprob[i]) for i in top}}
-
-
-@dataclass
-class KVCache:
-    """One user's KV cache, swapped into a backend's transformer while that user's token runs."""
-    keys: Optional[np.ndarray] = None          # [layers, capacity, kv_heads, head_dim]
-    values: Optional[np.ndarray] = None        # same shape as keys
-    capacity: int = 0                          # positions allocated (grows on demand)
-    position: int = 0                          # positions filled
-
-
-CACHE_FIELDS = ("keys", "values", "capacity", "position")
-
-
-class bound:
-    """`with bound(holder, cache):` the holder's cache is `cache` inside, and what the step left
-    (a grown array, the new position) is written back to `cache` on the way out. A None cache
-    leaves the holder's own."""
-
-    def __init__(self, holder, cache: Optional[KVCache]):
-        self.holder, self.cache = holder, cache
-
-    def __enter__(self):
-        if self.cache is not None:
-            self.saved = {name: getattr(self.holder, name) for name in CACHE_FIELDS}
-            if self.cache.keys is None:
-                self.holder.reset()
-            else:
-                for name in CACHE_FIELDS:
-                    setattr(self.holder, name, getattr(self.cache, name))
-        return self.holder
-
-    def __exit__(self, *exc):
-        if self.cache is not None:
-            for name in CACHE_FIELDS:
-                setattr(self.cache, name, getattr(self.holder, name))
-                setattr(self.holder, name, self.saved[name])
-        return False
 
 
 def snapshot_kv_cache(holder):

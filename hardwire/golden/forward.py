@@ -22,7 +22,7 @@ from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, pack_matrix, stack
-from hardwire.model.reference import grow_kv_cache
+from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
 
@@ -246,9 +246,8 @@ class GoldenTransformer:
     def step_batch(self, tokens: list[int], caches: list) -> list[np.ndarray]:
         """One token for each of several users, in the chip's order: every user's token through
         layer 0, then every user's through layer 1, ... (the layer pipeline holds one token per user).
-        User i's KV cache is caches[i] (a `hardwire.backend.KVCache`). The blocks are the same pure
+        User i's KV cache is caches[i] (a `hardwire.model.reference.KVCache`). The blocks are the same pure
         integer functions as `step`'s, so each user's logits are exactly those of stepping it alone."""
-        from hardwire.backend import bound
         positions = []
         for cache in caches:
             with bound(self, cache):

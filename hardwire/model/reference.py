@@ -10,6 +10,7 @@ patch folded in.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -86,6 +87,44 @@ def grow_kv_cache(holder, needed: int, dtype) -> None:
         keys[:, :holder.position] = holder.keys[:, :holder.position]
         values[:, :holder.position] = holder.values[:, :holder.position]
     holder.keys, holder.values, holder.capacity = keys, values, capacity
+
+
+@dataclass
+class KVCache:
+    """One user's KV cache, swapped into a backend's transformer while that user's token runs."""
+    keys: np.ndarray | None = None       # [layers, capacity, kv_heads, head_dim]
+    values: np.ndarray | None = None     # same shape as keys
+    capacity: int = 0                    # positions allocated (grows on demand)
+    position: int = 0                    # positions filled
+
+
+CACHE_FIELDS = ("keys", "values", "capacity", "position")
+
+
+class bound:
+    """`with bound(holder, cache):` the holder's cache is `cache` inside, and what the step left
+    (a grown array, the new position) is written back to `cache` on the way out. A None cache
+    leaves the holder's own."""
+
+    def __init__(self, holder, cache: KVCache | None):
+        self.holder, self.cache = holder, cache
+
+    def __enter__(self):
+        if self.cache is not None:
+            self.saved = {name: getattr(self.holder, name) for name in CACHE_FIELDS}
+            if self.cache.keys is None:
+                self.holder.reset()
+            else:
+                for name in CACHE_FIELDS:
+                    setattr(self.holder, name, getattr(self.cache, name))
+        return self.holder
+
+    def __exit__(self, *exc):
+        if self.cache is not None:
+            for name in CACHE_FIELDS:
+                setattr(self.cache, name, getattr(self.holder, name))
+                setattr(self.holder, name, self.saved[name])
+        return False
 
 
 class FloatTransformer:
@@ -175,9 +214,8 @@ class FloatTransformer:
 
     def forward_batch(self, tokens, caches: list) -> np.ndarray:
         """Logits [users, vocab]: token i appended to user i's KV cache, caches[i] (an object with
-        this transformer's `keys`, `values`, `capacity`, `position`, e.g. hardwire.backend.KVCache).
+        this transformer's `keys`, `values`, `capacity`, `position`, a KVCache above).
         The projections run as one matrix product over the users; attention reads each user's cache."""
-        from hardwire.backend import bound
         ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
         for cache in caches:
             with bound(self, cache):
