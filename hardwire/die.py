@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from hardwire.errors import BadDie, HardwireError
-from hardwire.formats import QuantizedTensor, WeightFormat, pack_codes, unpack_codes
+from hardwire.formats import ACTIVATION_FORMATS, QuantizedTensor, WeightFormat, pack_codes, unpack_codes
 from hardwire.jsonfile import parse_json
 from hardwire.model.spec import ModelSpec, Weights
 
@@ -331,6 +331,44 @@ def open_model_or_die(source):
 # parts disagree with each other or point outside the die, before anything reads a tensor.
 
 SCALE_DTYPES = {"fp16": "F16", "bf16": "U16", "e4m4": "U8"}
+NUMBER = "number"           # an int or a float (never a bool)
+# The manifest's schema beyond `spec`, `tensors` and `files` (checked on their own below): each field
+# is a type, an object of required fields, or a tuple of alternatives (None: null allowed).
+MANIFEST_SCHEMA = {
+    "plan": {"default": str, "activations": str},
+    "activations": {"file": str, "format": str, "bits": int, "scaling": str},
+    "tokenizer": ({"file": str, "kind": str}, None),
+    "calibration": dict,
+    "source": dict,
+    "totals": {"rom_bits": int, "matrix_rom_bits": int, "matrix_weights": int, "vector_values": int,
+               "bits_per_weight": NUMBER, "code_bits_per_weight": NUMBER},
+    GOLDEN_TABLES_KEY: ({"file": str, "version": int, "kv_bits": int}, None),
+}
+OPTIONAL_FIELDS = (GOLDEN_TABLES_KEY,)      # older dies have no golden tables; the golden model builds them
+
+
+def _matches(value: object, schema: object) -> str | None:
+    """None when `value` fits `schema`, else the dotted path below it that does not."""
+    if isinstance(schema, tuple):
+        failures = [_matches(value, option) for option in schema if option is not None]
+        return None if (value is None and None in schema) or None in failures else failures[0] or ""
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            return ""
+        for key, child in schema.items():
+            if key not in value:
+                return key
+            below = _matches(value[key], child)
+            if below is not None:
+                return f"{key}.{below}".rstrip(".")
+        return None
+    if schema is NUMBER:
+        ok = type(value) in (int, float)
+    elif schema in (int, bool):
+        ok = type(value) is schema
+    else:
+        ok = isinstance(value, schema)
+    return None if ok else ""
 FILE_FIELDS = ("tokenizer", "activations", GOLDEN_TABLES_KEY)     # manifest fields naming a file
 
 
@@ -358,6 +396,17 @@ def check_manifest(path: Path, manifest: dict) -> None:
     def bad(field: str, message: str):
         raise BadDie(message, path=manifest_path, field=field)
 
+    for key, schema in MANIFEST_SCHEMA.items():
+        if key not in manifest:
+            if key in OPTIONAL_FIELDS:
+                continue
+            bad(key, "missing field")
+        wrong = _matches(manifest[key], schema)
+        if wrong is not None:
+            bad(f"{key}.{wrong}".rstrip("."), f"malformed: {json.dumps(manifest[key])[:80]}")
+    if manifest["activations"]["format"] not in ACTIVATION_FORMATS or \
+            ACTIVATION_FORMATS[manifest["activations"]["format"]] != manifest["activations"]["bits"]:
+        bad("activations", f"format and bits disagree or are unknown; expected one of {ACTIVATION_FORMATS}")
     files, tensors = manifest["files"], manifest["tensors"]
     if not isinstance(files, dict) or not all(
             isinstance(v, dict) and type(v.get("bytes")) is int and isinstance(v.get("sha256"), str)
@@ -402,6 +451,8 @@ def check_manifest(path: Path, manifest: dict) -> None:
             arrays[name] = ("F32", math.prod(shape))
         elif entry.get("kind") == "quantized" and len(shape) == 2:
             fmt = _manifest_format(entry.get("format"), f"{field}.format", bad)
+            if not isinstance(entry.get("method"), str):
+                bad(f"{field}.method", "expected the name of the quantization method")
             rows, cols = shape
             rom_bits = fmt.storage_bits(shape)
             groups = rows * fmt.groups(cols)

@@ -109,11 +109,14 @@ def spec_from_config(config: dict, source: Path) -> ModelSpec:
     and the `rope_parameters` layout transformers 5 writes)."""
     fields = _ConfigFields(config, source)
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_TYPES:
+    if not isinstance(model_type, str) or model_type not in SUPPORTED_TYPES:
         raise UnsupportedModel(f"model_type {json.dumps(model_type)[:80]} is not supported; expected one "
                                f"of {', '.join(SUPPORTED_TYPES)}", path=source, field="model_type")
+    # Every flag is type-checked whether or not this family reads it: a malformed file is refused
+    # the same way for every model_type.
+    flags = {flag: fields.boolean(flag, False) for flag in ("attention_bias", "mlp_bias", "use_sliding_window")}
     for flag in ("attention_bias", "mlp_bias"):
-        if model_type == "llama" and fields.boolean(flag, False):
+        if model_type == "llama" and flags[flag]:
             raise UnsupportedModel("biases on Llama projections are not supported (expected false)",
                                    path=source, field=flag)
     activation = fields.string("hidden_act", "silu")
@@ -126,6 +129,8 @@ def spec_from_config(config: dict, source: Path) -> ModelSpec:
     theta = fields.number("rope_theta", value=rope["rope_theta"]) if "rope_theta" in rope \
         else fields.number("rope_theta", 10000.0)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if not (rope_type is None or isinstance(rope_type, str)):
+        fields.bad("rope_scaling.rope_type", "a string", rope_type)
     scaling = None
     if rope_type == "llama3":
         try:
@@ -147,7 +152,7 @@ def spec_from_config(config: dict, source: Path) -> ModelSpec:
     hidden, heads = fields.integer("hidden_size"), fields.integer("num_attention_heads")
     head_dim = fields.integer("head_dim", None, optional=True) or hidden // heads
     sliding = fields.integer("sliding_window", None, optional=True)
-    if model_type == "qwen2" and not fields.boolean("use_sliding_window", False):
+    if model_type == "qwen2" and not flags["use_sliding_window"]:
         sliding = None
     family = SUPPORTED_TYPES[model_type]
     spec = dict(
