@@ -55,3 +55,41 @@ def test_usage_errors_exit_2_with_one_line_naming_the_option(cli):
         proc = cli(*args, expect=2)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def run_piped(*args, columns: int = 30):
+    """The command with stdout a pipe and a terminal width that would force truncation."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": str(columns)}
+    proc = subprocess.run([sys.executable, "-m", "hardwire.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_tables_keep_their_numbers_when_piped():
+    out = run_piped("estimate", "--preset", "stories260k")
+    assert "…" not in out
+    assert "tokens/s per user" in out
+    listed = run_piped("estimate", "--list")
+    assert "…" not in listed and "8,030,261,248" in listed and "hc1" in listed and "stories260k" in listed
+
+
+def test_estimate_list_json_names_presets_and_chips(cli):
+    listed = json.loads(cli("estimate", "--list", "--json").stdout)
+    assert {"llama-3.1-8b", "stories260k"} <= set(listed["presets"]) and {"hc1", "rtl"} <= set(listed["chips"])
+    assert listed["presets"]["stories260k"]["parameters"] == 260_032
+
+
+def test_a_newcomers_first_commands(cli):
+    """--version and -h exit 0 with output; a bad value and an unknown command: one line, exit 2."""
+    assert cli("--version").stdout.startswith("hardwire ")
+    assert "Usage: hardwire" in cli("-h").stdout
+    for args in (("run", "--temperature", "hot"), ("frobnicate",)):
+        lines = cli(*args, expect=2).stderr.strip().splitlines()
+        assert len(lines) == 1 and args[-1] in lines[0]

@@ -58,8 +58,9 @@ def resolve_chip(chip: str, node: Optional[str], weight_bits: Optional[int], clo
 
 
 def print_table(label: str, result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from hardwire.console import show
 
     table = Table(title=f"{label} on {result['chip']} ({result['node']}, {result['weight_style']}, "
                         f"{result['mean_weight_bits']:.2f}-bit weights, {result['clock_ghz']:g} GHz)")
@@ -85,7 +86,7 @@ def print_table(label: str, result: dict) -> None:
     table.add_section()
     for key, area in result["area_breakdown_mm2"].items():
         table.add_row(f"  area: {key}", f"{area:,.1f} mm²")
-    Console().print(table)
+    show(table)
 
 
 def plot(path: str, estimate, label: str) -> None:
@@ -116,6 +117,38 @@ def plot(path: str, estimate, label: str) -> None:
         plt.close(fig)
 
 
+def print_presets(as_json: bool) -> None:
+    """`estimate --list`: the model shapes `--preset` takes and the chips `--chip` takes by name."""
+    from hardwire.chip.arch import CHIPS_DIR, load_chip
+    from hardwire.chip.presets import MODEL_PRESETS
+
+    presets = {name: {"parameters": spec.parameter_count(), "layers": spec.layers, "hidden_dim": spec.hidden_dim,
+                      "vocab_size": spec.vocab_size} for name, spec in MODEL_PRESETS.items()}
+    chips = {}
+    for path in sorted(CHIPS_DIR.glob("*.toml")):
+        chip = load_chip(path)
+        chips[path.stem] = {"node": chip.node, "weight_style": chip.weight_style, "weight_bits": chip.weight_bits,
+                            "clock_ghz": chip.clock_ghz}
+    if as_json:
+        typer.echo(json.dumps({"presets": presets, "chips": chips}, indent=2))
+        return
+    from rich.table import Table
+
+    from hardwire.console import show
+    models = Table(title="model presets (--preset NAME)")
+    for column in ("name", "parameters", "layers", "hidden", "vocab"):
+        models.add_column(column, justify="left" if column == "name" else "right")
+    for name, row in presets.items():
+        models.add_row(name, f"{row['parameters']:,}", str(row["layers"]), str(row["hidden_dim"]),
+                       f"{row['vocab_size']:,}")
+    chip_table = Table(title="chips (--chip NAME, or a TOML file like them)")
+    for column in ("name", "node", "weights", "bits", "clock GHz"):
+        chip_table.add_column(column)
+    for name, row in chips.items():
+        chip_table.add_row(name, row["node"], row["weight_style"], str(row["weight_bits"]), f"{row['clock_ghz']:g}")
+    show(models, chip_table)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def estimate(
@@ -131,9 +164,14 @@ def register(app: typer.Typer) -> None:
         simulate: bool = typer.Option(False, "--simulate", help="also run the cycle-level pipeline simulator"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         plot_path: Optional[str] = typer.Option(None, "--plot", help="write area and latency plots (PNG)"),
+        list_presets: bool = typer.Option(False, "--list", help="list the model presets and chips, then exit"),
     ):
         """Estimate the chip a model would be: area, transistors, power, speed, users, cost."""
         from hardwire.chip.estimate import estimate as run_estimate
+
+        if list_presets:
+            print_presets(as_json)
+            return
 
         label, spec, die_bits = resolve_spec(model, preset)
         config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits)

@@ -71,24 +71,24 @@ def describe_die(die) -> dict:
 
 
 def print_die(die) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from hardwire.console import show
 
     info = describe_die(die)
     totals = info["totals"]
-    console = Console()
     table = Table(title=f"{die.path.name}  id {die.id[:16]}  plan {info['plan']['default']}")
     for column in ("tensor", "shape", "format", "method", "ROM bits", "bits/weight"):
         table.add_column(column, justify="right" if column in ("ROM bits", "bits/weight") else "left")
     for name, row in info["tensors"].items():
         table.add_row(name, "×".join(map(str, row["shape"])), row["format"], row.get("method", ""),
                       f"{row['rom_bits']:,}", f"{row['bits_per_weight']:.3f}")
-    console.print(table)
-    console.print(f"matrices: {totals['matrix_weights']:,} weights, {totals['matrix_rom_bits']:,} bits "
-                  f"({totals['bits_per_weight']:.3f} bits/weight incl. scales, "
-                  f"{totals['code_bits_per_weight']:.3f} code bits/weight)")
-    console.print(f"total ROM: {totals['rom_bits']:,} bits ({totals['rom_bits'] / 8 / 1024:,.1f} KiB); "
-                  f"activations {info['activations']['format']}")
+    show(table,
+         f"matrices: {totals['matrix_weights']:,} weights, {totals['matrix_rom_bits']:,} bits "
+         f"({totals['bits_per_weight']:.3f} bits/weight incl. scales, "
+         f"{totals['code_bits_per_weight']:.3f} code bits/weight)",
+         f"total ROM: {totals['rom_bits']:,} bits ({totals['rom_bits'] / 8 / 1024:,.1f} KiB); "
+         f"activations {info['activations']['format']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -59,8 +59,9 @@ def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokeni
 
 
 def print_quality(rows: list[dict], float_result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from hardwire.console import show
 
     table = Table(title=f"{rows[0]['tokens']:,} tokens in {rows[0]['sequences']} sequences; "
                         f"float perplexity {float_result['perplexity']:.4f}")
@@ -72,7 +73,7 @@ def print_quality(rows: list[dict], float_result: dict) -> None:
                       f"{row['perplexity']:.4f}", f"{100 * (row['perplexity'] / row['float_perplexity'] - 1):+.2f}%",
                       f"{row['top1_agreement']:.4f}", f"{row['kl_mean']:.4f}",
                       f"{max(row['layer_error']):.4f}" if row['layer_error'] else "n/a")
-    Console().print(table)
+    show(table)
 
 
 def register(app: typer.Typer) -> None:

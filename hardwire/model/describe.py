@@ -28,8 +28,9 @@ def describe_model(model) -> dict:
 
 
 def print_model(info: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from hardwire.console import show
     table = Table(title=f"{info['path']} ({info['format']})", show_header=False)
     for key, value in info["spec"].items():
         table.add_row(key, str(value))
@@ -38,4 +39,4 @@ def print_model(info: dict) -> None:
         table.add_row(f"stored as {dtype}", f"{n:,} values, {info['bytes_by_dtype'][dtype]:,} bytes")
     tok = info["tokenizer"]
     table.add_row("tokenizer", "none found" if tok is None else f"{tok['kind']} ({tok['vocab_size']} tokens)")
-    Console().print(table)
+    show(table)
