@@ -32,11 +32,12 @@ class Generation:
         return len(self.ids) + (self.stop_reason == "eos")
 
 
-def decode_continuation(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
-    """Text the new tokens add after the prompt (decoding them alone would drop a leading space)."""
+def decode_continuation(tokenizer, prompt_ids: list[int], new_ids: list[int], before: Optional[str] = None) -> str:
+    """Text the new tokens add after the prompt (decoding them alone would drop a leading space).
+    `before`: the prompt's text when the caller already has it."""
     if tokenizer is None:
         return ""
-    before = tokenizer.decode(prompt_ids)
+    before = tokenizer.decode(prompt_ids) if before is None else before
     after = tokenizer.decode(prompt_ids + new_ids)
     return after[len(before):] if after.startswith(before) else tokenizer.decode(new_ids)
 
@@ -223,6 +224,8 @@ class Decoding:
         self.reason: Optional[str] = None        # set when finished: "length" | "eos" | "stop"
         self.cut_text: Optional[str] = None      # the text cut before a stop string
         self.token_logprobs: list[dict] = []
+        self._prompt_text: Optional[str] = None
+        self._text: tuple[int, str] = (0, "")            # (tokens decoded, their text)
 
     @property
     def done(self) -> bool:
@@ -259,7 +262,12 @@ class Decoding:
         """The text so far (cut before the stop string once one ended it)."""
         if self.cut_text is not None:
             return self.cut_text
-        return decode_continuation(self.tokenizer, self.prompt_ids, self.generated)
+        if self._text[0] != len(self.generated):       # decoded once per token, however often asked
+            if self._prompt_text is None and self.tokenizer is not None:
+                self._prompt_text = self.tokenizer.decode(self.prompt_ids)
+            self._text = (len(self.generated), decode_continuation(self.tokenizer, self.prompt_ids, self.generated,
+                                                                   self._prompt_text))
+        return self._text[1]
 
     def result(self) -> Generation:
         extra = {"logprobs": self.token_logprobs} if self.logprobs is not None else {}

@@ -197,11 +197,13 @@ class Job:
     sent: str = ""                       # text already sent to a stream
     logprobs_sent: int = 0
 
-    def send(self, kind: str, payload=None) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
-
     def cancel(self) -> None:
         self.cancelled = True
+
+
+def deliver(events: list) -> None:
+    for queue, event in events:
+        queue.put_nowait(event)
 
 
 class Scheduler:
@@ -214,6 +216,7 @@ class Scheduler:
         self.free = [engine.new_cache() for _ in range(slots)]
         self.active: list[Job] = []
         self.waiting: collections.deque[Job] = collections.deque()
+        self.outbox: list[tuple[Job, str, object]] = []    # events of this step, sent together
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self.run, name="hardwire-scheduler", daemon=True)
@@ -259,14 +262,33 @@ class Scheduler:
             for job in admitted:
                 self.start(job)
             self.step()
+            self.flush()
         for job in list(self.active) + list(self.waiting):
             job.decoding.reason = job.decoding.reason or "abort"
             self.finish(job)
+        self.flush()
+
+    def post(self, job: Job, kind: str, payload=None) -> None:
+        self.outbox.append((job, kind, payload))
+
+    def flush(self) -> None:
+        """The step's events, handed to each event loop in one call (one wake-up per step, not per token)."""
+        by_loop: dict = {}
+        for job, kind, payload in self.outbox:
+            by_loop.setdefault(job.loop, []).append((job.events, (kind, payload)))
+        self.outbox = []
+        for loop, events in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(deliver, events)
+            except RuntimeError:                    # that loop has closed: its requests are gone
+                for job in self.active + list(self.waiting):
+                    if job.loop is loop:
+                        job.cancel()
 
     def start(self, job: Job) -> None:
         """Take a slot, prefill the prompt, choose the first token."""
         if job.cancelled:
-            job.send("cancelled")
+            self.post(job, "cancelled")
             return
         job.cache, job.holds_slot = self.free.pop(), True
         job.admitted_s = time.perf_counter()
@@ -325,18 +347,18 @@ class Scheduler:
             delta = ""
         if delta or new_logprobs:
             job.logprobs_sent = len(decoding.token_logprobs)
-            job.send("text", (delta, new_logprobs))
+            self.post(job, "text", (delta, new_logprobs))
 
     def finish(self, job: Job) -> None:
         self.release(job)
         job.finished_s = time.perf_counter()
         if job.cancelled:
-            job.send("cancelled")
+            self.post(job, "cancelled")
             return
         text = job.decoding.text()
         delta = text[len(job.sent):] if text.startswith(job.sent) else ""
         job.sent = text
-        job.send("done", (delta, job.decoding.token_logprobs[job.logprobs_sent:]))
+        self.post(job, "done", (delta, job.decoding.token_logprobs[job.logprobs_sent:]))
 
     def release(self, job: Job) -> None:
         if job in self.active:
@@ -348,7 +370,7 @@ class Scheduler:
     def fail(self, job: Job, error: Exception) -> None:
         logging.getLogger("hardwire.server").exception("generation failed", exc_info=error)
         self.release(job)
-        job.send("error", f"internal error: {type(error).__name__}: {error}")
+        self.post(job, "error", f"internal error: {type(error).__name__}: {error}")
 
 
 # -- metrics ------------------------------------------------------------------------------------------
@@ -717,6 +739,21 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
                     yield b"data: [DONE]\n\n"
         return events()
 
+    async def respond(request: SamplingRequest, job: Job, chunk, opening: list[dict], kind: str, ident: str,
+                      created: int, choice) -> Response:
+        """A stream of `chunk`s after `opening`, or, unstreamed, one body of kind `kind` whose
+        choice is choice(text, logprob entries)."""
+        if request.stream:
+            include = bool(request.stream_options and request.stream_options.include_usage)
+            return ChipStream(stream(job, chunk, include, opening), job, media_type="text/event-stream",
+                              headers=stream_headers(job))
+        text, entries = await answer(job)
+        report_ = report(job)
+        observe(job, report_)
+        body = {"id": ident, "object": kind, "created": created, "model": model_name, "usage": usage(job),
+                "hardwire": report_, "choices": [choice(text, entries)]}
+        return Response(json_bytes(body), media_type="application/json", headers=timing_headers(report_))
+
     # -- routes ---------------------------------------------------------------------------------------
     @app.get("/v1/models")
     def models():
@@ -751,18 +788,10 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
             return {"id": ident, "object": "text_completion", "created": created, "model": model_name,
                     "choices": [{"index": 0, "text": delta, "finish_reason": reason, "logprobs": logprobs}]}
 
-        if request.stream:
-            include = bool(request.stream_options and request.stream_options.include_usage)
-            return ChipStream(stream(job, chunk, include, []), job, media_type="text/event-stream",
-                              headers=stream_headers(job))
-        text, entries = await answer(job)
-        report_ = report(job)
-        observe(job, report_)
-        body = {"id": ident, "object": "text_completion", "created": created, "model": model_name,
-                "usage": usage(job), "hardwire": report_,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(job),
-                             "logprobs": completion_logprobs(entries, 0) if wants_logprobs else None}]}
-        return Response(json_bytes(body), media_type="application/json", headers=timing_headers(report_))
+        def choice(text: str, entries: list[dict]) -> dict:
+            return {"index": 0, "text": text, "finish_reason": finish_reason(job),
+                    "logprobs": completion_logprobs(entries, 0) if wants_logprobs else None}
+        return await respond(request, job, chunk, [], "text_completion", ident, created, choice)
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest):
@@ -789,19 +818,11 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
                     "choices": [{"index": 0, "delta": {"content": delta} if delta or reason is None else {},
                                  "finish_reason": reason, "logprobs": None}]}
 
-        if request.stream:
-            include = bool(request.stream_options and request.stream_options.include_usage)
-            opening = chunk("", [], None)
-            opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-            return ChipStream(stream(job, chunk, include, [opening]), job, media_type="text/event-stream",
-                              headers=stream_headers(job))
-        text, _ = await answer(job)
-        report_ = report(job)
-        observe(job, report_)
-        body = {"id": ident, "object": "chat.completion", "created": created, "model": model_name,
-                "usage": usage(job), "hardwire": report_,
-                "choices": [{"index": 0, "finish_reason": finish_reason(job), "logprobs": None,
-                             "message": {"role": "assistant", "content": text}}]}
-        return Response(json_bytes(body), media_type="application/json", headers=timing_headers(report_))
+        def choice(text: str, entries: list[dict]) -> dict:
+            return {"index": 0, "finish_reason": finish_reason(job), "logprobs": None,
+                    "message": {"role": "assistant", "content": text}}
+        opening = chunk("", [], None)
+        opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+        return await respond(request, job, chunk, [opening], "chat.completion", ident, created, choice)
 
     return app
