@@ -57,6 +57,12 @@ def command():
     return group
 
 
+def say(line: str) -> None:
+    """One line on stderr; text that came from the command line as invalid UTF-8 (lone surrogates)
+    is shown escaped instead of failing to print."""
+    print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
+
+
 def _given_value(param, argv: list[str]) -> str | None:
     """The text the user gave an option on the command line (its last occurrence), if any."""
     if param is None or getattr(param, "param_type_name", None) != "option":
@@ -83,7 +89,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         command().main(args=argv, prog_name="hardwire", standalone_mode=False)
     except HardwireError as e:
-        print(f"hardwire: error: {e}", file=sys.stderr)
+        say(f"hardwire: error: {e}")
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print("hardwire: aborted", file=sys.stderr)
@@ -97,12 +103,12 @@ def _main(argv: list[str] | None) -> int:
         name = f" {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else ""
         message = e.format_message()
         given = _given_value(getattr(e, "param", None), sys.argv[1:] if argv is None else argv)
-        if given is not None and repr(given) not in message and f"got {given}" not in message:
+        if given is not None and given not in message and repr(given) not in message:
             message += f" (got {given!r})"
-        print(f"hardwire{name}: error: {' '.join(message.split())}", file=sys.stderr)
+        say(f"hardwire{name}: error: {' '.join(message.split())}")
         return 2
     except CLICK_EXCEPTIONS.ClickException as e:
-        print(f"hardwire: error: {e.format_message()}", file=sys.stderr)
+        say(f"hardwire: error: {e.format_message()}")
         return e.exit_code
     return 0
 

@@ -309,8 +309,11 @@ def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
                          "modified", path=manifest_path)
         if die_id(manifest) != manifest["id"]:
             raise BadDie("content does not match the die id; the manifest was modified", path=manifest_path)
+    arrays_by_file = check_manifest(path, manifest)
+    if verify:
         verify_files(path, manifest)
-    check_manifest(path, manifest)
+    for relative, arrays in arrays_by_file.items():
+        check_weights_file(path / relative, arrays)
     return Die(path, manifest)
 
 
@@ -386,11 +389,12 @@ def confined_path(die_path: Path, relative: object, field: str) -> str:
     return relative
 
 
-def check_manifest(path: Path, manifest: dict) -> None:
-    """Refuse, naming the field, a manifest whose parts disagree: a spec that does not build, a
-    tensor set other than the spec's, a tensor whose shape, format, bits or ROM size contradict each
-    other or whose arrays in its weights file have the wrong dtype or size, a totals line that is
-    not the sum, or any file path outside the die or not listed in `files`."""
+def check_manifest(path: Path, manifest: dict) -> dict[str, dict[str, tuple[str, int]]]:
+    """Refuse, naming the field, a manifest whose parts disagree: a field not of its schema, a spec
+    that does not build, a tensor set other than the spec's, a tensor whose shape, format, bits or
+    ROM size contradict each other, a totals line that is not the sum, or any file path outside the
+    die or not listed in `files`. Reads no file but the manifest; returns, per weights file, the
+    arrays it must hold ({key: (dtype, elements)}) for `check_weights_file`."""
     manifest_path = path / MANIFEST
 
     def bad(field: str, message: str):
@@ -409,14 +413,16 @@ def check_manifest(path: Path, manifest: dict) -> None:
         bad("activations", f"format and bits disagree or are unknown; expected one of {ACTIVATION_FORMATS}")
     files, tensors = manifest["files"], manifest["tensors"]
     if not isinstance(files, dict) or not all(
-            isinstance(v, dict) and type(v.get("bytes")) is int and isinstance(v.get("sha256"), str)
-            for v in files.values()):
+            isinstance(v, dict) and type(v.get("bytes")) is int and v["bytes"] >= 0
+            and isinstance(v.get("sha256"), str) and len(v["sha256"]) == 64 for v in files.values()):
         bad("files", "expected an object of path: {bytes, sha256}")
     for relative in files:
         confined_path(path, relative, "files")
     try:
+        if not isinstance(manifest["spec"], dict):
+            raise TypeError("expected an object")
         spec = ModelSpec.from_dict(manifest["spec"])
-    except (HardwireError, TypeError, AttributeError) as e:
+    except (HardwireError, TypeError, AttributeError, ValueError) as e:
         bad("spec", f"malformed model spec ({e})")
 
     def listed_file(field: str, value: object) -> str:
@@ -471,8 +477,7 @@ def check_manifest(path: Path, manifest: dict) -> None:
     total = (manifest.get("totals") or {}).get("rom_bits")
     if total is not None and total != sum(e["rom_bits"] for e in tensors.values()):
         bad("totals.rom_bits", f"{total!r} is not the sum of the tensors' rom_bits")
-    for relative, arrays in arrays_by_file.items():
-        _check_weights_file(path / relative, arrays)
+    return arrays_by_file
 
 
 def _manifest_format(data: object, field: str, bad) -> WeightFormat:
@@ -488,7 +493,7 @@ def _manifest_format(data: object, field: str, bad) -> WeightFormat:
     return fmt
 
 
-def _check_weights_file(file: Path, expected: dict[str, tuple[str, int]]) -> None:
+def check_weights_file(file: Path, expected: dict[str, tuple[str, int]]) -> None:
     """A weights file holds exactly the arrays its tensors need, each of the dtype and element count
     its manifest entry implies (its header checked the way every safetensors file is)."""
     from hardwire.model.safetensors_file import SafetensorsFile

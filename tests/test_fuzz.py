@@ -116,7 +116,7 @@ def test_fuzzed_config_bytes_are_refused_or_read(profile, tmp_path, capsys):
            | st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth))
     def check(data):
         (folder / "config.json").write_bytes(data)
-        exit_contract(capsys, ["inspect", folder], names="config.json")
+        exit_contract(capsys, ["inspect", folder], names=str(folder))   # config.json, or the weights it implies
     check()
 
 
@@ -209,7 +209,12 @@ def test_fuzzed_gguf_headers_are_refused_or_read(profile, gguf_bytes, tmp_path, 
         if exit_contract(capsys, ["inspect", path], names="fuzz.gguf") == 0:
             with load(path) as model:
                 for name in model.spec.tensor_shapes():
-                    assert np.asarray(model.tensor(name)).shape == model.spec.tensor_shapes()[name]
+                    try:
+                        values = model.tensor(name)
+                    except HardwireError as e:          # e.g. a flipped exponent made a NaN
+                        assert "fuzz.gguf" in str(e)
+                        break
+                    assert values.shape == model.spec.tensor_shapes()[name]
     check()
 
 
@@ -262,10 +267,10 @@ def test_fuzzed_rehashed_manifests_are_refused_or_run(profile, tiny_die, tmp_pat
         for key in where[:-1]:
             target = target[key]
         target[where[-1]] = value
-        manifest["id"] = die_id(manifest)
         try:
+            manifest["id"] = die_id(manifest)
             data = canonical_json(manifest)
-        except ValueError:              # NaN: not representable in a canonical manifest
+        except ValueError:              # NaN or infinity: no canonical manifest holds one
             return
         (copy / "manifest.json").write_bytes(data)
         if exit_contract(capsys, ["inspect", copy, "--json"]) == 0:

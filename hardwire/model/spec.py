@@ -72,6 +72,22 @@ class ModelSpec:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 bad(field, f"an integer in [{low}, {high}]", value)
+        for field in ("tied_embeddings", "qkv_bias"):
+            if type(getattr(self, field)) is not bool:
+                bad(field, "true or false", getattr(self, field))
+        for field in ("rope_theta", "norm_eps"):
+            if type(getattr(self, field)) not in (int, float):
+                bad(field, "a number", getattr(self, field))
+        for field in ("bos_id", "eos_id"):
+            value = getattr(self, field)
+            if value is not None and (type(value) is not int):
+                bad(field, "a token id (an integer) or null", value)
+        if self.rope_scaling is not None and not (
+                isinstance(self.rope_scaling, RopeScaling)
+                and all(type(getattr(self.rope_scaling, f.name)) in (int, float)
+                        for f in dataclasses.fields(RopeScaling))):
+            bad("rope_scaling", "numbers factor, low_freq_factor, high_freq_factor, original_max_position",
+                self.rope_scaling)
         if self.heads % self.kv_heads:
             bad("kv_heads", f"a divisor of heads={self.heads}", self.kv_heads)
         if self.head_dim % 2:
