@@ -411,3 +411,56 @@ def test_users_in_slots_are_decoded_together_and_say_so(client):
         assert 'hardwire_requests_total{path="/v1/completions",status="200"} 4.0' in text
         assert 'hardwire_time_to_first_token_seconds_count{clock="chip"} 4.0' in text
         assert "hardwire_token_latency_seconds_bucket" in text and "hardwire_queue_depth 0.0" in text
+
+
+# -- chat templates ---------------------------------------------------------------------------------------
+
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+            "{{ raise_exception('no system messages') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}"
+            "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def test_a_checkpoint_chat_template_shapes_the_chat_prompt(tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from hardwire.model.load import bundled_model_path
+    folder = tmp_path / "templated"
+    shutil.copytree(bundled_model_path("task-small"), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    engine = make_engine(folder)
+    templated = TestClient(create_app(engine, "templated"))
+    body = templated.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "1+2="}],
+                                                         "max_tokens": 3, "temperature": 0}).json()
+    rendered = "<s><user>1+2=<assistant>"
+    assert body["usage"]["prompt_tokens"] == len(engine.tokenizer.encode(rendered, bos=False))
+    refused = templated.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]})
+    assert refused.status_code == 400 and "no system messages" in refused.json()["error"]["message"]
+
+
+def test_shutting_down_ends_running_streams_cleanly_and_refuses_new_requests():
+    import httpx
+    app = create_app(SlowEngine(make_engine().source), "slow", slots=2, queue=4)
+    with live(app) as url:
+        with httpx.stream("POST", url + "/v1/completions",
+                          json={"prompt": "Once", "max_tokens": 400, "stream": True, "seed": 1}) as running:
+            lines = running.iter_lines()
+            next(lines)
+            app.state.scheduler.drain()
+            events = sse(lines)
+        assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "abort"
+        refused = httpx.post(url + "/v1/completions", json={"prompt": "Once", "max_tokens": 2})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+
+
+def test_paced_at_the_chip_the_answer_is_the_same_and_never_faster_than_the_chip():
+    from fastapi.testclient import TestClient
+    paced = TestClient(create_app(make_engine(), "stories260K", pace="chip"))
+    payload = {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0}
+    body = paced.post("/v1/completions", json=payload).json()
+    engine = make_engine()
+    assert body["choices"][0]["text"] == engine.generate(engine.tokenizer.encode("Once upon a time", bos=True),
+                                                         max_tokens=12).text
+    assert body["hardwire"]["wall"]["total_ms"] >= body["hardwire"]["chip"]["decode_ms"]

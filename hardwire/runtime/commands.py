@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
               max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="larger bodies get 413"),
               chip: str = typer.Option("hc1", "--chip", help="chip whose timing responses carry")):
         """Serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)."""
+        import logging
+
         import uvicorn
 
         from hardwire.die import FrozenWeights
@@ -85,4 +87,16 @@ def register(app: typer.Typer) -> None:
         name = source.id if isinstance(source, FrozenWeights) else Path(str(source.path)).name
         app = create_app(engine, name, max_slots=slots, queue=queue, pace=pace, api_key=api_key,
                          max_body_bytes=max_body_bytes, chip=chip)
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+        access = logging.getLogger("hardwire.access")     # one JSON line per request, instead of uvicorn's
+        access.setLevel(logging.INFO)
+        access.addHandler(logging.StreamHandler())
+        access.propagate = False
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                                               timeout_graceful_shutdown=10))
+        uvicorn_exit = server.handle_exit
+
+        def handle_exit(sig, frame):        # Ctrl-C: running streams end cleanly ("abort", [DONE]) first
+            app.state.scheduler.drain()
+            uvicorn_exit(sig, frame)
+        server.handle_exit = handle_exit
+        server.run()

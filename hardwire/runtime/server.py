@@ -140,10 +140,63 @@ class ChatRequest(SamplingRequest):
 
 
 def chat_prompt(messages: list[dict]) -> str:
-    """Base models here ship no chat template: messages become 'role: content' lines and the
-    reply is cued with 'assistant:'."""
+    """Without a chat template (the bundled base models ship none): messages become
+    'role: content' lines and the reply is cued with 'assistant:'."""
     lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
     return "\n".join(lines + ["assistant:"])
+
+
+class ChatTemplate:
+    """A checkpoint's Hugging Face `chat_template` (tokenizer_config.json), rendered as
+    transformers renders it: Jinja2's sandboxed environment with trim_blocks and lstrip_blocks,
+    `messages`, `add_generation_prompt`, the BOS/EOS texts and `raise_exception`."""
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = ""):
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise TemplateError(message)
+        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        environment.globals["raise_exception"] = raise_exception
+        self.template = environment.from_string(source)
+        self.bos_token, self.eos_token = bos_token, eos_token
+
+    def render(self, messages: list[dict]) -> str:
+        try:
+            return self.template.render(messages=messages, add_generation_prompt=True, bos_token=self.bos_token,
+                                        eos_token=self.eos_token)
+        except Exception as e:              # raise_exception, an undefined name, a template's own bug
+            raise APIError(400, f"the model's chat template refused these messages: {e}", param="messages",
+                           code="chat_template") from None
+
+
+def chat_template(tokenizer) -> Optional[ChatTemplate]:
+    """The template a Hugging Face tokenizer ships beside its tokenizer.json (the default one when
+    it names several); None for every other tokenizer and when there is none."""
+    from pathlib import Path
+    source = getattr(tokenizer, "source", None)
+    if tokenizer is None or getattr(tokenizer, "kind", None) != "hf" or source is None:
+        return None
+    config_path = Path(source).parent / "tokenizer_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, list):          # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not isinstance(template, str) or not template.strip():
+        return None
+
+    def text(token_id):
+        return tokenizer.tokenizer.id_to_token(token_id) if token_id is not None else ""
+    try:
+        return ChatTemplate(template, text(tokenizer.bos_id) or "", text(tokenizer.eos_id) or "")
+    except Exception:                       # a template Jinja2 cannot compile: the plain fallback
+        logging.getLogger("hardwire.server").warning("ignoring a chat_template Jinja2 cannot compile")
+        return None
 
 
 def message_text(message: ChatMessage) -> str:
@@ -218,7 +271,8 @@ class Scheduler:
         self.waiting: collections.deque[Job] = collections.deque()
         self.outbox: list[tuple[Job, str, object]] = []    # events of this step, sent together
         self.condition = threading.Condition()
-        self.stopping = False
+        self.stopping = False                   # draining: no new requests, running ones end
+        self.stopped = False                    # the thread ends
         self.thread = threading.Thread(target=self.run, name="hardwire-scheduler", daemon=True)
         self.thread.start()
 
@@ -242,9 +296,16 @@ class Scheduler:
             self.waiting.append(job)
             self.condition.notify()
 
-    def stop(self) -> None:
+    def drain(self) -> None:
+        """Shutting down: every request still waiting or decoding ends now, a stream with
+        finish_reason "abort" and [DONE]; new requests get 503. The thread keeps running."""
         with self.condition:
             self.stopping = True
+            self.condition.notify()
+
+    def stop(self) -> None:
+        with self.condition:
+            self.stopping = self.stopped = True
             self.condition.notify()
         self.thread.join(10)
 
@@ -255,18 +316,26 @@ class Scheduler:
                 while not self.stopping and not self.waiting and not self.active:
                     self.condition.wait()
                 if self.stopping:
-                    break
-                admitted = []
-                while self.waiting and len(self.free) > len(admitted):
-                    admitted.append(self.waiting.popleft())
+                    ending = list(self.active) + list(self.waiting)
+                    self.waiting.clear()
+                    admitted = []
+                else:
+                    ending = []
+                    admitted = []
+                    while self.waiting and len(self.free) > len(admitted):
+                        admitted.append(self.waiting.popleft())
+            for job in ending:
+                job.decoding.reason = job.decoding.reason or "abort"
+                self.finish(job)
             for job in admitted:
                 self.start(job)
             self.step()
             self.flush()
-        for job in list(self.active) + list(self.waiting):
-            job.decoding.reason = job.decoding.reason or "abort"
-            self.finish(job)
-        self.flush()
+            with self.condition:
+                if self.stopped:
+                    return
+                while self.stopping and not self.stopped and not self.waiting and not self.active:
+                    self.condition.wait()
 
     def post(self, job: Job, kind: str, payload=None) -> None:
         self.outbox.append((job, kind, payload))
@@ -539,6 +608,7 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
     def pace_s_per_token(users: int, context: int) -> float:
         return chip_timing(context, 0, users)["latency_us_per_token"] * 1e-6
 
+    template = chat_template(engine.tokenizer)
     metrics = Metrics()
     scheduler = Scheduler(engine, settings.slots, settings.queue,
                           pace_s_per_token if pace == "chip" else None, metrics)
@@ -808,7 +878,12 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
                            code="unsupported_value")
         messages = [{"role": m.role, "content": check_text(message_text(m), f"messages.{i}.content")}
                     for i, m in enumerate(request.messages)]
-        ids = encode(chat_prompt(messages), "messages")
+        if template is not None:
+            if engine.tokenizer is None:
+                raise APIError(400, "this model has no tokenizer", param="messages", code="no_tokenizer")
+            ids = engine.tokenizer.encode(template.render(messages), bos=False)    # the template writes BOS
+        else:
+            ids = encode(chat_prompt(messages), "messages")
         limit = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
         job = submit(request, ids, 64 if limit is None else limit, None)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
