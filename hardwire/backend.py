@@ -216,6 +216,9 @@ class Decoding:
         self.stop = stop
         self.stops = engine.stop_ids() if stop_at_eos else set()
         self.choose = engine.sampler(temperature, top_p, seed)
+        # Embeddings padded past the tokenizer (Qwen2.5: 151,665 pieces, 151,936 rows): the rows
+        # beyond its last piece mean nothing, so they are never chosen.
+        self.choosable = min(engine.spec.vocab_size, self.tokenizer.vocab_size) if self.tokenizer else None
         self.top_k = top_k
         self.presence_penalty, self.frequency_penalty = presence_penalty, frequency_penalty
         self.logprobs = logprobs
@@ -239,7 +242,7 @@ class Decoding:
         if len(self.generated) >= self.max_tokens:
             self.reason = "length"
             return None
-        token = int(self.choose(self.adjust(logits)))
+        token = int(self.choose(self.adjust(logits)[:self.choosable]))
         if token in self.stops:
             self.reason = "eos"
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import typer
 import typer.main
@@ -77,7 +78,21 @@ def _given_value(param, argv: list[str]) -> str | None:
     return given
 
 
+_show_warning = warnings.showwarning
+
+
+def _show_note(message, category, *args, **kwargs) -> None:
+    """Notes hardwire gives a user (a short tokenizer) as one plain line, not a source line."""
+    from hardwire.model.load import TokenizerNote
+
+    if issubclass(category, TokenizerNote):
+        say(f"hardwire: note: {message}")
+    else:
+        _show_warning(message, category, *args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_note
     try:
         return _main(argv)
     except BrokenPipeError:     # the reader went away (`hardwire -h | head`): nothing went wrong here

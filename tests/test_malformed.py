@@ -295,3 +295,36 @@ def test_sharded_folder_with_plain_names_is_read(tmp_path, cli):
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     out = cli("inspect", folder, "--json")
     assert json.loads(out.stdout)["parameters"] == sum(a.size for a in tiny_tensors().values())
+
+
+# -- checkpoints people actually have: embeddings padded past the tokenizer -----------------------
+def padded_vocab_folder(tmp_path: Path) -> Path:
+    """The tiny model (16 embedding rows) with a 10-piece tokenizer, as Qwen2.5 pads 151,665 pieces
+    to 151,936 rows."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = hf_folder(tmp_path, config={**CONFIG, "bos_token_id": 1, "eos_token_id": 2})
+    pieces = ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e", "f", "g"]
+    tokenizer = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_rows_past_the_tokenizer_are_never_sampled(tmp_path):
+    import hardwire
+    from hardwire.model.load import TokenizerNote
+
+    with pytest.warns(TokenizerNote, match="10 pieces and the model 16 embedding rows"):
+        model = hardwire.load(padded_vocab_folder(tmp_path))
+    engine = hardwire.engine(model)
+    for seed in range(20):
+        result = engine.generate([1, 3, 4], max_tokens=12, temperature=2.0, seed=seed, stop_at_eos=False)
+        assert all(0 <= i < 10 for i in result.ids), result.ids
+        assert isinstance(result.text, str)
+
+
+def test_a_short_tokenizer_is_one_note_on_the_command_line(tmp_path, cli):
+    proc = cli("run", padded_vocab_folder(tmp_path), "--prompt", "a b", "-n", "8", "-t", "2", "--seed", "4")
+    notes = proc.stderr.strip().splitlines()
+    assert len(notes) == 1 and notes[0].startswith("hardwire: note:") and "never sampled" in notes[0]

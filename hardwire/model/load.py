@@ -7,6 +7,7 @@ by layer on a small machine.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -128,10 +129,33 @@ def bundled_text_path() -> Path:
     return DATA_DIR / "tinystories_valid_1k" / "tinystories_valid_1k.txt"
 
 
+class TokenizerNote(UserWarning):
+    """The tokenizer has fewer pieces than the model has embedding rows: the model still runs
+    (rows past the last piece are never sampled), but far fewer suggests the wrong tokenizer."""
+
+
+def note_short_tokenizer(model: Model) -> None:
+    pieces, rows = model.tokenizer.vocab_size if model.tokenizer else None, model.spec.vocab_size
+    if pieces is None or pieces >= rows:
+        return
+    message = (f"{model.path}: the tokenizer has {pieces:,} pieces and the model {rows:,} embedding rows; "
+               f"ids {pieces:,} and above are never sampled")
+    if pieces < rows // 2:
+        message += " (far fewer pieces than rows: is this the model's own tokenizer?)"
+    warnings.warn(message, TokenizerNote, stacklevel=2)
+
+
 def load(path: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None) -> Model:
     """Open a checkpoint: a Hugging Face folder (or its config.json / .safetensors), a `.gguf`
     file, or a llama2.c `.bin`. With no path, the bundled stories260K model; a bundled model's name
-    (`task-small`) stands for its path."""
+    (`task-small`) stands for its path. A tokenizer with fewer pieces than the model's vocabulary
+    gives a `TokenizerNote` warning."""
+    model = _load(path, tokenizer)
+    note_short_tokenizer(model)
+    return model
+
+
+def _load(path: str | os.PathLike | None, tokenizer: str | os.PathLike | None) -> Model:
     path = resolve_model_path(path)
     if not path.exists():
         raise BadCheckpoint("no such file or directory", path=path)
