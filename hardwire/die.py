@@ -448,9 +448,11 @@ def check_manifest(path: Path, manifest: dict) -> dict[str, dict[str, tuple[str,
         field = f"tensors.{name}"
         if not isinstance(entry, dict):
             bad(field, "expected an object")
-        shape = tuple(entry.get("shape") or ())
+        shape = entry.get("shape")
+        shape = tuple(shape) if isinstance(shape, list) and all(type(d) is int for d in shape) else None
         if shape != expected_shapes[name]:
-            bad(f"{field}.shape", f"{list(shape)} differs from {list(expected_shapes[name])} given by the spec")
+            bad(f"{field}.shape", f"{json.dumps(entry.get('shape'))[:40]} differs from {list(expected_shapes[name])} "
+                                  "given by the spec")
         arrays = arrays_by_file.setdefault(listed_file(f"{field}.file", entry.get("file")), {})
         if entry.get("kind") == "float32":
             rom_bits = 32 * math.prod(shape)
