@@ -205,7 +205,8 @@ def main() -> None:
             server.stop()
     report = {"backend": args.backend, "slots": slots, "queue": args.queue, "max_tokens": args.max_tokens,
               "load": loaded, "single_stream": alone,
-              "max_slots_in_use": seen.get("hardwire_slots_in_use"), "max_queue_depth": seen.get("hardwire_queue_depth"),
+              "max_slots_in_use": seen.get("hardwire_slots_in_use"),
+              "max_queue_depth": seen.get("hardwire_queue_depth"),
               "slots_in_use_after": after["slots_in_use"],
               "speedup": loaded["tokens_per_s"] / alone["tokens_per_s"] if alone["tokens_per_s"] else None}
     if args.json:

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
@@ -583,14 +583,283 @@ class ChipStream(StreamingResponse):
             self.job.cancel()
 
 
+# -- what a response says --------------------------------------------------------------------------
+
+def usage(job: Job) -> dict:
+    """OpenAI's usage; completion tokens count an ending EOS (it took a step), as `Generation` does."""
+    d = job.decoding
+    sampled = len(d.generated) + (d.reason == "eos")
+    return {"prompt_tokens": len(d.prompt_ids), "completion_tokens": sampled,
+            "total_tokens": len(d.prompt_ids) + sampled}
+
+
+def finish_reason(job: Job) -> str:
+    return {"length": "length", "abort": "abort"}.get(job.decoding.reason, "stop")
+
+
+def completion_logprobs(entries: list[dict], offset: int) -> dict:
+    """OpenAI's legacy completions layout of `Decoding` logprob entries; offsets from `offset`."""
+    tokens, offsets = [], []
+    for entry in entries:
+        offsets.append(offset)
+        tokens.append(entry["token"])
+        offset += len(entry["token"])
+    return {"tokens": tokens, "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [e["top_logprobs"] for e in entries], "text_offset": offsets}
+
+
+def timing_headers(report: dict) -> dict:
+    chip_time, wall = report["chip"], report["wall"]
+    return {"X-Hardwire-Chip-TTFT-Ms": f"{chip_time['ttft_ms']:.6g}",
+            "X-Hardwire-Chip-Token-Latency-Us": f"{chip_time['latency_us_per_token']:.6g}",
+            "X-Hardwire-Chip-Total-Ms": f"{chip_time['total_ms']:.6g}",
+            "X-Hardwire-Users": str(report["users"]),
+            "X-Hardwire-Wall-TTFT-Ms": f"{wall['ttft_ms']:.6g}",
+            "X-Hardwire-Wall-Total-Ms": f"{wall['total_ms']:.6g}"}
+
+
+def sse_event(body: dict) -> bytes:
+    return b"data: " + json_bytes(body) + b"\n\n"
+
+
+# -- the service --------------------------------------------------------------------------------------
+
+class Service:
+    """One model served: requests checked and turned into jobs for the scheduler, jobs turned into
+    OpenAI responses (whole or streamed) with their chip and wall time."""
+
+    def __init__(self, engine, model_name: str, settings: ServerSettings):
+        self.engine, self.model_name, self.settings = engine, model_name, settings
+        self.template = chat_template(engine.tokenizer)
+        self.metrics = Metrics()
+        self.chip_timing = functools.lru_cache(maxsize=4096)(self._chip_timing)
+        self.scheduler = Scheduler(engine, settings.slots, settings.queue,
+                                   self.pace_s_per_token if settings.pace == "chip" else None, self.metrics)
+        self.metrics.slots.set(settings.slots)
+        self.metrics.slots_in_use.set_function(lambda: self.scheduler.in_use)
+        self.metrics.queue_depth.set_function(lambda: self.scheduler.queued)
+
+    def _chip_timing(self, prompt_tokens: int, generated_tokens: int, users: int) -> dict:
+        from hardwire.chip.estimate import generation_timing
+        return generation_timing(self.engine.spec, prompt_tokens=prompt_tokens, generated_tokens=generated_tokens,
+                                 chip=self.settings.chip, users=users)
+
+    def pace_s_per_token(self, users: int, context: int) -> float:
+        return self.chip_timing(context, 0, users)["latency_us_per_token"] * 1e-6
+
+    def health(self) -> dict:
+        return {"status": "ok", "model": self.model_name, "backend": self.engine.backend,
+                "slots": self.settings.slots, "slots_in_use": self.scheduler.in_use,
+                "queue_depth": self.scheduler.queued, "queue_limit": self.settings.queue}
+
+    # -- a request into a job ---------------------------------------------------------------------
+    def check_common(self, request: SamplingRequest) -> None:
+        if request.model is not None and request.model != self.model_name:
+            raise APIError(404, f"the model {request.model!r} does not exist here; this server serves "
+                                f"{self.model_name!r} (GET /v1/models)", param="model", code="model_not_found")
+        if request.n != 1:
+            raise APIError(400, f"n must be 1 here (got {request.n}); send one request per completion",
+                           param="n", code="unsupported_value")
+        if isinstance(request.stop, list) and len(request.stop) > MAX_STOP_STRINGS:
+            raise APIError(400, f"at most {MAX_STOP_STRINGS} stop strings", param="stop")
+        for s in [request.stop] if isinstance(request.stop, str) else request.stop or []:
+            check_text(s, "stop")
+
+    def encode(self, text: str, param: str, bos: bool = True) -> list[int]:
+        tokenizer = self.engine.tokenizer
+        if tokenizer is None:
+            raise APIError(400, "this model has no tokenizer; send the prompt as a list of token ids",
+                           param=param, code="no_tokenizer")
+        return tokenizer.encode(check_text(text, param), bos=bos and self.engine.spec.bos_id is not None)
+
+    def prompt_ids(self, prompt) -> list[int]:
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+            if len(prompt) > 1:
+                raise APIError(400, f"one prompt per request here (got {len(prompt)})", param="prompt",
+                               code="unsupported_value")
+            prompt = prompt[0]
+        if not prompt:
+            bos = self.engine.spec.bos_id if self.engine.spec.bos_id is not None else 1
+            raise APIError(400, f"the prompt is empty; send text, or token ids such as [{bos}] to start from "
+                                "the beginning of a document", param="prompt", code="empty_prompt")
+        return self.encode(prompt, "prompt") if isinstance(prompt, str) else list(prompt)
+
+    def chat_ids(self, request: ChatRequest) -> list[int]:
+        if not request.messages:
+            raise APIError(400, "messages is empty; send at least one message", param="messages",
+                           code="empty_messages")
+        for index, message in enumerate(request.messages):
+            if message.role not in CHAT_ROLES:
+                raise APIError(400, f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}",
+                               param=f"messages.{index}.role", code="invalid_role")
+        messages = [{"role": m.role, "content": check_text(message_text(m), f"messages.{i}.content")}
+                    for i, m in enumerate(request.messages)]
+        if self.template is not None:            # the template writes BOS itself
+            return self.encode(self.template.render(messages), "messages", bos=False)
+        return self.encode(chat_prompt(messages), "messages")
+
+    def submit(self, request: SamplingRequest, ids: list[int], max_tokens: int, logprobs: Optional[int]) -> Job:
+        engine = self.engine
+        if len(ids) > engine.spec.max_context:
+            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is "
+                                f"{engine.spec.max_context}", param="prompt", code="context_length_exceeded")
+        seed = request.seed if request.seed is not None else int(time.time_ns() % (1 << 31))
+        stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+        try:
+            decoding = Decoding(engine, ids, max_tokens=max_tokens, temperature=request.temperature,
+                                top_p=request.top_p, seed=seed, stop=stop, top_k=request.top_k,
+                                presence_penalty=request.presence_penalty,
+                                frequency_penalty=request.frequency_penalty, logprobs=logprobs)
+        except HardwireError as e:
+            field_name = getattr(e, "field", None)
+            raise APIError(400, str(e), param="prompt" if field_name == "ids" else field_name) from None
+        decoding.seed = seed
+        job = Job(decoding, asyncio.get_running_loop(), asyncio.Queue(), time.perf_counter())
+        self.scheduler.submit(job)
+        return job
+
+    # -- a job into a response ----------------------------------------------------------------------
+    def report(self, job: Job) -> dict:
+        """The `hardwire` object: backend, seed, users, the chip's timing and the wall time."""
+        decoding = job.decoding
+        generated = len(decoding.generated)
+        chip_time = self.chip_timing(len(decoding.prompt_ids), generated, job.users)
+        end = job.finished_s or time.perf_counter()
+        first = job.first_token_s or end
+        wall = {"queue_ms": ((job.admitted_s or first) - job.submitted_s) * 1e3,
+                "ttft_ms": (first - job.submitted_s) * 1e3,
+                "latency_ms_per_token": (end - first) * 1e3 / (generated - 1) if generated > 1 else 0.0,
+                "total_ms": (end - job.submitted_s) * 1e3}
+        return {"backend": self.engine.backend, "seed": decoding.seed, "users": job.users,
+                "slots": self.settings.slots, "chip": chip_time, "wall": wall}
+
+    def observe(self, job: Job, report: dict) -> None:
+        metrics, generated = self.metrics, len(job.decoding.generated)
+        metrics.tokens.labels("prompt").inc(len(job.decoding.prompt_ids))
+        metrics.tokens.labels("completion").inc(generated)
+        metrics.ttft.labels("wall").observe(report["wall"]["ttft_ms"] / 1e3)
+        metrics.ttft.labels("chip").observe(report["chip"]["ttft_ms"] / 1e3)
+        if generated > 1:
+            metrics.token_latency.labels("wall").observe(report["wall"]["latency_ms_per_token"] / 1e3)
+            metrics.token_latency.labels("chip").observe(report["chip"]["latency_us_per_token"] / 1e6)
+
+    def stream_headers(self, job: Job) -> dict:
+        """A stream's headers leave before its length is known: the chip's time to first token and
+        per-token latency at the prompt's length and the users decoding now."""
+        users = max(1, self.scheduler.in_use + 1)
+        chip_time = self.chip_timing(len(job.decoding.prompt_ids), 0, users)
+        return {"Cache-Control": "no-cache", "X-Hardwire-Chip-TTFT-Ms": f"{chip_time['ttft_ms']:.6g}",
+                "X-Hardwire-Chip-Token-Latency-Us": f"{chip_time['latency_us_per_token']:.6g}",
+                "X-Hardwire-Users": str(users)}
+
+    @staticmethod
+    async def wait(job: Job):
+        """The job's events until it ends; an internal failure becomes a 500."""
+        try:
+            while True:
+                kind, payload = await job.events.get()
+                if kind == "error":
+                    raise APIError(500, payload, type="server_error")
+                yield kind, payload
+                if kind in ("done", "cancelled"):
+                    return
+        finally:
+            job.cancel()
+
+    async def events(self, job: Job, chunk, include_usage: bool, opening: list[dict]):
+        """Server-sent events: `opening`, a chunk per piece of text, the finishing chunk, the usage
+        chunk when asked, then [DONE]."""
+        for body in opening:
+            yield sse_event(body)
+        async for kind, payload in self.wait(job):
+            if kind == "cancelled":
+                return
+            delta, entries = payload
+            if kind == "text":
+                yield sse_event(chunk(delta, entries, None))
+                continue
+            report = self.report(job)
+            self.observe(job, report)
+            last = chunk(delta, entries, finish_reason(job))
+            if include_usage:
+                yield sse_event(last)
+                final = chunk("", [], None)
+                final["choices"], final["usage"], final["hardwire"] = [], usage(job), report
+                yield sse_event(final)
+            else:
+                last["hardwire"] = report
+                yield sse_event(last)
+            yield b"data: [DONE]\n\n"
+
+    async def respond(self, request: SamplingRequest, job: Job, chunk, opening: list[dict], kind: str, ident: str,
+                      created: int, choice) -> Response:
+        """A stream of `chunk`s after `opening`, or, unstreamed, one body of kind `kind` whose
+        choice is choice(text, logprob entries)."""
+        if request.stream:
+            include = bool(request.stream_options and request.stream_options.include_usage)
+            return ChipStream(self.events(job, chunk, include, opening), job, media_type="text/event-stream",
+                              headers=self.stream_headers(job))
+        async for _ in self.wait(job):
+            pass
+        report = self.report(job)
+        self.observe(job, report)
+        body = {"id": ident, "object": kind, "created": created, "model": self.model_name, "usage": usage(job),
+                "hardwire": report, "choices": [choice(job.decoding.text(), job.decoding.token_logprobs)]}
+        return Response(json_bytes(body), media_type="application/json", headers=timing_headers(report))
+
+    # -- the endpoints --------------------------------------------------------------------------------
+    async def completions(self, request: CompletionRequest) -> Response:
+        self.check_common(request)
+        if request.echo:
+            raise APIError(400, "echo is not supported here", param="echo", code="unsupported_value")
+        ids = self.prompt_ids(request.prompt)
+        job = self.submit(request, ids, 16 if request.max_tokens is None else request.max_tokens, request.logprobs)
+        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        wants_logprobs = request.logprobs is not None
+        text_offset = [0]
+
+        def chunk(delta: str, entries: list[dict], reason):
+            logprobs = completion_logprobs(entries, text_offset[0]) if wants_logprobs else None
+            text_offset[0] += sum(len(e["token"]) for e in entries)
+            return {"id": ident, "object": "text_completion", "created": created, "model": self.model_name,
+                    "choices": [{"index": 0, "text": delta, "finish_reason": reason, "logprobs": logprobs}]}
+
+        def choice(text: str, entries: list[dict]) -> dict:
+            return {"index": 0, "text": text, "finish_reason": finish_reason(job),
+                    "logprobs": completion_logprobs(entries, 0) if wants_logprobs else None}
+        return await self.respond(request, job, chunk, [], "text_completion", ident, created, choice)
+
+    async def chat(self, request: ChatRequest) -> Response:
+        self.check_common(request)
+        if request.logprobs:
+            raise APIError(400, "logprobs are supported on /v1/completions only", param="logprobs",
+                           code="unsupported_value")
+        ids = self.chat_ids(request)
+        limit = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
+        job = self.submit(request, ids, 64 if limit is None else limit, None)
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(delta: str, entries: list[dict], reason):
+            return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
+                    "choices": [{"index": 0, "delta": {"content": delta} if delta or reason is None else {},
+                                 "finish_reason": reason, "logprobs": None}]}
+
+        def choice(text: str, entries: list[dict]) -> dict:
+            return {"index": 0, "finish_reason": finish_reason(job), "logprobs": None,
+                    "message": {"role": "assistant", "content": text}}
+        opening = chunk("", [], None)
+        opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+        return await self.respond(request, job, chunk, [opening], "chat.completion", ident, created, choice)
+
+
+# -- the app ------------------------------------------------------------------------------------------
+
 def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: int = DEFAULT_MAX_SLOTS,
                queue: int = DEFAULT_QUEUE, pace: Optional[str] = None, api_key: Optional[str] = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, chip: str = "hc1") -> FastAPI:
     """The app over `engine`. `slots` fixes the number of users; by default it is the chip's
     maximum users at the model's context, at most `max_slots`. `pace="chip"` releases tokens no
     faster than the chip would."""
-    from hardwire.chip.estimate import generation_timing
-
     if pace not in (None, "chip"):
         raise HardwireError(f"unknown pace {pace!r}; expected 'chip' or none")
     if slots is None:
@@ -599,31 +868,16 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
         slots = 1
     settings = ServerSettings(slots=max(1, slots), queue=max(0, queue), pace=pace, api_key=api_key,
                               max_body_bytes=max_body_bytes, chip=chip)
-
-    @functools.lru_cache(maxsize=4096)
-    def chip_timing(prompt_tokens: int, generated_tokens: int, users: int) -> dict:
-        return generation_timing(engine.spec, prompt_tokens=prompt_tokens, generated_tokens=generated_tokens,
-                                 chip=chip, users=users)
-
-    def pace_s_per_token(users: int, context: int) -> float:
-        return chip_timing(context, 0, users)["latency_us_per_token"] * 1e-6
-
-    template = chat_template(engine.tokenizer)
-    metrics = Metrics()
-    scheduler = Scheduler(engine, settings.slots, settings.queue,
-                          pace_s_per_token if pace == "chip" else None, metrics)
-    metrics.slots.set(settings.slots)
-    metrics.slots_in_use.set_function(lambda: scheduler.in_use)
-    metrics.queue_depth.set_function(lambda: scheduler.queued)
+    service = Service(engine, model_name, settings)
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        scheduler.stop()
+        service.scheduler.stop()
 
     app = FastAPI(title="hardwire", description="OpenAI-compatible API over a hardwired model", lifespan=lifespan)
-    app.state.scheduler, app.state.settings, app.state.metrics = scheduler, settings, metrics
-    app.add_middleware(Gate, settings=settings, metrics=metrics)
+    app.state.service, app.state.scheduler = service, service.scheduler
+    app.add_middleware(Gate, settings=settings, metrics=service.metrics)
 
     @app.exception_handler(APIError)
     async def api_error(request, error: APIError):
@@ -645,186 +899,6 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
         logging.getLogger("hardwire.server").exception("unhandled error", exc_info=error)
         return error_response(APIError(500, f"internal error: {type(error).__name__}", type="server_error"))
 
-    # -- a request into a job ---------------------------------------------------------------------
-    def check_common(request: SamplingRequest) -> None:
-        if request.model is not None and request.model != model_name:
-            raise APIError(404, f"the model {request.model!r} does not exist here; this server serves "
-                                f"{model_name!r} (GET /v1/models)", param="model", code="model_not_found")
-        if request.n != 1:
-            raise APIError(400, f"n must be 1 here (got {request.n}); send one request per completion",
-                           param="n", code="unsupported_value")
-        if isinstance(request.stop, list) and len(request.stop) > MAX_STOP_STRINGS:
-            raise APIError(400, f"at most {MAX_STOP_STRINGS} stop strings", param="stop")
-        for s in [request.stop] if isinstance(request.stop, str) else request.stop or []:
-            check_text(s, "stop")
-
-    def encode(text: str, param: str) -> list[int]:
-        if engine.tokenizer is None:
-            raise APIError(400, "this model has no tokenizer; send the prompt as a list of token ids",
-                           param=param, code="no_tokenizer")
-        return engine.tokenizer.encode(check_text(text, param), bos=engine.spec.bos_id is not None)
-
-    def prompt_ids(prompt) -> list[int]:
-        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            if len(prompt) > 1:
-                raise APIError(400, f"one prompt per request here (got {len(prompt)})", param="prompt",
-                               code="unsupported_value")
-            prompt = prompt[0]
-        if isinstance(prompt, str):
-            if not prompt:
-                raise APIError(400, "the prompt is empty; send text, or token ids such as "
-                                    f"[{engine.spec.bos_id if engine.spec.bos_id is not None else 1}] "
-                                    "to start from the beginning of a document", param="prompt",
-                               code="empty_prompt")
-            return encode(prompt, "prompt")
-        if not prompt:
-            raise APIError(400, "the prompt is empty", param="prompt", code="empty_prompt")
-        return list(prompt)
-
-    def submit(request: SamplingRequest, ids: list[int], max_tokens: int, logprobs: Optional[int]) -> Job:
-        if len(ids) > engine.spec.max_context:
-            raise APIError(400, f"the prompt has {len(ids)} tokens; this model's context is "
-                                f"{engine.spec.max_context}", param="prompt", code="context_length_exceeded")
-        seed = request.seed if request.seed is not None else int(time.time_ns() % (1 << 31))
-        stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-        try:
-            decoding = Decoding(engine, ids, max_tokens=max_tokens, temperature=request.temperature,
-                                top_p=request.top_p, seed=seed, stop=stop, top_k=request.top_k,
-                                presence_penalty=request.presence_penalty,
-                                frequency_penalty=request.frequency_penalty, logprobs=logprobs)
-        except HardwireError as e:
-            field_name = getattr(e, "field", None)
-            raise APIError(400, str(e), param="prompt" if field_name == "ids" else field_name) from None
-        decoding.seed = seed
-        job = Job(decoding, asyncio.get_running_loop(), asyncio.Queue(), time.perf_counter())
-        scheduler.submit(job)
-        return job
-
-    def report(job: Job) -> dict:
-        """The `hardwire` object: backend, seed, users, the chip's timing and the wall time."""
-        decoding = job.decoding
-        generated = len(decoding.generated)
-        chip_time = chip_timing(len(decoding.prompt_ids), generated, job.users)
-        end = job.finished_s or time.perf_counter()
-        first = job.first_token_s or end
-        wall = {"queue_ms": ((job.admitted_s or first) - job.submitted_s) * 1e3, "ttft_ms": (first - job.submitted_s) * 1e3,
-                "latency_ms_per_token": (end - first) * 1e3 / max(generated - 1, 1) if generated > 1 else 0.0,
-                "total_ms": (end - job.submitted_s) * 1e3}
-        return {"backend": engine.backend, "seed": decoding.seed, "users": job.users, "slots": settings.slots,
-                "chip": chip_time, "wall": wall}
-
-    def observe(job: Job, report_: dict) -> None:
-        decoding = job.decoding
-        metrics.tokens.labels("prompt").inc(len(decoding.prompt_ids))
-        metrics.tokens.labels("completion").inc(len(decoding.generated))
-        chip_time, wall = report_["chip"], report_["wall"]
-        metrics.ttft.labels("wall").observe(wall["ttft_ms"] / 1e3)
-        metrics.ttft.labels("chip").observe(chip_time["ttft_ms"] / 1e3)
-        if len(decoding.generated) > 1:
-            metrics.token_latency.labels("wall").observe(wall["latency_ms_per_token"] / 1e3)
-            metrics.token_latency.labels("chip").observe(chip_time["latency_us_per_token"] / 1e6)
-
-    def timing_headers(report_: dict) -> dict:
-        chip_time, wall = report_["chip"], report_["wall"]
-        return {"X-Hardwire-Chip-TTFT-Ms": f"{chip_time['ttft_ms']:.6g}",
-                "X-Hardwire-Chip-Token-Latency-Us": f"{chip_time['latency_us_per_token']:.6g}",
-                "X-Hardwire-Chip-Total-Ms": f"{chip_time['total_ms']:.6g}",
-                "X-Hardwire-Users": str(report_["users"]),
-                "X-Hardwire-Wall-TTFT-Ms": f"{wall['ttft_ms']:.6g}",
-                "X-Hardwire-Wall-Total-Ms": f"{wall['total_ms']:.6g}"}
-
-    def stream_headers(job: Job) -> dict:
-        """A stream's headers leave before its length is known: the chip's time to first token and
-        per-token latency at the prompt's length and the users decoding now."""
-        users = max(1, scheduler.in_use + 1)
-        chip_time = chip_timing(len(job.decoding.prompt_ids), 0, users)
-        return {"Cache-Control": "no-cache", "X-Hardwire-Chip-TTFT-Ms": f"{chip_time['ttft_ms']:.6g}",
-                "X-Hardwire-Chip-Token-Latency-Us": f"{chip_time['latency_us_per_token']:.6g}",
-                "X-Hardwire-Users": str(users)}
-
-    def usage(job: Job) -> dict:
-        d = job.decoding
-        sampled = len(d.generated) + (d.reason == "eos")
-        return {"prompt_tokens": len(d.prompt_ids), "completion_tokens": sampled,
-                "total_tokens": len(d.prompt_ids) + sampled}
-
-    def finish_reason(job: Job) -> str:
-        reason = job.decoding.reason
-        return {"length": "length", "abort": "abort"}.get(reason, "stop")
-
-    def completion_logprobs(entries: list[dict], offset: int) -> Optional[dict]:
-        tokens, offsets = [], []
-        for entry in entries:
-            offsets.append(offset)
-            tokens.append(entry["token"])
-            offset += len(entry["token"])
-        return {"tokens": tokens, "token_logprobs": [e["logprob"] for e in entries],
-                "top_logprobs": [e["top_logprobs"] for e in entries], "text_offset": offsets}
-
-    async def wait(job: Job):
-        """The job's events until it ends; an internal failure becomes a 500."""
-        try:
-            while True:
-                kind, payload = await job.events.get()
-                if kind == "error":
-                    raise APIError(500, payload, type="server_error")
-                yield kind, payload
-                if kind in ("done", "cancelled"):
-                    return
-        finally:
-            job.cancel()
-
-    async def answer(job: Job) -> tuple[str, list[dict]]:
-        async for _ in wait(job):
-            pass
-        return job.decoding.text(), job.decoding.token_logprobs
-
-    def stream(job: Job, chunk, include_usage: bool, first_chunks: list[dict]):
-        """Server-sent events: the chunks, then usage (when asked), then [DONE]."""
-        def event(body: dict) -> bytes:
-            return b"data: " + json_bytes(body) + b"\n\n"
-
-        async def events():
-            for body in first_chunks:
-                yield event(body)
-            async for kind, payload in wait(job):
-                if kind == "cancelled":
-                    return
-                delta, entries = payload
-                if kind == "text":
-                    yield event(chunk(delta, entries, None))
-                else:
-                    report_ = report(job)
-                    observe(job, report_)
-                    last = chunk(delta, entries, finish_reason(job))
-                    if include_usage:
-                        yield event(last)
-                        final = chunk("", [], None)
-                        final["choices"] = []
-                        final["usage"], final["hardwire"] = usage(job), report_
-                        yield event(final)
-                    else:
-                        last["hardwire"] = report_
-                        yield event(last)
-                    yield b"data: [DONE]\n\n"
-        return events()
-
-    async def respond(request: SamplingRequest, job: Job, chunk, opening: list[dict], kind: str, ident: str,
-                      created: int, choice) -> Response:
-        """A stream of `chunk`s after `opening`, or, unstreamed, one body of kind `kind` whose
-        choice is choice(text, logprob entries)."""
-        if request.stream:
-            include = bool(request.stream_options and request.stream_options.include_usage)
-            return ChipStream(stream(job, chunk, include, opening), job, media_type="text/event-stream",
-                              headers=stream_headers(job))
-        text, entries = await answer(job)
-        report_ = report(job)
-        observe(job, report_)
-        body = {"id": ident, "object": kind, "created": created, "model": model_name, "usage": usage(job),
-                "hardwire": report_, "choices": [choice(text, entries)]}
-        return Response(json_bytes(body), media_type="application/json", headers=timing_headers(report_))
-
-    # -- routes ---------------------------------------------------------------------------------------
     @app.get("/v1/models")
     def models():
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
@@ -832,72 +906,19 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": model_name, "backend": engine.backend, "slots": settings.slots,
-                "slots_in_use": scheduler.in_use, "queue_depth": scheduler.queued, "queue_limit": settings.queue}
+        return service.health()
 
     @app.get("/metrics")
     def metrics_text():
         from prometheus_client import CONTENT_TYPE_LATEST
-        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+        return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest):
-        check_common(request)
-        if request.echo:
-            raise APIError(400, "echo is not supported here", param="echo", code="unsupported_value")
-        ids = prompt_ids(request.prompt)
-        max_tokens = 16 if request.max_tokens is None else request.max_tokens
-        job = submit(request, ids, max_tokens, request.logprobs)
-        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        wants_logprobs = request.logprobs is not None
-        text_offset = {"at": 0}
-
-        def chunk(delta: str, entries: list[dict], reason):
-            logprobs = completion_logprobs(entries, text_offset["at"]) if wants_logprobs else None
-            text_offset["at"] += sum(len(e["token"]) for e in entries)
-            return {"id": ident, "object": "text_completion", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "text": delta, "finish_reason": reason, "logprobs": logprobs}]}
-
-        def choice(text: str, entries: list[dict]) -> dict:
-            return {"index": 0, "text": text, "finish_reason": finish_reason(job),
-                    "logprobs": completion_logprobs(entries, 0) if wants_logprobs else None}
-        return await respond(request, job, chunk, [], "text_completion", ident, created, choice)
+        return await service.completions(request)
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest):
-        check_common(request)
-        if not request.messages:
-            raise APIError(400, "messages is empty; send at least one message", param="messages",
-                           code="empty_messages")
-        for index, message in enumerate(request.messages):
-            if message.role not in CHAT_ROLES:
-                raise APIError(400, f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}",
-                               param=f"messages.{index}.role", code="invalid_role")
-        if request.logprobs:
-            raise APIError(400, "logprobs are supported on /v1/completions only", param="logprobs",
-                           code="unsupported_value")
-        messages = [{"role": m.role, "content": check_text(message_text(m), f"messages.{i}.content")}
-                    for i, m in enumerate(request.messages)]
-        if template is not None:
-            if engine.tokenizer is None:
-                raise APIError(400, "this model has no tokenizer", param="messages", code="no_tokenizer")
-            ids = engine.tokenizer.encode(template.render(messages), bos=False)    # the template writes BOS
-        else:
-            ids = encode(chat_prompt(messages), "messages")
-        limit = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
-        job = submit(request, ids, 64 if limit is None else limit, None)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(delta: str, entries: list[dict], reason):
-            return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "delta": {"content": delta} if delta or reason is None else {},
-                                 "finish_reason": reason, "logprobs": None}]}
-
-        def choice(text: str, entries: list[dict]) -> dict:
-            return {"index": 0, "finish_reason": finish_reason(job), "logprobs": None,
-                    "message": {"role": "assistant", "content": text}}
-        opening = chunk("", [], None)
-        opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-        return await respond(request, job, chunk, [opening], "chat.completion", ident, created, choice)
+        return await service.chat(request)
 
     return app
