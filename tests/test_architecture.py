@@ -16,7 +16,8 @@ PACKAGE = ROOT / "hardwire"
 # Bottom to top. A name is a module or package directly under hardwire/ ("hardwire" is the
 # package's own __init__, the public facade: load, open_die, engine).
 LAYERS = (
-    ("errors", "atomic", "progress", "arithmetic"),   # the base: nothing from hardwire but errors
+    ("errors", "atomic", "progress", "arithmetic",    # the base: nothing from hardwire but errors
+     "jsonfile", "console"),
     ("model",),                                        # checkpoints, spec, float reference, text
     ("formats", "die"),                                # the frozen artifact and its number formats
     ("freeze",),                                       # checkpoint -> die, and the die's tables
@@ -27,7 +28,7 @@ LAYERS = (
     ("runtime",),                                      # picks a backend; run, serve
     ("measure", "ttc"),                                # measurements that run the backends
     ("explore", "patch"),                              # later stages, above everything they will use
-    ("cli", "hardwire"),                               # the command and the facade
+    ("cli", "options", "hardwire"),                    # the command, its option checks, the facade
 )
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 
