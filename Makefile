@@ -28,21 +28,23 @@ demo: $(VENV)/.base
 	$(HW) inspect
 	@echo "== 2. run: greedy story from BOS on the float reference"
 	$(HW) run --max-tokens 120
-	@if $(HW) --help | grep -q " freeze "; then \
-	  echo "== 3. freeze: 8-bit and mixed 3/6-bit dies, and what freezing costs"; \
-	  $(HW) freeze --plan w8 --force -o $(OUT)/stories260K-w8.die && \
-	  $(HW) freeze --plan 'mix:3g32-e4m4,6g32-e4m4,avg=3.5' --force -o $(OUT)/stories260K-mix36.die && \
-	  $(HW) inspect $(OUT)/stories260K-mix36.die && \
-	  $(HW) quality $(OUT)/stories260K-w8.die $(OUT)/stories260K-mix36.die --stories 100; \
-	fi
+	@echo "== 3. freeze: 8-bit and mixed 3/6-bit dies, and what freezing costs"
+	$(HW) freeze --plan w8 --force -o $(OUT)/stories260K-w8.die
+	$(HW) freeze --plan 'mix:3g32-e4m4,6g32-e4m4,avg=3.5' --force -o $(OUT)/stories260K-mix36.die
+	$(HW) inspect $(OUT)/stories260K-mix36.die
+	$(HW) quality $(OUT)/stories260K-w8.die $(OUT)/stories260K-mix36.die --stories 100
 	@echo "== 4. golden: the bit-exact integer model of the chip, on the 8-bit die"
 	$(HW) run $(OUT)/stories260K-w8.die --backend golden --max-tokens 60
 	@echo "== 5. rtl: synthesizable Verilog of the 8-bit die (simulate it with: hardwire sim DIE --ids 1 -n 32)"
 	$(HW) rtl $(OUT)/stories260K-w8.die -o $(OUT)/rtl-w8
-	@if $(HW) --help | grep -q " estimate "; then \
-	  echo "== 6. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"; \
-	  $(HW) estimate --preset llama-3.1-8b --chip hc1 && $(HW) estimate --preset stories260k; \
-	fi
+	@echo "== 6. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"
+	$(HW) estimate --preset llama-3.1-8b --chip hc1
+	$(HW) estimate --preset stories260k
+	@echo "== 7. time to correct: the small task model printed (chip clock) against the large one at a GPU rate"
+	$(HW) freeze task-small --plan w8 --force -o $(OUT)/task-small-w8.die
+	$(HW) ttc --tasks add:100 --system $(OUT)/task-small-w8.die@chip --system task-large@rate:8065:0.124 \
+	  --attempts 16 --plot $(OUT)/ttc-add.png
+	@echo "solved-versus-time plot: $(OUT)/ttc-add.png"
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -24,6 +24,16 @@ from hardwire.ttc.run import Settings, TaskOutcome, quantile_time
 from hardwire.ttc.systems import AnalyticSystem
 
 
+def plot_label(system: str) -> str:
+    """A system's name for a plot: a die or checkpoint path shortened to its file name, without
+    `.die` (the folder it was written to says nothing on a chart)."""
+    target, at, clock = system.partition("@")
+    if "://" in target or "=" in target:
+        return system
+    name = target.rstrip("/").rsplit("/", 1)[-1]
+    return (name[:-4] if name.endswith(".die") else name) + at + clock
+
+
 def summarize_measured(label: str, clock: str, backend: str, outcomes: list[TaskOutcome]) -> dict:
     attempts = [a for o in outcomes for a in o.attempts]
     tried = [o for o in outcomes if o.attempts]
@@ -116,7 +126,7 @@ def plot_solved(path: str, title: str, results: list[dict], settings: Settings) 
     styles = ["-", "--", "-.", ":"]
     for i, r in enumerate(results):
         times, fractions = solved_curve(r, settings)
-        label = f"{r['system']} ({r['clock']})"
+        label = plot_label(r["system"]) + ("" if r["system"].endswith(r["clock"]) else f" ({r['clock']})")
         if not times:
             axis.plot([], [], label=label + ": none solved")
             continue
@@ -190,22 +200,20 @@ def plot_crossover(path: str, results: list[dict], settings: Settings) -> None:
     axis.contour(speeds, accuracies, np.where(never, -9, shown), levels=[0], colors="black", linewidths=1.2)
     bar = fig.colorbar(mesh, ax=axis)
     bar.set_label("log10(reference median TTC / candidate's); > 0: candidate first")
-    for r in timed:
-        if r is reference:
-            continue
+    for k, r in enumerate(r for r in timed if r is not reference):
         x = t_ref / r["seconds_per_attempt"]
         y = r["attempt_accuracy"] / p_ref
         mine, theirs = r["ttc_median_s"], reference["ttc_median_s"]
         won = mine is not None and (theirs is None or mine < theirs)
         axis.scatter([x], [y], marker="o" if won else "X", s=70, color="white", edgecolors="black", zorder=3)
-        axis.annotate(f"{r['system']} ({'first' if won else 'not first'})", (x, y), fontsize=7,
-                      xytext=(5, 5), textcoords="offset points")
+        axis.annotate(f"{plot_label(r['system'])} ({'first' if won else 'not first'})", (x, y), fontsize=7,
+                      xytext=(6, 4 - 9 * (k % 4)), textcoords="offset points")     # staggered: points cluster
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("speed ratio: reference seconds per attempt / candidate's")
     axis.set_ylabel(f"accuracy ratio: candidate pass@1 / reference's ({p_ref:.1%})")
     limit = f"limit {settings.attempts} attempts" + (f", budget {settings.budget_s:g} s" if settings.budget_s else "")
-    axis.set_title(f"who is correct first against {reference['system']} ({reference['clock']}), by median time "
+    axis.set_title(f"who is correct first against {plot_label(reference['system'])}, by median time "
                    f"to correct;\nmodel: independent attempts, {limit}. Hatched: the candidate never solves half "
                    "the tasks.\nPoints: measured systems (o: correct first, x: not)", fontsize=8)
     fig.tight_layout()
