@@ -21,7 +21,7 @@ from numba import njit
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
-from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, pack_matrix, stack
+from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -224,49 +224,44 @@ class GoldenTransformer:
         grow_kv_cache(self, needed, np.int16)
 
     # -- one token ----------------------------------------------------------------------------------
-    def _linear(self, matrices: list[PackedMatrix], x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
-        if len(matrices) == 1:
-            return matvec(matrices[0], x, scale, out_bits)
-        return np.concatenate([matvec(m, x, scale, out_bits) for m in matrices])
+    def _linear(self, matrices: list[PackedMatrix], xs: list[np.ndarray], scales: list[tuple[int, int]],
+                out_bits: int) -> list[np.ndarray]:
+        """Each user's x through `matrices` (stacked, or one after another and concatenated)."""
+        outs = [matvec_batch(m, xs, scales, out_bits) for m in matrices]
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in zip(*outs)]
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
         """Logits (int64 [vocab], units of 2^-logit_frac_bits) of `token` at the next position."""
         pos = self.position
         self._grow(pos + 1)
-        note = trace if trace is not None else (lambda name, value: None)
-        h = self.embed(token, note)
-        x = np.empty(self.spec.hidden_dim, np.int64)
-        for index, layer in enumerate(self.layers):
-            self.attention_block(index, layer, h, x, self.keys[index], self.values[index], pos, note)
-            self.ffn_block(index, layer, h, x, note)
-        logits = self.head(h, x, note)
+        logits = self.run_users([int(token)], [(self.keys, self.values, pos)], trace)[0]
         self.position = pos + 1
         return logits
 
     def step_batch(self, tokens: list[int], caches: list) -> list[np.ndarray]:
-        """One token for each of several users, in the chip's order: every user's token through
-        layer 0, then every user's through layer 1, ... (the layer pipeline holds one token per user).
-        User i's KV cache is caches[i] (a `hardwire.model.reference.KVCache`). The blocks are the same pure
-        integer functions as `step`'s, so each user's logits are exactly those of stepping it alone."""
-        positions = []
+        """One token for each of several users; user i's KV cache is caches[i] (a
+        `hardwire.model.reference.KVCache`). Each user's logits are exactly those of `step` with
+        its cache: the blocks are the same integer functions, and a matrix's codes are read once for
+        all users' vectors (`matvec_batch`), as the chip's layer pipeline decodes its users together."""
         for cache in caches:
             with bound(self, cache):
                 self._grow(cache.position + 1)
-            positions.append(cache.position)
-        note = lambda name, value: None                                          # noqa: E731
-        dim = self.spec.hidden_dim
-        hs = [self.embed(int(token), note) for token in tokens]
-        xs = [np.empty(dim, np.int64) for _ in tokens]
-        for index, layer in enumerate(self.layers):
-            for h, x, cache, pos in zip(hs, xs, caches, positions):
-                self.attention_block(index, layer, h, x, cache.keys[index], cache.values[index], pos, note)
-                self.ffn_block(index, layer, h, x, note)
-        logits = [self.head(h, x, note) for h, x in zip(hs, xs)]
-        for cache, pos in zip(caches, positions):
-            cache.position = pos + 1
+        logits = self.run_users([int(t) for t in tokens], [(c.keys, c.values, c.position) for c in caches])
+        for cache in caches:
+            cache.position += 1
         return logits
 
-    # -- the blocks of one token step, in chip order ---------------------------------------------------
+    def run_users(self, tokens: list[int], caches: list[tuple], trace: Trace | None = None) -> list[np.ndarray]:
+        """The token step, block by block in chip order, each block for every user before the next
+        (caches[i] = (keys, values, position) of user i). `trace` is for one user."""
+        note = trace if trace is not None else (lambda name, value: None)
+        hs = [self.embed(token, note) for token in tokens]
+        for index, layer in enumerate(self.layers):
+            self.attention_block(index, layer, hs, caches, note)
+            self.ffn_block(index, layer, hs, note)
+        return self.head(hs, note)
+
+    # -- the blocks of the token step, in chip order, each for a list of users ------------------------
     def embed(self, token: int, note) -> np.ndarray:
         h = np.empty(self.spec.hidden_dim, np.int64)
         embed_lookup(self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult, self.embed_shift,
@@ -274,68 +269,80 @@ class GoldenTransformer:
         note("embed", h)
         return h
 
-    def attention_block(self, index: int, layer: dict, h: np.ndarray, x: np.ndarray, keys: np.ndarray,
-                        values: np.ndarray, pos: int, note) -> None:
-        """Norm, q/k/v, RoPE, this position's k and v into the cache (keys/values [positions,
-        kv_heads, head_dim] of this layer), attention, output projection, residual: h updated."""
+    def norm(self, name: str, mult_shift: tuple, hs: list[np.ndarray], note) -> tuple[list, list]:
+        """§4 RMSNorm of each h: the quantized vectors and their token scales."""
+        mult, shift = mult_shift
+        xs, scales = [], []
+        for h in hs:
+            x = np.empty(self.spec.hidden_dim, np.int64)
+            e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], x)
+            note(name, x)
+            note(name + ".scale", np.asarray(e))
+            xs.append(x)
+            scales.append(e)
+        return xs, scales
+
+    def attention_block(self, index: int, layer: dict, hs: list[np.ndarray], caches: list[tuple], note) -> None:
+        """Norm, q/k/v, RoPE, each position's k and v into its user's cache ((keys, values, position),
+        keys/values [layers, positions, kv_heads, head_dim]), attention, output projection, residual."""
         spec, t = self.spec, self.tables
         q_dim, kv_dim = spec.q_dim, spec.kv_dim
         cache_shift = INTERNAL_BITS - self.kv_bits
-        cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
-        first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
         name = f"layers.{index}."
-        mult, shift = layer["attn_norm"]
-        e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
-        note(name + "attn_norm", x)
-        note(name + "attn_norm.scale", np.asarray(e))
-        qkv = self._linear(layer["qkv"], x, e, INTERNAL_BITS)
-        q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
-        rope(q, spec.heads, spec.head_dim, cos, sin)
-        rope(k, spec.kv_heads, spec.head_dim, cos, sin)
-        note(name + "q", q)
-        key_row = keys[pos].reshape(-1)
-        value_row = values[pos].reshape(-1)
-        to_cache(k, cache_shift, self.kv_bits, key_row)
-        to_cache(v, cache_shift, self.kv_bits, value_row)
-        note(name + "k", key_row)
-        note(name + "v", value_row)
-        score_m, score_k = layer["score_mult"]
-        out_m, out_k = layer["attention_out_mult"]
-        attended = np.empty(q_dim, np.int64)
-        e = attention(q, keys, values, first, pos + 1, spec.heads, score_m, score_k,
-                      out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended)
-        note(name + "attention", attended)
-        note(name + "attention.scale", np.asarray(e))
-        residual_add(h, self._linear(layer["wo"], attended, e, RESIDUAL_BITS))
-        note(name + "attention_residual", h)
+        xs, scales = self.norm(name + "attn_norm", layer["attn_norm"], hs, note)
+        attended, attended_scales = [], []
+        for qkv, (keys, values, pos) in zip(self._linear(layer["qkv"], xs, scales, INTERNAL_BITS), caches):
+            cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
+            first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
+            q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
+            rope(q, spec.heads, spec.head_dim, cos, sin)
+            rope(k, spec.kv_heads, spec.head_dim, cos, sin)
+            note(name + "q", q)
+            key_row = keys[index, pos].reshape(-1)
+            value_row = values[index, pos].reshape(-1)
+            to_cache(k, cache_shift, self.kv_bits, key_row)
+            to_cache(v, cache_shift, self.kv_bits, value_row)
+            note(name + "k", key_row)
+            note(name + "v", value_row)
+            score_m, score_k = layer["score_mult"]
+            out_m, out_k = layer["attention_out_mult"]
+            out = np.empty(q_dim, np.int64)
+            e = attention(q, keys[index], values[index], first, pos + 1, spec.heads, score_m, score_k,
+                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], out)
+            note(name + "attention", out)
+            note(name + "attention.scale", np.asarray(e))
+            attended.append(out)
+            attended_scales.append(e)
+        for h, y in zip(hs, self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS)):
+            residual_add(h, y)
+            note(name + "attention_residual", h)
 
-    def ffn_block(self, index: int, layer: dict, h: np.ndarray, x: np.ndarray, note) -> None:
-        """Norm, gate and up, SwiGLU, down, residual: h updated."""
+    def ffn_block(self, index: int, layer: dict, hs: list[np.ndarray], note) -> None:
+        """Norm, gate and up, SwiGLU, down, residual: each h updated."""
         spec, t = self.spec, self.tables
         name = f"layers.{index}."
-        mult, shift = layer["ffn_norm"]
-        e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, t["rsqrt_table"], x)
-        note(name + "ffn_norm", x)
-        note(name + "ffn_norm.scale", np.asarray(e))
-        gate_up = self._linear(layer["gate_up"], x, e, INTERNAL_BITS)
-        gated = np.empty(spec.ffn_dim, np.int64)
+        xs, scales = self.norm(name + "ffn_norm", layer["ffn_norm"], hs, note)
         index_m, index_k = layer["sigmoid_index_mult"]
         glu_m, glu_k = layer["swiglu_mult"]
-        e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
-                   t["sigmoid_table"], gated)
-        note(name + "swiglu", gated)
-        note(name + "swiglu.scale", np.asarray(e))
-        residual_add(h, self._linear(layer["w_down"], gated, e, RESIDUAL_BITS))
-        note(name + "ffn_residual", h)
+        gated, gated_scales = [], []
+        for gate_up in self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS):
+            out = np.empty(spec.ffn_dim, np.int64)
+            e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
+                       t["sigmoid_table"], out)
+            note(name + "swiglu", out)
+            note(name + "swiglu.scale", np.asarray(e))
+            gated.append(out)
+            gated_scales.append(e)
+        for h, y in zip(hs, self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS)):
+            residual_add(h, y)
+            note(name + "ffn_residual", h)
 
-    def head(self, h: np.ndarray, x: np.ndarray, note) -> np.ndarray:
-        """Final norm and classifier: int64 logits."""
-        mult, shift = self.final_norm
-        e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], x)
-        note("final_norm", x)
-        note("final_norm.scale", np.asarray(e))
-        logits = matvec(self.classifier, x, e, RESIDUAL_BITS)
-        note("logits", logits)
+    def head(self, hs: list[np.ndarray], note) -> list[np.ndarray]:
+        """Final norm and classifier: int64 logits of each user."""
+        xs, scales = self.norm("final_norm", self.final_norm, hs, note)
+        logits = matvec_batch(self.classifier, xs, scales, RESIDUAL_BITS)
+        for row in logits:
+            note("logits", row)
         return logits
 
     def forward(self, ids, trace: Trace | None = None) -> np.ndarray:

@@ -178,8 +178,39 @@ def _rows_wide(x, corrections, data, width, count, nibbles, multipliers, out):
         out[i] = acc
 
 
+# The same sums for several users' vectors xs [users, cols] at once (`matvec_batch`): each row's
+# codes are read once for all of them, as the chip's pipeline reads its ROM once per token of each.
+def _users_rows_bytes(xs, corrections, data, width, multipliers, out):
+    stride = min(corrections.shape[1] - 1, 1)
+    for i in prange(data.shape[0]):
+        row = data[i]
+        c = i * stride
+        for b in range(xs.shape[0]):
+            x = xs[b]
+            acc = np.int64(0)
+            for g in range(multipliers.shape[1]):
+                acc += np.int64(multipliers[i, g]) * (_dot_bytes(row, g * width, x, g * width, width)
+                                                      - corrections[b, c, g])
+            out[b, i] = acc
+
+
+def _users_rows_nibbles(xs, corrections, data, width, half, multipliers, out):
+    stride = min(corrections.shape[1] - 1, 1)
+    for i in prange(data.shape[0]):
+        row = data[i]
+        c = i * stride
+        for b in range(xs.shape[0]):
+            x = xs[b]
+            acc = np.int64(0)
+            for g in range(multipliers.shape[1]):
+                partial = _dot_nibbles(row, g * half, x, g * width, g * width + half, half)
+                acc += np.int64(multipliers[i, g]) * (partial - corrections[b, c, g])
+            out[b, i] = acc
+
+
 _KERNELS = {}
-for _name, _body in (("bytes", _rows_bytes), ("nibbles", _rows_nibbles), ("wide", _rows_wide)):
+for _name, _body in (("bytes", _rows_bytes), ("nibbles", _rows_nibbles), ("wide", _rows_wide),
+                     ("users_bytes", _users_rows_bytes), ("users_nibbles", _users_rows_nibbles)):
     _KERNELS[_name, False] = njit(cache=True, nogil=True)(_body)
     _KERNELS[_name, True] = njit(cache=True, nogil=True, parallel=True)(_body)
 
@@ -208,11 +239,8 @@ def _finish(acc, shifts, mantissa, exponent, bias, out_bits):
     return out
 
 
-def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
-    """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
-    a_i = sat59(round(acc_i * 2^-(k_i + e - 7))); y_i = sat_out(round(a_i * mu * 2^-10) + b_i).
-
-    x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). Returns int64 [rows]."""
+def padded_input(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
+    """x laid out as the kernel reads it: int16, each group zero-padded to the even width W."""
     padded = np.zeros(matrix.padded_cols, dtype=np.int16)
     if matrix.group_width == matrix.group or matrix.groups == 1:
         padded[:matrix.cols] = x
@@ -221,6 +249,39 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
         for g in range(matrix.groups):
             part = x[g * group:(g + 1) * group]
             padded[g * matrix.group_width:g * matrix.group_width + len(part)] = part
+    return padded
+
+
+def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray], scales: list[tuple[int, int]],
+                 out_bits: int) -> list[np.ndarray]:
+    """`matvec` of several users' vectors, each with its own token scale: every row's codes are
+    read once for all of them. The sums are integers, so each result is exactly `matvec`'s; a
+    vector too wide for int32 partial sums sends them all through `matvec` one by one."""
+    if len(xs) == 1:
+        return [matvec(matrix, xs[0], scales[0], out_bits)]
+    padded = np.stack([padded_input(matrix, x) for x in xs])
+    if matrix.group_width * int(np.abs(padded).max(initial=0)) >= 1 << 23:
+        return [matvec(matrix, x, scale, out_bits) for x, scale in zip(xs, scales)]
+    corrections = np.stack([_corrections(p, matrix.group_width, matrix.offset, matrix.zeros, matrix.rows,
+                                         matrix.groups) for p in padded])
+    acc = np.empty((len(xs), matrix.rows), dtype=np.int64)
+    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
+    if matrix.nibbles:
+        _KERNELS["users_nibbles", parallel](padded, corrections, matrix.data, matrix.group_width,
+                                            matrix.group_width // 2, matrix.multipliers, acc)
+    else:
+        _KERNELS["users_bytes", parallel](padded, corrections, matrix.data, matrix.group_width, matrix.multipliers,
+                                          acc)
+    return [_finish(row, matrix.shifts, np.int64(scale[0]), np.int64(scale[1]), matrix.bias, out_bits)
+            for row, scale in zip(acc, scales)]
+
+
+def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
+    """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
+    a_i = sat59(round(acc_i * 2^-(k_i + e - 7))); y_i = sat_out(round(a_i * mu * 2^-10) + b_i).
+
+    x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). Returns int64 [rows]."""
+    padded = padded_input(matrix, x)
     acc = np.empty(matrix.rows, dtype=np.int64)
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     corrections = _corrections(padded, matrix.group_width, matrix.offset, matrix.zeros, matrix.rows, matrix.groups)
