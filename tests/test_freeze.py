@@ -246,3 +246,14 @@ def test_perplexity_matches_transformers_on_the_same_float_weights(bundled):
             tokens += len(ids) - 1
     expected = math.exp(nll / tokens)
     assert abs(perplexity(model, sequences) / expected - 1) < 5e-5      # 4 significant digits
+
+
+def test_freeze_profile_says_where_the_time_went(tmp_path, cli):
+    from tests.test_malformed import padded_vocab_folder
+
+    folder = padded_vocab_folder(tmp_path)
+    text = tmp_path / "calib.txt"
+    text.write_text("a b c d e f g\n\na b a b c c\n")
+    proc = cli("freeze", folder, "--plan", "w8", "--calib", text, "-o", tmp_path / "tiny.die", "--profile")
+    summary = [line for line in proc.stderr.splitlines() if "freeze took" in line]
+    assert len(summary) == 1 and "layers" in summary[0] and "golden tables" in summary[0], proc.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -45,6 +47,29 @@ def load_calibration(model, calib: Optional[Path], tokens: int):
                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                    "documents": f"last {limit}" if limit else "all"}
     return Calibration(sequences, description)
+
+
+class PhaseClock:
+    """Seconds spent in each phase of a freeze (`freeze --profile`), from the freezer's progress
+    calls: each call ends the phase it names ("layer 3" counts toward "layers")."""
+
+    PHASES = {"embed": "embedding", "head": "head", "golden tables": "golden tables (a float pass over the "
+              "calibration text)", "sensitivity": "sensitivity (mixed plans)"}
+
+    def __init__(self):
+        self.started = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, what: str | None) -> None:
+        now = time.perf_counter()
+        phase = "layers (quantization and calibration passes)" if str(what).startswith("layer ") \
+            else self.PHASES.get(what, what or "other")
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.last
+        self.last = now
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.seconds.items())
+        return f"freeze took {self.last - self.started:.1f} s: {parts}"
 
 
 def describe_die(die) -> dict:
@@ -125,20 +150,31 @@ def register(app: typer.Typer) -> None:
                sensitivity_tokens: int = typer.Option(2048, "--sensitivity-tokens",
                                                       help="tokens for a mixed plan's sensitivity measurement"),
                activations: Optional[str] = typer.Option(None, "--activations", help="int8 (default) | int16"),
-               force: bool = typer.Option(False, "--force", help="replace an existing die")):
+               force: bool = typer.Option(False, "--force", help="replace an existing die"),
+               profile: bool = typer.Option(False, "--profile", help="print where the time went, by phase "
+                                                                      "(on stderr)")):
         """Quantize a model by a plan into a die (a directory written atomically)."""
         from hardwire.freeze.freezer import freeze as run_freeze
         from hardwire.freeze.plan import check_budget, parse_plan
         from hardwire.model.load import load
 
+        clock = PhaseClock()
         parsed = parse_plan(plan, activations)
         with load(model) as opened:
             check_budget(parsed, opened.spec)
+            clock.mark("load")
             calibration = load_calibration(opened, calib, calib_tokens)
+            clock.mark("calibration text")
             steps = opened.spec.layers + 3 + (opened.spec.layers if parsed.is_mixed else 0)
             with progress_bar("freezing", steps) as advance:
+                def step(what=None):
+                    clock.mark(what)
+                    advance(what)
                 die = run_freeze(opened, parsed, output, calibration, overwrite=force,
-                                 sensitivity_tokens=sensitivity_tokens, progress=advance)
+                                 sensitivity_tokens=sensitivity_tokens, progress=step)
+            clock.mark("hashing and writing")
+        if profile:
+            print(f"hardwire: {clock.summary()}", file=sys.stderr)
         totals = die.manifest["totals"]
         print(f"{die.path}  id {die.id}")
         print(f"plan {parsed.default.name}: {totals['bits_per_weight']:.3f} bits/weight in the matrices "
