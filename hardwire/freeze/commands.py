@@ -153,7 +153,26 @@ def register(app: typer.Typer) -> None:
                force: bool = typer.Option(False, "--force", help="replace an existing die"),
                profile: bool = typer.Option(False, "--profile", help="print where the time went, by phase "
                                                                       "(on stderr)")):
-        """Quantize a model by a plan into a die (a directory written atomically)."""
+        """Quantize a model by a plan into a die (a directory written atomically).
+
+        \b
+        Plans (--plan):
+          w8                     8-bit codes, one fp16 scale per output row
+          w4g32                  4-bit, one scale per 32 input columns
+          w3g32a                 asymmetric: also a 3-bit zero point per group
+          w3g64-e4m4             scales in the 8-bit e4m4 small float (fp16, bf16, e4m4)
+          w4g32:gptq             GPTQ instead of round-to-nearest (rtn)
+          mix:3g32,6g32,avg=3.5  per matrix, the format that buys the most quality per bit,
+                                 averaging 3.5 bits per weight
+          plan.toml, plan.json   default = PLAN, overrides = {"layers.*.w_down" = FORMAT},
+                                 activations = "int8" | "int16"
+        \b
+        Formats w<bits>[g<group>][a][-<scale>]: bits 2..8, group 16..256 input columns
+        (none: one scale per row). Storage per weight = bits + (scale bits, plus bits when
+        asymmetric) / group, plus 32 bits per tensor for e4m4:
+          w8 8 + 16/columns   w4g32 4.50   w4g32a 4.63   w4g32-e4m4 4.25
+          w3g32 3.50          w3g32a 3.59  w3g64-e4m4 3.13  w2g16 3.00
+        """
         from hardwire.freeze.freezer import freeze as run_freeze
         from hardwire.freeze.plan import check_budget, parse_plan
         from hardwire.model.load import load
