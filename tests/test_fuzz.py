@@ -1,14 +1,15 @@
 """The project fuzzes itself: generated malformed inputs must meet the exit-2 contract.
 
-Hypothesis generates config.json fields, safetensors headers, GGUF headers, die manifests (edited
-and re-hashed, so only the consistency checks stand between them and a run) and command-line values.
+Hypothesis generates config.json fields, safetensors headers, GGUF and llama2.c headers, die manifests
+(edited and re-hashed, so only the consistency checks stand between them and a run), plan and chip
+files and command-line values.
 Each example runs `hardwire.cli.main` (or the reader it calls) in this process and must end in
 exit 0 or exit 2 with exactly one line naming the file or option; any other exception fails the
 test. Where an independent judge exists it decides what must be refused: the reference
 `safetensors` reader for byte ranges, the JSON type a config field needs, the option's own range.
 
-Profiles (docs/reliability.md): `quick`, seeded and in the default suite (a few hundred examples,
-well under 30 s in all); `long` under the `slow` marker (`make test-slow`), ten times as many.
+Profiles (docs/reliability.md): `quick`, seeded and in the default suite (1,160 examples, about
+30 s in all); `long` under the `slow` marker (`make test-slow`), ten times as many.
 """
 from __future__ import annotations
 
@@ -368,5 +369,97 @@ def test_fuzzed_argument_lists_exit_0_or_2(profile, inert_commands, capsys):
     @given(st.lists(words | cli_texts, max_size=6))
     def check(args):
         exit_contract(capsys, args)
+        capsys.readouterr()
+    check()
+
+
+# -- llama2.c headers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", PROFILE_PARAMS)
+def test_fuzzed_llama2c_headers_are_refused_or_read(profile, tmp_path, capsys):
+    """The bundled stories260K.bin with header fields overwritten (any int32, or the versioned
+    header's magic and version) or the file cut: exit 0 or 2, never an allocation the header claims."""
+    from hardwire.model.load import bundled_model_path
+
+    original = bundled_model_path().read_bytes()
+    path = tmp_path / "fuzz.bin"
+
+    @profile_settings(profile, 40)
+    @given(edits=st.lists(st.tuples(st.integers(0, 7), st.integers(-2**31, 2**31 - 1)), min_size=1, max_size=3),
+           cut=st.none() | st.integers(0, 4096))
+    def check(edits, cut):
+        data = bytearray(original)
+        for field, value in edits:
+            data[4 * field:4 * field + 4] = struct.pack("<i", value)
+        path.write_bytes(bytes(data if cut is None else data[:cut]))
+        exit_contract(capsys, ["inspect", path], names="fuzz.bin")
+    check()
+
+
+# -- plan and chip files ---------------------------------------------------------------------------
+def toml_value(value) -> str:
+    """A TOML literal for a scalar or a list of them (nan and inf are TOML's own words)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+toml_values = (st.booleans() | st.integers(-2**63, 2**63 - 1) | st.sampled_from([0, -1, 1, 2**40, 0.0, 1e-300, 1e300])
+               | st.floats() | st.text(alphabet="abcgwmx0123456789_:,.=* ", max_size=12)
+               | st.lists(st.integers(-2, 3), max_size=2))
+
+
+@pytest.mark.parametrize("profile", PROFILE_PARAMS)
+def test_fuzzed_plan_files_are_refused_or_parsed(profile, tmp_path):
+    """A plan file (TOML or JSON) of any keys and values parses to a plan or raises BadPlan naming it."""
+    from hardwire.errors import BadPlan
+    from hardwire.freeze.plan import parse_plan
+
+    plan_values = st.sampled_from(["w8", "w4g32", "w3g32a", "w4g32:gptq", "mix:3g32,6g32,avg=3.5", "w9", "",
+                                   "int8", "int16"]) | toml_values
+
+    @profile_settings(profile, 60)
+    @given(data=st.dictionaries(st.sampled_from(["default", "activations", "overrides", "other"]),
+                                plan_values | st.dictionaries(st.sampled_from(["embed", "layers.*.wq", "*"]),
+                                                              plan_values, max_size=2), max_size=3),
+           as_toml=st.booleans())
+    def check(data, as_toml):
+        path = tmp_path / ("plan.toml" if as_toml else "plan.json")
+        if as_toml:
+            lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+            for key, table in ((k, v) for k, v in data.items() if isinstance(v, dict)):
+                lines += [f"[{key}]"] + [f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items()]
+            path.write_text("\n".join(lines))
+        else:
+            path.write_text(json.dumps(data))
+        try:
+            parse_plan(str(path))
+        except BadPlan as e:
+            assert path.name in str(e) or "plan" in str(e).lower(), str(e)
+    check()
+
+
+@pytest.mark.parametrize("profile", PROFILE_PARAMS)
+def test_fuzzed_chip_files_are_refused_or_estimated(profile, tmp_path, capsys):
+    """The bundled hc1.toml with one or two fields set to any TOML value: `estimate` exits 0, or 2
+    with one line naming the chip file."""
+    import tomllib
+
+    from hardwire.chip.arch import CHIPS_DIR
+
+    base = tomllib.loads((CHIPS_DIR / "hc1.toml").read_text())
+    path = tmp_path / "fuzz-chip.toml"
+
+    @profile_settings(profile, 60)
+    @given(edits=st.dictionaries(st.sampled_from(sorted(base) + ["unknown_field"]), toml_values,
+                                 min_size=1, max_size=2))
+    def check(edits):
+        path.write_text("\n".join(f"{k} = {toml_value(v)}" for k, v in {**base, **edits}.items()))
+        exit_contract(capsys, ["estimate", "--preset", "stories260k", "--chip", path, "--json"])
         capsys.readouterr()
     check()

@@ -128,8 +128,10 @@ def parse_plan(text: str, activations: str | None = None) -> Plan:
     if activations is not None:
         plan = Plan(plan.default, plan.overrides, activations, plan.source)
     if plan.activations not in ACTIVATION_FORMATS:
+        given_in = path if activations is None and path.suffix in (".toml", ".json") else None
         raise BadPlan(f"unknown activation format {plan.activations!r}; expected one of "
-                      f"{', '.join(ACTIVATION_FORMATS)}")
+                      f"{', '.join(ACTIVATION_FORMATS)}", path=given_in,
+                      field="activations" if given_in else "--activations")
     return plan
 
 
