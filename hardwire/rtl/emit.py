@@ -280,3 +280,122 @@ def _same_width(name: str, from_bits: int, to_bits: int, verb: str) -> bool:
     if to_bits < from_bits:
         raise ValueError(f"cannot {verb} {name} from {from_bits} to {to_bits} bits")
     return to_bits == from_bits
+
+
+# -- state machines and sequencers ---------------------------------------------------------------
+
+def indent(lines: list[str], prefix: str) -> list[str]:
+    """`lines` with `prefix` in front of each one."""
+    return [prefix + line for line in lines]
+
+
+def clear_pulses(*names: str) -> str:
+    """The statement that drops one-cycle pulses (go, done) at the top of a clocked block: a pulse
+    set in some state is high for exactly the next cycle."""
+    if len(names) == 1:
+        return f"{names[0]} <= 1'b0;"
+    return f"{{{', '.join(names)}}} <= {len(names)}'d0;"
+
+
+def last_value(name: str, value: int, bits: int) -> str:
+    """`localparam [bits-1:0] NAME = value;`, a counter's last value."""
+    return f"    localparam [{bits - 1}:0] {name} = {bits}'d{value};"
+
+
+def wrap_count(counter: str, last: str, bits: int) -> str:
+    """A counter's step: the next value, back to 0 after `last`."""
+    return f"{counter} <= {counter} == {last} ? {bits}'d0 : {counter} + {bits}'d1;"
+
+
+@dataclass(frozen=True)
+class Fsm:
+    """A finite-state machine's scaffolding: its states as localparams (in order, the first the idle
+    state that reset and unknown encodings return to), the state register and the clocked `case`
+    over it. Arms are written without their indentation; `clocked` places them."""
+
+    states: tuple[str, ...]
+    register: str = "state"
+
+    @property
+    def bits(self) -> int:
+        return index_bits(len(self.states))
+
+    @property
+    def idle(self) -> str:
+        return self.states[0]
+
+    def localparams(self, per_line: int | None = None) -> list[str]:
+        """`localparam [b-1:0] IDLE = b'd0, ...;`, continued on aligned lines after `per_line` states."""
+        head = f"    localparam [{self.bits - 1}:0] "
+        per_line = per_line or len(self.states)
+        values = [f"{s} = {self.bits}'d{i}" for i, s in enumerate(self.states)]
+        rows = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
+        return [(head if i == 0 else " " * len(head)) + row + ("," if i < len(rows) - 1 else ";")
+                for i, row in enumerate(rows)]
+
+    def declaration(self, comment: str = "") -> str:
+        return f"    reg [{self.bits - 1}:0] {self.register};{comment}"
+
+    def goto(self, state: str) -> str:
+        return f"{self.register} <= {state};"
+
+    def arm(self, state: str, body: list[str], when: str | None = None, comment: str = "") -> list[str]:
+        """`STATE: begin ... end`, or `STATE: if (when) begin ... end`: the body runs in `state`
+        (and only once `when` holds)."""
+        condition = f"if ({when}) " if when else ""
+        note = f"      // {comment}" if comment else ""
+        return [f"{state}: {condition}begin{note}", *indent(body, "    "), "end"]
+
+    def step(self, state: str, when: str, then: str) -> str:
+        """The one-line arm `STATE: if (when) state <= THEN;`."""
+        return f"{state}: if ({when}) {self.goto(then)}"
+
+    def clocked(self, arms: list[str], at: str = "        ", on_reset: list[str] = (),
+                before_case: list[str] = ()) -> list[str]:
+        """The reset and the `case` over the state register, at indentation `at`: reset returns to
+        the idle state (and runs `on_reset`); otherwise `before_case`, then the arms."""
+        return indent([
+            "if (rst) begin",
+            *indent([self.goto(self.idle), *on_reset], "    "),
+            "end else begin",
+            *indent([*before_case, f"case ({self.register})", *indent(arms, "    "),
+                     f"    default: {self.goto(self.idle)}", "endcase"], "    "),
+            "end",
+        ], at)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a sequencer: state `state` runs the blocks started by pulse `go` until every
+    signal in `done` has pulsed (several: blocks run in parallel, their dones remembered in
+    `finished`)."""
+
+    state: str
+    go: str
+    done: tuple[str, ...]
+
+
+def sequencer_arms(fsm: Fsm, stages: list[Stage], start: str = "start", on_start: list[str] = (),
+                   join: str = "finished") -> list[str]:
+    """The arms of a sequencer that starts `stages` one after another: the idle state waits for
+    `start`, each stage's done pulses the next stage's go, and the last stage's done pulses `done`
+    and returns to idle. A parallel stage ORs its dones into `join` (cleared when it is started)
+    and moves on once all have been seen, in the cycle the last arrives."""
+    join_bits = max(len(stage.done) for stage in stages)
+
+    def begin(stage: Stage) -> list[str]:
+        return [f"{stage.go} <= 1'b1;", *([f"{join} <= {join_bits}'d0;"] if len(stage.done) > 1 else []),
+                fsm.goto(stage.state)]
+
+    arms = fsm.arm(fsm.idle, [*on_start, *begin(stages[0])], when=start)
+    for stage, after in zip(stages, stages[1:] + [None]):
+        then = begin(after) if after else ["done <= 1'b1;", fsm.goto(fsm.idle)]
+        if len(stage.done) == 1:
+            arms += fsm.arm(stage.state, then, when=stage.done[0])
+        else:
+            padding = ["1'b1"] * (join_bits - len(stage.done))      # the missing blocks count as done
+            seen = f"{join} | {{{', '.join(padding + list(reversed(stage.done)))}}}"
+            arms += fsm.arm(stage.state, [f"{join} <= {seen};",
+                                          f"if (({seen}) == {join_bits}'b{'1' * join_bits}) begin",
+                                          *indent(then, "    "), "end"])
+    return arms

@@ -30,9 +30,21 @@ from hardwire.rtl.blocks.matvec import IntMatrix, matvec_modules, module_name
 from hardwire.rtl.blocks.rmsnorm import MULT_BITS, rmsnorm_module, rmsnorm_name, rmsnorm_rom, rsqrt_table_module
 from hardwire.rtl.blocks.rope import rope_module, rope_table_module
 from hardwire.rtl.blocks.swiglu import swiglu_module, swiglu_name
-from hardwire.rtl.emit import Design, Port, index_bits, module, overrides
+from hardwire.rtl.emit import (Design, Fsm, Port, Stage, clear_pulses, index_bits, last_value, module, overrides,
+                               sequencer_arms)
 
 LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+# The layer's sequencer: each stage starts when the one before is done (the order hardwire.datapath.step
+# counts); q, k, v and gate, up are products in parallel.
+LAYER_STAGES = [Stage("ATTN_NORM", "go_attn_norm", ("attn_norm_done",)),
+                Stage("QKV", "go_qkv", ("q_done", "k_done", "v_done")),
+                Stage("ROPE", "go_rope", ("rope_done",)),
+                Stage("ATTENTION", "go_attention", ("attention_done",)),
+                Stage("WO", "go_wo", ("wo_done",)),
+                Stage("FFN_NORM", "go_ffn_norm", ("ffn_norm_done",)),
+                Stage("GATE_UP", "go_gate_up", ("gate_done", "up_done")),
+                Stage("SWIGLU", "go_swiglu", ("swiglu_done",)),
+                Stage("DOWN", "go_down", ("down_done",))]
 
 
 # What the generator builds of a DesignPoint: the fields below must have these values (the RTL has
@@ -130,13 +142,14 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
                                     out_mult=(constants["out_mult"], OUT_MULT_BITS), out_shift=(constants["out_shift"], 8))
     swiglu_constants = overrides(index_mult=(constants["index_mult"], 64), index_shift=(constants["index_shift"], 8),
                                  mult=(constants["glu_mult"], 64), shift=(constants["glu_shift"], 8))
+    fsm = Fsm(("IDLE", *(stage.state for stage in LAYER_STAGES)))
+    gos = [stage.go for stage in LAYER_STAGES]
     body = [
-        "    localparam [3:0] IDLE = 4'd0, ATTN_NORM = 4'd1, QKV = 4'd2, ROPE = 4'd3, ATTENTION = 4'd4, WO = 4'd5,",
-        "                     FFN_NORM = 4'd6, GATE_UP = 4'd7, SWIGLU = 4'd8, DOWN = 4'd9;",
-        "    reg [3:0] state;",
+        *fsm.localparams(per_line=6),
+        fsm.declaration(),
         f"    reg [{dim * r - 1}:0] h;                // the residual stream",
         "    assign h_out = h;",
-        "    reg go_attn_norm, go_qkv, go_rope, go_attention, go_wo, go_ffn_norm, go_gate_up, go_swiglu, go_down;",
+        f"    reg {', '.join(gos)};",
         "    reg [2:0] finished;                  // parallel matvecs seen done (q, k, v or gate, up)",
         "    wire attn_norm_done, q_done, k_done, v_done, rope_done, attention_done, wo_done;",
         "    wire ffn_norm_done, gate_done, up_done, swiglu_done, down_done;",
@@ -200,70 +213,14 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         "    // and the norms and the next layer read h only in later cycles.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
-        "        {go_attn_norm, go_qkv, go_rope, go_attention, go_wo, go_ffn_norm, go_gate_up, go_swiglu, go_down}"
-        " <= 9'd0;",
-        "        done <= 1'b0;",
-        "        if (rst) begin",
-        "            state <= IDLE;",
-        "        end else begin",
-        "            // one residual adder array, shared by the wo and the w_down sums",
-        "            if ((state == WO && wo_done) || (state == DOWN && down_done))",
-        f"                for (i = 0; i < {dim}; i = i + 1)",
-        f"                    h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], state == WO ? wo_y[i * {r} +: {r}] : "
-        f"down_y[i * {r} +: {r}]);",
-        "            case (state)",
-        "                IDLE: if (start) begin",
-        "                    h = h_in;",
-        "                    go_attn_norm <= 1'b1;",
-        "                    state <= ATTN_NORM;",
-        "                end",
-        "                ATTN_NORM: if (attn_norm_done) begin",
-        "                    go_qkv <= 1'b1;",
-        "                    finished <= 3'd0;",
-        "                    state <= QKV;",
-        "                end",
-        "                QKV: begin",
-        "                    finished <= finished | {v_done, k_done, q_done};",
-        "                    if ((finished | {v_done, k_done, q_done}) == 3'b111) begin",
-        "                        go_rope <= 1'b1;",
-        "                        state <= ROPE;",
-        "                    end",
-        "                end",
-        "                ROPE: if (rope_done) begin",
-        "                    go_attention <= 1'b1;",
-        "                    state <= ATTENTION;",
-        "                end",
-        "                ATTENTION: if (attention_done) begin",
-        "                    go_wo <= 1'b1;",
-        "                    state <= WO;",
-        "                end",
-        "                WO: if (wo_done) begin",
-        "                    go_ffn_norm <= 1'b1;",
-        "                    state <= FFN_NORM;",
-        "                end",
-        "                FFN_NORM: if (ffn_norm_done) begin",
-        "                    go_gate_up <= 1'b1;",
-        "                    finished <= 3'd0;",
-        "                    state <= GATE_UP;",
-        "                end",
-        "                GATE_UP: begin",
-        "                    finished <= finished | {1'b1, up_done, gate_done};",
-        "                    if ((finished | {1'b1, up_done, gate_done}) == 3'b111) begin",
-        "                        go_swiglu <= 1'b1;",
-        "                        state <= SWIGLU;",
-        "                    end",
-        "                end",
-        "                SWIGLU: if (swiglu_done) begin",
-        "                    go_down <= 1'b1;",
-        "                    state <= DOWN;",
-        "                end",
-        "                DOWN: if (down_done) begin",
-        "                    done <= 1'b1;",
-        "                    state <= IDLE;",
-        "                end",
-        "                default: state <= IDLE;",
-        "            endcase",
-        "        end",
+        f"        {clear_pulses(*gos)}",
+        f"        {clear_pulses('done')}",
+        *fsm.clocked(sequencer_arms(fsm, LAYER_STAGES, on_start=["h = h_in;"]), before_case=[
+            "// one residual adder array, shared by the wo and the w_down sums",
+            "if ((state == WO && wo_done) || (state == DOWN && down_done))",
+            f"    for (i = 0; i < {dim}; i = i + 1)",
+            f"        h[i * {r} +: {r}] = residual_add(h[i * {r} +: {r}], state == WO ? wo_y[i * {r} +: {r}] : "
+            f"down_y[i * {r} +: {r}]);"]),
         "    end",
         "    /* verilator lint_on BLKSEQ */",
     ]
@@ -310,10 +267,11 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
     token_bits = index_bits(vocab)
     r = RESIDUAL_BITS
     window = spec.sliding_window
+    fsm = Fsm(("IDLE", "BUSY", "STREAM", "OUT"))
     body = [
-        "    localparam [1:0] IDLE = 2'd0, BUSY = 2'd1, STREAM = 2'd2, OUT = 2'd3;",
-        f"    localparam [{token_bits - 1}:0] LAST_TOKEN = {token_bits}'d{vocab - 1};",
-        "    reg [1:0] state;",
+        *fsm.localparams(),
+        last_value("LAST_TOKEN", vocab - 1, token_bits),
+        fsm.declaration(),
         f"    reg [{pos_bits - 1}:0] pos;",
         f"    reg [{pos_bits - 1}:0] first;         // the first position attended (sliding window)",
         f"    reg [{token_bits - 1}:0] token;",
@@ -355,45 +313,27 @@ def chip_module(spec, act_bits: int, positions: int, classifier: str, constants:
         f"    {module_name(classifier)} classifier (.clk(head_clk), .rst(rst), .start(final_norm_done), "
         ".x(final_normed), .mu(final_mu), .e(final_e), .done(classify_done), .y(logits));",
         "",
-        "    always @(posedge clk) begin",
-        "        go_embed <= 1'b0;",
-        "        if (rst) begin",
-        "            state <= IDLE;",
-        f"            pos <= {pos_bits}'d0;",
-        "        end else begin",
-        "            case (state)",
-        "                IDLE: if (in_valid) begin",
-        "                    token <= in_token;",
-        "                    go_embed <= 1'b1;",
     ]
     if window is None:
-        body.append(f"                    first <= {pos_bits}'d0;")
+        first = f"{pos_bits}'d0"
     else:
-        body.append(f"                    first <= pos >= {pos_bits}'d{window} ? pos - {pos_bits}'d{window - 1} : {pos_bits}'d0;")
+        first = f"pos >= {pos_bits}'d{window} ? pos - {pos_bits}'d{window - 1} : {pos_bits}'d0"
+    # the host protocol: take a token, run the stages (each stage's done starts the next), stream the logits
+    arms = [
+        *fsm.arm("IDLE", ["token <= in_token;", "go_embed <= 1'b1;", f"first <= {first};", fsm.goto("BUSY")],
+                 when="in_valid"),
+        *fsm.arm("BUSY", [f"logit_index <= {token_bits}'d0;", f"best <= {token_bits}'d0;",
+                          f"best_logit <= logits[{r - 1}:0];", fsm.goto("STREAM")], when="classify_done"),
+        *fsm.arm("STREAM", ["if (logit > best_logit) begin", "    best <= logit_index;", "    best_logit <= logit;",
+                            "end", f"logit_index <= logit_index + {token_bits}'d1;",
+                            f"if (logit_index == LAST_TOKEN) {fsm.goto('OUT')}"],
+                 comment="§9.1 argmax: the first index of the largest logit"),
+        *fsm.arm("OUT", [f"pos <= pos + {pos_bits}'d1;", fsm.goto("IDLE")], when="out_ready"),
+    ]
     body += [
-        "                    state <= BUSY;",
-        "                end",
-        "                BUSY: if (classify_done) begin",
-        f"                    logit_index <= {token_bits}'d0;",
-        f"                    best <= {token_bits}'d0;",
-        f"                    best_logit <= logits[{r - 1}:0];",
-        "                    state <= STREAM;",
-        "                end",
-        "                STREAM: begin      // §9.1 argmax: the first index of the largest logit",
-        "                    if (logit > best_logit) begin",
-        "                        best <= logit_index;",
-        "                        best_logit <= logit;",
-        "                    end",
-        f"                    logit_index <= logit_index + {token_bits}'d1;",
-        "                    if (logit_index == LAST_TOKEN) state <= OUT;",
-        "                end",
-        "                OUT: if (out_ready) begin",
-        f"                    pos <= pos + {pos_bits}'d1;",
-        "                    state <= IDLE;",
-        "                end",
-        "                default: state <= IDLE;",
-        "            endcase",
-        "        end",
+        "    always @(posedge clk) begin",
+        f"        {clear_pulses('go_embed')}",
+        *fsm.clocked(arms, on_reset=[f"pos <= {pos_bits}'d0;"]),
         "    end",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"),
