@@ -235,6 +235,8 @@ def held_back(text: str, stop: list[str]) -> int:
 
 @dataclass
 class Job:
+    """One request in the scheduler: its decoding, its slot while it holds one, and the queue on
+    its event loop that the scheduler posts ("text" | "done" | "cancelled" | "error", payload) to."""
     decoding: Decoding
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
@@ -262,10 +264,9 @@ def deliver(events: list) -> None:
 class Scheduler:
     """The slots, the queue and the thread that decodes every active slot together."""
 
-    def __init__(self, engine, slots: int, queue: int, pace_s_per_token=None, metrics=None):
+    def __init__(self, engine, slots: int, queue: int, pace_s_per_token=None):
         self.engine, self.slots, self.queue_limit = engine, slots, queue
         self.pace_s_per_token = pace_s_per_token        # users, context -> seconds, or None
-        self.metrics = metrics
         self.free = [engine.new_cache() for _ in range(slots)]
         self.active: list[Job] = []
         self.waiting: collections.deque[Job] = collections.deque()
@@ -634,7 +635,7 @@ class Service:
         self.metrics = Metrics()
         self.chip_timing = functools.lru_cache(maxsize=4096)(self._chip_timing)
         self.scheduler = Scheduler(engine, settings.slots, settings.queue,
-                                   self.pace_s_per_token if settings.pace == "chip" else None, self.metrics)
+                                   self.pace_s_per_token if settings.pace == "chip" else None)
         self.metrics.slots.set(settings.slots)
         self.metrics.slots_in_use.set_function(lambda: self.scheduler.in_use)
         self.metrics.queue_depth.set_function(lambda: self.scheduler.queued)
