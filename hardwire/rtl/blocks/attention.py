@@ -22,8 +22,8 @@ import numpy as np
 from hardwire.arithmetic import (ATTENTION_AVERAGE_FRAC_BITS, EXP2_FRAC_BITS, EXP2_ONE, INTERNAL_BITS,
                                  MULTIPLIER_BITS, RECIPROCAL_FRAC_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS)
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
-from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, index_bits, module, parameters, sext,
-                               signed_bits, word_write)
+from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Fsm, Port, case_rom, clear_pulses, index_bits, last_value,
+                               module, parameters, sext, signed_bits, word_write)
 
 AVERAGE_SHIFT = RECIPROCAL_FRAC_BITS - ATTENTION_AVERAGE_FRAC_BITS    # §6.3: 2^-39 of the reciprocal, 8 extra bits kept
 # fixed_multiplier gives m in [2^(bits-1), 2^bits]: bits + 1 magnitude bits and a sign
@@ -97,18 +97,34 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
     def element(vector: str, h: str, d: str) -> str:     # element d of head h's K or V row
         return f"$signed({vector}[(({h} / {group}) * {hd} + {d}) * {kv_bits} +: {kv_bits}])"
 
+    fsm = Fsm(("IDLE", "WRITE", "SCAN1", "SCAN2", "NORMALIZE", "QUANTIZE"))
+    scan_over = "!issuing && !valid"              # the last position's SRAM read is in
+    arms = [
+        fsm.step("IDLE", "start", "WRITE"),
+        *fsm.arm("WRITE", [fsm.goto("SCAN1"), "t <= first;", "issuing <= 1'b1;"]),
+        *fsm.arm("SCAN1", [fsm.goto("SCAN2"), "t <= first;", "issuing <= 1'b1;"], when=scan_over),
+        *fsm.arm("SCAN2", [fsm.goto("NORMALIZE"), f"head <= {head_bits}'d0;"], when=scan_over),
+        *fsm.arm("NORMALIZE", [
+            f"head <= head + {head_bits}'d1;",
+            "if (head == LAST_HEAD) begin",
+            f"    {fsm.goto('QUANTIZE')}",
+            "    go_quantize <= 1'b1;",
+            "end"]),
+        *fsm.arm("QUANTIZE", [fsm.goto("IDLE"), "done <= 1'b1;"], when="quantize_done"),
+    ]
+
     body = [
         *parameters(("score_mult", SCORE_MULT_BITS), ("score_shift", 8), ("out_mult", OUT_MULT_BITS), ("out_shift", 8)),
         f"    // {heads} heads ({kv_heads} KV heads) of {head_dim}, KV cache {positions} x {kv_bits} bits.",
-        "    localparam [2:0] IDLE = 3'd0, WRITE = 3'd1, SCAN1 = 3'd2, SCAN2 = 3'd3, NORMALIZE = 3'd4, QUANTIZE = 3'd5;",
-        f"    localparam [{head_bits - 1}:0] LAST_HEAD = {head_bits}'d{heads - 1};",
+        *fsm.localparams(),
+        last_value("LAST_HEAD", heads - 1, head_bits),
         f"    wire signed [7:0] out_shift_wide = out_shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
         "    wire quantize_done;",
         f"    reg [{heads * hd * wide_w - 1}:0] wide;     // the heads' averages in units of s * 2^-8, clamped",
         f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         "        .x(out), .mu(mu), .e(e));",
-        "    reg [2:0] state;",
+        fsm.declaration(),
         f"    reg [{pos_bits - 1}:0] t;            // the position being read",
         "    reg issuing;                 // t is a valid read address",
         "    reg valid;                   // the SRAMs' read data belongs to a position",
@@ -228,47 +244,14 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         "",
         "    // Control: the state, the read address and when the scans end.",
         "    always @(posedge clk) begin",
-        "        done <= 1'b0;",
-        "        go_quantize <= 1'b0;",
+        f"        {clear_pulses('done')}",
+        f"        {clear_pulses('go_quantize')}",
         "        valid <= issuing;",
-        "        if (rst) begin",
-        "            state <= IDLE;",
-        "            issuing <= 1'b0;",
-        "        end else begin",
-        "            if (issuing) begin",
-        f"                t <= t + {pos_bits}'d1;",
-        "                if (t == pos) issuing <= 1'b0;",
-        "            end",
-        "            case (state)",
-        "                IDLE: if (start) state <= WRITE;",
-        "                WRITE: begin",
-        "                    state <= SCAN1;",
-        "                    t <= first;",
-        "                    issuing <= 1'b1;",
-        "                end",
-        "                SCAN1: if (!issuing && !valid) begin",
-        "                    state <= SCAN2;",
-        "                    t <= first;",
-        "                    issuing <= 1'b1;",
-        "                end",
-        "                SCAN2: if (!issuing && !valid) begin",
-        "                    state <= NORMALIZE;",
-        f"                    head <= {head_bits}'d0;",
-        "                end",
-        "                NORMALIZE: begin",
-        f"                    head <= head + {head_bits}'d1;",
-        "                    if (head == LAST_HEAD) begin",
-        "                        state <= QUANTIZE;",
-        "                        go_quantize <= 1'b1;",
-        "                    end",
-        "                end",
-        "                QUANTIZE: if (quantize_done) begin",
-        "                    state <= IDLE;",
-        "                    done <= 1'b1;",
-        "                end",
-        "                default: state <= IDLE;",
-        "            endcase",
-        "        end",
+        *fsm.clocked(arms, on_reset=["issuing <= 1'b0;"], before_case=[
+            "if (issuing) begin",
+            f"    t <= t + {pos_bits}'d1;",
+            "    if (t == pos) issuing <= 1'b0;",
+            "end"]),
         "    end",
         "",
         "    integer h, d;",

@@ -18,9 +18,9 @@ import numpy as np
 from hardwire.arithmetic import MULTIPLIER_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.datapath import chunk_plan
-from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Port, case_rom, index_bits, literal,
-                               module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
-                               word_write)
+from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Fsm, Port, case_rom, clear_pulses, index_bits, last_value,
+                               literal, module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
+                               word_write, wrap_count)
 
 
 
@@ -61,12 +61,12 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
     chunk_bits = index_bits(chunks)
     r = RESIDUAL_BITS
     wb = wide_bits(out_bits)
+    fsm = Fsm(("IDLE", "LARGEST", "PRESHIFT", "SQUARES", "EPS", "RSQRT", "OUTPUT", "QUANTIZE"))
     body = [
         *parameters(("shift", 8)),
         f"    // {dim} elements, {per} per cycle: {3 * chunks + 3} cycles.",
-        "    localparam [2:0] IDLE = 3'd0, LARGEST = 3'd1, PRESHIFT = 3'd2, SQUARES = 3'd3, EPS = 3'd4, RSQRT = 3'd5,"
-        "                     OUTPUT = 3'd6, QUANTIZE = 3'd7;",
-        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
+        "".join(fsm.localparams(per_line=6)),         # one line (as generated so far: no break after RSQRT)
+        last_value("LAST_CHUNK", chunks - 1, chunk_bits),
         f"    localparam signed [63:0] EPS_BASE = {literal(eps, 64, True)};",
         f"    wire signed [7:0] out_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
@@ -74,7 +74,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         f"    reg [{dim * wb - 1}:0] wide;   // u_i C_i in units of s * 2^-8, clamped, before the token scale",
         f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         "        .x(x), .mu(mu), .e(e));",
-        "    reg [2:0] state;",
+        fsm.declaration(),
         f"    reg [{chunk_bits - 1}:0] chunk;",
         "    reg [63:0] largest;",
         "    reg [6:0] pre;                // the pre-shift: h >> pre fits 23 bits + sign",
@@ -104,6 +104,59 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
 
     def element(chunk: str, k: str) -> str:         # h_i, element k of a chunk (32 bits, signed)
         return f"$signed({chunk}[{k} * {r} +: {r}])"
+
+    next_chunk = wrap_count("chunk", "LAST_CHUNK", chunk_bits)
+    # LARGEST, PRESHIFT: the pre-shift that keeps h narrow; SQUARES: the sum of squares; EPS, RSQRT: the
+    # reciprocal square root; OUTPUT: the scaled elements; QUANTIZE: the token quantizer's pass.
+    arms = [
+        *fsm.arm("IDLE", [fsm.goto("LARGEST"), f"chunk <= {chunk_bits}'d0;", "largest <= 64'd0;"], when="start"),
+        *fsm.arm("LARGEST", [
+            "chunk_max = largest;",
+            f"for (k = 0; k < {per}; k = k + 1)",
+            "begin",
+            f"    size = magnitude({element('h_now', 'k')});",
+            f"    if ({{{63 - r}'d0, size}} > chunk_max) chunk_max = {{{63 - r}'d0, size}};",
+            "end",
+            "largest <= chunk_max;",
+            next_chunk,
+            f"if (chunk == LAST_CHUNK) {fsm.goto('PRESHIFT')}"]),
+        *fsm.arm("PRESHIFT", ["pre <= bit_length(largest) > 7'd23 ? bit_length(largest) - 7'd23 : 7'd0;",
+                              "total <= 64'sd0;", fsm.goto("SQUARES")],
+                 comment="pre = max(0, bit_length(largest) - 23)"),
+        *fsm.arm("SQUARES", [
+            "chunk_sum = 64'sd0;",
+            f"for (k = 0; k < {per}; k = k + 1)",
+            "    chunk_sum = chunk_sum + $signed({15'd0, products[k * 49 +: 49]});   // a square: >= 0",
+            "total <= total + chunk_sum;",
+            next_chunk,
+            f"if (chunk == LAST_CHUNK) {fsm.goto('EPS')}"]),
+        *fsm.arm("EPS", [
+            "rs_v = total + rshift_round(EPS_BASE, $signed({pre, 1'b0}));",
+            "if (rs_v < 64'sd1) rs_v = 64'sd1;",
+            "rs_t = $signed({1'b0, bit_length(rs_v)}) - 8'sd15 >>> 1;",
+            "rs_amount = rs_t[7] ? 8'd0 - rs_t : rs_t;",
+            "rs_m = rs_t[7] ? rs_v <<< (rs_amount << 1) : rs_v >>> (rs_amount << 1);",
+            "m <= rs_m[16:0];",
+            "t <= rs_t;",
+            fsm.goto("RSQRT")]),
+        *fsm.arm("RSQRT", [
+            "rs_y0 = {32'h0, rsqrt_entry};",
+            "rs_p = (rs_y0 * rs_y0) >>> 15;",
+            "rs_newton = (64'sd3 <<< 45) - $signed({47'd0, m}) * rs_p;",
+            "y <= (rs_y0 * (rs_newton >>> 16)) >>> 30;",
+            fsm.goto("OUTPUT")]),
+        *fsm.arm("OUTPUT", [
+            f"for (j = 0; j < {per}; j = j + 1)",
+            f"    wide_now[j * {wb} +: {wb}] = clamp_wide(element_wide($signed(products[j * 49 +: 49]), "
+            f"mult_word[j * {mult_bits} +: {mult_bits}], t, out_shift));",
+            *word_write("wide", chunks, per * wb, "chunk", "wide_now", ""),
+            next_chunk,
+            "if (chunk == LAST_CHUNK) begin",
+            f"    {fsm.goto('QUANTIZE')}",
+            "    go_quantize <= 1'b1;",
+            "end"]),
+        *fsm.arm("QUANTIZE", [fsm.goto("IDLE"), "done <= 1'b1;"], when="quantize_done"),
+    ]
 
     # per-lane logic
     body += [
@@ -169,8 +222,8 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "    // three passes read the chunk through the one multiplexer below.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
-        "        done <= 1'b0;",
-        "        go_quantize <= 1'b0;",
+        f"        {clear_pulses('done')}",
+        f"        {clear_pulses('go_quantize')}",
         "        // The temporaries are set in every cycle (zero where unused), so synthesis sees no state to",
         "        // hold in them: a temporary written only in some states would become flip-flops.",
         f"        wide_now = {per * wb}'d0;",
@@ -185,74 +238,7 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         "        end else begin",
         f"            products = {per * 49}'d0;",
         "        end",
-        "        if (rst) begin",
-        "            state <= IDLE;",
-        "        end else begin",
-        "            case (state)",
-        "                IDLE: if (start) begin",
-        "                    state <= LARGEST;",
-        f"                    chunk <= {chunk_bits}'d0;",
-        "                    largest <= 64'd0;",
-        "                end",
-        "                LARGEST: begin",
-        "                    chunk_max = largest;",
-        f"                    for (k = 0; k < {per}; k = k + 1)",
-        "                    begin",
-        f"                        size = magnitude({element('h_now', 'k')});",
-        f"                        if ({{{63 - r}'d0, size}} > chunk_max) chunk_max = {{{63 - r}'d0, size}};",
-        "                    end",
-        "                    largest <= chunk_max;",
-        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
-        "                    if (chunk == LAST_CHUNK) state <= PRESHIFT;",
-        "                end",
-        "                PRESHIFT: begin      // pre = max(0, bit_length(largest) - 23)",
-        "                    pre <= bit_length(largest) > 7'd23 ? bit_length(largest) - 7'd23 : 7'd0;",
-        "                    total <= 64'sd0;",
-        "                    state <= SQUARES;",
-        "                end",
-        "                SQUARES: begin",
-        "                    chunk_sum = 64'sd0;",
-        f"                    for (k = 0; k < {per}; k = k + 1)",
-        "                        chunk_sum = chunk_sum + $signed({15'd0, products[k * 49 +: 49]});   // a square: >= 0",
-        "                    total <= total + chunk_sum;",
-        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
-        "                    if (chunk == LAST_CHUNK) state <= EPS;",
-        "                end",
-        "                EPS: begin",
-        "                    rs_v = total + rshift_round(EPS_BASE, $signed({pre, 1'b0}));",
-        "                    if (rs_v < 64'sd1) rs_v = 64'sd1;",
-        "                    rs_t = $signed({1'b0, bit_length(rs_v)}) - 8'sd15 >>> 1;",
-        "                    rs_amount = rs_t[7] ? 8'd0 - rs_t : rs_t;",
-        "                    rs_m = rs_t[7] ? rs_v <<< (rs_amount << 1) : rs_v >>> (rs_amount << 1);",
-        "                    m <= rs_m[16:0];",
-        "                    t <= rs_t;",
-        "                    state <= RSQRT;",
-        "                end",
-        "                RSQRT: begin",
-        "                    rs_y0 = {32'h0, rsqrt_entry};",
-        "                    rs_p = (rs_y0 * rs_y0) >>> 15;",
-        "                    rs_newton = (64'sd3 <<< 45) - $signed({47'd0, m}) * rs_p;",
-        "                    y <= (rs_y0 * (rs_newton >>> 16)) >>> 30;",
-        "                    state <= OUTPUT;",
-        "                end",
-        "                OUTPUT: begin",
-        f"                    for (j = 0; j < {per}; j = j + 1)",
-        f"                        wide_now[j * {wb} +: {wb}] = clamp_wide(element_wide($signed(products[j * 49 +: 49]), "
-        f"mult_word[j * {mult_bits} +: {mult_bits}], t, out_shift));",
-        *word_write("wide", chunks, per * wb, "chunk", "wide_now", "                    "),
-        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
-        "                    if (chunk == LAST_CHUNK) begin",
-        "                        state <= QUANTIZE;",
-        "                        go_quantize <= 1'b1;",
-        "                    end",
-        "                end",
-        "                QUANTIZE: if (quantize_done) begin",
-        "                    state <= IDLE;",
-        "                    done <= 1'b1;",
-        "                end",
-        "                default: state <= IDLE;",
-        "            endcase",
-        "        end",
+        *fsm.clocked(arms),
         "    end",
         "    /* verilator lint_on BLKSEQ */",
     ]

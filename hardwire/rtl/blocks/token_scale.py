@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from hardwire import arithmetic as ar
 from hardwire.datapath import chunk_plan
-from hardwire.rtl.emit import Port, index_bits, module, word_read, word_write
+from hardwire.rtl.emit import Fsm, Port, clear_pulses, index_bits, last_value, module, word_read, word_write, wrap_count
 
 SHIFT_BASE = ar.TOKEN_RECIPROCAL_BITS + ar.TOKEN_FRAC_BITS - ar.TOKEN_MANTISSA_BITS
 
@@ -69,11 +69,50 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
     limit = (1 << (bits - 1)) - 1
     product_bits = bits + ar.TOKEN_CLAMP_BITS + 15   # |clamp * R[mu]| <= 2^(bits+22), + 2^20 rounding
     threshold_bits = max(t.bit_length() for t in thresholds.values())
+    fsm = Fsm(("IDLE", "LARGEST", "CHOOSE", "DECIDE", "OUTPUT"))
+    next_chunk = wrap_count("chunk", "LAST_CHUNK", chunk_bits)
+    # LARGEST scans the chunks for the largest magnitude; CHOOSE, DECIDE try exponents from the top
+    # until a mantissa fits; OUTPUT quantizes the chunks with the chosen scale.
+    arms = [
+        *fsm.arm("IDLE", [fsm.goto("LARGEST"), f"chunk <= {chunk_bits}'d0;", f"largest <= {w}'sd0;"], when="start"),
+        *fsm.arm("LARGEST", [
+            "chunk_max = largest;",
+            f"for (k = 0; k < {per}; k = k + 1)",
+            "begin",
+            f"    size = magnitude(wide_now[k * {w} +: {w}]);",
+            "    if (size > chunk_max) chunk_max = size;",
+            "end",
+            "largest <= chunk_max;",
+            next_chunk,
+            f"if (chunk == LAST_CHUNK) {fsm.goto('CHOOSE')}",
+            f"e_try <= 4'd{ar.TOKEN_MAX_EXPONENT};"]),
+        *fsm.arm("CHOOSE", ["fitted <= fit(largest, e_try);", "tried_e <= e_try;", "e_try <= e_try - 4'd1;",
+                            fsm.goto("DECIDE")]),
+        *fsm.arm("DECIDE", [
+            "if (fitted[4] || tried_e == 4'd0) begin",
+            "    mu <= fitted[3:0];",
+            "    e <= tried_e;",
+            "    reciprocal <= reciprocal_mu(fitted[3:0]);",
+            f"    out_shift <= 8'sd{SHIFT_BASE} - $signed({{4'd0, tried_e}});",
+            f"    {fsm.goto('OUTPUT')}",
+            "end else begin",
+            f"    {fsm.goto('CHOOSE')}",
+            "end"], comment="none fits at e = 0: the coarsest step (mu, e) = (15, 0)"),
+        *fsm.arm("OUTPUT", [
+            f"for (j = 0; j < {per}; j = j + 1)",
+            f"    x_now[j * {bits} +: {bits}] = element_out(wide_now[j * {w} +: {w}], reciprocal, out_shift);",
+            *word_write("x_buffer", chunks, per * bits, "chunk", "x_now", ""),
+            next_chunk,
+            "if (chunk == LAST_CHUNK) begin",
+            f"    {fsm.goto('IDLE')}",
+            "    done <= 1'b1;",
+            "end"]),
+    ]
     body = [
         f"    // {count} values, {per} per cycle: {2 * chunks + 2} cycles.",
-        "    localparam [2:0] IDLE = 3'd0, LARGEST = 3'd1, CHOOSE = 3'd2, DECIDE = 3'd3, OUTPUT = 3'd4;",
-        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
-        "    reg [2:0] state;",
+        *fsm.localparams(),
+        last_value("LAST_CHUNK", chunks - 1, chunk_bits),
+        fsm.declaration(),
         f"    reg [{chunk_bits - 1}:0] chunk;",
         f"    reg signed [{w - 1}:0] largest;",
         "    // R[mu] = round(2^16 / mu), mu in [8, 16): at most 2^13, 14 bits",
@@ -150,7 +189,7 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "    // non-blocking writes. Both passes read the chunk through the one multiplexer below.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
-        "        done <= 1'b0;",
+        f"        {clear_pulses('done')}",
         "        // temporaries set in every cycle (zero where unused): synthesis then holds no state in them",
         f"        wide_now = {per * w}'d0;",
         f"        x_now = {per * bits}'d0;",
@@ -159,58 +198,9 @@ def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, s
         "        if (state == LARGEST || state == OUTPUT) begin",
         *word_read("wide", chunks, per * w, "chunk", "wide_now", "            "),
         "        end",
-        "        if (rst) begin",
-        "            state <= IDLE;",
-        "        end else begin",
-        "            case (state)",
-        "                IDLE: if (start) begin",
-        "                    state <= LARGEST;",
-        f"                    chunk <= {chunk_bits}'d0;",
-        f"                    largest <= {w}'sd0;",
-        "                end",
-        "                LARGEST: begin",
-        "                    chunk_max = largest;",
-        f"                    for (k = 0; k < {per}; k = k + 1)",
-        "                    begin",
-        f"                        size = magnitude(wide_now[k * {w} +: {w}]);",
-        "                        if (size > chunk_max) chunk_max = size;",
-        "                    end",
-        "                    largest <= chunk_max;",
-        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
-        "                    if (chunk == LAST_CHUNK) state <= CHOOSE;",
-        f"                    e_try <= 4'd{ar.TOKEN_MAX_EXPONENT};",
-        "                end",
-        "                CHOOSE: begin",
-        "                    fitted <= fit(largest, e_try);",
-        "                    tried_e <= e_try;",
-        "                    e_try <= e_try - 4'd1;",
-        "                    state <= DECIDE;",
-        "                end",
-        "                DECIDE: begin      // none fits at e = 0: the coarsest step (mu, e) = (15, 0)",
-        "                    if (fitted[4] || tried_e == 4'd0) begin",
-        "                        mu <= fitted[3:0];",
-        "                        e <= tried_e;",
-        "                        reciprocal <= reciprocal_mu(fitted[3:0]);",
-        f"                        out_shift <= 8'sd{SHIFT_BASE} - $signed({{4'd0, tried_e}});",
-        "                        state <= OUTPUT;",
-        "                    end else begin",
-        "                        state <= CHOOSE;",
-        "                    end",
-        "                end",
-        "                OUTPUT: begin",
-        f"                    for (j = 0; j < {per}; j = j + 1)",
-        f"                        x_now[j * {bits} +: {bits}] = element_out(wide_now[j * {w} +: {w}], reciprocal, out_shift);",
-        *word_write("x_buffer", chunks, per * bits, "chunk", "x_now", "                    "),
-        f"                    chunk <= chunk == LAST_CHUNK ? {chunk_bits}'d0 : chunk + {chunk_bits}'d1;",
-        "                    if (chunk == LAST_CHUNK) begin",
-        "                        state <= IDLE;",
-        "                        done <= 1'b1;",
-        "                    end",
-        "                end",
-        "                default: state <= IDLE;",
-        "            endcase",
-        "        end",
-        "    end",        "    /* verilator lint_on BLKSEQ */",
+        *fsm.clocked(arms),
+        "    end",
+        "    /* verilator lint_on BLKSEQ */",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "wide", count * w),
              Port("output", "done", reg=True), Port("output", "x", count * bits),
