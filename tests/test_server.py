@@ -464,3 +464,18 @@ def test_paced_at_the_chip_the_answer_is_the_same_and_never_faster_than_the_chip
     assert body["choices"][0]["text"] == engine.generate(engine.tokenizer.encode("Once upon a time", bos=True),
                                                          max_tokens=12).text
     assert body["hardwire"]["wall"]["total_ms"] >= body["hardwire"]["chip"]["decode_ms"]
+
+
+def test_streamed_logprobs_and_chat_content_parts(client):
+    payload = {"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "logprobs": 1}
+    with client.stream("POST", "/v1/completions", json={**payload, "stream": True}) as response:
+        chunks = [e for e in sse(response.iter_lines())[:-1] if e["choices"]]
+    tokens = [t for c in chunks if c["choices"][0]["logprobs"] for t in c["choices"][0]["logprobs"]["tokens"]]
+    plain = client.post("/v1/completions", json=payload).json()["choices"][0]
+    assert tokens == plain["logprobs"]["tokens"] and "".join(tokens) == plain["text"]
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Tell "}, {"type": "text",
+                                                                                          "text": "a story"}]}],
+             "max_tokens": 5, "temperature": 0}
+    whole = {"messages": [{"role": "user", "content": "Tell a story"}], "max_tokens": 5, "temperature": 0}
+    assert client.post("/v1/chat/completions", json=parts).json()["choices"] == \
+        client.post("/v1/chat/completions", json=whole).json()["choices"]
