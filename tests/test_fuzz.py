@@ -1,14 +1,14 @@
 """The project fuzzes itself: generated malformed inputs must meet the exit-2 contract.
 
 Hypothesis generates config.json fields, safetensors headers, GGUF and llama2.c headers, die manifests
-(edited and re-hashed, so only the consistency checks stand between them and a run), plan and chip
-files and command-line values.
+(edited and re-hashed, so only the consistency checks stand between them and a run), plan, chip and
+tokenizer side files and command-line values.
 Each example runs `hardwire.cli.main` (or the reader it calls) in this process and must end in
 exit 0 or exit 2 with exactly one line naming the file or option; any other exception fails the
 test. Where an independent judge exists it decides what must be refused: the reference
 `safetensors` reader for byte ranges, the JSON type a config field needs, the option's own range.
 
-Profiles (docs/reliability.md): `quick`, seeded and in the default suite (1,160 examples, about
+Profiles (docs/reliability.md): `quick`, seeded and in the default suite (1,210 examples, about
 30 s in all); `long` under the `slow` marker (`make test-slow`), ten times as many.
 """
 from __future__ import annotations
@@ -462,4 +462,34 @@ def test_fuzzed_chip_files_are_refused_or_estimated(profile, tmp_path, capsys):
         path.write_text("\n".join(f"{k} = {toml_value(v)}" for k, v in {**base, **edits}.items()))
         exit_contract(capsys, ["estimate", "--preset", "stories260k", "--chip", path, "--json"])
         capsys.readouterr()
+    check()
+
+
+# -- tokenizer side files ----------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", PROFILE_PARAMS)
+def test_fuzzed_tokenizer_configs_are_refused_or_read(profile, tmp_path, capsys):
+    """task-small's tokenizer_config.json (or a special_tokens_map.json beside it) with fields set
+    to any JSON value: exit 0 or 2; a non-boolean add_bos_token is always refused."""
+    import shutil
+
+    from hardwire.model.load import resolve_model_path
+
+    folder = tmp_path / "task"
+    shutil.copytree(resolve_model_path("task-small"), folder)
+    base = json.loads((folder / "tokenizer_config.json").read_text())
+    keys = sorted(base) + ["add_eos_token", "model_max_length"]
+
+    @profile_settings(profile, 50)
+    @given(edits=st.dictionaries(st.sampled_from(keys), json_values | st.sampled_from(["<s>", "</s>", "nope", ""]),
+                                 min_size=1, max_size=2),
+           target=st.sampled_from(["tokenizer_config.json", "special_tokens_map.json"]))
+    def check(edits, target):
+        (folder / "tokenizer_config.json").write_text(json.dumps(base))
+        (folder / "special_tokens_map.json").unlink(missing_ok=True)
+        (folder / target).write_text(json.dumps({**base, **edits} if target == "tokenizer_config.json" else edits))
+        code = exit_contract(capsys, ["inspect", folder])
+        capsys.readouterr()
+        if target == "tokenizer_config.json" and "add_bos_token" in edits \
+                and type(edits["add_bos_token"]) is not bool:
+            assert code == 2, edits
     check()

@@ -328,3 +328,17 @@ def test_a_short_tokenizer_is_one_note_on_the_command_line(tmp_path, cli):
     proc = cli("run", padded_vocab_folder(tmp_path), "--prompt", "a b", "-n", "8", "-t", "2", "--seed", "4")
     notes = proc.stderr.strip().splitlines()
     assert len(notes) == 1 and notes[0].startswith("hardwire: note:") and "never sampled" in notes[0]
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, None, []])
+def test_add_bos_token_must_be_a_boolean(tmp_path, capsys, value):
+    import shutil
+
+    from hardwire.model.load import resolve_model_path
+
+    folder = tmp_path / "task"
+    shutil.copytree(resolve_model_path("task-small"), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": value}))
+    line = refused(capsys, "inspect", folder)
+    assert "tokenizer_config.json" in line and "add_bos_token" in line, line

@@ -462,7 +462,10 @@ def load_hf_tokenizer(path: str | os.PathLike) -> HFTokenizer:
 
     bos_id, eos_id = token_id("bos_token"), token_id("eos_token")
     if "add_bos_token" in config:
-        add_bos = bool(config["add_bos_token"])
+        add_bos = config["add_bos_token"]
+        if type(add_bos) is not bool:       # "false" is a string, and truthy: refuse, never guess
+            raise BadTokenizer(f"expected true or false, got {json.dumps(add_bos)[:40]}", path=config_path,
+                               field="add_bos_token")
     else:
         add_bos = template_token is not None and tokenizer.token_to_id(template_token) == bos_id
     return HFTokenizer(tokenizer, kind="hf", bos_id=bos_id, eos_id=eos_id, add_bos=add_bos, source=path)
@@ -573,6 +576,8 @@ def tokenizer_from_gguf(metadata, path: str | os.PathLike | None = None) -> Toke
         values = metadata.get(key)
         if values is None:
             return default
+        if not hasattr(values, "__len__") or isinstance(values, (str, bytes)):
+            raise BadTokenizer(f"expected an array, got {type(values).__name__}", path=path, field=key)
         if len(values) != len(tokens):
             raise BadTokenizer(f"has {len(values)} entries, expected one per token ({len(tokens)})",
                                path=path, field=key)
@@ -580,13 +585,15 @@ def tokenizer_from_gguf(metadata, path: str | os.PathLike | None = None) -> Toke
 
     def token_id(key: str, default: int | None) -> int | None:
         value = metadata.get(key, default)
-        if value is not None and not 0 <= int(value) < len(tokens):
+        if value is not None and (type(value) is not int or not 0 <= value < len(tokens)):
             raise BadTokenizer(f"is {value}, expected a token id in [0, {len(tokens)})", path=path, field=key)
         return None if value is None else int(value)
 
     bos_id = token_id("tokenizer.ggml.bos_token_id", None)
     eos_id = token_id("tokenizer.ggml.eos_token_id", None)
-    add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", model == "llama"))
+    add_bos = metadata.get("tokenizer.ggml.add_bos_token", model == "llama")
+    if type(add_bos) is not bool:
+        raise BadTokenizer(f"expected a bool, got {add_bos!r:.40}", path=path, field="tokenizer.ggml.add_bos_token")
     if model == "llama":
         types = [int(t) for t in per_token("tokenizer.ggml.token_type",
                                            llama2c_token_types(tokens, bos_id, eos_id))]
