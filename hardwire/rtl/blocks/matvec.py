@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
-from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, literal, module, pack_fields, sext,
-                               signed_bits, word_read, word_write, zext)
+from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, clear_pulses, index_bits, last_value, literal,
+                               module, pack_fields, sext, signed_bits, word_read, word_write, zext)
 
 STYLES = ("rom_mac", "hardwired")
 
@@ -170,6 +170,12 @@ def matvec_comment(matrix: IntMatrix, style: str, out_bits: int) -> str:
 
 
 # -- ROM + MAC lanes ---------------------------------------------------------------------------------
+#
+# Two variants of one circuit, each composed from the sections below:
+#   rom_mac_per_row  one scale per row (per-channel): the lanes only sum (c - z) x, and the
+#                    requantizer multiplies the row sum by m_i, read with the row's constants;
+#   rom_mac_grouped  several scale groups per row: a scales ROM beside the codes, and each lane
+#                    adds m_ig * partial to its row sum `acc` at every group's end.
 
 def requantizers_for(lanes: int, cols: int) -> int:
     """Requantizers shared by the lanes: enough that a block's results drain (R per cycle) while
@@ -177,151 +183,226 @@ def requantizers_for(lanes: int, cols: int) -> int:
     return -(-lanes // max(cols, 1))
 
 
-def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dict[str, str]:
-    """Modules {name: text} of the ROM style: the matvec and its three ROMs (codes, group scales,
-    row constants)."""
-    name = module_name(matrix.name)
-    rows, cols, gw, groups = matrix.rows, matrix.cols, matrix.group_width, matrix.groups
-    lanes = max(1, min(lanes, rows))
-    blocks = -(-rows // lanes)
-    requantizers = requantizers_for(lanes, cols)
-    steps = -(-lanes // requantizers)              # drain cycles per block
-    wd = bounds(matrix, x_bits)
-    weights = matrix.weights()
-    bias = np.zeros(rows, dtype=np.int64) if matrix.bias is None else np.asarray(matrix.bias, dtype=np.int64)
+@dataclass(frozen=True)
+class RomMac:
+    """The geometry of one ROM + MAC lanes product: rows cut into `blocks` of `lanes` rows, each block
+    walking the columns, its sums drained by `requantizers` in `steps` cycles; and the counters' bits."""
 
-    def row(b, l):
-        r = b * lanes + l
-        return r if r < rows and l < lanes else None
+    matrix: IntMatrix
+    x_bits: int
+    out_bits: int
+    lanes: int
+    widths: Widths
+    blocks: int
+    requantizers: int
+    steps: int             # drain cycles per block
+    block_bits: int
+    step_bits: int
+    col_bits: int
+    row_bits: int          # a row index (up to blocks * lanes)
+    row_addr_bits: int     # the row constants ROM's address (block * steps + step)
+    q_bits: int            # a requantizer's index
 
-    # ROM words: codes [blocks*cols] x lanes; scales [blocks*groups] x lanes; rows [blocks*steps] x requantizers.
-    code_words = []
-    for b in range(blocks):
-        for j in range(cols):
-            code_words.append(pack_fields([weights[r, j] if (r := row(b, l)) is not None else 0
-                                           for l in range(lanes)], wd.code))
-    scale_words = []
-    for b in range(blocks):
-        for g in range(groups):
-            scale_words.append(pack_fields([int(matrix.multipliers[r, g]) if (r := row(b, l)) is not None else 0
-                                            for l in range(lanes)], wd.mult))
-    # One scale per row (per-channel): the requantizer applies m_i to the lane's sum, so lanes need
-    # no scale multiplier (m_i * partial is the whole of acc_i with one group).
-    per_row = groups == 1
-    row_width = wd.shift + wd.bias + (wd.mult if per_row else 0)
-    row_words = []
-    for b in range(blocks):
-        for step in range(steps):
+    @classmethod
+    def plan(cls, matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> "RomMac":
+        lanes = max(1, min(lanes, matrix.rows))
+        blocks = -(-matrix.rows // lanes)
+        requantizers = requantizers_for(lanes, matrix.cols)
+        steps = -(-lanes // requantizers)
+        return cls(matrix, x_bits, out_bits, lanes, bounds(matrix, x_bits), blocks, requantizers, steps,
+                   index_bits(blocks), index_bits(steps), index_bits(matrix.cols), index_bits(blocks * lanes + 1),
+                   index_bits(blocks * steps), index_bits(requantizers))
+
+    @property
+    def name(self) -> str:
+        return module_name(self.matrix.name)
+
+    @property
+    def per_row(self) -> bool:
+        return self.matrix.groups == 1
+
+    @property
+    def cycles(self) -> int:
+        return self.blocks * self.matrix.cols + self.steps + 3
+
+    @property
+    def row_width(self) -> int:
+        """Bits of one row's constants {m (one scale per row only), bias, shift}."""
+        wd = self.widths
+        return wd.shift + wd.bias + (wd.mult if self.per_row else 0)
+
+    def row(self, block: int, lane: int) -> int | None:
+        """The row lane `lane` computes in block `block` (None past the last row)."""
+        r = block * self.lanes + lane
+        return r if r < self.matrix.rows and lane < self.lanes else None
+
+
+@dataclass(frozen=True)
+class LaneRom:
+    """A registered ROM the lanes read one word of per column, `lanes` fields to a word: its address
+    counter steps every column, or only at a group's end (`when`)."""
+
+    instance: str          # codes | scales
+    word: str              # the data wire, e.g. code_word
+    address: str           # the address counter, e.g. code_addr
+    address_bits: int
+    word_bits: int
+    when: str = ""         # the step's condition ("": every column)
+
+
+@dataclass(frozen=True)
+class LaneSum:
+    """A running sum each lane keeps, cleared at `start`."""
+
+    name: str
+    bits: int
+    declaration: str       # the text after the array's name (aligned comment)
+
+
+# -- the ROMs ------------------------------------------------------------------------------------------
+
+def code_rom(g: RomMac) -> tuple[LaneRom, dict[str, str]]:
+    """c - z of `lanes` rows per word, word = block * cols + column."""
+    m, wd = g.matrix, g.widths
+    weights = m.weights()
+    words = [pack_fields([weights[r, j] if (r := g.row(b, l)) is not None else 0 for l in range(g.lanes)], wd.code)
+             for b in range(g.blocks) for j in range(m.cols)]
+    name = f"{g.name}_codes"
+    text = case_rom(name, words, g.lanes * wd.code,
+                    f"{m.name}: c - z, {g.lanes} lanes x {wd.code} bits, word = block * {m.cols} + column.",
+                    registered=True)
+    return LaneRom("codes", "code_word", "code_addr", index_bits(g.blocks * m.cols), g.lanes * wd.code), {name: text}
+
+
+def scale_rom(g: RomMac) -> tuple[LaneRom, dict[str, str]]:
+    """The group multipliers m_ig of `lanes` rows per word, word = block * groups + group."""
+    m, wd = g.matrix, g.widths
+    words = [pack_fields([int(m.multipliers[r, k]) if (r := g.row(b, l)) is not None else 0 for l in range(g.lanes)],
+                         wd.mult)
+             for b in range(g.blocks) for k in range(m.groups)]
+    name = f"{g.name}_scales"
+    text = case_rom(name, words, g.lanes * wd.mult,
+                    f"{m.name}: group multipliers m, word = block * {m.groups} + group.", registered=True)
+    return (LaneRom("scales", "scale_word", "scale_addr", index_bits(g.blocks * m.groups), g.lanes * wd.mult,
+                    "group_end"), {name: text})
+
+
+def row_constants_rom(g: RomMac) -> dict[str, str]:
+    """{m (one scale per row only), bias, shift} of the rows each drain step requantizes, one field
+    per requantizer, word = block * steps + step."""
+    m, wd = g.matrix, g.widths
+    bias = np.zeros(m.rows, dtype=np.int64) if m.bias is None else np.asarray(m.bias, dtype=np.int64)
+    words = []
+    for b in range(g.blocks):
+        for step in range(g.steps):
             fields = []
-            for q in range(requantizers):
-                r = row(b, step * requantizers + q)
-                k, bb, m = (int(matrix.shifts[r]), int(bias[r]), int(matrix.multipliers[r, 0])) if r is not None else (0, 0, 0)
+            for q in range(g.requantizers):
+                r = g.row(b, step * g.requantizers + q)
+                k, bb, mult = (int(m.shifts[r]), int(bias[r]), int(m.multipliers[r, 0])) if r is not None else (0, 0, 0)
                 field = ((bb & ((1 << wd.bias) - 1)) << wd.shift) | (k & ((1 << wd.shift) - 1))
-                if per_row:
-                    field |= m << (wd.shift + wd.bias)
+                if g.per_row:
+                    field |= mult << (wd.shift + wd.bias)
                 fields.append(field)
-            row_words.append(pack_fields(fields, row_width))
+            words.append(pack_fields(fields, g.row_width))
+    name = f"{g.name}_rows"
+    return {name: case_rom(name, words, g.requantizers * g.row_width,
+                           f"{m.name}: {{{'m, ' if g.per_row else ''}bias, shift}} of the rows each drain "
+                           f"step requantizes, word = block * {g.steps} + step.", registered=True)}
 
-    modules = {
-        f"{name}_codes": case_rom(f"{name}_codes", code_words, lanes * wd.code,
-                                  f"{matrix.name}: c - z, {lanes} lanes x {wd.code} bits, word = block * {cols} + column.",
-                                  registered=True),
-        f"{name}_rows": case_rom(f"{name}_rows", row_words, requantizers * row_width,
-                                 f"{matrix.name}: {{{'m, ' if per_row else ''}bias, shift}} of the rows each drain "
-                                 f"step requantizes, word = block * {steps} + step.", registered=True),
-    }
-    if not per_row:
-        modules[f"{name}_scales"] = case_rom(f"{name}_scales", scale_words, lanes * wd.mult,
-                                             f"{matrix.name}: group multipliers m, word = block * {groups} + group.",
-                                             registered=True)
 
-    code_addr_bits = index_bits(blocks * cols)
-    scale_addr_bits = index_bits(blocks * groups)
-    row_addr_bits = index_bits(blocks * steps)
-    block_bits = index_bits(blocks)
-    step_bits = index_bits(steps)
-    col_bits = index_bits(cols)
-    in_group_bits = index_bits(gw)
-    row_bits = index_bits(blocks * lanes + 1)
-    lane_bits = index_bits(lanes)
-    q_bits = index_bits(requantizers)
-    p, a, cw, mw = wd.partial, wd.acc, wd.code, wd.mult
-    held_bits = p if per_row else a
-    # partial + product must not lose the product: widen the sum to the larger of the two (likewise acc).
-    sum_bits = max(p, cw + x_bits)
-    add_bits = max(a, mw + p)
+# -- the module's sections, in the order of its text ------------------------------------------------------
 
-    def widened(bits_from: int, bits_to: int) -> list[str]:
-        if bits_to > bits_from:
-            return ["        /* verilator lint_off UNUSEDSIGNAL */  // |result| stays within the bound computed from "
-                    "the constants; the upper bits only keep the product unclipped"]
-        return []
-
-    def widened_end(bits_from: int, bits_to: int) -> list[str]:
-        return ["        /* verilator lint_on UNUSEDSIGNAL */"] if bits_to > bits_from else []
-
-    # with one scale per row the requantizer forms acc = m_i * partial (scale_add from zero)
-    drained_sum = (f"scale_add({literal(0, a, True)}, row_word[q * {row_width} + {wd.shift + wd.bias} +: {mw}], drained[q])"
-                   if per_row else "drained[q]")
-    body = [
-        f"    // {rows} x {cols}, {groups} group(s) of {gw}, {lanes} lanes, {blocks} block(s), {requantizers} "
-        f"requantizer(s): {blocks * cols + steps + 3} cycles per product.",
+def overview(g: RomMac) -> list[str]:
+    m = g.matrix
+    return [
+        f"    // {m.rows} x {m.cols}, {m.groups} group(s) of {m.group_width}, {g.lanes} lanes, {g.blocks} block(s), "
+        f"{g.requantizers} requantizer(s): {g.cycles} cycles per product.",
         "    // Three stages: (A) counters address the registered ROMs; (B) a cycle later the lanes take the",
         "    // ROM words and x_j; (C) after a block's last column its sums move to `held` and the",
         "    // requantizers drain them (read, then requantize) while the lanes start the next block.",
-        f"    localparam [{col_bits - 1}:0] LAST_COL = {col_bits}'d{cols - 1};",
-        f"    localparam [{in_group_bits - 1}:0] LAST_IN_GROUP = {in_group_bits}'d{gw - 1};",
-        f"    localparam [{block_bits - 1}:0] LAST_BLOCK = {block_bits}'d{blocks - 1};",
-        f"    localparam [{step_bits - 1}:0] LAST_STEP = {step_bits}'d{steps - 1};",
-        f"    localparam integer LANES = {lanes};",
-        f"    localparam integer REQUANTIZERS = {requantizers};",
+        last_value("LAST_COL", m.cols - 1, g.col_bits),
+        last_value("LAST_IN_GROUP", m.group_width - 1, index_bits(m.group_width)),
+        last_value("LAST_BLOCK", g.blocks - 1, g.block_bits),
+        last_value("LAST_STEP", g.steps - 1, g.step_bits),
+        f"    localparam integer LANES = {g.lanes};",
+        f"    localparam integer REQUANTIZERS = {g.requantizers};",
         "",
+    ]
+
+
+def registers(g: RomMac, roms: list[LaneRom], sums: list[LaneSum], held_bits: int) -> list[str]:
+    """The registers of the three stages; a lane's finished row sum (`held`) is `held_bits` wide."""
+    in_group_bits = index_bits(g.matrix.group_width)
+    return [
         "    // (A) addressing",
         "    reg running;                       // walking the columns of a block",
-        f"    reg [{block_bits - 1}:0] block;",
-        f"    reg [{col_bits - 1}:0] col;",
+        f"    reg [{g.block_bits - 1}:0] block;",
+        f"    reg [{g.col_bits - 1}:0] col;",
         f"    reg [{in_group_bits - 1}:0] in_group;",
-        f"    reg [{code_addr_bits - 1}:0] code_addr;",
-        *([] if per_row else [f"    reg [{scale_addr_bits - 1}:0] scale_addr;"]),
+        *[f"    reg [{rom.address_bits - 1}:0] {rom.address};" for rom in roms],
         "    // (B) the lanes, one cycle behind (A)",
         "    reg lane_valid;",
         "    reg lane_group_end;",
         "    reg lane_last_col;",
-        f"    reg [{block_bits - 1}:0] lane_block;",
-        f"    reg signed [{x_bits - 1}:0] lane_x;    // x_j, broadcast to every lane",
-        f"    reg signed [{p - 1}:0] partial [0:{lanes - 1}];   // each lane's running sum over the current group",
-        *([] if per_row else [f"    reg signed [{a - 1}:0] acc [0:{lanes - 1}];       // each lane's sum of its row's scaled groups so far"]),
-        f"    reg signed [{held_bits - 1}:0] held [0:{lanes - 1}];      // each lane's finished row sum, waiting for a requantizer",
+        f"    reg [{g.block_bits - 1}:0] lane_block;",
+        f"    reg signed [{g.x_bits - 1}:0] lane_x;    // x_j, broadcast to every lane",
+        *[f"    reg signed [{s.bits - 1}:0] {s.name} [0:{g.lanes - 1}];{s.declaration}" for s in sums],
+        f"    reg signed [{held_bits - 1}:0] held [0:{g.lanes - 1}];      // each lane's finished row sum, waiting "
+        "for a requantizer",
         "    // (C) draining",
         "    reg draining;                      // reading `held` for the block just finished",
         "    reg requantizing;                  // requantizing what the previous drain step read",
         "    reg finishing;                     // that was the product's last drain step",
-        f"    reg [{block_bits - 1}:0] drain_block;",
-        f"    reg [{step_bits - 1}:0] step;",
-        f"    reg [{row_addr_bits - 1}:0] row_addr;",
-        f"    reg signed [{held_bits - 1}:0] drained [0:{requantizers - 1}];",
-        f"    reg [{row_bits - 1}:0] drained_row [0:{requantizers - 1}];",
-        f"    reg drained_valid [0:{requantizers - 1}];",
-        f"    reg [{out_bits - 1}:0] y_now;      // a requantized output, on its way to y",
+        f"    reg [{g.block_bits - 1}:0] drain_block;",
+        f"    reg [{g.step_bits - 1}:0] step;",
+        f"    reg [{g.row_addr_bits - 1}:0] row_addr;",
+        f"    reg signed [{held_bits - 1}:0] drained [0:{g.requantizers - 1}];",
+        f"    reg [{g.row_bits - 1}:0] drained_row [0:{g.requantizers - 1}];",
+        f"    reg drained_valid [0:{g.requantizers - 1}];",
+        f"    reg [{g.out_bits - 1}:0] y_now;      // a requantized output, on its way to y",
         "",
-        f"    wire [{lanes * cw - 1}:0] code_word;",
-        *([] if per_row else [f"    wire [{lanes * mw - 1}:0] scale_word;"]),
-        f"    wire [{requantizers * row_width - 1}:0] row_word;",
-        f"    {name}_codes codes (.clk(clk), .en(running), .addr(code_addr), .data(code_word));",
-        *([] if per_row else [f"    {name}_scales scales (.clk(clk), .en(running), .addr(scale_addr), .data(scale_word));"]),
-        f"    {name}_rows row_constants (.clk(clk), .en(draining), .addr(row_addr), .data(row_word));",
+    ]
+
+
+def rom_readers(g: RomMac, roms: list[LaneRom]) -> list[str]:
+    """The ROMs' data wires and instances: the lanes' ROMs read while running, the row constants
+    while draining."""
+    return [
+        *[f"    wire [{rom.word_bits - 1}:0] {rom.word};" for rom in roms],
+        f"    wire [{g.requantizers * g.row_width - 1}:0] row_word;",
+        *[f"    {g.name}_{rom.instance} {rom.instance} (.clk(clk), .en(running), .addr({rom.address}), "
+          f".data({rom.word}));" for rom in roms],
+        f"    {g.name}_rows row_constants (.clk(clk), .en(draining), .addr(row_addr), .data(row_word));",
         "",
         "    reg last_col;                      // the column walk's position: temporaries of the clocked block",
         "    reg group_end;",
+    ]
+
+
+def _unclipped(bits_from: int, bits_to: int, declaration: str) -> list[str]:
+    """`declaration`, with Verilator's unused-bits warning off when it is wider than the kept result."""
+    if bits_to > bits_from:
+        return ["        /* verilator lint_off UNUSEDSIGNAL */  // |result| stays within the bound computed from "
+                "the constants; the upper bits only keep the product unclipped",
+                declaration, "        /* verilator lint_on UNUSEDSIGNAL */"]
+    return [declaration]
+
+
+def arithmetic(g: RomMac) -> list[str]:
+    """§1 rounding and saturation, one MAC, a group's scaled add and §3.2 requantization, as functions."""
+    wd, x_bits = g.widths, g.x_bits
+    p, a, cw, mw = wd.partial, wd.acc, wd.code, wd.mult
+    # partial + product must not lose the product: widen the sum to the larger of the two (likewise acc).
+    sum_bits = max(p, cw + x_bits)
+    add_bits = max(a, mw + p)
+    return [
         RSHIFT_ROUND, SATURATE,
         f"    // One MAC: partial + (c - z) x_j, exact ({sum_bits} bits), kept to the group bound ({p} bits).",
         f"    function signed [{p - 1}:0] mac;",
         f"        input signed [{p - 1}:0] mac_partial;",
         f"        input signed [{cw - 1}:0] mac_weight;",
         f"        input signed [{x_bits - 1}:0] mac_x;",
-        *widened(p, sum_bits),
-        f"        reg signed [{sum_bits - 1}:0] mac_sum;",
-        *widened_end(p, sum_bits),
+        *_unclipped(p, sum_bits, f"        reg signed [{sum_bits - 1}:0] mac_sum;"),
         "        begin",
         f"            mac_sum = {sext('mac_partial', p, sum_bits)} + "
         f"{sext('mac_weight', cw, sum_bits)} * {sext('mac_x', x_bits, sum_bits)};",
@@ -333,22 +414,29 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         f"        input signed [{a - 1}:0] sa_acc;",
         f"        input signed [{mw - 1}:0] sa_multiplier;",
         f"        input signed [{p - 1}:0] sa_partial;",
-        *widened(a, add_bits),
-        f"        reg signed [{add_bits - 1}:0] sa_sum;",
-        *widened_end(a, add_bits),
+        *_unclipped(a, add_bits, f"        reg signed [{add_bits - 1}:0] sa_sum;"),
         "        begin",
         f"            sa_sum = {sext('sa_acc', a, add_bits)} + "
         f"{sext('sa_multiplier', mw, add_bits)} * {sext('sa_partial', p, add_bits)};",
         f"            scale_add = sa_sum[{a - 1}:0];",
         "        end",
         "    endfunction",
-        *requantize_function(wd, out_bits),
+        *requantize_function(wd, g.out_bits),
         "",
+    ]
+
+
+def drain_indexing(g: RomMac) -> list[str]:
+    """Which lane (`held` entry) and which row drain step s, requantizer q takes."""
+    step_bits, q_bits, row_bits = g.step_bits, g.q_bits, g.row_bits
+    lane_bits = index_bits(g.lanes)
+    return [
         "    // Drain step s, requantizer q: lane s * REQUANTIZERS + q of the block, row block * LANES + lane.",
         f"    function [{row_bits - 1}:0] lane_of;",
         f"        input [{step_bits - 1}:0] lo_step;",
         f"        input [{q_bits - 1}:0] lo_q;",
-        f"        lane_of = {zext('lo_step', step_bits, row_bits)} * {row_bits}'d{requantizers} + {zext('lo_q', q_bits, row_bits)};",
+        f"        lane_of = {zext('lo_step', step_bits, row_bits)} * {row_bits}'d{g.requantizers} + "
+        f"{zext('lo_q', q_bits, row_bits)};",
         "    endfunction",
         "    /* verilator lint_off UNUSEDSIGNAL */  // an index past the last lane reads an unused word (drained_valid is 0)",
         f"    function [{lane_bits - 1}:0] held_index;",
@@ -362,11 +450,18 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    endfunction",
         "    /* verilator lint_on UNUSEDSIGNAL */",
         f"    function [{row_bits - 1}:0] row_of;",
-        f"        input [{block_bits - 1}:0] ro_block;",
+        f"        input [{g.block_bits - 1}:0] ro_block;",
         f"        input [{row_bits - 1}:0] ro_lane;",
-        f"        row_of = {zext('ro_block', block_bits, row_bits)} * {row_bits}'d{lanes} + ro_lane;",
+        f"        row_of = {zext('ro_block', g.block_bits, row_bits)} * {row_bits}'d{g.lanes} + ro_lane;",
         "    endfunction",
         "",
+    ]
+
+
+def clocked(stages: list[str]) -> list[str]:
+    """The one clocked block: the stages' statements (requantize, drain, lanes, addressing, start,
+    in that order, each array read before its write), then the reset."""
+    return [
         "    integer l, q;",
         "    // The lane and drain arrays are written with blocking assignments inside loops (Verilator 5.006",
         "    // rejects non-blocking array writes in loops it does not unroll). Each element is written at",
@@ -379,93 +474,11 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    // lane pipeline registers are set after the lanes read them): verilated code then writes the",
         "    // registers directly, instead of copying each into a shadow and back on every clock, idle or not.",
         "    always @(posedge clk) begin",
-        "        done <= 1'b0;",
+        f"        {clear_pulses('done')}",
         "        if (!rst && (start || running || lane_valid || draining || requantizing)) begin   // idle otherwise",
         "            last_col = col == LAST_COL;",
         "            group_end = last_col || in_group == LAST_IN_GROUP;",
-        "            // (C) requantize what the last drain step read (the rows ROM word is ready now)",
-        "            if (requantizing) begin",
-        "                for (q = 0; q < REQUANTIZERS; q = q + 1)",
-        "                    if (drained_valid[q]) begin",
-        f"                        y_now = requantize({drained_sum}, "
-        f"row_word[q * {row_width} +: {wd.shift}], row_word[q * {row_width} + {wd.shift} +: {wd.bias}], mu, e);",
-        *word_write("y", rows, out_bits, "drained_row[q]", "y_now", " " * 24, row_bits),
-        "                    end",
-        "                done <= finishing;",
-        "                finishing <= 1'b0;",
-        "            end",
-        "            requantizing <= draining;",
-        "            // (C) drain step: each requantizer reads its lane's held sum",
-        "            if (draining) begin",
-        "                for (q = 0; q < REQUANTIZERS; q = q + 1) begin",
-        f"                    drained[q] = held[held_index(step, q[{q_bits - 1}:0])];",
-        f"                    drained_row[q] = row_of(drain_block, lane_of(step, q[{q_bits - 1}:0]));",
-        f"                    drained_valid[q] = lane_of(step, q[{q_bits - 1}:0]) < {row_bits}'d{lanes} "
-        f"&& row_of(drain_block, lane_of(step, q[{q_bits - 1}:0])) < {row_bits}'d{rows};",
-        "                end",
-        "                if (step == LAST_STEP) begin",
-        "                    draining <= 1'b0;",
-        "                    if (!lane_valid) finishing <= 1'b1;",
-        "                end",
-        f"                step <= step + {step_bits}'d1;",
-        f"                row_addr <= row_addr + {row_addr_bits}'d1;",
-        "            end",
-        "            // (B) the lanes",
-        "            if (lane_valid) begin",
-        "                for (l = 0; l < LANES; l = l + 1) begin",
-        "                    if (!lane_group_end) begin",
-        f"                        partial[l] = mac(partial[l], code_word[l * {cw} +: {cw}], lane_x);",
-        "                    end else begin",
-        *([f"                        held[l] = mac(partial[l], code_word[l * {cw} +: {cw}], lane_x);   // the row's end"]
-          if per_row else [
-        "                        if (lane_last_col) begin",
-        f"                            held[l] = scale_add(acc[l], scale_word[l * {mw} +: {mw}], "
-        f"mac(partial[l], code_word[l * {cw} +: {cw}], lane_x));",
-        f"                            acc[l] = {literal(0, a, True)};",
-        "                        end else begin",
-        f"                            acc[l] = scale_add(acc[l], scale_word[l * {mw} +: {mw}], "
-        f"mac(partial[l], code_word[l * {cw} +: {cw}], lane_x));",
-        "                        end"]),
-        f"                        partial[l] = {literal(0, p, True)};",
-        "                    end",
-        "                end",
-        "                if (lane_last_col) begin    // the block's sums move aside (`held`); the lanes go on",
-        "                    draining <= 1'b1;",
-        "                    drain_block <= lane_block;",
-        f"                    step <= {step_bits}'d0;",
-        "                end",
-        "            end",
-        "            lane_valid <= running;",
-        "            lane_group_end <= group_end;",
-        "            lane_last_col <= last_col;",
-        "            lane_block <= block;",
-        *word_read("x", cols, x_bits, "col", "lane_x", "            ", assign="<="),
-        "            // (A) addressing",
-        "            if (running && !start) begin",
-        f"                code_addr <= code_addr + {code_addr_bits}'d1;",
-        *([] if per_row else [f"                if (group_end) scale_addr <= scale_addr + {scale_addr_bits}'d1;"]),
-        f"                in_group <= group_end ? {in_group_bits}'d0 : in_group + {in_group_bits}'d1;",
-        "                if (last_col) begin",
-        f"                    col <= {col_bits}'d0;",
-        "                    if (block == LAST_BLOCK) running <= 1'b0;",
-        f"                    block <= block + {block_bits}'d1;",
-        "                end else begin",
-        f"                    col <= col + {col_bits}'d1;",
-        "                end",
-        "            end",
-        "            if (start) begin",
-        "                running <= 1'b1;",
-        f"                block <= {block_bits}'d0;",
-        f"                col <= {col_bits}'d0;",
-        f"                in_group <= {in_group_bits}'d0;",
-        f"                code_addr <= {code_addr_bits}'d0;",
-        *([] if per_row else [f"                scale_addr <= {scale_addr_bits}'d0;"]),
-        f"                row_addr <= {row_addr_bits}'d0;",
-        "                for (l = 0; l < LANES; l = l + 1) begin",
-        f"                    partial[l] = {literal(0, p, True)};",
-        *([] if per_row else [f"                    acc[l] = {literal(0, a, True)};"]),
-        "                end",
-        "            end",
+        *stages,
         "        end",
         "        if (rst) begin",
         "            running <= 1'b0;",
@@ -477,9 +490,185 @@ def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dic
         "    end",
         "    /* verilator lint_on BLKSEQ */",
     ]
-    modules[name] = module(name, matvec_ports(rows, cols, x_bits, out_bits), "\n".join(body),
-                           matvec_comment(matrix, f"ROM + {lanes} MAC lanes", out_bits))
-    return modules
+
+
+def requantize_stage(g: RomMac, row_sum: str) -> list[str]:
+    """(C) each requantizer turns the sum it read (`row_sum`, the row's acc) into y_i."""
+    wd = g.widths
+    return [
+        "            // (C) requantize what the last drain step read (the rows ROM word is ready now)",
+        "            if (requantizing) begin",
+        "                for (q = 0; q < REQUANTIZERS; q = q + 1)",
+        "                    if (drained_valid[q]) begin",
+        f"                        y_now = requantize({row_sum}, "
+        f"row_word[q * {g.row_width} +: {wd.shift}], row_word[q * {g.row_width} + {wd.shift} +: {wd.bias}], mu, e);",
+        *word_write("y", g.matrix.rows, g.out_bits, "drained_row[q]", "y_now", " " * 24, g.row_bits),
+        "                    end",
+        "                done <= finishing;",
+        "                finishing <= 1'b0;",
+        "            end",
+        "            requantizing <= draining;",
+    ]
+
+
+def drain_stage(g: RomMac) -> list[str]:
+    """(C) each drain step, every requantizer reads its lane's held sum and notes the row."""
+    q_index = f"q[{g.q_bits - 1}:0]"
+    return [
+        "            // (C) drain step: each requantizer reads its lane's held sum",
+        "            if (draining) begin",
+        "                for (q = 0; q < REQUANTIZERS; q = q + 1) begin",
+        f"                    drained[q] = held[held_index(step, {q_index})];",
+        f"                    drained_row[q] = row_of(drain_block, lane_of(step, {q_index}));",
+        f"                    drained_valid[q] = lane_of(step, {q_index}) < {g.row_bits}'d{g.lanes} "
+        f"&& row_of(drain_block, lane_of(step, {q_index})) < {g.row_bits}'d{g.matrix.rows};",
+        "                end",
+        "                if (step == LAST_STEP) begin",
+        "                    draining <= 1'b0;",
+        "                    if (!lane_valid) finishing <= 1'b1;",
+        "                end",
+        f"                step <= step + {g.step_bits}'d1;",
+        f"                row_addr <= row_addr + {g.row_addr_bits}'d1;",
+        "            end",
+    ]
+
+
+def lane_stage(g: RomMac, group_end: list[str]) -> list[str]:
+    """(B) every lane's MAC; `group_end`: what a lane does with its group sum at the group's end.
+    After a block's last column its sums are `held` and the drain starts."""
+    cw = g.widths.code
+    return [
+        "            // (B) the lanes",
+        "            if (lane_valid) begin",
+        "                for (l = 0; l < LANES; l = l + 1) begin",
+        "                    if (!lane_group_end) begin",
+        f"                        partial[l] = mac(partial[l], code_word[l * {cw} +: {cw}], lane_x);",
+        "                    end else begin",
+        *group_end,
+        f"                        partial[l] = {literal(0, g.widths.partial, True)};",
+        "                    end",
+        "                end",
+        "                if (lane_last_col) begin    // the block's sums move aside (`held`); the lanes go on",
+        "                    draining <= 1'b1;",
+        "                    drain_block <= lane_block;",
+        f"                    step <= {g.step_bits}'d0;",
+        "                end",
+        "            end",
+        "            lane_valid <= running;",
+        "            lane_group_end <= group_end;",
+        "            lane_last_col <= last_col;",
+        "            lane_block <= block;",
+        *word_read("x", g.matrix.cols, g.x_bits, "col", "lane_x", "            ", assign="<="),
+    ]
+
+
+def per_row_group_end(g: RomMac) -> list[str]:
+    """One group per row: the group's end is the row's, and the row sum is the group sum."""
+    cw = g.widths.code
+    return [f"                        held[l] = mac(partial[l], code_word[l * {cw} +: {cw}], lane_x);"
+            "   // the row's end"]
+
+
+def grouped_group_end(g: RomMac) -> list[str]:
+    """A group's end adds m_ig times the group sum to the lane's acc; the row's end moves it to held."""
+    cw, mw = g.widths.code, g.widths.mult
+    scaled = f"scale_add(acc[l], scale_word[l * {mw} +: {mw}], mac(partial[l], code_word[l * {cw} +: {cw}], lane_x))"
+    return [
+        "                        if (lane_last_col) begin",
+        f"                            held[l] = {scaled};",
+        f"                            acc[l] = {literal(0, g.widths.acc, True)};",
+        "                        end else begin",
+        f"                            acc[l] = {scaled};",
+        "                        end",
+    ]
+
+
+def addressing_stage(g: RomMac, roms: list[LaneRom], sums: list[LaneSum]) -> list[str]:
+    """(A) the column walk and the ROM addresses; `start` clears them and the lanes' sums."""
+    in_group_bits = index_bits(g.matrix.group_width)
+
+    def step(rom: LaneRom) -> str:
+        advance = f"{rom.address} <= {rom.address} + {rom.address_bits}'d1;"
+        return f"if ({rom.when}) {advance}" if rom.when else advance
+
+    return [
+        "            // (A) addressing",
+        "            if (running && !start) begin",
+        *[f"                {step(rom)}" for rom in roms],
+        f"                in_group <= group_end ? {in_group_bits}'d0 : in_group + {in_group_bits}'d1;",
+        "                if (last_col) begin",
+        f"                    col <= {g.col_bits}'d0;",
+        "                    if (block == LAST_BLOCK) running <= 1'b0;",
+        f"                    block <= block + {g.block_bits}'d1;",
+        "                end else begin",
+        f"                    col <= col + {g.col_bits}'d1;",
+        "                end",
+        "            end",
+        "            if (start) begin",
+        "                running <= 1'b1;",
+        f"                block <= {g.block_bits}'d0;",
+        f"                col <= {g.col_bits}'d0;",
+        f"                in_group <= {in_group_bits}'d0;",
+        *[f"                {rom.address} <= {rom.address_bits}'d0;" for rom in roms],
+        f"                row_addr <= {g.row_addr_bits}'d0;",
+        "                for (l = 0; l < LANES; l = l + 1) begin",
+        *[f"                    {s.name}[l] = {literal(0, s.bits, True)};" for s in sums],
+        "                end",
+        "            end",
+    ]
+
+
+def rom_mac_module(g: RomMac, body: list[str]) -> str:
+    m = g.matrix
+    return module(g.name, matvec_ports(m.rows, m.cols, g.x_bits, g.out_bits), "\n".join(body),
+                  matvec_comment(m, f"ROM + {g.lanes} MAC lanes", g.out_bits))
+
+
+def partial_sum(g: RomMac) -> LaneSum:
+    return LaneSum("partial", g.widths.partial, "   // each lane's running sum over the current group")
+
+
+# -- the two variants --------------------------------------------------------------------------------------
+
+def rom_mac_per_row(g: RomMac) -> dict[str, str]:
+    """One scale per row (per-channel): the requantizer applies m_i to the lane's sum, so lanes need
+    no scale multiplier (m_i * partial is the whole of acc_i with one group): it forms
+    acc = scale_add(0, m_i, partial) from the m in the row constants."""
+    codes, modules = code_rom(g)
+    modules.update(row_constants_rom(g))
+    wd = g.widths
+    roms, sums = [codes], [partial_sum(g)]
+    multiplier = f"row_word[q * {g.row_width} + {wd.shift + wd.bias} +: {wd.mult}]"
+    row_sum = f"scale_add({literal(0, wd.acc, True)}, {multiplier}, drained[q])"
+    body = [*overview(g), *registers(g, roms, sums, held_bits=wd.partial), *rom_readers(g, roms), *arithmetic(g),
+            *drain_indexing(g),
+            *clocked([*requantize_stage(g, row_sum), *drain_stage(g), *lane_stage(g, per_row_group_end(g)),
+                         *addressing_stage(g, roms, sums)])]
+    return {**modules, g.name: rom_mac_module(g, body)}
+
+
+def rom_mac_grouped(g: RomMac) -> dict[str, str]:
+    """Several scale groups per row: the lanes read each group's m_ig from the scales ROM and keep
+    the scaled row sum `acc`; the requantizer takes it as it is."""
+    codes, modules = code_rom(g)
+    modules.update(row_constants_rom(g))
+    scales, scale_modules = scale_rom(g)
+    modules.update(scale_modules)
+    roms = [codes, scales]
+    sums = [partial_sum(g),
+            LaneSum("acc", g.widths.acc, "       // each lane's sum of its row's scaled groups so far")]
+    body = [*overview(g), *registers(g, roms, sums, held_bits=g.widths.acc), *rom_readers(g, roms), *arithmetic(g),
+            *drain_indexing(g),
+            *clocked([*requantize_stage(g, "drained[q]"), *drain_stage(g), *lane_stage(g, grouped_group_end(g)),
+                         *addressing_stage(g, roms, sums)])]
+    return {**modules, g.name: rom_mac_module(g, body)}
+
+
+def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dict[str, str]:
+    """Modules {name: text} of the ROM style: the matvec and its ROMs (codes, row constants, and
+    group scales when a row has several groups)."""
+    g = RomMac.plan(matrix, x_bits, out_bits, lanes)
+    return rom_mac_per_row(g) if g.per_row else rom_mac_grouped(g)
 
 
 # -- fully hardwired constant multipliers --------------------------------------------------------
