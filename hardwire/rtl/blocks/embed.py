@@ -10,7 +10,8 @@ import numpy as np
 
 from hardwire.arithmetic import RESIDUAL_BITS
 from hardwire.datapath import chunk_width
-from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, signed_bits)
+from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, clear_pulses, index_bits, last_value, module,
+                               pack_fields, signed_bits)
 
 
 def embed_module(codes: np.ndarray, zeros: np.ndarray | None, group: int | None, mult: np.ndarray,
@@ -46,7 +47,7 @@ def embed_module(codes: np.ndarray, zeros: np.ndarray | None, group: int | None,
     r = RESIDUAL_BITS
     body = [
         f"    // {vocab} x {dim}, {per} elements per cycle: {chunks + 2} cycles.",
-        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
+        last_value("LAST_CHUNK", chunks - 1, chunk_bits),
         "    reg running;",
         "    reg writing;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
@@ -62,7 +63,7 @@ def embed_module(codes: np.ndarray, zeros: np.ndarray | None, group: int | None,
         f"    wire signed [63:0] multiplier = {{{64 - mult_bits}'h0, scale_held[{mult_bits + 7}:8]}};",
         "    wire signed [7:0] shift = scale_held[7:0];",
         "    always @(posedge clk) begin",
-        "        done <= 1'b0;",
+        f"        {clear_pulses('done')}",
         "        if (rst) begin",
         "            running <= 1'b0;",
         "            writing <= 1'b0;",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, ROPE_FRAC_BITS
-from hardwire.rtl.emit import RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, module, pack_fields, word_read, word_write
+from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, clear_pulses, index_bits, last_value, module,
+                               pack_fields, word_read, word_write)
 
 
 def rope_table_module(cos: np.ndarray, sin: np.ndarray, positions: int) -> tuple[str, str]:
@@ -32,7 +33,7 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
     w = INTERNAL_BITS
     body = [
         f"    // {heads} heads of {head_dim}: {heads + 1} cycles.",
-        f"    localparam [{head_bits - 1}:0] LAST_HEAD = {head_bits}'d{heads - 1};",
+        last_value("LAST_HEAD", heads - 1, head_bits),
         "    reg running;",
         f"    reg [{head_bits - 1}:0] head;",
         f"    wire [{2 * half * 16 - 1}:0] angles;",
@@ -67,7 +68,7 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
         "    // write, and outside only after `done`, so the result is that of non-blocking writes.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
-        "        done <= 1'b0;",
+        f"        {clear_pulses('done')}",
         "        if (rst) begin",
         "            running <= 1'b0;",
         "        end else if (start) begin",

@@ -12,8 +12,8 @@ import numpy as np
 from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_SIZE, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
 from hardwire.datapath import chunk_plan
-from hardwire.rtl.emit import (RSHIFT_ROUND, Port, index_bits, module, parameters, word_read,
-                               word_write)
+from hardwire.rtl.emit import (RSHIFT_ROUND, Port, clear_pulses, index_bits, last_value, module, parameters,
+                               word_read, word_write)
 
 SIGMOID_HALF = SIGMOID_TABLE_SIZE // 2
 
@@ -36,7 +36,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
     body = [
         *parameters(("index_mult", 64), ("index_shift", 8), ("mult", 64), ("shift", 8)),
         f"    // {ffn} elements, {per} per cycle: {chunks + 1} cycles.",
-        f"    localparam [{chunk_bits - 1}:0] LAST_CHUNK = {chunk_bits}'d{chunks - 1};",
+        last_value("LAST_CHUNK", chunks - 1, chunk_bits),
         f"    wire signed [7:0] wide_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
         "    reg go_quantize;",
         "    wire quantize_done;",
@@ -85,7 +85,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "    // up_now and wide_now are temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
-        "        go_quantize <= 1'b0;",
+        f"        {clear_pulses('go_quantize')}",
         "        // temporaries set in every cycle (zero where unused): synthesis then holds no state in them",
         f"        gate_now = {per * w}'d0;",
         f"        up_now = {per * w}'d0;",
