@@ -21,7 +21,7 @@ import numpy as np
 
 from hardwire.arithmetic import (ATTENTION_AVERAGE_FRAC_BITS, EXP2_FRAC_BITS, EXP2_ONE, INTERNAL_BITS,
                                  MULTIPLIER_BITS, RECIPROCAL_FRAC_BITS, SCORE_MULTIPLIER_BITS, TOKEN_FRAC_BITS)
-from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
+from hardwire.rtl.blocks.token_scale import clamp_function, quantizer_instance, token_quantize_module, wide_bits
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Fsm, Port, case_rom, clear_pulses, index_bits, last_value,
                                module, parameters, sext, signed_bits, word_write)
 
@@ -119,11 +119,8 @@ def attention_module(heads: int, kv_heads: int, head_dim: int, positions: int, k
         *fsm.localparams(),
         last_value("LAST_HEAD", heads - 1, head_bits),
         f"    wire signed [7:0] out_shift_wide = out_shift - 8'sd{TOKEN_FRAC_BITS};",
-        "    reg go_quantize;",
-        "    wire quantize_done;",
-        f"    reg [{heads * hd * wide_w - 1}:0] wide;     // the heads' averages in units of s * 2^-8, clamped",
-        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
-        "        .x(out), .mu(mu), .e(e));",
+        *quantizer_instance(tq_name, heads * hd * wide_w, "     // the heads' averages in units of s * 2^-8, clamped",
+                            "out"),
         fsm.declaration(),
         f"    reg [{pos_bits - 1}:0] t;            // the position being read",
         "    reg issuing;                 // t is a valid read address",

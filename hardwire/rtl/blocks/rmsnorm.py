@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.arithmetic import MULTIPLIER_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS
-from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
+from hardwire.rtl.blocks.token_scale import clamp_function, quantizer_instance, token_quantize_module, wide_bits
 from hardwire.datapath import chunk_plan
 from hardwire.rtl.emit import (BIT_LENGTH, RSHIFT_ROUND, Fsm, Port, case_rom, clear_pulses, index_bits, last_value,
                                literal, module, overrides, pack_fields, parameters, sext, signed_bits, word_read,
@@ -69,11 +69,8 @@ def rmsnorm_module(dim: int, out_bits: int, eps: int, per_cycle: int = 8) -> dic
         last_value("LAST_CHUNK", chunks - 1, chunk_bits),
         f"    localparam signed [63:0] EPS_BASE = {literal(eps, 64, True)};",
         f"    wire signed [7:0] out_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
-        "    reg go_quantize;",
-        "    wire quantize_done;",
-        f"    reg [{dim * wb - 1}:0] wide;   // u_i C_i in units of s * 2^-8, clamped, before the token scale",
-        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
-        "        .x(x), .mu(mu), .e(e));",
+        *quantizer_instance(tq_name, dim * wb, "   // u_i C_i in units of s * 2^-8, clamped, before the token scale",
+                            "x"),
         fsm.declaration(),
         f"    reg [{chunk_bits - 1}:0] chunk;",
         "    reg [63:0] largest;",

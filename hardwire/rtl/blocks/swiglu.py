@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_SIZE, TOKEN_FRAC_BITS
-from hardwire.rtl.blocks.token_scale import clamp_function, token_quantize_module, wide_bits
+from hardwire.rtl.blocks.token_scale import clamp_function, quantizer_instance, token_quantize_module, wide_bits
 from hardwire.datapath import chunk_plan
 from hardwire.rtl.emit import (RSHIFT_ROUND, Port, clear_pulses, index_bits, last_value, module, parameters,
                                word_read, word_write)
@@ -38,11 +38,8 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         f"    // {ffn} elements, {per} per cycle: {chunks + 1} cycles.",
         last_value("LAST_CHUNK", chunks - 1, chunk_bits),
         f"    wire signed [7:0] wide_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
-        "    reg go_quantize;",
-        "    wire quantize_done;",
-        f"    reg [{ffn * wb - 1}:0] wide;        // silu(g) u m in units of s * 2^-8, clamped, before the token scale",
-        f"    {tq_name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
-        "        .x(x), .mu(mu), .e(e));",
+        *quantizer_instance(tq_name, ffn * wb,
+                            "        // silu(g) u m in units of s * 2^-8, clamped, before the token scale", "x"),
         "    reg running;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
         RSHIFT_ROUND,

@@ -59,6 +59,19 @@ def token_quantize_name(count: int, bits: int, per_cycle: int) -> str:
     return f"hw_token_quantize_{count}x{bits}_p{per_cycle}"
 
 
+def quantizer_instance(name: str, wide_width: int, wide_comment: str, out: str) -> list[str]:
+    """A block's own token quantizer `name` (`quantize`): the block fills `wide` (`wide_width` bits;
+    `wide_comment` follows its declaration), pulses `go_quantize`, and the quantizer writes `out`, mu
+    and e, then pulses `quantize_done`."""
+    return [
+        "    reg go_quantize;",
+        "    wire quantize_done;",
+        f"    reg [{wide_width - 1}:0] wide;{wide_comment}",
+        f"    {name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
+        f"        .x({out}), .mu(mu), .e(e));",
+    ]
+
+
 def token_quantize_module(count: int, bits: int, per_cycle: int) -> tuple[str, str]:
     name = token_quantize_name(count, bits, per_cycle)
     per, chunks = chunk_plan(count, per_cycle)
