@@ -12,6 +12,7 @@ for minutes (measured; docs/rtl.md, toolchain facts).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,8 +351,8 @@ class Fsm:
         """The one-line arm `STATE: if (when) state <= THEN;`."""
         return f"{state}: if ({when}) {self.goto(then)}"
 
-    def clocked(self, arms: list[str], at: str = "        ", on_reset: list[str] = (),
-                before_case: list[str] = ()) -> list[str]:
+    def clocked(self, arms: list[str], at: str = "        ", on_reset: Sequence[str] = (),
+                before_case: Sequence[str] = ()) -> list[str]:
         """The reset and the `case` over the state register, at indentation `at`: reset returns to
         the idle state (and runs `on_reset`); otherwise `before_case`, then the arms."""
         return indent([
@@ -375,7 +376,7 @@ class Stage:
     done: tuple[str, ...]
 
 
-def sequencer_arms(fsm: Fsm, stages: list[Stage], start: str = "start", on_start: list[str] = (),
+def sequencer_arms(fsm: Fsm, stages: list[Stage], start: str = "start", on_start: Sequence[str] = (),
                    join: str = "finished") -> list[str]:
     """The arms of a sequencer that starts `stages` one after another: the idle state waits for
     `start`, each stage's done pulses the next stage's go, and the last stage's done pulses `done`

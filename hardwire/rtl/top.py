@@ -150,7 +150,8 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         f"    reg [{dim * r - 1}:0] h;                // the residual stream",
         "    assign h_out = h;",
         f"    reg {', '.join(gos)};",
-        "    reg [2:0] finished;                  // parallel matvecs seen done (q, k, v or gate, up)",
+        f"    reg [{max(len(stage.done) for stage in LAYER_STAGES) - 1}:0] finished;"
+        "                  // parallel matvecs seen done (q, k, v or gate, up)",
         "    wire attn_norm_done, q_done, k_done, v_done, rope_done, attention_done, wo_done;",
         "    wire ffn_norm_done, gate_done, up_done, swiglu_done, down_done;",
         "    // §2.2 token scale (mu, e) of each matmul input, from the block that produced it",
