@@ -33,8 +33,8 @@ demo: $(VENV)/.base
 	$(HW) freeze --plan 'mix:3g32-e4m4,6g32-e4m4,avg=3.5' --force -o $(OUT)/stories260K-mix36.die
 	$(HW) inspect $(OUT)/stories260K-mix36.die
 	$(HW) quality $(OUT)/stories260K-w8.die $(OUT)/stories260K-mix36.die --stories 100
-	@echo "== 4. golden: the bit-exact integer model of the chip, on the 8-bit die"
-	$(HW) run $(OUT)/stories260K-w8.die --backend golden --max-tokens 60
+	@echo "== 4. golden: the bit-exact integer model of the chip, on the 8-bit die, and the chip's time for it"
+	$(HW) run $(OUT)/stories260K-w8.die --backend golden --max-tokens 60 --timing
 	@echo "== 5. rtl: synthesizable Verilog of the 8-bit die (simulate it with: hardwire sim DIE --ids 1 -n 32)"
 	$(HW) rtl $(OUT)/stories260K-w8.die -o $(OUT)/rtl-w8
 	@echo "== 6. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"

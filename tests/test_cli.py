@@ -93,3 +93,8 @@ def test_a_newcomers_first_commands(cli):
     for args in (("run", "--temperature", "hot"), ("frobnicate",)):
         lines = cli(*args, expect=2).stderr.strip().splitlines()
         assert len(lines) == 1 and args[-1] in lines[0]
+
+
+def test_run_with_timing_prints_the_chip_time_after_the_text(cli):
+    lines = cli("run", "--ids", "1", "-n", "8", "--timing").stdout.strip().splitlines()
+    assert lines[-1].startswith("[chip hc1") and "8 tokens after a 1-token prompt" in lines[-1]

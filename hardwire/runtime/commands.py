@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             seed: int = typer.Option(0, "--seed"),
             backend: str = typer.Option("float", "--backend", help="float | golden | rtl"),
             patch: Optional[Path] = typer.Option(None, "--patch", help="LoRA patch bound to the die"),
-            as_json: bool = typer.Option(False, "--json")):
+            as_json: bool = typer.Option(False, "--json"),
+            timing: bool = typer.Option(False, "--timing", help="after the text, the chip's time for it")):
         """Generate text from a model or die. With no prompt, starts from BOS."""
         from hardwire.chip.estimate import generation_timing
         from hardwire.runtime.engine import make_engine
@@ -46,6 +47,10 @@ def register(app: typer.Typer) -> None:
         else:
             prefix = prompt if prompt is not None else ""
             print(prefix + result.text)
+            if timing:
+                print(f"[chip {chip['chip']} ({chip['node']}): {chip['generated_tokens']} tokens after a "
+                      f"{chip['prompt_tokens']}-token prompt: first token {chip['ttft_ms']:.4g} ms, "
+                      f"{chip['latency_us_per_token']:.4g} us/token, {chip['total_ms']:.4g} ms in all]")
 
     @app.command()
     def logits(model: Optional[Path] = typer.Argument(None, help="checkpoint or die"),
