@@ -153,8 +153,8 @@ class Engine:
     # -- several users, each with its own KV cache (the server's slots) ----------------------------
     def cache_holder(self):
         """The object whose `keys`, `values`, `capacity`, `position` are the KV cache (float and
-        golden: their transformer); None where the state cannot be swapped (rtl: the simulator)."""
-        return getattr(self, "transformer", None)
+        golden: their transformer); None where the state cannot be swapped (rtl: the simulator's)."""
+        return None
 
     def new_cache(self) -> Optional[KVCache]:
         """An empty KV cache for one more user, or None where this backend holds only its own."""

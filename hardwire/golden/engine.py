@@ -28,6 +28,9 @@ class GoldenEngine(Engine):
     def reset(self) -> None:
         self.transformer.reset()
 
+    def cache_holder(self):
+        return self.transformer
+
     def snapshot_cache(self):
         return snapshot_kv_cache(self.transformer)
 

@@ -38,6 +38,9 @@ class FloatEngine(Engine):
             return super().decode_batch(caches, tokens)
         return list(self.transformer.forward_batch(tokens, list(caches)))
 
+    def cache_holder(self):
+        return self.transformer
+
     def snapshot_cache(self):
         return snapshot_kv_cache(self.transformer)
 
