@@ -20,6 +20,7 @@ exact count (`hardwire.datapath.exponents`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from hardwire.datapath.point import DesignPoint
 
 # -- element walks ------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)      # a pure function the estimate asks thousands of times per chip
 def chunk_plan(count: int, per_cycle: int) -> tuple[int, int]:
     """(elements per cycle, chunks) for walking `count` elements: the largest divisor of `count`
     that is <= per_cycle, so every chunk is full (padding a flattened vector makes a simulator copy
