@@ -127,7 +127,7 @@ CHECKS: dict[str, Callable] = {
     "--updates-per-year": at_least(0),
     "--ids": token_ids, "--prompt": text, "--block": non_empty, "--host": non_empty,
     **{name: non_empty for name in ("--node", "--chip", "--preset", "--plan", "--backend", "--system", "--tasks",
-                                    "--mode", "--style", "--simulator", "--activations", "--pace")},
+                                    "--mode", "--gpu", "--style", "--simulator", "--activations", "--pace")},
     "--plot": output_file, "--details": output_file, "--crossover": output_file,
     "--output": output_file, "--text": input_file, "--calib": input_file, "--tokenizer": input_file,
 }

@@ -64,7 +64,7 @@ def test_every_checked_option_refuses_its_bad_values(capsys, name, tmp_path):
         "--seed": ["-1", str(1 << 64)],
         "--ids": ["", ",", "1,,x", "-1", "1.5"],
         "--prompt": ["\udcff"], "--block": [" "], "--host": [""], "--node": [""], "--chip": [" "],
-        "--preset": [""], "--plan": [""], "--backend": [""], "--system": [" "], "--tasks": [""], "--mode": [""],
+        "--preset": [""], "--gpu": [" "], "--plan": [""], "--backend": [""], "--system": [" "], "--tasks": [""], "--mode": [""],
         "--style": [""], "--simulator": [""], "--activations": [""], "--pace": [""],
         "--plot": [str(tmp_path / "missing" / "x.png"), str(tmp_path)],
         "--details": [str(tmp_path / "missing" / "x.jsonl")],

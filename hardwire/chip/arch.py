@@ -208,6 +208,21 @@ def storage_transistors_per_bit(chip: ChipConfig) -> float:
     return 0.0                # hardwired: the weight is the wiring of its multiplier
 
 
+# Photomask layers that carry the weights, per weight style: what a new model (same template, new
+# weights) re-spins; the rest of the set is reused (docs/chip-model.md §10). None: every layer.
+WEIGHT_MASK_LAYERS: dict[str, int | None] = {
+    "multiply_select_add": 2,   # published reading of HC1: the two via masks that pick each weight's product [taalas-claim]
+    "rom_mac": 1,               # a NOR mask ROM is coded by one via (or contact) mask [weste-harris]
+    "hardwired": None,          # the weights are the multipliers' logic: every layer changes
+}
+
+
+def weight_mask_layers(chip: ChipConfig) -> int:
+    """Photomasks a model update re-spins on `chip` (all of them where the weights are the logic)."""
+    layers = WEIGHT_MASK_LAYERS[chip.weight_style]
+    return chip.process.mask_layers if layers is None else layers
+
+
 def lane_transistors(chip: ChipConfig) -> float:
     """One lane: its select or multiplier plus an accumulator (adder + register)."""
     accumulate = chip.accumulator_bits * (FULL_ADDER_T + FLIP_FLOP_T)

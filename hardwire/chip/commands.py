@@ -149,6 +149,75 @@ def print_presets(as_json: bool) -> None:
     show(models, chip_table)
 
 
+def print_economics(label: str, result: dict) -> None:
+    from rich.table import Table
+
+    from hardwire.console import show
+
+    def usd(value: float) -> str:
+        return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.4f}"
+
+    table = Table(title=f"{label}: {result['chip']} ({result['node']}) vs {result['gpu']} ({result['precision']}), "
+                        f"{result['load_tokens_per_s']:,.0f} tokens/s for {result['months']:g} months, "
+                        f"{result['updates_per_year']:g} model updates a year")
+    table.add_column("quantity")
+    table.add_column("chip", justify="right")
+    table.add_column("GPU", justify="right")
+    breakeven = result["break_even_months"]
+    rows = [
+        ("units for the load", f"{result['chips']:,} chips ({result['chips_per_model']} per model copy)",
+         f"{result['gpus']:,} GPUs ({result['gpus_per_replica']} per replica)"),
+        ("tokens/s per user", f"{result['chip_tokens_per_s_per_user']:,.0f}", f"{result['tokens_per_s_per_user']:,.0f}"),
+        ("tokens/s per model copy", f"{result['chip_tokens_per_s_per_model']:,.0f}",
+         f"{result['aggregate_tokens_per_s_per_replica']:,.0f}  (batch {result['batch']}, {result['bound']}-bound)"),
+        ("NRE: design + full mask set", usd(result["design_usd"] + result["mask_set_usd"]), "-"),
+        ("NRE: per model update", f"{usd(result['respin_usd'])}  ({result['weight_masks']} weight masks)", "-"),
+        ("NRE over the deployment", usd(result["nre_usd"]), "-"),
+        ("die cost / yield", f"{usd(result['die_cost_usd'])} / {result['yield']:.0%}", usd(result["gpu_price_usd"])),
+        ("hardware per model generation", usd(result["hardware_per_generation_usd"]), "-"),
+        ("power at load", f"{result['chip_power_w']:,.0f} W", f"{result['gpu_power_w']:,.0f} W"),
+        ("cost over the deployment", usd(result["chip_cost_usd"]), usd(result["gpu_cost_usd"])),
+        ("cost per million tokens", usd(result["chip_cost_per_mtok_usd"]), usd(result["gpu_cost_per_mtok_usd"])),
+        ("GPU cost / chip cost", f"{result['cost_ratio']:.3g}×", ""),
+        ("chip pays off after", "never" if breakeven is None else f"{breakeven:,.1f} months", ""),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    show(table)
+
+
+def plot_economics(path: str, result, label: str) -> None:
+    """Cumulative cost of both fleets over months, the break-even marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    breakeven = result.break_even_months
+    horizon = max(result.deployment.months, breakeven or 0) * 1.5
+    months = [horizon * i / 200 for i in range(201)]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(months, [result.chip_fleet.cost_usd(m) / 1e6 for m in months],
+            label=f"{result.estimate.chip.name}: {result.chips:,} chips")
+    ax.plot(months, [result.gpu_fleet.cost_usd(m) / 1e6 for m in months],
+            label=f"{result.gpu_serving.gpu.name}: {result.gpus:,} GPUs")
+    if breakeven is not None:
+        ax.axvline(breakeven, color="grey", linestyle=":", label=f"break-even {breakeven:,.1f} months")
+    ax.axvline(result.deployment.months, color="black", alpha=0.3, label="deployment")
+    ax.set_xlabel("months")
+    ax.set_ylabel("cumulative cost, $M")
+    ax.set_title(f"{label}: {result.deployment.load_tokens_per_s:,.0f} tok/s, "
+                 f"{result.deployment.updates_per_year:g} updates/year")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise BadConfig(f"cannot write the plot: {e.strerror}", path=path) from None
+    finally:
+        plt.close(fig)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def estimate(
@@ -187,3 +256,35 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(out, indent=2))
         else:
             print_table(label, out)
+
+    @app.command()
+    def economics(
+        model: Optional[str] = typer.Argument(None, help="checkpoint or die (default: the bundled model)"),
+        preset: Optional[str] = typer.Option(None, "--preset", help="a published model shape, e.g. llama-3.1-8b"),
+        chip: str = typer.Option("hc1", "--chip", help="chip TOML file or preset name"),
+        gpu: str = typer.Option("h100", "--gpu", help="the GPU to compare with: h100, h200, b200"),
+        load: float = typer.Option(1_000_000.0, "--load", help="aggregate tokens/s to serve"),
+        months: float = typer.Option(36.0, "--months", help="months the deployment lasts"),
+        updates_per_year: float = typer.Option(1.0, "--updates-per-year", help="model updates a year (each re-spins the chip)"),
+        context: int = typer.Option(1024, "--context", help="cached positions per user while decoding"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+        plot_path: Optional[str] = typer.Option(None, "--plot", help="write cumulative cost vs months (PNG)"),
+    ):
+        """Cost of serving a model on chips that hold it against GPUs: NRE, fleets, $/Mtok, break-even."""
+        from hardwire.chip.economics import Deployment
+        from hardwire.chip.economics import economics as run_economics
+        from hardwire.chip.estimate import estimate as run_estimate
+        from hardwire.chip.gpus import gpu as named_gpu
+
+        deployment = Deployment(load_tokens_per_s=load, months=months, updates_per_year=updates_per_year)
+        gpu_ = named_gpu(gpu)
+        label, spec, die_bits = resolve_spec(model, preset)
+        config = resolve_chip(chip, None, None, None, die_bits)
+        result = run_economics(run_estimate(spec, config, context=context), gpu_, deployment)
+        out = {"model": label, **result.to_json()}
+        if plot_path:
+            plot_economics(plot_path, result, label)
+        if as_json:
+            typer.echo(json.dumps(out, indent=2))
+        else:
+            print_economics(label, out)

@@ -45,6 +45,9 @@ class ProcessNode:
     wafer_cost_usd: float         # 300 mm wafer, foundry price to a customer
     defect_density_per_cm2: float
     sources: dict[str, str]       # constant -> source key in docs/chip-model.md
+    mask_layers: int = 0          # photomasks in a full set (docs/chip-model.md §10)
+    mask_set_usd: float = 0.0     # a full mask set's price
+    design_usd: float = 0.0       # engineering, IP and tools to the first tape-out of a chip template
     achieved_density_fraction: float = ACHIEVED_DENSITY_FRACTION
 
     # -- derived densities ------------------------------------------------------------------------
@@ -57,6 +60,11 @@ class ProcessNode:
     def sram_mbit_per_mm2(self) -> float:
         """SRAM macro density including periphery (sense amps, decoders, redundancy)."""
         return SRAM_ARRAY_EFFICIENCY / self.sram_bitcell_um2
+
+    @property
+    def mask_usd(self) -> float:
+        """One photomask, the set's price spread evenly over its layers."""
+        return self.mask_set_usd / self.mask_layers
 
     @property
     def energy_scale(self) -> float:
@@ -75,27 +83,37 @@ NODES: dict[str, ProcessNode] = {
         name="N16", logic_mtr_per_mm2=28.88, sram_bitcell_um2=0.074, cpp_nm=90.0, vdd=0.80,
         leakage_nw_per_transistor=1.0, wafer_cost_usd=3984.0, defect_density_per_cm2=0.10,
         sources={"logic": "wikichip-16", "sram": "wikichip-16", "cpp": "wikichip-16", "vdd": "assumed-vdd",
-                 "leakage": "assumed-leakage", "wafer": "cset20", "defects": "assumed-d0"}),
+                 "leakage": "assumed-leakage", "wafer": "cset20",
+                 "masks": "assumed-masks", "design": "assumed-design", "defects": "assumed-d0"},
+        mask_layers=60, mask_set_usd=5.0e6, design_usd=20.0e6),
     "N7": ProcessNode(
         name="N7", logic_mtr_per_mm2=91.2, sram_bitcell_um2=0.027, cpp_nm=57.0, vdd=0.75,
         leakage_nw_per_transistor=1.0, wafer_cost_usd=9346.0, defect_density_per_cm2=0.10,
         sources={"logic": "wikichip-7", "sram": "wikichip-7", "cpp": "wikichip-7", "vdd": "assumed-vdd",
-                 "leakage": "assumed-leakage", "wafer": "cset20", "defects": "tsmc-d0"}),
+                 "leakage": "assumed-leakage", "wafer": "cset20",
+                 "masks": "maskcost", "design": "assumed-design", "defects": "tsmc-d0"},
+        mask_layers=80, mask_set_usd=10.0e6, design_usd=30.0e6),
     "N6": ProcessNode(
         name="N6", logic_mtr_per_mm2=91.2 * 1.18, sram_bitcell_um2=0.027, cpp_nm=57.0, vdd=0.75,
         leakage_nw_per_transistor=1.0, wafer_cost_usd=9346.0, defect_density_per_cm2=0.10,
         sources={"logic": "tsmc-n6", "sram": "tsmc-n6", "cpp": "tsmc-n6", "vdd": "assumed-vdd",
-                 "leakage": "assumed-leakage", "wafer": "assumed-n6-wafer", "defects": "tsmc-d0"}),
+                 "leakage": "assumed-leakage", "wafer": "assumed-n6-wafer",
+                 "masks": "assumed-masks", "design": "assumed-design", "defects": "tsmc-d0"},
+        mask_layers=75, mask_set_usd=10.0e6, design_usd=30.0e6),
     "N5": ProcessNode(
         name="N5", logic_mtr_per_mm2=136.0, sram_bitcell_um2=0.021, cpp_nm=51.0, vdd=0.75,
         leakage_nw_per_transistor=1.0, wafer_cost_usd=16988.0, defect_density_per_cm2=0.10,
         sources={"logic": "facts-n5", "sram": "facts-n5", "cpp": "wikichip-5", "vdd": "assumed-vdd",
-                 "leakage": "assumed-leakage", "wafer": "cset20", "defects": "tsmc-d0"}),
+                 "leakage": "assumed-leakage", "wafer": "cset20",
+                 "masks": "hnlpu", "design": "assumed-design", "defects": "tsmc-d0"},
+        mask_layers=70, mask_set_usd=25.0e6, design_usd=40.0e6),
     "N3": ProcessNode(
         name="N3", logic_mtr_per_mm2=136.0 * 1.6, sram_bitcell_um2=0.021, cpp_nm=48.0, vdd=0.75,
         leakage_nw_per_transistor=1.0, wafer_cost_usd=20000.0, defect_density_per_cm2=0.15,
         sources={"logic": "tsmc-n3e", "sram": "tsmc-n3e", "cpp": "tsmc-n3e", "vdd": "assumed-vdd",
-                 "leakage": "assumed-leakage", "wafer": "assumed-n3-wafer", "defects": "facts-d0"}),
+                 "leakage": "assumed-leakage", "wafer": "assumed-n3-wafer",
+                 "masks": "assumed-masks", "design": "assumed-design", "defects": "facts-d0"},
+        mask_layers=80, mask_set_usd=35.0e6, design_usd=50.0e6),
 }
 
 
