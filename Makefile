@@ -37,9 +37,10 @@ demo: $(VENV)/.base
 	$(HW) run $(OUT)/stories260K-w8.die --backend golden --max-tokens 60 --timing
 	@echo "== 5. rtl: synthesizable Verilog of the 8-bit die (simulate it with: hardwire sim DIE --ids 1 -n 32)"
 	$(HW) rtl $(OUT)/stories260K-w8.die -o $(OUT)/rtl-w8
-	@echo "== 6. estimate: Llama 3.1 8B as Taalas HC1 built it, and stories260K as a chip"
+	@echo "== 6. estimate: Llama 3.1 8B as Taalas HC1 built it, stories260K on a chip sized for it, and what HC1 costs against H100s"
 	$(HW) estimate --preset llama-3.1-8b --chip hc1
 	$(HW) estimate --preset stories260k
+	$(HW) economics --preset llama-3.1-8b --gpu h100 --load 1e8
 	@echo "== 7. time to correct: the small task model printed (chip clock) against the large one at a GPU rate"
 	$(HW) freeze task-small --plan w8 --force -o $(OUT)/task-small-w8.die
 	$(HW) ttc --tasks add:100 --system $(OUT)/task-small-w8.die@chip --system task-large@rate:8065:0.124 \

@@ -204,3 +204,38 @@ def test_a_dies_recorded_formats_set_the_weight_bits():
     chip = resolve_chip("hc1", None, None, None, formats)
     assert (chip.weight_bits, chip.high_precision_bits) == (3, 6)
     assert chip.mean_weight_bits == pytest.approx(3 * 0.9 + 6 * 0.1)
+
+
+# -- the fit chip: the template sized for the model ----------------------------------------------
+
+def test_the_bundled_model_gets_a_chip_sized_for_it(cli):
+    out = json.loads(cli("estimate", "--json").stdout)
+    assert out["chip"] == "fit" and out["fit"]["template"] == "hc1"
+    assert out["area_mm2"] < 20 and out["context"] == 512          # stories260K's own maximum context
+    assert out["max_users"] == out["fit"]["users"] == 4
+
+
+def test_llama_8b_defaults_to_hc1_exactly_as_the_preset(cli):
+    default = json.loads(cli("estimate", "--preset", "llama-3.1-8b", "--json").stdout)
+    named = json.loads(cli("estimate", "--preset", "llama-3.1-8b", "--chip", "hc1", "--json").stdout)
+    assert default == named and "fit" not in default
+
+
+def test_a_context_beyond_the_models_maximum_is_refused(cli):
+    for command in ("estimate", "economics"):
+        proc = cli(command, "--preset", "stories260k", "--context", "513", expect=2)
+        assert "context" in proc.stderr and "512" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_fit_keeps_the_template_and_sizes_kv_sram_for_the_stated_users():
+    from hardwire.chip.fit import fit_chip, lora_sram_mib
+    spec, hc1 = model_preset("stories15m"), load_chip("hc1")
+    one, eight = fit_chip(spec, users=1, context=256), fit_chip(spec, users=8, context=256)
+    assert eight.kv_sram_mib == pytest.approx(8 * one.kv_sram_mib)
+    # 2 (K and V) x 6 layers x 288 x 8 bits per position, 256 positions
+    assert one.kv_sram_mib * 8 * 2**20 == 2 * 6 * 288 * 8 * 256
+    assert estimate(spec, eight, context=256).max_users == 8
+    for field in ("node", "weight_style", "weight_bits", "clock_ghz", "weights_per_lane", "schedule"):
+        assert getattr(eight, field) == getattr(hc1, field)
+    # hc1's 32 MiB of LoRA SRAM was sized by the same rule: rank-8, 8-bit adapters on 8B are ~21 MB
+    assert lora_sram_mib(model_preset("llama-3.1-8b")) * 2**20 == pytest.approx(21.0e6, rel=0.01)

@@ -38,10 +38,21 @@ def die_weight_formats(die) -> Optional[dict[int, int]]:
     return counts or None
 
 
-def resolve_chip(chip: str, node: Optional[str], weight_bits: Optional[int], clock_ghz: Optional[float],
-                 die_bits: Optional[dict[int, int]]):
+def resolve_chip(chip: Optional[str], node: Optional[str], weight_bits: Optional[int], clock_ghz: Optional[float],
+                 die_bits: Optional[dict[int, int]], spec: Optional[ModelSpec] = None, users: Optional[int] = None,
+                 context: Optional[int] = None):
+    """The chip to estimate on: a preset or file, or (`fit`, the default for a model that is not the
+    template's) the template sized for `spec` with KV SRAM for `users` at `context`."""
     from hardwire.chip.arch import load_chip
-    config = load_chip(chip)
+    from hardwire.chip.fit import DEFAULT_USERS, default_chip, fit_chip
+    if chip is None:
+        chip = default_chip(spec) if spec is not None else "hc1"
+    if chip.lower() == "fit":
+        if spec is None:
+            raise BadConfig("the fit chip is sized for a model; give one", field="chip")
+        config = fit_chip(spec, users=users or DEFAULT_USERS, context=context)
+    else:
+        config = load_chip(chip)
     changes = {}
     if node:
         changes["node"] = node.upper()
@@ -55,6 +66,16 @@ def resolve_chip(chip: str, node: Optional[str], weight_bits: Optional[int], clo
     if clock_ghz is not None:
         changes["clock_ghz"] = clock_ghz
     return config.replace(**changes) if changes else config
+
+
+def fit_report(config, result) -> dict:
+    """For a fit chip, what the model drove (the rest is the template's)."""
+    if config.name != "fit":
+        return {}
+    from hardwire.chip.fit import TEMPLATE_CHIP
+    return {"fit": {"template": TEMPLATE_CHIP, "users": result.max_users, "context": result.context,
+                    "kv_sram_mib": config.kv_sram_mib, "lora_sram_mib": config.lora_sram_mib,
+                    "io_mm2": config.io_mm2}}
 
 
 def print_table(label: str, result: dict) -> None:
@@ -81,6 +102,11 @@ def print_table(label: str, result: dict) -> None:
         ("yield / die cost", f"{result['yield']:.0%} / ${result['die_cost_usd']:,.0f}"),
         ("cost per million tokens", f"${result['cost_per_mtok_usd']:.6f}"),
     ]
+    if "fit" in result:
+        fit = result["fit"]
+        rows.append(("sized for the model", f"{fit['users']} users at context {fit['context']:,}: "
+                     f"KV {fit['kv_sram_mib']:,.2f} MiB, LoRA {fit['lora_sram_mib']:,.2f} MiB, "
+                     f"I/O {fit['io_mm2']:g} mm²; the rest is {fit['template']}'s"))
     for name, value in rows:
         table.add_row(name, value)
     table.add_section()
@@ -223,11 +249,13 @@ def register(app: typer.Typer) -> None:
     def estimate(
         model: Optional[str] = typer.Argument(None, help="checkpoint or die (default: the bundled model)"),
         preset: Optional[str] = typer.Option(None, "--preset", help="a published model shape, e.g. llama-3.1-8b"),
-        chip: str = typer.Option("hc1", "--chip", help="chip TOML file or preset name"),
+        chip: Optional[str] = typer.Option(None, "--chip", help="chip TOML file or preset name, or fit (default: "
+                                           "hc1 for Llama 3.1 8B, else fit: hc1 sized for the model)"),
         node: Optional[str] = typer.Option(None, "--node", help="process node: N16, N7, N6, N5, N3"),
         weight_bits: Optional[int] = typer.Option(None, "--weight-bits", help="override the chip's weight format"),
         clock_ghz: Optional[float] = typer.Option(None, "--clock-ghz", help="override the chip's clock"),
-        context: int = typer.Option(1024, "--context", help="cached positions per user while decoding"),
+        context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
+                                              "(default: 1024, or the model's maximum if smaller)"),
         prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="prompt length for time to first token"),
         users: Optional[int] = typer.Option(None, "--users", help="load for power and cost (default: KV-bound maximum)"),
         simulate: bool = typer.Option(False, "--simulate", help="also run the cycle-level pipeline simulator"),
@@ -242,10 +270,14 @@ def register(app: typer.Typer) -> None:
             print_presets(as_json)
             return
 
+        from hardwire.chip.fit import check_context, default_context
+
         label, spec, die_bits = resolve_spec(model, preset)
-        config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits)
+        context = default_context(spec) if context is None else context
+        check_context(spec, context)
+        config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits, spec=spec, users=users, context=context)
         result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users)
-        out = {"model": label, **result.to_json()}
+        out = {"model": label, **result.to_json(), **fit_report(config, result)}
         if simulate:
             from hardwire.chip.pipeline import simulate as run_simulation
             sim = run_simulation(spec, config, users=result.load_users, context=context, tokens=16)
@@ -261,12 +293,14 @@ def register(app: typer.Typer) -> None:
     def economics(
         model: Optional[str] = typer.Argument(None, help="checkpoint or die (default: the bundled model)"),
         preset: Optional[str] = typer.Option(None, "--preset", help="a published model shape, e.g. llama-3.1-8b"),
-        chip: str = typer.Option("hc1", "--chip", help="chip TOML file or preset name"),
+        chip: Optional[str] = typer.Option(None, "--chip", help="chip TOML file or preset name, or fit (default: "
+                                           "hc1 for Llama 3.1 8B, else fit)"),
         gpu: str = typer.Option("h100", "--gpu", help="the GPU to compare with: h100, h200, b200"),
         load: float = typer.Option(1_000_000.0, "--load", help="aggregate tokens/s to serve"),
         months: float = typer.Option(36.0, "--months", help="months the deployment lasts"),
         updates_per_year: float = typer.Option(1.0, "--updates-per-year", help="model updates a year (each re-spins the chip)"),
-        context: int = typer.Option(1024, "--context", help="cached positions per user while decoding"),
+        context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
+                                              "(default: 1024, or the model's maximum if smaller)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         plot_path: Optional[str] = typer.Option(None, "--plot", help="write cumulative cost vs months (PNG)"),
     ):
@@ -278,8 +312,12 @@ def register(app: typer.Typer) -> None:
 
         deployment = Deployment(load_tokens_per_s=load, months=months, updates_per_year=updates_per_year)
         gpu_ = named_gpu(gpu)
+        from hardwire.chip.fit import check_context, default_context
+
         label, spec, die_bits = resolve_spec(model, preset)
-        config = resolve_chip(chip, None, None, None, die_bits)
+        context = default_context(spec) if context is None else context
+        check_context(spec, context)
+        config = resolve_chip(chip, None, None, None, die_bits, spec=spec, context=context)
         result = run_economics(run_estimate(spec, config, context=context), gpu_, deployment)
         out = {"model": label, **result.to_json()}
         if plot_path:
