@@ -257,3 +257,22 @@ def test_freeze_profile_says_where_the_time_went(tmp_path, cli):
     proc = cli("freeze", folder, "--plan", "w8", "--calib", text, "-o", tmp_path / "tiny.die", "--profile")
     summary = [line for line in proc.stderr.splitlines() if "freeze took" in line]
     assert len(summary) == 1 and "layers" in summary[0] and "golden tables" in summary[0], proc.stderr
+
+
+def test_die_id_does_not_depend_on_the_blas_thread_count(tmp_path):
+    """Freeze pins BLAS to one thread, so the same checkpoint and plan give the same die on a machine
+    with one core or several (a multi-threaded BLAS sums in an order set by its thread count; before
+    the pin, the bundled model's w8 die had a different id with 1 and with 2 OpenBLAS threads)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    ids = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "PYTHONPATH": str(root), "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out = tmp_path / f"t{threads}.die"
+        subprocess.run([sys.executable, "-m", "hardwire.cli", "freeze", "--plan", "w8", "-o", str(out)],
+                       check=True, capture_output=True, env=env, cwd=root, timeout=300)
+        ids.append(hardwire.open_die(out).id)
+    assert ids[0] == ids[1]

@@ -47,7 +47,20 @@ def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, over
     """Quantize `model` (anything with `.spec` and `.tensor(name)`) by `plan` into a die at `output`.
 
     `progress(what)` is called after each unit of work: "sensitivity" once per layer of the
-    sensitivity pass (mixed plans only), then once per stage (embed, each layer, head)."""
+    sensitivity pass (mixed plans only), then once per stage (embed, each layer, head).
+
+    The float work runs on a single-threaded BLAS: a multi-threaded one splits its sums by the
+    number of threads, so the calibrated scales' last bits, and with them the die's id, would
+    depend on the machine's core count (measured: stories260K w8 got one id with 2 or 4 threads,
+    another with 1). One thread is also much faster for the small products of calibration."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return freeze_on_this_thread(model, plan, output, calibration, overwrite, sensitivity_tokens, progress)
+
+
+def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Calibration, overwrite: bool,
+                          sensitivity_tokens: int, progress) -> Die:
     spec = model.spec
     step = progress or (lambda what: None)
     check_budget(plan, spec)
