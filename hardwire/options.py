@@ -124,11 +124,13 @@ CHECKS: dict[str, Callable] = {
     "--stories": at_least(1), "--window": at_least(2), "--attempts": at_least(1), "--jobs": at_least(1),
     "--weights-per-lane": at_least(1), "--weight-bits": at_least(1), "--clock-ghz": positive,
     "--budget-s": positive, "--overhead-ms": at_least(0), "--load": positive, "--months": positive,
-    "--updates-per-year": at_least(0),
+    "--updates-per-year": at_least(0), "--workers": at_least(1),
     "--ids": token_ids, "--prompt": text, "--block": non_empty, "--host": non_empty,
     **{name: non_empty for name in ("--node", "--chip", "--preset", "--plan", "--backend", "--system", "--tasks",
-                                    "--mode", "--gpu", "--style", "--simulator", "--activations", "--pace")},
-    "--plot": output_file, "--details": output_file, "--crossover": output_file,
+                                    "--mode", "--gpu", "--style", "--simulator", "--activations", "--pace",
+                                    "--scheduler", "--objectives")},
+    "--plot": output_file, "--details": output_file, "--crossover": output_file, "--csv": output_file,
+    "--resume": output_directory,
     "--output": output_file, "--text": input_file, "--calib": input_file, "--tokenizer": input_file,
 }
 # (command, option) pairs whose meaning differs from the table's.

@@ -66,6 +66,7 @@ def test_every_checked_option_refuses_its_bad_values(capsys, name, tmp_path):
         "--prompt": ["\udcff"], "--block": [" "], "--host": [""], "--node": [""], "--chip": [" "],
         "--preset": [""], "--gpu": [" "], "--plan": [""], "--backend": [""], "--system": [" "], "--tasks": [""], "--mode": [""],
         "--style": [""], "--simulator": [""], "--activations": [""], "--pace": [""],
+        "--scheduler": [""], "--objectives": [" "], "--csv": [str(tmp_path)], "--resume": [str(tmp_path / "missing" / "d")],
         "--plot": [str(tmp_path / "missing" / "x.png"), str(tmp_path)],
         "--details": [str(tmp_path / "missing" / "x.jsonl")],
         "--crossover": [str(tmp_path)],

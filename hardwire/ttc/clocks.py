@@ -61,12 +61,15 @@ class WallClock(Clock):
 class ChipClock(Clock):
     """Cycle counts of the chip estimate's pipeline stages for one user (docs/chip-model.md)."""
 
-    def __init__(self, source, chip: str | None = None):
+    def __init__(self, source, chip: str | None = None, config=None):
+        """`source` a model or die (its spec is what is timed); `chip` a chip's name or file, or
+        `config` a chip already resolved (a sweep's point, `hardwire explore`)."""
         from hardwire.chip.commands import die_weight_formats, resolve_chip
         from hardwire.chip.estimate import estimate
 
-        self.chip_name = chip or DEFAULT_CHIP
-        config = resolve_chip(self.chip_name, None, None, None, die_weight_formats(source))
+        self.chip_name = chip or (config.name if config is not None else DEFAULT_CHIP)
+        if config is None:
+            config = resolve_chip(self.chip_name, None, None, None, die_weight_formats(source))
         result = estimate(source.spec, config, context=1, prompt_tokens=1, users=1)
         self.config = config
         self.stages = result.stages
