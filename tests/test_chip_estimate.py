@@ -239,3 +239,73 @@ def test_fit_keeps_the_template_and_sizes_kv_sram_for_the_stated_users():
         assert getattr(eight, field) == getattr(hc1, field)
     # hc1's 32 MiB of LoRA SRAM was sized by the same rule: rank-8, 8-bit adapters on 8B are ~21 MB
     assert lora_sram_mib(model_preset("llama-3.1-8b")) * 2**20 == pytest.approx(21.0e6, rel=0.01)
+
+
+# -- mixtures of experts ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, total, active", [
+    # published: gpt-oss model card (116.8 B / 5.1 B, 20.9 B / 3.6 B); Mistral (46.7 B / 12.9 B, the
+    # latter counting the 0.13 B embedding table, which active_parameter_count leaves out)
+    ("gpt-oss-120b", 116.8e9, 5.1e9), ("gpt-oss-20b", 20.9e9, 3.6e9), ("mixtral-8x7b", 46.7e9, 12.9e9 - 32000 * 4096),
+])
+def test_moe_presets_have_the_published_total_and_active_parameters(name, total, active):
+    spec = model_preset(name)
+    assert spec.parameter_count() == pytest.approx(total, rel=0.01)
+    assert spec.active_parameter_count() == pytest.approx(active, rel=0.02)
+
+
+def test_a_dense_specs_record_is_unchanged_by_the_expert_fields():
+    # die manifests (and so die hashes) of dense models carry no expert fields
+    spec = model_preset("stories260k")
+    assert "experts" not in spec.to_dict() and ModelSpec.from_dict(spec.to_dict()) == spec
+    moe = model_preset("gpt-oss-20b")
+    assert ModelSpec.from_dict(moe.to_dict()) == moe
+
+
+def test_moe_fields_are_validated():
+    base = model_preset("gpt-oss-20b")
+    for changes, field in (({"experts_per_token": 33}, "experts_per_token"), ({"expert_ffn_dim": 0}, "expert_ffn_dim"),
+                           ({"experts": 0}, "experts")):
+        with pytest.raises(BadConfig) as e:
+            ModelSpec.from_dict({**base.to_dict(), **changes})
+        assert e.value.field == field
+
+
+def test_the_estimate_stores_every_expert_but_runs_only_the_chosen_ones():
+    import dataclasses
+    from hardwire.chip.fit import fit_chip
+    spec = model_preset("gpt-oss-20b")
+    double = dataclasses.replace(spec, experts=64)           # twice the experts, the same 4 per token
+    chip = fit_chip(spec)
+    one, two = estimate(spec, chip), estimate(double, chip)
+    # 32 more experts and 32 more router rows per layer, 1/4 transistor per stored bit
+    expert_bits = 32 * (spec.expert_weights() + 2880) * spec.layers * chip.mean_weight_bits / 4
+    added = two.transistor_breakdown()["weight_storage"] - one.transistor_breakdown()["weight_storage"]
+    assert added == pytest.approx(expert_bits, rel=1e-6)
+    assert two.area_mm2 > 1.7 * one.area_mm2 and two.partition.chips > one.partition.chips
+    # same active path: the same cycles per token on each chip, and the same dynamic energy but the links
+    assert two.tokens_per_s == pytest.approx(one.tokens_per_s, rel=0.05)
+    assert two.token_energy_j["weights"] == pytest.approx(one.token_energy_j["weights"], rel=0.01)
+    # a dense model as large as all the experts would spend far more per token
+    dense = dataclasses.replace(spec, experts=0, experts_per_token=0, expert_ffn_dim=0, ffn_dim=32 * 2880)
+    assert estimate(dense, fit_chip(dense)).token_energy_j["weights"] > 5 * one.token_energy_j["weights"]
+
+
+def test_gpt_oss_120b_needs_several_chips_and_estimates_fast(cli):
+    import time
+    start = time.perf_counter()
+    out = json.loads(cli("estimate", "--preset", "gpt-oss-120b", "--json").stdout)
+    assert out["chips"] > 1 and all(a <= 858 for a in out["area_per_chip_mm2"])
+    assert out["active_parameters"] < out["parameters"] / 20
+    spec = model_preset("gpt-oss-120b")
+    from hardwire.chip.fit import fit_chip
+    start = time.perf_counter()
+    estimate(spec, fit_chip(spec))
+    assert time.perf_counter() - start < 1.0
+
+
+def test_moe_checkpoints_are_still_refused_naming_the_missing_support(cli, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "mixtral", "num_local_experts": 8}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    proc = cli("estimate", tmp_path, expect=2)
+    assert "mixture-of-experts" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

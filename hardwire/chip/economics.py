@@ -148,7 +148,7 @@ def energy_usd_per_month(power_w: float, deployment: Deployment, usd_per_kwh: fl
     return power_w * deployment.pue / 1000 * HOURS_PER_MONTH * usd_per_kwh
 
 
-def economics(estimate: Estimate, gpu_: Gpu, deployment: Deployment, active_weights: int | None = None) -> Economics:
+def economics(estimate: Estimate, gpu_: Gpu, deployment: Deployment) -> Economics:
     """The chip fleet that `estimate` describes and a fleet of `gpu_` serving the same load."""
     chip, node, load = estimate.chip, estimate.chip.process, deployment.load_tokens_per_s
     price = chip.electricity_usd_per_kwh
@@ -173,7 +173,7 @@ def economics(estimate: Estimate, gpu_: Gpu, deployment: Deployment, active_weig
                        + energy_usd_per_month(chip_power_w, deployment, price))
 
     # GPUs: replicas serving up to the roofline's aggregate rate at the same utilisation
-    serving = serve(estimate.spec, gpu_, estimate.context, active_weights)
+    serving = serve(estimate.spec, gpu_, estimate.context)
     replicas = math.ceil(load / (serving.aggregate_tokens_per_s * deployment.utilisation))
     gpus = replicas * serving.gpus_per_replica
     busy = load / (replicas * serving.aggregate_tokens_per_s)

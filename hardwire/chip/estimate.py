@@ -7,6 +7,7 @@ partition into chips → stages (cycles) → speed → energy and power → yiel
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from hardwire.chip.arch import ChipConfig, Stage
 from hardwire.chip.process import (ADD_PJ_PER_BIT_45NM, MULT_PJ_PER_PARTIAL_PRODUCT_45NM, RETICLE_MM2,
                                    SRAM_READ_PJ_PER_BIT_8KB_45NM, SRAM_READ_PJ_PER_BIT_32KB_45NM,
                                    dies_per_wafer, murphy_yield)
-from hardwire.datapath import Matrix, TokenStep, build
+from hardwire.datapath import MatVec, Matrix, TokenStep, build
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
 
@@ -75,9 +76,54 @@ def layer_matrices(step: TokenStep, index: int = 0) -> list[Matrix]:
     return [m for m in step.matrices() if m.name.startswith(f"layers.{index}.")]
 
 
+# -- mixture of experts ----------------------------------------------------------------------------
+# Every expert has its own weight storage and lanes (all are stored); a token's chosen and shared
+# experts run at once on their own lanes, so a token's path through a layer is a dense layer whose FFN
+# is one expert wide, plus the router's product before it (docs/chip-model.md §1.3).
+
+def token_path(model):
+    """What one token runs through: `model` itself when dense; for a mixture of experts, its spec
+    with a dense FFN one expert wide."""
+    spec = model if isinstance(model, ModelSpec) else model.spec
+    if not spec.is_moe:
+        return model
+    return dataclasses.replace(spec, ffn_dim=spec.expert_ffn_dim, experts=0, experts_per_token=0,
+                               shared_experts=0, expert_ffn_dim=0)
+
+
+def router(spec: ModelSpec, index: int) -> MatVec:
+    """Layer `index`'s router: one score per expert from the normed hidden state."""
+    name = f"layers.{index}.router"
+    return MatVec(name=name, stage=f"L{index}.router", layer=index, handoff=1,
+                  matrices=(Matrix(name, spec.experts, spec.hidden_dim),))
+
+
+def stored_layer_matrices(spec: ModelSpec, chip: ChipConfig) -> list[Matrix]:
+    """Every matrix one layer stores: a dense layer's seven; with experts, attention's four, the
+    router and each expert's three."""
+    matrices = layer_matrices(build(token_path(spec), chip.point))
+    if spec.is_moe:
+        ffn = [m for m in matrices if m.name.rsplit(".", 1)[-1] in ("w_gate", "w_up", "w_down")]
+        matrices += ffn * (spec.experts + spec.shared_experts - 1) + list(router(spec, 0).matrices)
+    return matrices
+
+
+def with_routers(stages: list[Stage], spec: ModelSpec, chip: ChipConfig) -> list[Stage]:
+    """A mixture of experts' router stage before each layer's gate_up."""
+    if not spec.is_moe or chip.schedule == "sequential":
+        return stages
+    out = []
+    for stage in stages:
+        if stage.name.endswith(".gate_up"):
+            layer = int(stage.name[1:].split(".")[0])
+            out.append(Stage(f"L{layer}.router", stage.chip, stage.point, (router(spec, layer),)))
+        out.append(stage)
+    return out
+
+
 def layer_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     node = chip.process
-    blocks = matrix_blocks(layer_matrices(build(spec, chip.point)), chip)
+    blocks = matrix_blocks(stored_layer_matrices(spec, chip), chip)
     attention = 2 * chip.attention_positions_per_cycle * spec.q_dim * arch.attention_mac_transistors(chip)
     blocks.transistors["attention"] = attention
     blocks.area_mm2["attention"] = node.logic_area_mm2(attention)
@@ -217,7 +263,7 @@ def attention_pj_45nm_per_position(spec: ModelSpec, chip: ChipConfig) -> float:
 def token_energy_j(spec: ModelSpec, chip: ChipConfig, context: int, chips: int) -> dict[str, float]:
     """Dynamic energy of one decoded token, by block, in joules at the chip's node."""
     scale = chip.process.energy_scale * 1e-12
-    matmul_weights = spec.layers * spec.matmul_weights_per_layer() + spec.vocab_size * spec.hidden_dim
+    matmul_weights = spec.layers * spec.active_matmul_weights_per_layer() + spec.vocab_size * spec.hidden_dim
     weights = matmul_weights * weight_pj_45nm(chip)
     weights += spec.hidden_dim * chip.mean_weight_bits * SRAM_READ_PJ_PER_BIT_8KB_45NM  # embedding row
     attention = spec.layers * context * attention_pj_45nm_per_position(spec, chip)
@@ -276,13 +322,14 @@ class Estimate:
         return token_cycles(self.stages, context) / self.chip.clock_hz * 1e6
 
     def to_json(self) -> dict:
-        lanes = sum(m.plan(self.chip.point).lanes for m in layer_matrices(self.step))
+        lanes = sum(m.plan(self.chip.point).lanes for m in stored_layer_matrices(self.spec, self.chip))
         neck = bottleneck(self.stages, self.context)
         return {
             "chip": self.chip.name, "node": self.chip.node, "weight_style": self.chip.weight_style,
             "schedule": self.chip.schedule,
             "clock_ghz": self.chip.clock_ghz, "mean_weight_bits": self.chip.mean_weight_bits,
-            "parameters": self.spec.parameter_count(), "context": self.context,
+            "parameters": self.spec.parameter_count(), "active_parameters": self.spec.active_parameter_count(),
+            "context": self.context,
             "prompt_tokens": self.prompt_tokens,
             "tokens_per_s": self.tokens_per_s,
             "latency_us_per_token": self.latency_us_per_token,
@@ -328,8 +375,8 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
         raise BadConfig(f"expected a positive number of users, got {users!r}", field="users")
     node = chip.process
     part = partition(spec, chip, layer_blocks(spec, chip), embed_blocks(spec, chip), head_blocks(spec, chip))
-    step = build(model, chip.point)
-    stages = arch.stage_plan(step, chip, part.layer_chip, part.head_chip)
+    step = build(token_path(model), chip.point)
+    stages = with_routers(arch.stage_plan(step, chip, part.layer_chip, part.head_chip), spec, chip)
 
     cycles = token_cycles(stages, context)
     tokens_per_s = chip.clock_hz / cycles

@@ -76,20 +76,32 @@ def kv_bytes_per_user(spec: ModelSpec, context: int, gpu_: Gpu) -> float:
     return 2 * spec.layers * spec.kv_dim * context * gpu_.bytes_per_weight
 
 
-def serve(spec: ModelSpec, gpu_: Gpu, context: int, active_weights: int | None = None,
-          batch: int | None = None) -> GpuServing:
+def weights_read(spec: ModelSpec, batch: int) -> float:
+    """Weights one decode step of `batch` users reads: all of a dense model's; for a mixture of
+    experts the shared part and every expert at least one user chose (each user picks
+    `experts_per_token` of `experts` at random: an expert is idle with probability (1 - k/E)^B).
+    An untied embedding table is not read, only one row of it per user."""
+    weights = spec.parameter_count() - (0 if spec.tied_embeddings else spec.vocab_size * spec.hidden_dim)
+    if not spec.is_moe:
+        return weights
+    routed = spec.experts * spec.expert_weights() * spec.layers
+    touched = 1 - (1 - spec.experts_per_token / spec.experts) ** batch
+    return weights - routed + routed * touched
+
+
+def serve(spec: ModelSpec, gpu_: Gpu, context: int, batch: int | None = None) -> GpuServing:
     """The roofline decode rate of `spec` on replicas of `gpu_` at `context` cached positions per
-    user. `active_weights`: the weights one token multiplies (all of them for a dense model);
-    `batch`: users decoding together (default: as many as the HBM holds, up to MAX_BATCH)."""
+    user; `batch`: users decoding together (default: as many as the HBM holds, up to MAX_BATCH).
+    Each user's token multiplies the model's active weights (`ModelSpec.active_parameter_count`)."""
     weights = spec.parameter_count()
-    active = weights if active_weights is None else active_weights
+    active = spec.active_parameter_count()
     weight_bytes = weights * gpu_.bytes_per_weight
     hbm_bytes = gpu_.hbm_gb * 1e9
     n = max(1, math.ceil(weight_bytes / (WEIGHT_SHARE_OF_HBM * hbm_bytes)))
     kv = kv_bytes_per_user(spec, context, gpu_)
     if batch is None:
         batch = max(int(min(MAX_BATCH, (USABLE_HBM * n * hbm_bytes - weight_bytes) // kv)), 1)
-    memory_s = (weight_bytes + batch * kv) / (n * gpu_.hbm_tb_per_s * 1e12 * BANDWIDTH_EFFICIENCY)
+    memory_s = (weights_read(spec, batch) * gpu_.bytes_per_weight + batch * kv) / (n * gpu_.hbm_tb_per_s * 1e12 * BANDWIDTH_EFFICIENCY)
     compute_s = 2 * active * batch / (n * gpu_.dense_tflops * 1e12 * COMPUTE_EFFICIENCY)
     step_s = max(memory_s, compute_s)
     return GpuServing(gpu=gpu_, gpus_per_replica=n, batch=batch, tokens_per_s_per_user=1 / step_s,

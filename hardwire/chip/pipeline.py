@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from hardwire.chip import arch
 from hardwire.chip.arch import ChipConfig
-from hardwire.chip.estimate import embed_blocks, head_blocks, layer_blocks, partition
+from hardwire.chip.estimate import embed_blocks, head_blocks, layer_blocks, partition, token_path, with_routers
 from hardwire.datapath import build
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
@@ -49,7 +49,8 @@ def simulate(spec: ModelSpec, chip: ChipConfig, users: int = 1, context: int = 1
         if not isinstance(value, int) or value < low:
             raise BadConfig(f"expected an integer >= {low}, got {value!r}", field=name)
     part = partition(spec, chip, layer_blocks(spec, chip), embed_blocks(spec, chip), head_blocks(spec, chip))
-    stages = arch.stage_plan(build(spec, chip.point), chip, part.layer_chip, part.head_chip)
+    stages = with_routers(arch.stage_plan(build(token_path(spec), chip.point), chip, part.layer_chip, part.head_chip),
+                          spec, chip)
     free_at = [0] * len(stages)             # cycle at which each stage can take the next token
     busy = [0] * len(stages)
 

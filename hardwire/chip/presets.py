@@ -43,6 +43,24 @@ MODEL_PRESETS: dict[str, ModelSpec] = {
     # karpathy/tinyllamas stories260K (bundled): dim 64, 5 layers, 8 heads, 4 KV heads, ffn 172
     "stories260k": ModelSpec(family="llama", hidden_dim=64, layers=5, heads=8, kv_heads=4, head_dim=8,
                              ffn_dim=172, vocab_size=512, max_context=512, tied_embeddings=True),
+    # -- mixtures of experts: shapes for the estimate (importing their checkpoints is refused) --------
+    # openai/gpt-oss-120b config.json: hidden 2880, 36 layers, 64 heads / 8 KV heads of 64, 128 experts
+    # of intermediate 2880, 4 per token, vocab 201088, attention bias, theta 150000 (YaRN x32 from 4096 and
+    # sliding windows of 128 on alternate layers are not represented: every layer attends fully)
+    "gpt-oss-120b": ModelSpec(family="gpt_oss", hidden_dim=2880, layers=36, heads=64, kv_heads=8, head_dim=64,
+                              ffn_dim=2880, vocab_size=201088, max_context=131072, rope_theta=150000.0,
+                              qkv_bias=True, bos_id=199998, eos_id=200002, experts=128, experts_per_token=4,
+                              expert_ffn_dim=2880),
+    # openai/gpt-oss-20b config.json: as 120b with 24 layers and 32 experts
+    "gpt-oss-20b": ModelSpec(family="gpt_oss", hidden_dim=2880, layers=24, heads=64, kv_heads=8, head_dim=64,
+                             ffn_dim=2880, vocab_size=201088, max_context=131072, rope_theta=150000.0,
+                             qkv_bias=True, bos_id=199998, eos_id=200002, experts=32, experts_per_token=4,
+                             expert_ffn_dim=2880),
+    # mistralai/Mixtral-8x7B-v0.1 config.json: hidden 4096, 32 layers, 32 heads / 8 KV heads, 8 experts of
+    # intermediate 14336, 2 per token, vocab 32000, theta 1e6, max positions 32768
+    "mixtral-8x7b": ModelSpec(family="mixtral", hidden_dim=4096, layers=32, heads=32, kv_heads=8, head_dim=128,
+                              ffn_dim=14336, vocab_size=32000, max_context=32768, rope_theta=1000000.0,
+                              norm_eps=1e-5, experts=8, experts_per_token=2, expert_ffn_dim=14336),
 }
 
 

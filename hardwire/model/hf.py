@@ -18,6 +18,8 @@ _REQUIRED = object()     # a field's default when it has none: missing is an err
 _MISSING = object()
 
 SUPPORTED_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
+# config.json keys that make a model a mixture of experts (Mixtral, Qwen-MoE, DeepSeek, gpt-oss)
+MOE_CONFIG_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 # canonical name (per layer without prefix, or global) -> Hugging Face tensor name
 GLOBAL_NAMES = {"embed": "model.embed_tokens.weight", "final_norm": "model.norm.weight",
@@ -109,6 +111,12 @@ def spec_from_config(config: dict, source: Path) -> ModelSpec:
     and the `rope_parameters` layout transformers 5 writes)."""
     fields = _ConfigFields(config, source)
     model_type = config.get("model_type")
+    experts = next((key for key in MOE_CONFIG_KEYS if config.get(key)), None)
+    if experts is not None:
+        raise UnsupportedModel(f"mixture-of-experts checkpoints ({experts}={json.dumps(config[experts])[:20]}) are not "
+                               "supported by import, freeze or the golden model; `hardwire estimate --preset` "
+                               "estimates published MoE shapes (gpt-oss-120b, gpt-oss-20b, mixtral-8x7b)",
+                               path=source, field=experts)
     if not isinstance(model_type, str) or model_type not in SUPPORTED_TYPES:
         raise UnsupportedModel(f"model_type {json.dumps(model_type)[:80]} is not supported; expected one "
                                f"of {', '.join(SUPPORTED_TYPES)}", path=source, field="model_type")

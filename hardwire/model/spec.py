@@ -15,7 +15,8 @@ from hardwire.errors import BadConfig
 if TYPE_CHECKING:
     import numpy as np
 
-FAMILIES = ("llama", "mistral", "qwen2")
+FAMILIES = ("llama", "mistral", "qwen2", "mixtral", "gpt_oss")    # the last two: shapes for the estimate only
+MOE_FIELDS = ("experts", "experts_per_token", "shared_experts", "expert_ffn_dim")
 ACTIVATIONS = ("silu",)
 
 
@@ -49,6 +50,14 @@ class ModelSpec:
     sliding_window: int | None = None   # Mistral: attend to at most this many past positions
     bos_id: int | None = 1
     eos_id: int | None = 2
+    # Mixture of experts (0: a dense model). Each layer's SwiGLU FFN is `experts` routed experts of
+    # width `expert_ffn_dim`, of which a linear router (experts x hidden) picks `experts_per_token`
+    # for each token, plus `shared_experts` every token uses. Only the chip estimate reads these:
+    # importing a mixture-of-experts checkpoint is refused.
+    experts: int = 0
+    experts_per_token: int = 0
+    shared_experts: int = 0
+    expert_ffn_dim: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -72,6 +81,18 @@ class ModelSpec:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 bad(field, f"an integer in [{low}, {high}]", value)
+        for field in MOE_FIELDS:
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1 << 18:
+                bad(field, f"an integer in [0, {1 << 18}]", value)
+        if self.experts:
+            if not 1 <= self.experts_per_token <= self.experts:
+                bad("experts_per_token", f"an integer in [1, experts={self.experts}]", self.experts_per_token)
+            if self.expert_ffn_dim < 1:
+                bad("expert_ffn_dim", "a positive integer for a mixture-of-experts model", self.expert_ffn_dim)
+        elif self.experts_per_token or self.shared_experts or self.expert_ffn_dim:
+            bad("experts", "a positive number of experts where experts_per_token, shared_experts or "
+                "expert_ffn_dim is set", self.experts)
         for field in ("tied_embeddings", "qkv_bias"):
             if type(getattr(self, field)) is not bool:
                 bad(field, "true or false", getattr(self, field))
@@ -126,12 +147,32 @@ class ModelSpec:
     def kv_dim(self) -> int:
         return self.kv_heads * self.head_dim
 
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    def ffn_shapes(self, ffn_dim: int) -> dict[str, tuple[int, ...]]:
+        """One SwiGLU FFN (a dense layer's, or one expert's) of width `ffn_dim`."""
+        return {"w_gate": (ffn_dim, self.hidden_dim), "w_up": (ffn_dim, self.hidden_dim),
+                "w_down": (self.hidden_dim, ffn_dim)}
+
     def layer_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Canonical per-layer tensor names (without the `layers.{i}.` prefix) and shapes.
 
         Matrices are [out_features, in_features] as in Hugging Face; q/k rows are in the
-        Hugging Face RoPE layout (rotate-half pairs (j, j + head_dim/2)).
+        Hugging Face RoPE layout (rotate-half pairs (j, j + head_dim/2)). A mixture of experts has
+        `router` and `experts.{e}.w_*` / `shared.{s}.w_*` in place of the dense FFN.
         """
+        if self.is_moe:
+            dense = {k: v for k, v in dataclasses.replace(self, experts=0, experts_per_token=0, shared_experts=0,
+                                                          expert_ffn_dim=0).layer_tensor_shapes().items()
+                     if k not in ("w_gate", "w_up", "w_down")}
+            shapes = {**dense, "router": (self.experts, self.hidden_dim)}
+            expert = self.ffn_shapes(self.expert_ffn_dim)
+            for group, count in (("experts", self.experts), ("shared", self.shared_experts)):
+                for e in range(count):
+                    shapes.update({f"{group}.{e}.{name}": shape for name, shape in expert.items()})
+            return shapes
         shapes = {
             "attn_norm": (self.hidden_dim,),
             "wq": (self.q_dim, self.hidden_dim),
@@ -162,11 +203,41 @@ class ModelSpec:
         return sum(math.prod(s) for s in self.tensor_shapes().values())
 
     def matmul_weights_per_layer(self) -> int:
-        """Weights in the seven projection matrices of one layer (what a chip stores per stage)."""
+        """Weights in the projection matrices of one layer (what a chip stores per stage): the seven
+        of a dense layer; every expert's and the router's in a mixture of experts."""
+        if self.is_moe:
+            experts = (self.experts + self.shared_experts) * self.expert_weights()
+            return self.attention_weights_per_layer() + self.experts * self.hidden_dim + experts
         return sum(math.prod(s) for n, s in self.layer_tensor_shapes().items() if n.startswith("w"))
 
+    def attention_weights_per_layer(self) -> int:
+        """wq, wk, wv and wo."""
+        return 2 * self.hidden_dim * (self.q_dim + self.kv_dim)
+
+    def expert_weights(self) -> int:
+        """One expert's three matrices."""
+        return 3 * self.hidden_dim * self.expert_ffn_dim
+
+    def active_matmul_weights_per_layer(self) -> int:
+        """Weights one token multiplies in one layer: all of a dense layer's; the router and the
+        chosen and shared experts of a mixture of experts."""
+        if not self.is_moe:
+            return self.matmul_weights_per_layer()
+        experts = (self.experts_per_token + self.shared_experts) * self.expert_weights()
+        return self.attention_weights_per_layer() + self.experts * self.hidden_dim + experts
+
+    def active_parameter_count(self) -> int:
+        """Parameters one token uses, the classifier included and the embedding table not (one row is read)."""
+        inactive = (self.experts - self.experts_per_token) * self.expert_weights() * self.layers
+        embedding = 0 if self.tied_embeddings else self.vocab_size * self.hidden_dim
+        return self.parameter_count() - inactive - embedding
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.is_moe:      # a dense model's record (a die's manifest, its hash) is as before experts existed
+            for field in MOE_FIELDS:
+                data.pop(field)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
