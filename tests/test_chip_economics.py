@@ -130,3 +130,13 @@ def test_a_mixture_of_experts_reads_only_the_experts_its_batch_chose():
     # one user: the shared weights and 4 of 128 experts per layer
     assert alone == pytest.approx(spec.parameter_count() - 201088 * 2880 - routed * (1 - 4 / 128))
     assert alone < crowd < spec.parameter_count() and crowd > 0.99 * (spec.parameter_count() - 201088 * 2880)
+
+
+def test_a_fit_chip_sized_for_more_users_serves_the_load_with_fewer_chips(cli):
+    def chips(users):
+        return json.loads(cli("economics", "--preset", "gpt-oss-20b", "--load", "1e7", "--users", users,
+                              "--json").stdout)
+    few, many = chips(4), chips(64)
+    assert many["chip_tokens_per_s_per_model"] > 4 * few["chip_tokens_per_s_per_model"]
+    assert many["chips"] < few["chips"] and many["chips_per_model"] >= few["chips_per_model"]
+    assert few["gpus"] == many["gpus"]

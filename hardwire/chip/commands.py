@@ -301,6 +301,8 @@ def register(app: typer.Typer) -> None:
         updates_per_year: float = typer.Option(1.0, "--updates-per-year", help="model updates a year (each re-spins the chip)"),
         context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
                                               "(default: 1024, or the model's maximum if smaller)"),
+        users: Optional[int] = typer.Option(None, "--users", help="users per model copy the fit chip's KV SRAM "
+                                            "holds (default 4)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         plot_path: Optional[str] = typer.Option(None, "--plot", help="write cumulative cost vs months (PNG)"),
     ):
@@ -317,7 +319,7 @@ def register(app: typer.Typer) -> None:
         label, spec, die_bits = resolve_spec(model, preset)
         context = default_context(spec) if context is None else context
         check_context(spec, context)
-        config = resolve_chip(chip, None, None, None, die_bits, spec=spec, context=context)
+        config = resolve_chip(chip, None, None, None, die_bits, spec=spec, users=users, context=context)
         result = run_economics(run_estimate(spec, config, context=context), gpu_, deployment)
         out = {"model": label, **result.to_json()}
         if plot_path:

@@ -165,8 +165,9 @@ def economics(estimate: Estimate, gpu_: Gpu, deployment: Deployment) -> Economic
 
     weight_masks = weight_mask_layers(chip)
     respin = weight_masks * node.mask_usd * dies + RESPIN_ENGINEERING_USD
-    # every die of a multi-chip model is its own mask set
-    mask_set = node.mask_set_usd * dies
+    # the dies of a multi-chip model share the template's masks and differ in their weight masks (all of
+    # them where the weights are the logic), as HNLPU's dies share 60 of their 70 masks
+    mask_set = node.mask_set_usd + (dies - 1) * weight_masks * node.mask_usd
     per_update = deployment.updates_per_year / 12
     chip_fleet = Fleet(start_usd=node.design_usd + mask_set + hardware,
                        usd_per_month=per_update * (respin + hardware)
