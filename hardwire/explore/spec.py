@@ -64,10 +64,11 @@ class ModelEntry:
 class ChipEntry:
     base: str                    # a chip preset's name or a chip file's path
     overrides: tuple             # ((field, value), ...) in the sweep file's order
+    varied: tuple = ()           # the fields given as lists (axes), which name the chip
 
     @property
     def label(self) -> str:
-        return " ".join([Path(self.base).stem] + [f"{k}={v}" for k, v in self.overrides])
+        return " ".join([Path(self.base).stem] + [f"{k}={v}" for k, v in self.overrides if k in self.varied])
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ def chip_entries(group: object, folder: Path, path: Path, where: str) -> list[Ch
             raise BadConfig(str(e), path=path, field=f"{where}.base") from None
         resolved.append(base)
     axes = []
+    varied = tuple(key for key, value in group.items() if key != "base" and isinstance(value, list))
     for key, value in group.items():
         if key == "base":
             continue
@@ -278,7 +280,7 @@ def chip_entries(group: object, folder: Path, path: Path, where: str) -> list[Ch
     entries = []
     for base in resolved:
         for combination in itertools.product(*axes):
-            entry = ChipEntry(base, tuple(combination))
+            entry = ChipEntry(base, tuple(combination), varied)
             try:
                 chip_config(entry, None)
             except HardwireError as e:
