@@ -204,3 +204,29 @@ def test_the_bundled_example_sweeps_are_valid():
     tasks, presets = read_sweep(root / "tasks.toml"), read_sweep(root / "presets.toml")
     assert len(tasks.points) >= 50 and all(m.kind != "preset" for m in tasks.models)
     assert len(presets.points) >= 1000 and all(m.kind == "preset" for m in presets.models)
+
+
+def test_a_worker_killed_mid_sweep_loses_no_finished_point(tmp_path):
+    """A worker process killed after the first point: the points written stay written, the sweep
+    finishes (Dask reruns the lost tasks, or the points fail and a resume runs them), and a resume
+    computes nothing twice."""
+    import os
+    import signal
+
+    sweep = read_sweep(write_sweep(tmp_path))
+    folder = tmp_path / "run"
+    killed = []
+    with dask_client(workers=1) as client:
+        def kill_once(done, running, failed, total):
+            if done >= 1 and not killed:
+                written = (folder / RESULTS_FILE).read_text().splitlines()
+                killed.append(written)
+                for pid in client.run(os.getpid).values():
+                    os.kill(pid, signal.SIGKILL)
+        run_sweep(sweep, client, folder, kill_once)
+        lines = (folder / RESULTS_FILE).read_text().splitlines()
+        assert killed and lines[:len(killed[0])] == killed[0]         # nothing written before was lost
+        resumed = run_sweep(sweep, client, folder)
+    assert all(p["error"] is None for p in resumed) and len(resumed) == len(sweep.points)
+    finished = sum(json.loads(line)["error"] is None for line in lines)
+    assert len((folder / RESULTS_FILE).read_text().splitlines()) == len(lines) + len(sweep.points) - finished
