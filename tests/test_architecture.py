@@ -28,6 +28,7 @@ LAYERS = (
     ("runtime",),                                      # picks a backend; run, serve
     ("measure", "ttc"),                                # measurements that run the backends
     ("explore", "patch"),                              # later stages, above everything they will use
+    ("report",),                                       # one page of what every stage above computes
     ("cli", "options", "hardwire"),                    # the command, its option checks, the facade
 )
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
