@@ -46,6 +46,8 @@ demo: $(VENV)/.base
 	$(HW) ttc --tasks add:100 --system $(OUT)/task-small-w8.die@chip --system task-large@rate:8065:0.124 \
 	  --attempts 16 --plot $(OUT)/ttc-add.png
 	@echo "solved-versus-time plot: $(OUT)/ttc-add.png"
+	@echo "== 8. report: the 8-bit die on one self-contained HTML page (open it in any browser)"
+	$(HW) report $(OUT)/stories260K-w8.die -o $(OUT)/report.html
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

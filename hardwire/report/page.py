@@ -16,7 +16,7 @@ h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:2px;margin-top
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.row>div{flex:1 1 360px;min-width:0;overflow-x:auto}
 svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:.9em}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}
-.missing{color:#555;font-style:italic}nav a{margin-right:.8em}
+.scroll{overflow-x:auto;max-width:100%}.missing{color:#555;font-style:italic}nav a{margin-right:.8em}
 """
 
 
@@ -31,7 +31,9 @@ def number(value, digits: int = 4) -> str:
         return f"{int(value):,}"
     if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
         return f"{value:.{digits}g}"
-    return f"{value:,.{digits}g}" if abs(value) < 1 else f"{value:,.{max(digits - 2, 1)}f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}g}"
 
 
 def table(headers: list[str], rows: list[list], caption: str = "") -> str:
@@ -39,7 +41,7 @@ def table(headers: list[str], rows: list[list], caption: str = "") -> str:
     body = "".join("<tr>" + "".join(f"<td>{cell if isinstance(cell, Cell) else number(cell)}</td>" for cell in row)
                    + "</tr>" for row in rows)
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 class Cell(str):
@@ -123,7 +125,7 @@ def quality_part(quality) -> str:
     rows = [["perplexity", q["perplexity"], q["float_perplexity"]],
             ["top-1 agreement with float", q["top1_agreement"], 1.0],
             ["KL divergence from float (mean, nats)", q["kl_mean"], 0.0]]
-    rows = [[text(r[0]), keyed(k, r[1], number(r[1], 6)), r[2]]
+    rows = [[text(r[0]), keyed(k, r[1], number(r[1], 6)), text(number(r[2], 6))]
             for r, k in zip(rows, ("perplexity", "top1_agreement", "kl_mean"))]
     note = (f"<p>{q['tokens']:,} tokens in {q['sequences']} windows of the first {q['stories']} documents of "
             f"{escape(q['text'].rsplit('/', 1)[-1])}, as <code>hardwire quality DIE --stories {q['stories']}</code> "
