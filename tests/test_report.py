@@ -9,6 +9,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import struct
+import subprocess
 from html import unescape
 from pathlib import Path
 
@@ -48,13 +51,18 @@ def assert_matches_estimate(page: str, estimate: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def die_page(task_die, tmp_path_factory):
+def die_report(task_die, tmp_path_factory) -> Path:
     """The bundled task model's report with the committed time-to-correct result (the command run in
     this process once; the tests below read the page)."""
     from hardwire.cli import main
     out = tmp_path_factory.mktemp("report") / "die.html"
     assert main(["report", task_die, "-o", str(out), "--ttc", str(TTC_RESULT), "--stories", str(STORIES)]) == 0
-    return out.read_text()
+    return out
+
+
+@pytest.fixture(scope="module")
+def die_page(die_report) -> str:
+    return die_report.read_text()
 
 
 def test_a_die_report_is_one_self_contained_page_with_every_section(die_page):
@@ -161,3 +169,37 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, cli, args
 def test_an_output_in_a_missing_folder_is_refused(tmp_path, cli):
     proc = cli("report", "llama-3.2-1b", "-o", tmp_path / "no" / "page.html", expect=2)
     assert "--output" in proc.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", *args], capture_output=True, text=True, timeout=120)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_a_browser_loads_the_page_with_no_console_message_and_reads_the_estimate_back(die_report, task_die, cli,
+                                                                                     tmp_path):
+    """The page's Content-Security-Policy blocks any request and the browser logs each one it blocks on
+    the console, so a silent console is a page that asked for nothing; the figures are read from the
+    DOM the browser built, not from the file."""
+    url = die_report.resolve().as_uri()
+    loaded = chromium("--dump-dom", url)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "CONSOLE" not in loaded.stderr, [line for line in loaded.stderr.splitlines() if "CONSOLE" in line]
+    assert_matches_estimate(loaded.stdout, json.loads(cli("estimate", task_die, "--json").stdout))
+    quality = json.loads(cli("quality", task_die, "--stories", STORIES, "--json").stdout)
+    assert figures(loaded.stdout)["top1_agreement"] == quality["top1_agreement"]
+    for width, height in ((1280, 800), (390, 844)):
+        shot = tmp_path / f"report-{width}.png"
+        taken = chromium(f"--window-size={width},{height}", f"--screenshot={shot}", url)
+        assert taken.returncode == 0 and "CONSOLE" not in taken.stderr, taken.stderr
+        assert png_size(shot) == (width, height)

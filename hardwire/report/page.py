@@ -9,6 +9,10 @@ from html import escape
 from hardwire.report import charts
 from hardwire.report.content import Missing, Report
 
+# The page may fetch nothing: a browser blocks any request (and says so on its console) even if a
+# later change slips one in. Inline styles for the CSS and matplotlib's SVG; data: for the heatmap's PNG.
+POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:12px;
 color:#111;background:#fff;line-height:1.4}
@@ -16,7 +20,7 @@ h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:2px;margin-top
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.row>div{flex:1 1 360px;min-width:0;overflow-x:auto}
 svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:.9em}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}
-.scroll{overflow-x:auto;max-width:100%}.missing{color:#555;font-style:italic}nav a{margin-right:.8em}
+.scroll{overflow-x:auto;max-width:100%}.missing{color:#555;font-style:italic}nav{display:flex;flex-wrap:wrap;gap:.2em .9em}
 """
 
 
@@ -216,6 +220,7 @@ def render(report: Report) -> str:
         ("explore", "design space")))
     title = f"hardwire report: {report.subject} on {e['chip']}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{escape(title)}</h1><nav>{nav}</nav>{''.join(parts)}</body></html>\n")
