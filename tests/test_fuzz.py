@@ -328,7 +328,7 @@ def accepted_value_is_sound(option: str, value) -> bool:
         return math.isfinite(value) and 0 < value <= 1
     if option == "--seed":
         return 0 <= value < 2**64
-    if option in ("--calib-tokens", "--context", "--attempts", "--stories", "--users", "--jobs"):
+    if option in ("--calib-tokens", "--context", "--attempts", "--stories", "--users", "--jobs", "--workers"):
         return value >= 1
     if option == "--max-tokens":
         return value >= 0
@@ -341,7 +341,8 @@ def accepted_value_is_sound(option: str, value) -> bool:
 
 # What each command needs besides the fuzzed option (which comes last, so it wins when repeated).
 REQUIRED = {"freeze": ["--plan", "w8", "-o", "x.die"], "logits": ["--ids", "1", "-o", "x.npy"],
-            "ttc": ["--system", "x"], "rtl": ["x.die", "-o", "out"], "sim": ["x.die"], "synth": ["x.die"]}
+            "ttc": ["--system", "x"], "rtl": ["x.die", "-o", "out"], "sim": ["x.die"], "synth": ["x.die"],
+            "explore": ["sweep.toml"]}
 
 
 @pytest.mark.parametrize("profile", PROFILE_PARAMS)
