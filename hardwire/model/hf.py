@@ -230,7 +230,8 @@ def load_hf(path: Path, tokenizer=None) -> Model:
         name = hf_name(canonical)
         if name not in location:
             where = files[0] if len(files) == 1 else folder
-            raise BadCheckpoint(f"missing tensor {name} (needed for {canonical})", path=where)
+            raise BadCheckpoint(f"missing tensor {name} (needed for {canonical}, as {config_path.name} describes "
+                                "the model)", path=where)
         st = location[name]
         if st.shape(name) != shape:
             raise BadCheckpoint(f"tensor {name} has shape {list(st.shape(name))}, expected {list(shape)} "
