@@ -121,8 +121,12 @@ node = ["N6", "N5"]
 tasks = ["add:4"]
 attempts = 2
 ''')
-    result = explore_json(capsys, spec, "--workers", "1", "--objectives", "ttc_median_s:min,area_mm2:min")
+    result = explore_json(capsys, spec, "--workers", "1", "--objectives", "ttc_median_s:min,area_mm2:min",
+                          "--csv", tmp_path / "points.csv", "--plot", tmp_path / "front.png")
     good_points, bad_points = result["points"][:2], result["points"][2:]
+    rows = (tmp_path / "points.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("model,plan,chip,task_set,error,") and rows[0].endswith(",pareto")
+    assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(p["error"] is None and p["ttc_median_s"] is not None for p in good_points)
     assert all(p["error"] and "BadDie" in p["error"] for p in bad_points)
     assert set(result["pareto"]) <= {0, 1}
@@ -230,3 +234,16 @@ def test_a_worker_killed_mid_sweep_loses_no_finished_point(tmp_path):
     assert all(p["error"] is None for p in resumed) and len(resumed) == len(sweep.points)
     finished = sum(json.loads(line)["error"] is None for line in lines)
     assert len((folder / RESULTS_FILE).read_text().splitlines()) == len(lines) + len(sweep.points) - finished
+
+
+@pytest.mark.slow
+def test_the_preset_sweep_of_over_a_thousand_points_takes_under_a_minute(capsys):
+    import time
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "sweeps" / "presets.toml"
+    started = time.monotonic()
+    result = explore_json(capsys, spec)
+    assert time.monotonic() - started < 60
+    points = result["points"]
+    assert len(points) >= 1000 and not any(p["error"] for p in points)
+    assert points[0]["chip"] == "hc1" and result["pareto"]

@@ -94,8 +94,8 @@ def plot_front(path, points: list[dict], front: list[int], objectives: list[Obje
         if size is not None:
             low, high = min(size), max(size)
             size = [20 + 180 * ((s - low) / (high - low) if high > low else 0.5) for s in size]
-        scatter = axes.scatter(xs, ys, c=colour, s=size if size is not None else 30, cmap="viridis", alpha=0.75,
-                               edgecolors="none")
+        shading = {"c": colour, "cmap": "viridis"} if colour is not None else {"color": "tab:blue"}
+        scatter = axes.scatter(xs, ys, s=size if size is not None else 30, alpha=0.75, edgecolors="none", **shading)
         if colour is not None:
             fig.colorbar(scatter, ax=axes, label=f"{keys[2]} ({objectives[2].direction})")
         ringed = sorted((points[i][x_key], points[i][y_key]) for i in front)
