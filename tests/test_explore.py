@@ -203,6 +203,17 @@ def test_an_objective_the_sweep_does_not_measure_exits_2(tmp_path, capsys):
     assert "--objectives" in err and "ttc_median_s" in err
 
 
+def test_files_named_by_a_sweep_are_found_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "plan.toml").write_text('default = "w4g32"\n')
+    (tmp_path / "chip.toml").write_text('name = "mine"\nnode = "N5"\n')
+    spec = write_sweep(tmp_path, 'models = ["task-small"]\nplans = ["plan.toml", "w8"]\n[chips]\nbase = "chip.toml"\n')
+    monkeypatch.chdir(tmp_path.parent)
+    sweep = read_sweep(spec)
+    assert sweep.plan_sources == {"plan.toml": str(tmp_path / "plan.toml"), "w8": "w8"}
+    assert [p.chip.base for p in sweep.points] == [str(tmp_path / "chip.toml")] * 2
+    assert [p.plan for p in sweep.points] == ["plan.toml", "w8"]
+
+
 def test_the_bundled_example_sweeps_are_valid():
     root = Path(__file__).resolve().parent.parent / "examples" / "sweeps"
     tasks, presets = read_sweep(root / "tasks.toml"), read_sweep(root / "presets.toml")

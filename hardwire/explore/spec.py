@@ -100,6 +100,7 @@ class Sweep:
     quality: dict | None
     ttc: dict | None
     objectives: list[str] | None
+    plan_sources: dict[str, str] = field(default_factory=dict)    # plan as written -> as freeze takes it
     points: list[Point] = field(default_factory=list)
 
     @property
@@ -118,7 +119,8 @@ class Sweep:
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def point_key(self, point: Point) -> str:
-        identity = {**point.axes, "model_source": point.model.source, "settings": self.settings_digest()}
+        identity = {**point.axes, "model_source": point.model.source, "plan_source": self.plan_sources.get(point.plan),
+                    "settings": self.settings_digest()}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -150,8 +152,7 @@ def parse_sweep(data: dict, path: Path) -> Sweep:
     models = [model_entry(text, folder, f"models[{i}]") for i, text in enumerate(string_list(data, "models", path))]
     needs_plans = any(m.kind == "checkpoint" for m in models)
     plans = string_list(data, "plans", path, required=needs_plans)
-    for i, plan in enumerate(plans):
-        check_plan(plan, folder, path, f"plans[{i}]")
+    plan_sources = {plan: check_plan(plan, folder, path, f"plans[{i}]") for i, plan in enumerate(plans)}
     if "chips" not in data:
         raise BadConfig("missing; expected a [chips] table with base = \"hc1\" (or a chip file) and axes",
                         path=path, field="chips")
@@ -172,7 +173,7 @@ def parse_sweep(data: dict, path: Path) -> Sweep:
     ttc = table_of(data, "ttc", TTC_KEYS, path)
     if ttc is not None:
         check_ttc(ttc, folder, path, has_weights=any(m.kind != "preset" for m in models))
-    sweep = Sweep(path, models, plans, chips, estimate, quality, ttc, None)
+    sweep = Sweep(path, models, plans, chips, estimate, quality, ttc, None, plan_sources)
     if "objectives" in data:
         from hardwire.explore.pareto import parse_objectives
         sweep.objectives = string_list(data, "objectives", path)
@@ -231,15 +232,18 @@ def model_entry(text: str, folder: Path, where: str) -> ModelEntry:
                     f"(preset:NAME, one of {', '.join(MODEL_PRESETS)})", field=where)
 
 
-def check_plan(plan: str, folder: Path, path: Path, where: str) -> None:
+def check_plan(plan: str, folder: Path, path: Path, where: str) -> str:
+    """The plan as `hardwire freeze --plan` takes it: a plan file's path made relative to nothing
+    (it was written relative to the sweep file), a plan text as it is."""
     from hardwire.freeze.plan import parse_plan
 
     if plan.endswith((".toml", ".json")) and not Path(plan).is_absolute():
-        plan = str(folder / plan)
+        plan = str((folder / plan).resolve())
     try:
         parse_plan(plan)
     except HardwireError as e:
         raise BadConfig(str(e), path=path, field=where) from None
+    return plan
 
 
 def chip_entries(group: object, folder: Path, path: Path, where: str) -> list[ChipEntry]:

@@ -106,8 +106,9 @@ def run_sweep(sweep: Sweep, client, folder: Path,
         die = scored = tried = None
         if point.model.kind != "preset":
             if point.weights not in weights:
-                path = str(dies / die_folder_name(point.model, point.plan or "die"))
-                weights[point.weights] = client.submit(prepare_weights, point.model, point.plan, path, pure=False)
+                path = str(dies / die_folder_name(point.model, point.plan or "die", sweep.plan_sources.get(point.plan)))
+                weights[point.weights] = client.submit(prepare_weights, point.model, sweep.plan_sources.get(point.plan),
+                                                       path, pure=False)
             die = weights[point.weights]
             if sweep.quality is not None:
                 if point.weights not in quality:

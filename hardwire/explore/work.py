@@ -36,9 +36,9 @@ class Weights:
     bits_per_weight: float
 
 
-def die_folder_name(model: ModelEntry, plan: str) -> str:
-    """`task-small-w4g32-1a2b3c4d.die`: readable, and distinct per (model source, plan)."""
-    digest = hashlib.sha256(f"{model.source}\n{plan}".encode()).hexdigest()[:8]
+def die_folder_name(model: ModelEntry, plan: str, plan_source: str | None) -> str:
+    """`task-small-w4g32-1a2b3c4d.die`: readable, and distinct per (model source, plan source)."""
+    digest = hashlib.sha256(f"{model.source}\n{plan_source}".encode()).hexdigest()[:8]
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(model.label).name}-{plan}")[:60]
     return f"{readable}-{digest}.die"
 
