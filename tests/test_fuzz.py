@@ -342,7 +342,7 @@ def accepted_value_is_sound(option: str, value) -> bool:
 # What each command needs besides the fuzzed option (which comes last, so it wins when repeated).
 REQUIRED = {"freeze": ["--plan", "w8", "-o", "x.die"], "logits": ["--ids", "1", "-o", "x.npy"],
             "ttc": ["--system", "x"], "rtl": ["x.die", "-o", "out"], "sim": ["x.die"], "synth": ["x.die"],
-            "explore": ["sweep.toml"]}
+            "explore": ["sweep.toml"], "report": ["llama-3.2-1b", "-o", "x.html"]}
 
 
 @pytest.mark.parametrize("profile", PROFILE_PARAMS)

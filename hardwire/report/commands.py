@@ -11,8 +11,8 @@ from hardwire.report.content import DEFAULT_STORIES
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def report(subject: str = typer.Argument(..., metavar="DIE_OR_PRESET", help="a die directory or a model preset "
-                                             "(hardwire estimate --list)"),
+    def report(die_or_preset: str = typer.Argument(..., help="a die directory or a model preset "
+                                                   "(hardwire estimate --list)"),
                output: Path = typer.Option(..., "--output", "-o", help="the HTML file to write"),
                chip: Optional[str] = typer.Option(None, "--chip", help="chip TOML file or preset name, or fit "
                                                   "(default: as hardwire estimate)"),
@@ -29,6 +29,6 @@ def register(app: typer.Typer) -> None:
         from hardwire.report.content import gather
         from hardwire.report.page import render
 
-        page = render(gather(subject, chip=chip, stories=stories, ttc=ttc, explore=explore, synth=synth))
+        page = render(gather(die_or_preset, chip=chip, stories=stories, ttc=ttc, explore=explore, synth=synth))
         write_text_atomic(output, page)
         print(f"{output}  {len(page.encode()) / 1024:,.0f} KiB")
