@@ -145,6 +145,21 @@ def test_explore_and_synth_results_are_shown_with_their_numbers(tmp_path, task_d
     assert "synthesized / estimate" in rtl
 
 
+def test_a_sim_result_is_compared_with_the_golden_models_tokens(tmp_path, task_die, cli):
+    """The golden tokens come from `hardwire run --backend golden`; a sim result that agrees is shown
+    as the same tokens, one with a token changed as different."""
+    golden = json.loads(cli("run", task_die, "--backend", "golden", "--ids", "1", "-n", "6", "--json").stdout)["ids"]
+    for ids, status in ((golden, "the same tokens"), ([(golden[0] + 1) % 50] + golden[1:], "DIFFERENT tokens")):
+        sim = tmp_path / "sim.json"
+        sim.write_text(json.dumps({"ids": ids, "prompt_ids": [1], "simulator": "verilator", "cycles": 100,
+                                   "rtl_estimate": {"cycles": 100, "exact": True}}))
+        out = tmp_path / "sim.html"
+        cli("report", task_die, "-o", out, "--sim", sim, "--stories", 1)
+        page = out.read_text()
+        assert status in section(page, "rtl")
+        assert figures(page)["golden_matches_rtl"] is (status == "the same tokens")
+
+
 @pytest.mark.parametrize("args, needle", [
     (["no-such-model"], "neither a die nor a model preset"),
     (["llama-3.2-1b", "--ttc", "{missing}"], "--ttc"),
@@ -152,6 +167,8 @@ def test_explore_and_synth_results_are_shown_with_their_numbers(tmp_path, task_d
     (["llama-3.2-1b", "--ttc", "{no_systems}"], "systems"),
     (["llama-3.2-1b", "--explore", "{no_systems}"], "points"),
     (["llama-3.2-1b", "--synth", "{no_systems}"], "cells"),
+    (["llama-3.2-1b", "--sim", "{no_systems}"], "ids"),
+    (["llama-3.2-1b", "--sim", "{sim}"], "give the die"),
     (["llama-3.2-1b", "--stories", "0"], "--stories"),
     (["llama-3.2-1b", "--chip", "no-such-chip"], "no-such-chip"),
 ])
@@ -160,6 +177,8 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, cli, args
              "no_systems": tmp_path / "other.json"}
     files["not_json"].write_text("{not json")
     files["no_systems"].write_text(json.dumps({"tasks": 3}))
+    files["sim"] = tmp_path / "sim.json"
+    files["sim"].write_text(json.dumps({"ids": [5], "prompt_ids": [1]}))
     out = tmp_path / "out.html"
     proc = cli("report", *[a.format(**files) for a in args], "-o", out, expect=2)
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
                                                       "the Pareto front"),
                synth: Optional[Path] = typer.Option(None, "--synth", help="a `hardwire synth --json` result: "
                                                     "synthesis beside the estimate"),
+               sim: Optional[Path] = typer.Option(None, "--sim", help="a `hardwire sim DIE --json` result: "
+                                                  "golden against RTL"),
                stories: int = typer.Option(DEFAULT_STORIES, "--stories", help="documents of the bundled text the "
                                            "quality table scores")):
         """One self-contained HTML page of the chip: summary, area, floorplan, bits, quality, context, economics."""
@@ -29,6 +31,6 @@ def register(app: typer.Typer) -> None:
         from hardwire.report.content import gather
         from hardwire.report.page import render
 
-        page = render(gather(die_or_preset, chip=chip, stories=stories, ttc=ttc, explore=explore, synth=synth))
+        page = render(gather(die_or_preset, chip=chip, stories=stories, ttc=ttc, explore=explore, synth=synth, sim=sim))
         write_text_atomic(output, page)
         print(f"{output}  {len(page.encode()) / 1024:,.0f} KiB")

@@ -37,6 +37,7 @@ class Report:
     quality: dict | Missing
     economics: dict | Missing
     synth: dict | Missing
+    sim: dict | Missing
     ttc: dict | Missing
     explore: dict | Missing
     notes: list[str] = field(default_factory=list)
@@ -189,13 +190,36 @@ def synth_calibration(data: dict, die, path) -> dict:
     return out
 
 
+def golden_against_rtl(data: dict, die, path) -> dict:
+    """A `hardwire sim DIE --json` result beside the golden model's greedy generation from the same
+    prompt: the same tokens or not, and the RTL's cycles against the datapath's prediction."""
+    from hardwire.golden.engine import GoldenEngine
+    ids, prompt = data.get("ids"), data.get("prompt_ids")
+    if not all(isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in x)
+               for x in (ids, prompt)) or not prompt:
+        raise BadConfig("not a `hardwire sim --json` result: it needs lists of token ids ids and prompt_ids",
+                        path=path)
+    if any(not 0 <= i < die.spec.vocab_size for i in ids + prompt):
+        raise BadConfig(f"token ids outside this die's vocabulary of {die.spec.vocab_size}: a result of another die?",
+                        path=path)
+    golden = GoldenEngine(die).generate(prompt, max_tokens=len(ids), temperature=0.0).ids if ids else []
+    estimate = data.get("rtl_estimate") if isinstance(data.get("rtl_estimate"), dict) else {}
+    return {"prompt_ids": prompt, "rtl_ids": ids, "golden_ids": list(golden), "match": list(golden) == ids,
+            "rtl_cycles": data.get("cycles"), "predicted_cycles": estimate.get("cycles"),
+            "cycles_exact": estimate.get("exact"), "simulator": data.get("simulator")}
+
+
 def gather(subject: str, chip: Optional[str] = None, stories: int = DEFAULT_STORIES, ttc: Optional[Path] = None,
-           explore: Optional[Path] = None, synth: Optional[Path] = None) -> Report:
+           explore: Optional[Path] = None, synth: Optional[Path] = None, sim: Optional[Path] = None) -> Report:
     kind, die_path, preset = resolve_subject(subject)
     # the result files first: a bad one is refused before anything slow runs
     ttc_data = read_result(ttc, TTC_KEYS, "ttc", "hardwire ttc --json")
     explore_data = read_result(explore, EXPLORE_KEYS, "explore", "hardwire explore --json")
     synth_data = read_result(synth, (), "synth", "hardwire synth --json")
+    sim_data = read_result(sim, ("ids", "prompt_ids"), "sim", "hardwire sim DIE --json")
+    if die_path is None and not isinstance(sim_data, Missing):
+        raise BadConfig("a sim result is compared with a die's golden model; give the die, not a preset",
+                        field="--sim")
     estimate, result, config, spec = chip_estimate(die_path, preset, chip)
     no_weights = Missing(f"{preset} is a preset: a shape without weights. Freeze a checkpoint "
                          f"(`hardwire freeze MODEL -o X.die`) and report the die to see this")
@@ -209,6 +233,7 @@ def gather(subject: str, chip: Optional[str] = None, stories: int = DEFAULT_STOR
         quality=die_quality(die_path, stories) if die is not None else no_weights,
         economics=chip_economics(result),
         synth=synth_data if isinstance(synth_data, Missing) else synth_calibration(synth_data, die, synth),
+        sim=sim_data if isinstance(sim_data, Missing) else golden_against_rtl(sim_data, die, sim),
         ttc=ttc_data if isinstance(ttc_data, Missing) else ttc_curves(ttc_data, ttc),
         explore=explore_data if isinstance(explore_data, Missing) else explore_front(explore_data, explore),
     )

@@ -146,11 +146,26 @@ def context_part(rows: list[dict]) -> str:
                    + charts.context_curves(rows) + numbers)
 
 
-def rtl_part(synth, kind: str) -> str:
-    sim = ("<p>Golden vs RTL: not run by the report (it takes a Verilog simulation); "
-           "<code>hardwire sim DIE --json</code> compares the RTL with the golden model token by token.</p>")
+def sim_part(result, kind: str) -> str:
     if kind == "preset":
-        sim = "<p>Golden vs RTL: a preset has no weights, so there is no RTL to simulate.</p>"
+        return "<p>Golden vs RTL: a preset has no weights, so there is no RTL to simulate.</p>"
+    if isinstance(result, Missing):
+        return f'<p class="missing">Golden vs RTL: {escape(result.reason)} (the report does not simulate).</p>'
+    status = "the same tokens" if result["match"] else "DIFFERENT tokens"
+    rows = [[text("prompt ids"), text(" ".join(map(str, result["prompt_ids"])))],
+            [text(f"RTL ({result['simulator']})"), text(" ".join(map(str, result["rtl_ids"])))],
+            [text("golden model, greedy"), text(" ".join(map(str, result["golden_ids"])))],
+            [text("golden vs RTL"), keyed("golden_matches_rtl", result["match"], status)],
+            [text("RTL cycles"), result["rtl_cycles"]],
+            [text("datapath's predicted cycles"), result["predicted_cycles"]],
+            [text("prediction exact for every token"), text(result["cycles_exact"])]]
+    return ("<p>Golden vs RTL, from <code>hardwire sim DIE --json</code>: the golden model generates from the same "
+            "prompt greedily (a sim run with --temperature above 0 samples, and may differ).</p>"
+            + table(["", "value"], rows))
+
+
+def rtl_part(synth, sim_result, kind: str) -> str:
+    sim = sim_part(sim_result, kind)
     if isinstance(synth, Missing):
         return section("rtl", "RTL and synthesis", sim + missing(synth))
     rows = [[text("cells"), keyed("synth_cells", synth["cells"], f"{synth['cells']:,}")],
@@ -212,7 +227,7 @@ def explore_part(explore) -> str:
 def render(report: Report) -> str:
     e = report.estimate
     parts = [section("summary", "Chip summary", summary(e)), area_part(e), bits_part(report.bits),
-             quality_part(report.quality), context_part(report.contexts), rtl_part(report.synth, report.kind),
+             quality_part(report.quality), context_part(report.contexts), rtl_part(report.synth, report.sim, report.kind),
              economics_part(report.economics), ttc_part(report.ttc), explore_part(report.explore)]
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "summary"), ("area", "area"), ("floorplan", "floorplan"), ("bits", "bits"), ("quality", "quality"),
