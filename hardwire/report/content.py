@@ -1,6 +1,7 @@
 """What a report shows, gathered from the stages that compute it: the chip estimate (and the same
 estimate at several contexts), the die's bits per tensor, its quality against the float model,
-economics, synthesis, time to correct and an exploration's Pareto front.
+economics, and the results other commands wrote: simulation (golden against RTL), synthesis, time
+to correct and an exploration's Pareto front.
 
 Each part is a dict of numbers, or a `Missing` that says why the input cannot show it (a preset has
 no weights; no --ttc was given). The page (`page.py`) draws whatever is there.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -40,7 +41,6 @@ class Report:
     sim: dict | Missing
     ttc: dict | Missing
     explore: dict | Missing
-    notes: list[str] = field(default_factory=list)
 
 
 def resolve_subject(subject: str) -> tuple[str, Optional[str], Optional[str]]:
@@ -206,7 +206,7 @@ def golden_against_rtl(data: dict, die, path) -> dict:
     estimate = data.get("rtl_estimate") if isinstance(data.get("rtl_estimate"), dict) else {}
     return {"prompt_ids": prompt, "rtl_ids": ids, "golden_ids": list(golden), "match": list(golden) == ids,
             "rtl_cycles": data.get("cycles"), "predicted_cycles": estimate.get("cycles"),
-            "cycles_exact": estimate.get("exact"), "simulator": data.get("simulator")}
+            "cycles_exact": estimate.get("exact"), "simulator": data.get("simulator"), "text": data.get("text")}
 
 
 def gather(subject: str, chip: Optional[str] = None, stories: int = DEFAULT_STORIES, ttc: Optional[Path] = None,

@@ -33,7 +33,7 @@ def number(value, digits: int = 4) -> str:
         return str(value)
     if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
-    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+    if value != 0 and (abs(value) >= 1e15 or abs(value) < 1e-3):
         return f"{value:.{digits}g}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
@@ -155,6 +155,7 @@ def sim_part(result, kind: str) -> str:
     rows = [[text("prompt ids"), text(" ".join(map(str, result["prompt_ids"])))],
             [text(f"RTL ({result['simulator']})"), text(" ".join(map(str, result["rtl_ids"])))],
             [text("golden model, greedy"), text(" ".join(map(str, result["golden_ids"])))],
+            [text("RTL's text"), text(result["text"] if isinstance(result["text"], str) else "–")],
             [text("golden vs RTL"), keyed("golden_matches_rtl", result["match"], status)],
             [text("RTL cycles"), result["rtl_cycles"]],
             [text("datapath's predicted cycles"), result["predicted_cycles"]],
