@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TTC_RESULT = ROOT / "docs" / "ttc" / "add-independent.json"
+TASK_TEXT = ROOT / "hardwire" / "data" / "task-models" / "task-small" / "calibration.txt"   # what it was trained on
 STORIES = 3
 
 
@@ -56,7 +57,8 @@ def die_report(task_die, tmp_path_factory) -> Path:
     this process once; the tests below read the page)."""
     from hardwire.cli import main
     out = tmp_path_factory.mktemp("report") / "die.html"
-    assert main(["report", task_die, "-o", str(out), "--ttc", str(TTC_RESULT), "--stories", str(STORIES)]) == 0
+    assert main(["report", task_die, "-o", str(out), "--ttc", str(TTC_RESULT), "--stories", str(STORIES),
+                 "--text", str(TASK_TEXT)]) == 0
     return out
 
 
@@ -78,7 +80,7 @@ def test_a_die_report_is_one_self_contained_page_with_every_section(die_page):
 def test_the_die_report_figures_are_the_estimate_and_quality_figures(die_page, task_die, cli):
     estimate = json.loads(cli("estimate", task_die, "--json").stdout)
     assert_matches_estimate(die_page, estimate)
-    quality = json.loads(cli("quality", task_die, "--stories", STORIES, "--json").stdout)
+    quality = json.loads(cli("quality", task_die, "--stories", STORIES, "--text", TASK_TEXT, "--json").stdout)
     shown = figures(die_page)
     for key in ("perplexity", "top1_agreement", "kl_mean"):
         assert shown[key] == quality[key], key
@@ -215,7 +217,7 @@ def test_a_browser_loads_the_page_with_no_console_message_and_reads_the_estimate
     assert loaded.returncode == 0, loaded.stderr
     assert "CONSOLE" not in loaded.stderr, [line for line in loaded.stderr.splitlines() if "CONSOLE" in line]
     assert_matches_estimate(loaded.stdout, json.loads(cli("estimate", task_die, "--json").stdout))
-    quality = json.loads(cli("quality", task_die, "--stories", STORIES, "--json").stdout)
+    quality = json.loads(cli("quality", task_die, "--stories", STORIES, "--text", TASK_TEXT, "--json").stdout)
     assert figures(loaded.stdout)["top1_agreement"] == quality["top1_agreement"]
     for width, height in ((1280, 800), (390, 844)):
         shot = tmp_path / f"report-{width}.png"

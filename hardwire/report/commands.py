@@ -24,13 +24,15 @@ def register(app: typer.Typer) -> None:
                                                     "synthesis beside the estimate"),
                sim: Optional[Path] = typer.Option(None, "--sim", help="a `hardwire sim DIE --json` result: "
                                                   "golden against RTL"),
-               stories: int = typer.Option(DEFAULT_STORIES, "--stories", help="documents of the bundled text the "
-                                           "quality table scores")):
+               stories: int = typer.Option(DEFAULT_STORIES, "--stories", help="documents of the text the quality "
+                                           "table scores"),
+               text: Optional[Path] = typer.Option(None, "--text", help="text file the quality table scores (default: "
+                                                   "the bundled TinyStories validation text)")):
         """One self-contained HTML page of the chip: summary, area, floorplan, bits, quality, context, economics."""
         from hardwire.atomic import write_text_atomic
         from hardwire.report.content import gather
         from hardwire.report.page import render
 
-        page = render(gather(die_or_preset, chip=chip, stories=stories, ttc=ttc, explore=explore, synth=synth, sim=sim))
+        page = render(gather(die_or_preset, chip=chip, stories=stories, ttc=ttc, explore=explore, synth=synth, sim=sim, text=text))
         write_text_atomic(output, page)
         print(f"{output}  {len(page.encode()) / 1024:,.0f} KiB")

@@ -107,12 +107,12 @@ def die_bits(die) -> dict:
             "totals": described["totals"]}
 
 
-def die_quality(die_path: str, stories: int) -> dict | Missing:
-    """`hardwire quality DIE --stories N --json` on the bundled text."""
+def die_quality(die_path: str, stories: int, text: Optional[Path] = None) -> dict | Missing:
+    """`hardwire quality DIE --stories N [--text FILE] --json` (default: the bundled text)."""
     from hardwire.measure.commands import quality_rows
     from hardwire.model.load import bundled_text_path
     try:
-        rows, _ = quality_rows([Path(die_path)], bundled_text_path(), stories, None, None, False, None)
+        rows, _ = quality_rows([Path(die_path)], text or bundled_text_path(), stories, None, None, False, None)
     except HardwireError as e:
         return Missing(f"quality could not be measured: {e}")
     return {**rows[0], "stories": stories}
@@ -125,7 +125,10 @@ def chip_economics(result) -> dict | Missing:
         from hardwire.chip.gpus import gpu
     except ImportError:
         return Missing("not available: this build has no economics model")
-    return economics(result, gpu("h100"), Deployment()).to_json()
+    try:
+        return economics(result, gpu("h100"), Deployment()).to_json()
+    except HardwireError as e:
+        return Missing(f"the economics model cannot price this chip: {e}")
 
 
 def read_result(path: Optional[Path], keys: tuple[str, ...], what: str, command: str) -> dict | Missing:
@@ -210,7 +213,8 @@ def golden_against_rtl(data: dict, die, path) -> dict:
 
 
 def gather(subject: str, chip: Optional[str] = None, stories: int = DEFAULT_STORIES, ttc: Optional[Path] = None,
-           explore: Optional[Path] = None, synth: Optional[Path] = None, sim: Optional[Path] = None) -> Report:
+           explore: Optional[Path] = None, synth: Optional[Path] = None, sim: Optional[Path] = None,
+           text: Optional[Path] = None) -> Report:
     kind, die_path, preset = resolve_subject(subject)
     # the result files first: a bad one is refused before anything slow runs
     ttc_data = read_result(ttc, TTC_KEYS, "ttc", "hardwire ttc --json")
@@ -230,7 +234,7 @@ def gather(subject: str, chip: Optional[str] = None, stories: int = DEFAULT_STOR
     return Report(
         subject=subject, kind=kind, estimate=estimate, contexts=context_sweep(spec, config),
         bits=die_bits(die) if die is not None else no_weights,
-        quality=die_quality(die_path, stories) if die is not None else no_weights,
+        quality=die_quality(die_path, stories, text) if die is not None else no_weights,
         economics=chip_economics(result),
         synth=synth_data if isinstance(synth_data, Missing) else synth_calibration(synth_data, die, synth),
         sim=sim_data if isinstance(sim_data, Missing) else golden_against_rtl(sim_data, die, sim),

@@ -131,9 +131,10 @@ def quality_part(quality) -> str:
             ["KL divergence from float (mean, nats)", q["kl_mean"], 0.0]]
     rows = [[text(r[0]), keyed(k, r[1], number(r[1], 6)), text(number(r[2], 6))]
             for r, k in zip(rows, ("perplexity", "top1_agreement", "kl_mean"))]
+    name = escape(q["text"].rsplit("/", 1)[-1])
     note = (f"<p>{q['tokens']:,} tokens in {q['sequences']} windows of the first {q['stories']} documents of "
-            f"{escape(q['text'].rsplit('/', 1)[-1])}, as <code>hardwire quality DIE --stories {q['stories']}</code> "
-            f"scores them (the report's --stories sets how many).</p>")
+            f"{name}, as <code>hardwire quality DIE --stories {q['stories']} --text {name}</code> scores them "
+            f"(the report's --stories and --text set how many and which).</p>")
     return section("quality", "Quality against the float model", note + table(["measure", "die", "float"], rows))
 
 
