@@ -131,10 +131,12 @@ class Engine:
 
     # -- cache copies for `reuse_prompt`: a backend whose state cannot be copied returns None ----------
     def snapshot_cache(self):
-        return None
+        holder = self.cache_holder()
+        return None if holder is None else snapshot_kv_cache(holder)
 
     def restore_cache(self, snapshot) -> bool:
-        return False
+        holder = self.cache_holder()
+        return holder is not None and restore_kv_cache(holder, snapshot)
 
     # -- generation hooks: a backend that chooses tokens its own way overrides these -------------
     def sampler(self, temperature: float, top_p: float, seed: int):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.backend import Engine, restore_kv_cache, snapshot_kv_cache
+from hardwire.backend import Engine
 from hardwire.die import FrozenWeights
 from hardwire.errors import BadConfig
 from hardwire.golden.forward import GoldenTransformer
@@ -30,12 +30,6 @@ class GoldenEngine(Engine):
 
     def cache_holder(self):
         return self.transformer
-
-    def snapshot_cache(self):
-        return snapshot_kv_cache(self.transformer)
-
-    def restore_cache(self, snapshot) -> bool:
-        return restore_kv_cache(self.transformer, snapshot)
 
     def forward_integer(self, ids) -> np.ndarray:
         """int64 logits [len(ids), vocab] in units of 2^-logit_frac_bits."""

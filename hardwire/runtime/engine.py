@@ -6,7 +6,7 @@ the model layer's float reference, on a checkpoint's weights or a die's dequanti
 """
 from __future__ import annotations
 
-from hardwire.backend import Engine, restore_kv_cache, snapshot_kv_cache
+from hardwire.backend import Engine
 from hardwire.die import open_model_or_die
 from hardwire.errors import BadConfig
 
@@ -40,12 +40,6 @@ class FloatEngine(Engine):
 
     def cache_holder(self):
         return self.transformer
-
-    def snapshot_cache(self):
-        return snapshot_kv_cache(self.transformer)
-
-    def restore_cache(self, snapshot) -> bool:
-        return restore_kv_cache(self.transformer, snapshot)
 
 
 def make_engine(source=None, backend: str = "float", **options) -> Engine:
