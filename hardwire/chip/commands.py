@@ -135,6 +135,13 @@ def plot(path: str, estimate, label: str) -> None:
     right.grid(alpha=0.3)
     fig.suptitle(f"{label} on {estimate.chip.name} ({estimate.chip.node})")
     fig.tight_layout()
+    save_plot(fig, path)
+
+
+def save_plot(fig, path) -> None:
+    """Write a figure as PNG and close it; a path that cannot be written is a clean error."""
+    import matplotlib.pyplot as plt
+
     try:
         fig.savefig(path, dpi=110)
     except OSError as e:
@@ -236,12 +243,7 @@ def plot_economics(path: str, result, label: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise BadConfig(f"cannot write the plot: {e.strerror}", path=path) from None
-    finally:
-        plt.close(fig)
+    save_plot(fig, path)
 
 
 def register(app: typer.Typer) -> None:
