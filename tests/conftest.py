@@ -36,3 +36,17 @@ def task_die(tmp_path_factory):
     with load("task-small") as model:
         freeze(model, parse_plan("w8", None), path, load_calibration(model, None, 16384))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One RTL build cache per test module (HARDWIRE_CACHE_DIR), so tests of the same die and
+    options share a Verilator compile and no test reads another module's builds."""
+    path = tmp_path_factory.mktemp("rtl-cache")
+    old = os.environ.get("HARDWIRE_CACHE_DIR")
+    os.environ["HARDWIRE_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("HARDWIRE_CACHE_DIR", None)
+    else:
+        os.environ["HARDWIRE_CACHE_DIR"] = old

@@ -53,19 +53,6 @@ def assert_estimate_equals_rtl(die, tables, options, ids, cycles):
         assert result.to_json()["cycles_per_token"] == token_cycles + 2 * sum(token_exponents_.values())
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    import os
-    path = tmp_path_factory.mktemp("rtl-cache")
-    old = os.environ.get("HARDWIRE_CACHE_DIR")
-    os.environ["HARDWIRE_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("HARDWIRE_CACHE_DIR", None)
-    else:
-        os.environ["HARDWIRE_CACHE_DIR"] = old
-
-
 # -- the estimate predicts the RTL -------------------------------------------------------------------
 
 @needs_verilator

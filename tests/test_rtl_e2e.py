@@ -62,20 +62,6 @@ def golden_and_rtl_logits(die_path: Path, ids: list[int], options=None):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One build cache for the module, so tests of the same die and options share a compile."""
-    import os
-    path = tmp_path_factory.mktemp("rtl-cache")
-    old = os.environ.get("HARDWIRE_CACHE_DIR")
-    os.environ["HARDWIRE_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("HARDWIRE_CACHE_DIR", None)
-    else:
-        os.environ["HARDWIRE_CACHE_DIR"] = old
-
-
-@pytest.fixture(scope="module")
 def tiny_die(tmp_path_factory):
     return write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path_factory.mktemp("dies") / "tiny.die", "w8")
 
