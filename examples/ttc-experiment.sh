@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The time-to-correct experiment of docs/time-to-correct.md, every command in order.
 # Run from the repository root with the virtual environment active (`. .venv/bin/activate`).
-# Writes dies to out/ttc/ and results (JSON, PNG) to docs/ttc/. About 15 minutes on 2 cores.
+# Writes dies to out/ttc/ and results (JSON, PNG) to docs/ttc/. It took 19 minutes on 2 cores shared with other jobs.
 set -euo pipefail
 OUT=${OUT:-out/ttc}
 DOCS=${DOCS:-docs/ttc}
