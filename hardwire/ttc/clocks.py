@@ -71,10 +71,8 @@ class ChipClock(Clock):
         if config is None:
             config = resolve_chip(self.chip_name, None, None, None, die_weight_formats(source))
         result = estimate(source.spec, config, context=1, prompt_tokens=1, users=1)
-        self.config = config
         self.stages = result.stages
         self.clock_hz = config.clock_hz
-        self.max_context = source.spec.max_context
 
     @property
     def label(self) -> str:
@@ -90,10 +88,6 @@ class ChipClock(Clock):
 
     def attempt_seconds(self, prompt_tokens: int, sampled_tokens: int, wall_s: float) -> float:
         return self.cycles(prompt_tokens, sampled_tokens) / self.clock_hz
-
-    def tokens_per_s(self, context: int) -> float:
-        from hardwire.chip.estimate import token_cycles
-        return self.clock_hz / token_cycles(self.stages, context)
 
 
 def parse_rate(text: str, where: str) -> tuple[float, float]:
