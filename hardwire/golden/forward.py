@@ -21,10 +21,13 @@ from numba import njit
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
+from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
+# A layer's matrices grouped by the vector they read, in the order their rows are stacked.
+LINEAR_GROUPS = {"qkv": ("wq", "wk", "wv"), "wo": ("wo",), "gate_up": ("w_gate", "w_up"), "w_down": ("w_down",)}
 
 
 # -- blocks ---------------------------------------------------------------------------------------
@@ -160,8 +163,9 @@ def _pair(tables, name) -> tuple[int, int]:
 class GoldenTransformer:
     """The die's integer datapath with a KV cache of `capacity` positions (grows on demand)."""
 
-    def __init__(self, die, tables: dict[str, np.ndarray], capacity: int | None = None):
+    def __init__(self, die, tables: dict[str, np.ndarray], capacity: int | None = None, patch=None):
         spec = self.spec = die.spec
+        self.patch = patch
         self.tables = tables
         self.act_bits = _scalar(tables, "activation_bits")
         self.kv_bits = _scalar(tables, "kv_bits")
@@ -178,13 +182,15 @@ class GoldenTransformer:
         self.embed_mult = tables["embed.lookup_mult"]
         self.embed_shift = tables["embed.lookup_shift"]
 
+        self.die_rows: dict[str, int] = {}
         self.layers = []
         for i in range(spec.layers):
             p = f"layers.{i}."
-            layer = {"qkv": self._packed(die, [p + "wq", p + "wk", p + "wv"]),
-                     "wo": self._packed(die, [p + "wo"]),
-                     "gate_up": self._packed(die, [p + "w_gate", p + "w_up"]),
-                     "w_down": self._packed(die, [p + "w_down"])}
+            layer = {}
+            for key, shorts in LINEAR_GROUPS.items():
+                names = [p + short for short in shorts]
+                layer[key] = self._packed(die, names)
+                layer[key + ".adapters"] = self._adapters(names, layer[key])
             for name in ("attn_norm", "ffn_norm"):
                 layer[name] = (tables[p + name + ".mult"], _scalar(tables, p + name + ".shift"))
             for name in ("score_mult", "attention_out_mult", "sigmoid_index_mult", "swiglu_mult"):
@@ -199,6 +205,7 @@ class GoldenTransformer:
         matrices = []
         for name in names:
             q = die.quantized(name)
+            self.die_rows[name] = q.shape[0]
             bias = self.tables.get(name + ".bias")
             matrices.append(pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group,
                                         self.tables[name + ".mult"], self.tables[name + ".shift"], bias))
@@ -206,11 +213,24 @@ class GoldenTransformer:
             return [stack(matrices)]
         return matrices
 
+    def _adapters(self, names: list[str], matrices: list[PackedMatrix]) -> list[list]:
+        """For each packed matrix, the patch's adapters on it as (first row, Adapter): rows of
+        stacked matrices (q|k|v) follow each other in `names` order."""
+        found = self.patch.adapters if self.patch is not None else {}
+        if len(matrices) == len(names):
+            return [[(0, found[n])] if n in found else [] for n in names]
+        placed, row = [], 0
+        for name in names:
+            if name in found:
+                placed.append((row, found[name]))
+            row += self.die_rows[name]
+        return [placed]
+
     def weight_bytes(self) -> int:
         """Bytes of packed codes a token step streams (embedding row lookups aside)."""
         total = self.classifier.bytes
         for layer in self.layers:
-            total += sum(m.bytes for key in ("qkv", "wo", "gate_up", "w_down") for m in layer[key])
+            total += sum(m.bytes for key in LINEAR_GROUPS for m in layer[key])
         return total
 
     # -- state ------------------------------------------------------------------------------------
@@ -225,9 +245,21 @@ class GoldenTransformer:
 
     # -- one token ----------------------------------------------------------------------------------
     def _linear(self, matrices: list[PackedMatrix], xs: list[np.ndarray], scales: list[tuple[int, int]],
-                out_bits: int) -> list[np.ndarray]:
-        """Each user's x through `matrices` (stacked, or one after another and concatenated)."""
-        outs = [matvec_batch(m, xs, scales, out_bits) for m in matrices]
+                out_bits: int, adapters: list[list] | None = None) -> list[np.ndarray]:
+        """Each user's x through `matrices` (stacked, or one after another and concatenated), with
+        the patch's adapter terms (§11) added to the accumulators of the rows they patch."""
+        outs = []
+        for index, matrix in enumerate(matrices):
+            placed = adapters[index] if adapters else []
+            extras = None
+            if placed:
+                extras = []
+                for x in xs:
+                    extra = np.zeros(matrix.rows, np.int64)
+                    for row, adapter in placed:
+                        apply_adapter(adapter, x, extra[row:row + adapter.rows])
+                    extras.append(extra)
+            outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
         return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in zip(*outs)]
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
@@ -291,7 +323,8 @@ class GoldenTransformer:
         name = f"layers.{index}."
         xs, scales = self.norm(name + "attn_norm", layer["attn_norm"], hs, note)
         attended, attended_scales = [], []
-        for qkv, (keys, values, pos) in zip(self._linear(layer["qkv"], xs, scales, INTERNAL_BITS), caches):
+        qkvs = self._linear(layer["qkv"], xs, scales, INTERNAL_BITS, layer["qkv.adapters"])
+        for qkv, (keys, values, pos) in zip(qkvs, caches):
             cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
             first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
             q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
@@ -313,7 +346,8 @@ class GoldenTransformer:
             note(name + "attention.scale", np.asarray(e))
             attended.append(out)
             attended_scales.append(e)
-        for h, y in zip(hs, self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS)):
+        for h, y in zip(hs, self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS,
+                                         layer["wo.adapters"])):
             residual_add(h, y)
             note(name + "attention_residual", h)
 
@@ -325,7 +359,7 @@ class GoldenTransformer:
         index_m, index_k = layer["sigmoid_index_mult"]
         glu_m, glu_k = layer["swiglu_mult"]
         gated, gated_scales = [], []
-        for gate_up in self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS):
+        for gate_up in self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"]):
             out = np.empty(spec.ffn_dim, np.int64)
             e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
                        t["sigmoid_table"], out)
@@ -333,7 +367,8 @@ class GoldenTransformer:
             note(name + "swiglu.scale", np.asarray(e))
             gated.append(out)
             gated_scales.append(e)
-        for h, y in zip(hs, self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS)):
+        for h, y in zip(hs, self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS,
+                                         layer["w_down.adapters"])):
             residual_add(h, y)
             note(name + "ffn_residual", h)
 

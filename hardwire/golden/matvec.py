@@ -253,15 +253,17 @@ def padded_input(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
 
 
 def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray], scales: list[tuple[int, int]],
-                 out_bits: int) -> list[np.ndarray]:
+                 out_bits: int, extras: list | None = None) -> list[np.ndarray]:
     """`matvec` of several users' vectors, each with its own token scale: every row's codes are
     read once for all of them. The sums are integers, so each result is exactly `matvec`'s; a
-    vector too wide for int32 partial sums sends them all through `matvec` one by one."""
+    vector too wide for int32 partial sums sends them all through `matvec` one by one.
+    `extras[u]`, when given and not None, is added to user u's accumulators (`matvec`)."""
+    extras = extras if extras is not None else [None] * len(xs)
     if len(xs) == 1:
-        return [matvec(matrix, xs[0], scales[0], out_bits)]
+        return [matvec(matrix, xs[0], scales[0], out_bits, extras[0])]
     padded = np.stack([padded_input(matrix, x) for x in xs])
     if matrix.group_width * int(np.abs(padded).max(initial=0)) >= 1 << 23:
-        return [matvec(matrix, x, scale, out_bits) for x, scale in zip(xs, scales)]
+        return [matvec(matrix, x, scale, out_bits, extra) for x, scale, extra in zip(xs, scales, extras)]
     corrections = np.stack([_corrections(p, matrix.group_width, matrix.offset, matrix.zeros, matrix.rows,
                                          matrix.groups) for p in padded])
     acc = np.empty((len(xs), matrix.rows), dtype=np.int64)
@@ -272,15 +274,21 @@ def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray], scales: list[tuple[
     else:
         _KERNELS["users_bytes", parallel](padded, corrections, matrix.data, matrix.group_width, matrix.multipliers,
                                           acc)
+    for row, extra in zip(acc, extras):
+        if extra is not None:
+            row += extra
     return [_finish(row, matrix.shifts, np.int64(scale[0]), np.int64(scale[1]), matrix.bias, out_bits)
             for row, scale in zip(acc, scales)]
 
 
-def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
+def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
+           extra: np.ndarray | None = None) -> np.ndarray:
     """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
     a_i = sat59(round(acc_i * 2^-(k_i + e - 7))); y_i = sat_out(round(a_i * mu * 2^-10) + b_i).
 
-    x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). Returns int64 [rows]."""
+    x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
+    [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
+    Returns int64 [rows]."""
     padded = padded_input(matrix, x)
     acc = np.empty(matrix.rows, dtype=np.int64)
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
@@ -295,4 +303,6 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
                                       matrix.multipliers, acc)
     else:
         _KERNELS["bytes", parallel](padded, corrections, matrix.data, matrix.group_width, matrix.multipliers, acc)
+    if extra is not None:
+        acc += extra
     return _finish(acc, matrix.shifts, np.int64(scale[0]), np.int64(scale[1]), matrix.bias, out_bits)

@@ -17,8 +17,10 @@ from hardwire.golden.engine import GoldenEngine
 class RtlEngine(GoldenEngine):
     backend = "rtl"
 
-    def __init__(self, source, options=None, capacity: int | None = None, log=None):
-        super().__init__(source, capacity=capacity)
+    def __init__(self, source, options=None, capacity: int | None = None, log=None, patch=None):
+        if patch is not None:
+            raise BadConfig("the RTL backend does not run patches yet; use --backend golden", field="--patch")
+        super().__init__(source, capacity=capacity, patch=patch)
         from hardwire.rtl.build import simulator_for
         from hardwire.rtl.top import RtlOptions
         self.options = options or RtlOptions()

@@ -34,9 +34,7 @@ def register(app: typer.Typer) -> None:
         """Generate text from a model or die. With no prompt, starts from BOS."""
         from hardwire.chip.estimate import generation_timing
         from hardwire.runtime.engine import make_engine
-        if patch is not None:
-            raise BadConfig("LoRA patches are not implemented yet", field="--patch")
-        engine = make_engine(model, backend=backend)
+        engine = make_engine(model, backend=backend, **({"patch": patch} if patch is not None else {}))
         start = prompt_ids(engine, prompt, ids)
         result = engine.generate(start, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         chip = generation_timing(engine.spec, prompt_tokens=len(start), generated_tokens=len(result.ids))

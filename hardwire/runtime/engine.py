@@ -13,14 +13,37 @@ from hardwire.errors import BadConfig
 BACKENDS = ("float", "golden", "rtl")
 
 
+def patched_tensors(die, patch):
+    """`die.tensor` with each patched matrix's W + ΔW, ΔW the real value of its integer adapter
+    (the float backend runs a patch on the die's dequantized weights, as it runs the die)."""
+    from hardwire.golden.adapter import dequantized_delta, row_ratios
+    from hardwire.golden.engine import patch_for
+    from hardwire.golden.tables import tables_for
+    if not hasattr(die, "quantized"):
+        raise BadConfig("a patch belongs to a frozen die; pass the die it was trained for", field="--patch")
+    patch = patch_for(patch, die)
+    tables = tables_for(die)
+
+    def tensor(name):
+        base = die.tensor(name)
+        adapter = patch.adapters.get(name)
+        if adapter is None:
+            return base
+        return base + dequantized_delta(adapter, row_ratios(die, tables, name))
+    return tensor
+
+
 class FloatEngine(Engine):
     """The float reference: a checkpoint's weights, or a die's dequantized weights."""
     backend = "float"
 
-    def __init__(self, source, capacity: int | None = None):
+    def __init__(self, source, capacity: int | None = None, patch=None):
         super().__init__(source)
         from hardwire.model.reference import FloatTransformer
-        self.transformer = FloatTransformer(self.spec, source.tensor, capacity=capacity)
+        tensor = source.tensor
+        if patch is not None:
+            tensor = patched_tensors(source, patch)
+        self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity)
 
     def reset(self) -> None:
         self.transformer.reset()
