@@ -116,6 +116,44 @@ def register(app: typer.Typer) -> None:
                   f"{len(patch.adapters)} adapters, {info['sram_mib'] * 1024:.1f} KiB of adapter SRAM; "
                   f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} in {result.seconds:.0f} s")
 
+    @group.command("eval")
+    def evaluate(die: Path = typer.Argument(..., help="the die the patch is for"),
+                 patch_path: Path = typer.Argument(..., help="NAME.patch"),
+                 prompts: Path = typer.Option(..., "--prompts", help='held-out prompts: JSONL {"prompt"} or lines'),
+                 word: str = typer.Option(..., "--word", help="the word whose rate in completions is measured"),
+                 max_tokens: int = typer.Option(16, "-n", "--max-tokens", min=1),
+                 first_words: Optional[int] = typer.Option(None, "--first-words", min=1,
+                                                           help="look for the word only in the first N words"),
+                 text: Optional[Path] = typer.Option(None, "--text", help="perplexity text (default: the bundled "
+                                                     "TinyStories validation text)"),
+                 stories: int = typer.Option(200, "--stories", min=0, help="documents of --text scored (0: skip)"),
+                 as_json: bool = typer.Option(False, "--json")):
+        """Greedy completions' rate of --word and perplexity, before and after the patch (golden backend)."""
+        from hardwire.adapters import open_patch
+        from hardwire.model.load import bundled_text_path
+        from hardwire.model.text import read_sequences
+        from hardwire.patch.evaluate import evaluate_patch, read_prompts
+        from hardwire.progress import progress_bar
+        opened = open_die_for_patch(die)
+        patch = open_patch(patch_path)
+        patch.check_die(opened)
+        prompt_list = read_prompts(prompts)
+        sequences = (read_sequences(text or bundled_text_path(), opened.tokenizer, limit=stories,
+                                    window=opened.spec.max_context) if stories else [])
+        with progress_bar("evaluating the patch", 4) as advance:
+            result = evaluate_patch(opened, patch, prompt_list, word, max_tokens, first_words, sequences, advance)
+        if as_json:
+            print(json.dumps(result))
+            return
+        b, a = result["before"], result["after"]
+        print(f"{word!r} in greedy completions of {b['prompts']} prompts: {b['rate']:.1%} before, "
+              f"{a['rate']:.1%} after the patch")
+        if b["perplexity"] is not None:
+            print(f"perplexity on {result['text_sequences']} documents ({result['text_tokens']:,} tokens): "
+                  f"{b['perplexity']:.4f} before, {a['perplexity']:.4f} after ({result['perplexity_change']:+.2%})")
+        for before, after in zip(result["examples"]["before"], result["examples"]["after"]):
+            print(f"  {before['prompt']!r}\n    before: {before['completion']!r}\n    after:  {after['completion']!r}")
+
     @group.command("inspect")
     def inspect(patch_path: Path = typer.Argument(..., help="NAME.patch"),
                 die: Optional[Path] = typer.Option(None, "--die", help="also check it against this die"),

@@ -13,24 +13,28 @@ from hardwire.errors import BadConfig
 BACKENDS = ("float", "golden", "rtl")
 
 
-def patched_tensors(die, patch):
-    """`die.tensor` with each patched matrix's W + ΔW, ΔW the real value of its integer adapter
-    (the float backend runs a patch on the die's dequantized weights, as it runs the die)."""
-    from hardwire.golden.adapter import dequantized_delta, row_ratios
-    from hardwire.golden.engine import patch_for
-    from hardwire.golden.tables import tables_for
-    if not hasattr(die, "quantized"):
-        raise BadConfig("a patch belongs to a frozen die; pass the die it was trained for", field="--patch")
-    patch = patch_for(patch, die)
-    tables = tables_for(die)
+class PatchedWeights:
+    """A die whose `tensor(name)` of each patched matrix is W + ΔW, ΔW the real value of its
+    integer adapter: the float backend runs a patch on the die's dequantized weights, as it runs
+    the die. Everything else is the die's."""
 
-    def tensor(name):
-        base = die.tensor(name)
-        adapter = patch.adapters.get(name)
+    def __init__(self, die, patch):
+        from hardwire.golden.engine import patch_for
+        from hardwire.golden.tables import tables_for
+        self.die = die
+        self.patch = patch_for(patch, die)
+        self.tables = tables_for(die)
+
+    def __getattr__(self, name):
+        return getattr(self.die, name)
+
+    def tensor(self, name):
+        from hardwire.golden.adapter import dequantized_delta, row_ratios
+        base = self.die.tensor(name)
+        adapter = self.patch.adapters.get(name)
         if adapter is None:
             return base
-        return base + dequantized_delta(adapter, row_ratios(die, tables, name))
-    return tensor
+        return base + dequantized_delta(adapter, row_ratios(self.die, self.tables, name))
 
 
 class FloatEngine(Engine):
@@ -42,7 +46,10 @@ class FloatEngine(Engine):
         from hardwire.model.reference import FloatTransformer
         tensor = source.tensor
         if patch is not None:
-            tensor = patched_tensors(source, patch)
+            if not hasattr(source, "quantized"):
+                raise BadConfig("a patch belongs to a frozen die; pass the die it was trained for", field="--patch")
+            patched = PatchedWeights(source, patch)
+            self.patch, tensor = patched.patch, patched.tensor
         self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity)
 
     def reset(self) -> None:
