@@ -159,8 +159,8 @@ def test_metal_embedding_respins_only_its_ten_duv_masks():
 
 def test_hnlpu_economics_runs_and_its_nre_lands_in_the_papers_range(cli):
     out = json.loads(cli("economics", "--chip", "hnlpu", "--preset", "gpt-oss-120b", "--gpu", "h100",
-                         "--load", "1e8", "--months", "36", "--updates-per-year", "1", "--context", "2048",
-                         "--json").stdout)
+                         "--load", "1e8", "--months", "36", "--updates-per-year", "1", "--json").stdout)
+    assert out["context"] == 2048            # the chip's default_context, the paper's 2K
     for key in KEYS:
         assert key in out
     assert out["chips_per_model"] == 16 and out["weight_masks"] == 10

@@ -333,8 +333,14 @@ def test_hnlpu_preset_runs_with_its_published_configuration(hnlpu_json, cli):
     assert hnlpu_json["chips"] == HNLPU["chips"] and hnlpu_json["node"] == "N5"
     assert hnlpu_json["weight_style"] == "metal_embedded" and hnlpu_json["mean_weight_bits"] == 4
     assert hnlpu_json["context"] == 2048 and hnlpu_json["lanes_per_layer"] == 0
-    # the table form runs too, at the default context
-    assert "metal_embedded" in cli("estimate", "--chip", "hnlpu", "--preset", "gpt-oss-120b").stdout
+    # without --context the chip's own default_context applies: the 2K the paper evaluates at
+    default = json.loads(cli("estimate", "--chip", "hnlpu", "--preset", "gpt-oss-120b", "--json").stdout)
+    assert default["context"] == 2048
+    assert default["aggregate_tokens_per_s"] == hnlpu_json["aggregate_tokens_per_s"]
+    assert "at context 2,048" in cli("estimate", "--chip", "hnlpu", "--preset", "gpt-oss-120b").stdout
+    # never beyond the model's maximum, and other chips keep 1,024
+    assert json.loads(cli("estimate", "--chip", "hnlpu", "--preset", "stories260k", "--json").stdout)["context"] == 512
+    assert json.loads(cli("estimate", "--chip", "hc1", "--preset", "gpt-oss-120b", "--json").stdout)["context"] == 1024
 
 
 def test_hnlpu_tokens_per_s_and_area_fall_within_a_factor_of_two_of_the_paper(hnlpu_json):

@@ -82,6 +82,8 @@ class ChipConfig:
     node: str = "N6"
     clock_ghz: float = 1.0
     chips: int = 0                       # 0: as many as the reticle requires
+    default_context: int = 0             # positions estimated without --context (0: 1,024, or the model's
+                                         # maximum if smaller); a chip published at another context sets it
     link_gbytes_per_s: float = 100.0     # chip-to-chip link, per direction
     link_latency_ns: float = 500.0
     link_pj_per_bit: float = 5.0
@@ -112,6 +114,9 @@ class ChipConfig:
         self.point.validate(source)
         if not isinstance(self.chips, int) or isinstance(self.chips, bool) or not 0 <= self.chips <= 4096:
             bad("chips", "an integer in [0, 4096]")
+        if not isinstance(self.default_context, int) or isinstance(self.default_context, bool) \
+                or not 0 <= self.default_context <= 1 << 24:
+            bad("default_context", f"an integer in [0, {1 << 24}]")
         positive = ("clock_ghz", "link_gbytes_per_s", "lifetime_years")
         non_negative = ("link_latency_ns", "link_pj_per_bit", "link_phy_mm2", "io_mm2", "card_overhead_w",
                         "board_cost_usd", "electricity_usd_per_kwh")
