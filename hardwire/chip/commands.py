@@ -257,7 +257,7 @@ def register(app: typer.Typer) -> None:
         weight_bits: Optional[int] = typer.Option(None, "--weight-bits", help="override the chip's weight format"),
         clock_ghz: Optional[float] = typer.Option(None, "--clock-ghz", help="override the chip's clock"),
         context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
-                                              "(default: 1024, or the model's maximum if smaller)"),
+                                              "(default: the chip file's default_context, else 1024; at most the model's maximum)"),
         prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="prompt length for time to first token"),
         users: Optional[int] = typer.Option(None, "--users", help="load for power and cost (default: KV-bound maximum)"),
         simulate: bool = typer.Option(False, "--simulate", help="also run the cycle-level pipeline simulator"),
@@ -275,7 +275,7 @@ def register(app: typer.Typer) -> None:
         from hardwire.chip.fit import check_context, default_context
 
         label, spec, die_bits = resolve_spec(model, preset)
-        context = default_context(spec) if context is None else context
+        context = default_context(spec, chip) if context is None else context
         check_context(spec, context)
         config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits, spec=spec, users=users, context=context)
         result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users)
@@ -302,7 +302,7 @@ def register(app: typer.Typer) -> None:
         months: float = typer.Option(36.0, "--months", help="months the deployment lasts"),
         updates_per_year: float = typer.Option(1.0, "--updates-per-year", help="model updates a year (each re-spins the chip)"),
         context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
-                                              "(default: 1024, or the model's maximum if smaller)"),
+                                              "(default: the chip file's default_context, else 1024; at most the model's maximum)"),
         users: Optional[int] = typer.Option(None, "--users", help="users per model copy the fit chip's KV SRAM "
                                             "holds (default 4)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -319,7 +319,7 @@ def register(app: typer.Typer) -> None:
         from hardwire.chip.fit import check_context, default_context
 
         label, spec, die_bits = resolve_spec(model, preset)
-        context = default_context(spec) if context is None else context
+        context = default_context(spec, chip) if context is None else context
         check_context(spec, context)
         config = resolve_chip(chip, None, None, None, die_bits, spec=spec, users=users, context=context)
         result = run_economics(run_estimate(spec, config, context=context), gpu_, deployment)

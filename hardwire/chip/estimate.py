@@ -60,6 +60,8 @@ def matrix_blocks(matrices: list[Matrix], chip: ChipConfig, stored: bool = True)
         blocks.area_mm2["weight_storage"] = node.logic_area_mm2(storage)
     if chip.weight_style == "hardwired":
         datapath = weights * chip.slices_per_weight * arch.hardwired_transistors_per_slice(chip)
+    elif chip.weight_style == "metal_embedded":
+        datapath = weights * chip.mean_weight_bits * arch.metal_embedded_transistors_per_bit(chip)
     else:
         plans = [m.plan(chip.point) for m in matrices]
         datapath = sum(p.lanes for p in plans) * arch.lane_transistors(chip)
@@ -148,7 +150,7 @@ def embed_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
 
 
 def head_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
-    shares_embedding = spec.tied_embeddings and chip.weight_style != "hardwired"
+    shares_embedding = spec.tied_embeddings and chip.weight_style not in arch.WIRED_WEIGHT_STYLES
     classifier = Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim)
     blocks = matrix_blocks([classifier], chip, stored=not shares_embedding)
     add_control(blocks, chip)
@@ -245,6 +247,10 @@ def weight_pj_45nm(chip: ChipConfig) -> float:
     if chip.weight_style == "hardwired":
         shift_add = b / 2 * p * ADD_PJ_PER_BIT_45NM
         return slices * (shift_add + chip.accumulator_bits * ADD_PJ_PER_BIT_45NM)
+    if chip.weight_style == "metal_embedded":
+        # each input bit, one a cycle, enters a carry-save tree: about one full-adder bit per weight per
+        # input bit; the routing wire is "virtually free" next to standard-cell logic [hnlpu]
+        return slices * a * ADD_PJ_PER_BIT_45NM
     read = chip.mean_weight_bits * SRAM_READ_PJ_PER_BIT_8KB_45NM
     if chip.weight_style == "multiply_select_add":
         combine = p * ADD_PJ_PER_BIT_45NM / 2                               # mux ≈ half an adder bit
