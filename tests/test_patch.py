@@ -271,3 +271,31 @@ def test_patch_commands_refuse_bad_input(stories_die, tmp_path, cli):
                          adapters_for(stories_die, np.random.default_rng(9), ["layers.0.wq"]), {})
     proc = cli("run", stories_die.path, "--backend", "golden", "--patch", foreign.path, "-n", "2", expect=2)
     assert "belongs to die" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_server_serves_patches_side_by_side_by_model_name(stories_die, tables, tmp_path):
+    """/v1/models lists DIE and DIE+NAME; a request's model picks the patch, and each answers as
+    the golden engine does with and without it; an unknown name is a 404 in OpenAI's shape."""
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from hardwire.runtime.engine import make_engine
+    from hardwire.runtime.server import create_app
+    rng = np.random.default_rng(10)
+    names = [f"layers.{i}.{s}" for i in range(5) for s in ("wv", "w_down")]
+    patch = save_patch(tmp_path / "p.patch", stories_die.id, adapters_for(stories_die, rng, names), {"name": "odd"})
+    base = make_engine(stories_die, backend="golden")
+    patched = make_engine(stories_die, backend="golden", patch=patch.path)
+    app = create_app(base, stories_die.id, slots=2, patched={f"{stories_die.id}+odd": patched})
+    client = TestClient(app)
+    listed = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert listed == [stories_die.id, f"{stories_die.id}+odd"]
+    prompt = [1, 403, 407, 261]
+    expected = {name: make_engine(stories_die, backend="golden", **kw).generate(prompt, max_tokens=6).text
+                for name, kw in ((stories_die.id, {}), (f"{stories_die.id}+odd", {"patch": patch.path}))}
+    assert expected[stories_die.id] != expected[f"{stories_die.id}+odd"]
+    for name, text in expected.items():
+        body = client.post("/v1/completions", json={"model": name, "prompt": prompt, "max_tokens": 6,
+                                                    "temperature": 0}).json()
+        assert body["model"] == name and body["choices"][0]["text"] == text
+    missing = client.post("/v1/completions", json={"model": "nope", "prompt": "Once", "max_tokens": 2})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
