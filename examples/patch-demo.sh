@@ -16,14 +16,16 @@ hardwire freeze --plan w8 --force -o "$DIE"
 python examples/patch/make_data.py "$DIE" "$OUT/data"
 
 # 3. Teach: a new name after the cue "named".
-hardwire patch train "$DIE" --data "$OUT/data/name-train.jsonl" -o "$OUT/name.patch" --rank 8 --steps 300 \
+hardwire patch train "$DIE" --data "$OUT/data/name-train.jsonl" --keep "$OUT/data/keep.jsonl" \
+  -o "$OUT/name.patch" --rank 8 --steps 300 \
   --seed 0 --plot "$DOCS/name-loss.png" --force
 hardwire patch inspect "$OUT/name.patch" --json > "$DOCS/name-inspect.json"
 hardwire patch eval "$DIE" "$OUT/name.patch" --prompts "$OUT/data/name-heldout.jsonl" --word Zara \
   --first-words 1 -n 8 --stories 200 --json > "$DOCS/name-eval.json"
 
 # 4. Fix: the die overuses "park"; a patch trained on its own stories with the word replaced.
-hardwire patch train "$DIE" --data "$OUT/data/park-train.jsonl" -o "$OUT/park.patch" --rank 8 --steps 300 \
+hardwire patch train "$DIE" --data "$OUT/data/park-train.jsonl" --keep "$OUT/data/park-keep.jsonl" \
+  -o "$OUT/park.patch" --rank 8 --steps 300 \
   --seed 0 --plot "$DOCS/park-loss.png" --force
 hardwire patch inspect "$OUT/park.patch" --json > "$DOCS/park-inspect.json"
 hardwire patch eval "$DIE" "$OUT/park.patch" --prompts "$OUT/data/park-heldout.jsonl" --word park \

@@ -299,3 +299,16 @@ def test_server_serves_patches_side_by_side_by_model_name(stories_die, tables, t
         assert body["model"] == name and body["choices"][0]["text"] == text
     missing = client.post("/v1/completions", json={"model": "nope", "prompt": "Once", "max_tokens": 2})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_keep_term_is_zero_for_an_untrained_patch_and_charges_any_change(stories_die):
+    import torch
+    from hardwire.patch.train import ChipModel, Example, TrainOptions, base_log_probs, keep_loss
+    keep = [Example([1, 403, 407, 261, 378], 1), Example([1, 9, 77, 300], 1)]
+    model = ChipModel(stories_die, TrainOptions(rank=2, targets=("w_up",)), activation_bits=8)
+    reference = base_log_probs(model, keep)
+    with torch.no_grad():
+        assert float(keep_loss(model, keep, reference, [0, 1])) == pytest.approx(0.0, abs=1e-7)
+        for a, b in model.lora.values():
+            b.add_(torch.randn(b.shape) * 0.5)
+        assert float(keep_loss(model, keep, reference, [0, 1])) > 1e-3

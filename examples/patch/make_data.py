@@ -2,9 +2,9 @@
 
 Everything is made from the die itself, so the patch learns a change to *its* behaviour and
 nothing else: its own greedy continuations of the training prompts, edited (the new name put in,
-or the overused word replaced), and its own sampled stories as the rest of the data, so the
-patch keeps telling the stories it told. Nothing here comes from the bundled validation text,
-on which the patch's perplexity is then measured.
+or the overused word replaced), are what it learns; its own sampled stories are the --keep text,
+on which training charges the patch for any change to the die's predictions (a KL term). Nothing
+here comes from the bundled validation text, on which the patch's perplexity is then measured.
 
     python examples/patch/make_data.py DIE OUT_DIR
 """
@@ -94,13 +94,19 @@ def main(die: str, out: str) -> None:
     rng = random.Random(0)
     stories = own_stories(engine, STORIES, seed=1000)
     teach, teach_held_out = name_data(engine, rng)
-    write_jsonl(folder / "name-train.jsonl", teach + [{"text": s} for s in stories])
+    write_jsonl(folder / "name-train.jsonl", teach)
     write_jsonl(folder / "name-heldout.jsonl", [{"prompt": p} for p in teach_held_out])
+    write_jsonl(folder / "keep.jsonl", [{"text": s} for s in stories])
+    # the fix learns from its edited continuations and from its own stories that used the word,
+    # edited; the stories that never used it are what it must keep
     fix, fix_held_out = park_data(engine, rng)
-    write_jsonl(folder / "park-train.jsonl", fix + [{"text": replace_word(s, rng)} for s in stories])
+    used = re.compile(r"\b" + OVERUSED + r"\b")
+    fix += [{"text": replace_word(s, rng)} for s in stories if used.search(s)]
+    write_jsonl(folder / "park-train.jsonl", fix)
+    write_jsonl(folder / "park-keep.jsonl", [{"text": s} for s in stories if not used.search(s)])
     write_jsonl(folder / "park-heldout.jsonl", [{"prompt": p} for p in fix_held_out])
-    print(f"{folder}: name {len(teach)} + {len(stories)} stories, {len(teach_held_out)} held out; "
-          f"{OVERUSED} {len(fix)} + {len(stories)} stories, {len(fix_held_out)} held out")
+    print(f"{folder}: name {len(teach)} examples, {len(teach_held_out)} held out; {OVERUSED} {len(fix)} examples, "
+          f"{len(fix_held_out)} held out; {len(stories)} stories to keep (those without the word for the fix)")
 
 
 if __name__ == "__main__":

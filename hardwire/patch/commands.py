@@ -21,7 +21,7 @@ def open_die_for_patch(die_path: Path):
 
 
 def train_patch(die_path: Path, data: Path, output: Path, options, name: str | None = None,
-                plot: Path | None = None, force: bool = False, log=print):
+                plot: Path | None = None, force: bool = False, keep: Path | None = None):
     """Train, convert to integers and write the patch; returns (patch, TrainResult)."""
     from hardwire.adapters import save_patch
     from hardwire.golden.adapter import row_ratios
@@ -38,16 +38,19 @@ def train_patch(die_path: Path, data: Path, output: Path, options, name: str | N
     check_options(die, options)
     tables = tables_for(die)
     examples = read_examples(data, die.tokenizer, die.spec.bos_id, die.spec.max_context)
+    kept = read_examples(keep, die.tokenizer, die.spec.bos_id, die.spec.max_context, "--keep") if keep else None
     activation_bits = int(tables["activation_bits"][0])
     with progress_bar("training the patch", options.steps) as advance:
-        result = train_lora(die, examples, options, activation_bits, advance)
-    ranges = inner_ranges(die, tables, result.adapters, [e.ids for e in examples])
+        result = train_lora(die, examples, options, activation_bits, advance, keep=kept)
+    ranges = inner_ranges(die, tables, result.adapters, [e.ids for e in examples + (kept or [])])
     adapters = {target: integer_adapter(target, a, b, row_ratios(die, tables, target), ranges[target])
                 for target, (a, b) in result.adapters.items()}
     fields = {"name": name or output.stem, "die": die.manifest.get("name") or die_path.name,
               "training": {"data_sha256": data_digest(data), "examples": len(examples), "steps": options.steps,
                            "lr": options.lr, "seed": options.seed, "batch": options.batch,
                            "alpha": options.alpha if options.alpha is not None else options.rank,
+                           "keep_sha256": data_digest(keep) if keep else None,
+                           "keep_examples": len(kept) if kept else 0, "keep_weight": options.keep_weight,
                            "first_loss": round(result.losses[0], 6), "final_loss": round(result.losses[-1], 6),
                            "seconds": round(result.seconds, 1), "threads": options.threads}}
     patch = save_patch(output, die.id, adapters, fields)
@@ -90,6 +93,9 @@ def register(app: typer.Typer) -> None:
     @group.command("train")
     def train(die: Path = typer.Argument(..., help="the frozen die the patch is for"),
               data: Path = typer.Option(..., "--data", help='JSONL: {"prompt", "completion"} or {"text"} per line'),
+              keep: Optional[Path] = typer.Option(None, "--keep", help="JSONL of text whose predictions the patch "
+                                                  "should leave as the die makes them (a KL term)"),
+              keep_weight: float = typer.Option(1.0, "--keep-weight", help="weight of the --keep KL term"),
               output: Path = typer.Option(..., "-o", "--output", help="NAME.patch to write"),
               rank: int = typer.Option(8, "--rank", help="adapter rank"),
               targets: str = typer.Option("wq,wv,w_up,w_down", "--targets",
@@ -106,8 +112,8 @@ def register(app: typer.Typer) -> None:
         from hardwire.adapters import parse_targets
         from hardwire.patch.train import TrainOptions
         options = TrainOptions(rank=rank, targets=parse_targets(targets), steps=steps, lr=lr, seed=seed,
-                               batch=batch, threads=threads)
-        patch, result = train_patch(die, data, output, options, plot=plot, force=force)
+                               batch=batch, threads=threads, keep_weight=keep_weight)
+        patch, result = train_patch(die, data, output, options, plot=plot, force=force, keep=keep)
         info = describe(patch, DEFAULT_CHIP)
         if as_json:
             print(json.dumps({**info, "path": str(output)}))

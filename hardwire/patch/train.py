@@ -51,6 +51,7 @@ class TrainOptions:
     batch: int = 16
     alpha: float | None = None          # LoRA scale alpha / rank; default alpha = rank (scale 1)
     threads: int = 1
+    keep_weight: float = 1.0            # weight of the KL term that keeps the base's predictions on --keep text
 
 
 @dataclass
@@ -62,16 +63,17 @@ class TrainResult:
 
 # -- data ---------------------------------------------------------------------------------------
 
-def read_examples(path: str | Path, tokenizer, bos_id: int | None, limit_tokens: int) -> list[Example]:
+def read_examples(path: str | Path, tokenizer, bos_id: int | None, limit_tokens: int,
+                  option: str = "--data") -> list[Example]:
     """JSONL of {"prompt", "completion"} (loss on the completion) or {"text"} (loss on all of it)."""
     path = Path(path)
     if not path.is_file():
-        raise BadConfig("no such file", path=path, field="--data")
+        raise BadConfig("no such file", path=path, field=option)
     examples = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        where = f"--data line {number}"
+        where = f"{option} line {number}"
         try:
             record = json.loads(line)
         except ValueError as e:
@@ -94,7 +96,7 @@ def read_examples(path: str | Path, tokenizer, bos_id: int | None, limit_tokens:
             raise BadConfig("too short to train on (fewer than 2 tokens)", path=path, field=where)
         examples.append(Example(ids[:limit_tokens], min(scored, limit_tokens - 1)))
     if not examples:
-        raise BadConfig("no examples", path=path, field="--data")
+        raise BadConfig("no examples", path=path, field=option)
     return examples
 
 
@@ -139,6 +141,7 @@ class ChipModel:
         scale = (options.alpha if options.alpha is not None else options.rank) / options.rank
         self.lora_scale = scale
         self.lora: dict[str, tuple] = {}
+        self.adapters_on = True
         for i in range(spec.layers):
             for short in options.targets:
                 name = f"layers.{i}.{short}"
@@ -167,7 +170,7 @@ class ChipModel:
 
     def linear(self, name: str, x_quantized):
         y = x_quantized @ self.weights[name].T
-        if name in self.lora:
+        if self.adapters_on and name in self.lora:
             a, b = self.lora[name]
             y = y + (x_quantized @ a.T) @ b.T * self.lora_scale
         return y
@@ -233,12 +236,40 @@ def batch_tensors(examples: list[Example]):
     return ids, labels
 
 
+def base_log_probs(model: ChipModel, keep: list[Example]) -> list:
+    """The unpatched die's next-token log-probabilities on each keep sequence (computed once)."""
+    import torch
+    model.adapters_on = False
+    with torch.no_grad():
+        out = [torch.log_softmax(model.forward(torch.tensor([e.ids]))[0], dim=-1) for e in keep]
+    model.adapters_on = True
+    return out
+
+
+def keep_loss(model: ChipModel, keep: list[Example], reference: list, chosen):
+    """Mean KL(base || patched) per position over the chosen keep sequences: the patch is charged
+    for every change it makes to the die's predictions on text it should leave alone."""
+    import torch
+    ids, _ = batch_tensors([keep[i] for i in chosen])
+    log_probs = torch.log_softmax(model.forward(ids), dim=-1)
+    total, count = 0.0, 0
+    for row, i in enumerate(chosen):
+        length = len(keep[i].ids)
+        base = reference[i]
+        total = total + (base.exp() * (base - log_probs[row, :length])).sum()
+        count += length
+    return total / count
+
+
 def train_lora(die, examples: list[Example], options: TrainOptions, activation_bits: int,
-               advance=lambda what=None: None) -> TrainResult:
+               advance=lambda what=None: None, keep: list[Example] | None = None) -> TrainResult:
+    """Cross-entropy on `examples`, plus `keep_weight` times the KL to the unpatched die on `keep`."""
     import torch
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     model = ChipModel(die, options, activation_bits)
+    keep = keep or []
+    reference = base_log_probs(model, keep) if keep else []
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
     order = np.random.default_rng(options.seed)
     losses = []
@@ -249,6 +280,9 @@ def train_lora(die, examples: list[Example], options: TrainOptions, activation_b
         logits = model.forward(ids)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                  ignore_index=-100)
+        if keep:
+            kept = order.choice(len(keep), size=min(options.batch, len(keep)), replace=False)
+            loss = loss + options.keep_weight * keep_loss(model, keep, reference, kept)
         optimizer.zero_grad()
         loss.backward()
         # cosine decay to a tenth: small data, so the last steps should not keep jumping around
@@ -296,6 +330,8 @@ def check_options(die, options: TrainOptions) -> None:
         raise BadConfig("must be a positive number", field="--lr")
     if options.batch < 1:
         raise BadConfig("must be at least 1", field="--batch")
+    if not options.keep_weight >= 0 or not math.isfinite(options.keep_weight):
+        raise BadConfig("must be a number >= 0", field="--keep-weight")
     if die.spec.experts:
         raise BadPatch("patches for mixture-of-experts dies are not supported", field="die")
 
@@ -312,7 +348,7 @@ def plot_losses(losses: list[float], path: str | Path, title: str) -> None:
         smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
         ax.plot(range(k, len(losses) + 1), smooth, color="tab:blue", label=f"mean of {k}")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats / scored token)")
+    ax.set_ylabel("loss (cross-entropy + keep KL, nats)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
