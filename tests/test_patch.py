@@ -52,17 +52,6 @@ def test_adapter_term_saturates_the_inner_vector():
 # -- in the golden model -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def stories_die(tmp_path_factory):
-    import hardwire
-    from hardwire.freeze.freezer import Calibration, freeze
-    from hardwire.freeze.plan import parse_plan
-    model = hardwire.load()
-    ids = model.tokenizer.encode("Once upon a time, there was a little girl who loved the sun.", bos=True)
-    return freeze(model, parse_plan("w8"), tmp_path_factory.mktemp("die") / "stories.die",
-                  Calibration([ids], {"source": "test sentence"}))
-
-
-@pytest.fixture(scope="module")
 def tables(stories_die):
     from hardwire.golden.tables import tables_for
     return tables_for(stories_die)

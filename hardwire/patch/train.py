@@ -337,6 +337,7 @@ def check_options(die, options: TrainOptions) -> None:
 
 
 def plot_losses(losses: list[float], path: str | Path, title: str) -> None:
+    from hardwire.chip.commands import save_plot
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -353,9 +354,4 @@ def plot_losses(losses: list[float], path: str | Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise BadConfig(f"cannot write the plot: {e.strerror}", path=path) from None
-    finally:
-        plt.close(fig)
+    save_plot(fig, path)
