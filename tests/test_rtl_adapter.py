@@ -207,3 +207,63 @@ def test_adapter_hardware_with_an_empty_sram_computes_the_unpatched_die(tiny_pat
     options = RtlOptions(weights_per_lane=1024, adapters=AdapterDesign(4, PATCH_ADAPTERS.targets))
     rtl, _, _ = rtl_logits(die, TINY_IDS, options)
     np.testing.assert_array_equal(rtl, GoldenEngine(die).forward_integer(TINY_IDS))
+
+
+@needs_verilator
+def test_sim_command_runs_a_patch_and_refuses_one_the_hardware_cannot_hold(tiny_patched, cache_dir, cli):
+    import json
+    die, patch = tiny_patched
+    common = ("--ids", "1,4", "--max-tokens", "5", "--json")
+    sim = json.loads(cli("sim", die.path, "--patch", patch.path, "--weights-per-lane", "1024", "--adapter-rank", "4",
+                         *common, timeout=900).stdout)
+    run = json.loads(cli("run", die.path, "--patch", patch.path, "--backend", "golden", *common).stdout)
+    assert sim["ids"] == run["ids"] and sim["patch"] == patch.id
+    assert sim["adapters"] == {"rank": 4, "targets": ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"], "per_cycle": 1}
+    assert sim["rtl_estimate"]["exact"]
+    low_rank = cli("sim", die.path, "--patch", patch.path, "--adapter-rank", "2", *common, expect=2)
+    assert "--adapter-rank" in low_rank.stderr and "rank 3" in low_rank.stderr
+    too_few = cli("sim", die.path, "--patch", patch.path, "--adapter-targets", "wq,wk", *common, expect=2)
+    assert "--adapter-targets" in too_few.stderr and "layers.0.wv" in too_few.stderr
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_run_command_rtl_backend_runs_a_patch_as_golden_does(tiny_patched, cache_dir, cli):
+    """`hardwire run --backend rtl --patch`: the default adapter hardware (PATCH_ADAPTERS)."""
+    import json
+    die, patch = tiny_patched
+    common = ("--patch", patch.path, "--ids", "1,4", "--max-tokens", "6", "--json")
+    rtl = json.loads(cli("run", die.path, "--backend", "rtl", *common, timeout=900).stdout)
+    golden = json.loads(cli("run", die.path, "--backend", "golden", *common).stdout)
+    assert rtl["ids"] == golden["ids"]
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_stories260k_with_a_patch_greedy_32_tokens_equal_patched_golden(tmp_path_factory, cache_dir):
+    """The acceptance check with a patch: rank-8 adapters on wq, wv, w_up and w_down of every layer
+    (`hardwire patch train`'s default targets), on the default adapter hardware (rank 16, every
+    projection: the other three run from a zero SRAM); 32 greedy tokens from BOS, token for token,
+    and every logit of the same positions bit for bit."""
+    from hardwire.golden.engine import GoldenEngine
+    from hardwire.die import open_die
+    from hardwire.rtl.engine import RtlEngine
+    from tests.test_rtl_e2e import stories_die
+    die = open_die(stories_die(tmp_path_factory, "w8"))
+    targets = {f"layers.{i}.{short}": 8 for i in range(die.spec.layers) for short in ("wq", "wv", "w_up", "w_down")}
+    patch = random_patch(die, tmp_path_factory.mktemp("patch") / "random.patch", targets, seed=5)
+    golden = GoldenEngine(die, patch=patch)
+    expected = golden.generate([1], max_tokens=32, stop_at_eos=False)
+    unpatched = GoldenEngine(die).generate([1], max_tokens=32, stop_at_eos=False)
+    assert expected.ids != unpatched.ids                     # the patch changes the greedy text
+    engine = RtlEngine(die, patch=patch)
+    try:
+        got = engine.generate([1], max_tokens=32, stop_at_eos=False)
+        assert got.ids == expected.ids
+        sequence = [1] + got.ids[:-1]
+        engine.reset()
+        rtl = engine.forward_integer(sequence)
+    finally:
+        engine.close()
+    golden.reset()
+    np.testing.assert_array_equal(rtl, golden.forward_integer(sequence))

@@ -24,15 +24,24 @@ from hardwire.errors import BadConfig
 @dataclass(frozen=True)
 class AdapterDesign:
     """Adapter hardware: rank lanes `rank` (the largest rank a patch may have on this chip) on every
-    layer's `targets` (short names, e.g. ("wq", "wv")). rank 0 or no targets: no adapter hardware."""
+    layer's `targets` (short names, e.g. ("wq", "wv")). rank 0 or no targets: no adapter hardware.
+
+    `per_cycle`: elements of x the A pass takes, and rows the B pass forms, per cycle (the block has
+    rank x per_cycle multipliers). The generated RTL has 1. None: as many as keep each pass within
+    the design point's `weights_per_lane` cycles, like the matvec walk it precedes (the estimate's
+    chips, whose rows are thousands of columns long)."""
 
     rank: int = 0
     targets: tuple[str, ...] = ()
+    per_cycle: int | None = 1
 
     def __post_init__(self):
         object.__setattr__(self, "targets", tuple(t for t in TARGETS if t in tuple(self.targets)))
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or not 0 <= self.rank <= MAX_RANK:
             raise BadConfig(f"expected an adapter rank in [0, {MAX_RANK}], got {self.rank!r}", field="adapter_rank")
+        if self.per_cycle is not None and (not isinstance(self.per_cycle, int) or self.per_cycle < 1):
+            raise BadConfig(f"expected a positive number of elements per cycle, got {self.per_cycle!r}",
+                            field="adapter_per_cycle")
 
     @property
     def present(self) -> bool:
@@ -43,13 +52,18 @@ class AdapterDesign:
         return self.present and short in self.targets
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "targets": list(self.targets)}
+        return {"rank": self.rank, "targets": list(self.targets), "per_cycle": self.per_cycle}
 
     @classmethod
-    def for_patch(cls, patch) -> "AdapterDesign":
+    def for_patch(cls, patch, per_cycle: int | None = 1) -> "AdapterDesign":
         """The smallest hardware that runs `patch`: its largest rank, its matrices in every layer."""
         shorts = {target.rsplit(".", 1)[-1] for target in patch.adapters}
-        return cls(max(a.rank for a in patch.adapters.values()), tuple(shorts))
+        return cls(max(a.rank for a in patch.adapters.values()), tuple(shorts), per_cycle)
+
+    def block(self, name: str, rows: int, cols: int, weights_per_lane: int) -> "LowRank":
+        """The low-rank block of matrix `name` (rows x cols) at a design point's weights per lane."""
+        per_cycle = self.per_cycle or max(1, -(-max(rows, cols) // weights_per_lane))
+        return LowRank(name, rows, cols, self.rank, per_cycle)
 
 
 NO_ADAPTERS = AdapterDesign()
@@ -57,12 +71,12 @@ NO_ADAPTERS = AdapterDesign()
 
 @dataclass(frozen=True)
 class LowRank:
-    """The low-rank block beside one matrix W (rows x cols) with `rank` lanes (rtl/blocks/adapter.py):
-    the A pass (the rank lanes walk x, one column a cycle: t = A x), the inner pass (one t'_j a
-    cycle through one 16-bit multiplier), the B pass (one row a cycle: rank products summed, one
-    23-bit multiplier for b_mult), then `done`:
+    """The low-rank block beside one matrix W (rows x cols) with `rank` lanes (rtl/blocks/adapter.py
+    at per_cycle 1): the A pass (the rank lanes walk x, `per_cycle` columns a cycle: t = A x), the
+    inner pass (one t'_j a cycle through one 16-bit multiplier), the B pass (`per_cycle` rows a
+    cycle, rank products summed for each, a 23-bit multiplier per row for b_mult), then `done`:
 
-        cycles = cols + rank + rows + 3
+        cycles = ceil(cols / per_cycle) + rank + ceil(rows / per_cycle) + 3
 
     (the A and B SRAMs are read a cycle ahead of their use, and one cycle each pass ends in)."""
 
@@ -70,15 +84,16 @@ class LowRank:
     rows: int
     cols: int
     rank: int
+    per_cycle: int = 1
 
     @property
     def cycles(self) -> int:
-        return self.cols + self.rank + self.rows + 3
+        return -(-self.cols // self.per_cycle) + self.rank + -(-self.rows // self.per_cycle) + 3
 
     @property
     def lanes(self) -> int:
-        """8 x 16-bit multiply-accumulate lanes (shared by the A and B passes)."""
-        return self.rank
+        """8 x 16-bit multiply-accumulate lanes (rank x per_cycle, shared by the A and B passes)."""
+        return self.rank * self.per_cycle
 
     @property
     def macs(self) -> int:
@@ -90,6 +105,11 @@ class LowRank:
         """The wider products per token: one a_mult per rank row (16 x 38 bits at most), one b_mult per
         row (23 x 30 bits at most)."""
         return self.rank + self.rows
+
+    @property
+    def scale_multipliers(self) -> tuple[int, int]:
+        """(a_mult multipliers, b_mult multipliers) the block has: one, and one per row a cycle."""
+        return 1, self.per_cycle
 
     def sram_bits(self) -> int:
         """The block's SRAM: A and B codes (8 bits), a_mult (16), b_mult (23) and the two 6-bit shifts

@@ -62,17 +62,19 @@ class TokenStep:
         raise KeyError(matrix_name)
 
 
-def layer_blocks(spec: ModelSpec, index: int, adapters: AdapterDesign = NO_ADAPTERS) -> list[Block]:
+def layer_blocks(spec: ModelSpec, index: int, adapters: AdapterDesign = NO_ADAPTERS,
+                 point_weights_per_lane: int = 1) -> list[Block]:
     """One layer, in the sequencer's order (rtl/top.py layer_module): every block's start is
     registered by the sequencer a cycle after the previous done (handoff 1), except that the
     residual add takes the cycle after wo's and w_down's done, in which ffn_norm starts and the
-    layer is done. `adapters`: the matrices with a §11 low-rank block before them."""
+    layer is done. `adapters`: the matrices with a §11 low-rank block before them (sized for the
+    design point's `weights_per_lane` when the adapter design leaves that open)."""
     p, L = f"layers.{index}.", f"L{index}."
     dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
 
     def projection(*, matrices: tuple[Matrix, ...], **fields) -> MatVec:
         """The products reading one vector, with a low-rank block before each matrix that has one."""
-        low_rank = tuple(LowRank(m.name, m.rows, m.cols, adapters.rank) for m in matrices
+        low_rank = tuple(adapters.block(m.name, m.rows, m.cols, point_weights_per_lane) for m in matrices
                          if adapters.covers(m.name.rsplit(".", 1)[-1]))
         return MatVec(matrices=matrices, low_rank=low_rank, **fields)
 
@@ -109,7 +111,7 @@ def build(source, point: DesignPoint, adapters: AdapterDesign = NO_ADAPTERS) -> 
         # handoff 1: the chip's host interface registers the token (the in_valid transfer cycle)
         Embed(name="embed", stage="embed", handoff=1, vocab=spec.vocab_size, dim=spec.hidden_dim, group=group)]
     for index in range(spec.layers):
-        blocks += layer_blocks(spec, index, adapters)
+        blocks += layer_blocks(spec, index, adapters, point.weights_per_lane)
     blocks += [
         Norm(name="final_norm", stage="head", dim=spec.hidden_dim),
         MatVec(name="classifier", stage="head", matrices=(Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim),)),

@@ -91,6 +91,9 @@ class RtlOptions:
         object.__setattr__(self, "point", point)
         object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "gate_clocks", gate_clocks)
+        if adapters.per_cycle != 1:
+            raise BadConfig(f"the RTL's low-rank blocks take one element per cycle, not {adapters.per_cycle!r}",
+                            field="adapter_per_cycle")
         object.__setattr__(self, "adapters", adapters)
 
     def to_dict(self) -> dict:
