@@ -267,3 +267,16 @@ def test_stories260k_with_a_patch_greedy_32_tokens_equal_patched_golden(tmp_path
         engine.close()
     golden.reset()
     np.testing.assert_array_equal(rtl, golden.forward_integer(sequence))
+
+
+@needs_verilator
+def test_a_design_with_adapter_blocks_passes_verilator_lint_with_all_warnings(tiny_patched, tmp_path, cli):
+    import subprocess
+    die, _ = tiny_patched
+    cli("rtl", die.path, "-o", tmp_path / "rtl", "--adapter-rank", "4")
+    layer = (tmp_path / "rtl" / "hw_layer_0.v").read_text()
+    assert all(f"hw_adapter_layers_0_{short} {short}_low_rank" in layer for short in ("wq", "wo", "w_down"))
+    files = (tmp_path / "rtl" / "files.f").read_text().split()
+    proc = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "hw_chip", *files],
+                          cwd=tmp_path / "rtl", capture_output=True, text=True)
+    assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]
