@@ -94,3 +94,20 @@ def test_estimate_command_prices_a_patch_and_refuses_one_over_the_sram(tiny, cli
     assert out["cycles_per_token"] == plain["cycles_per_token"] + out["adapters"]["extra_cycles_per_token"]
     refused = cli("estimate", die.path, "--patch", large.path, expect=2)
     assert "SRAM" in refused.stderr or "sram" in refused.stderr
+
+
+def test_a_patch_of_a_higher_rank_gets_the_default_blocks_at_its_rank_class(tmp_path):
+    from hardwire.adapters import Patch
+    from hardwire.rtl.top import PATCH_ADAPTERS, RtlOptions, default_adapters
+
+    def patch_of(rank):
+        adapter = Adapter("layers.0.wv", np.zeros((rank, 4), np.int8), np.zeros(rank, np.int64), 0,
+                          np.zeros((4, rank), np.int8), np.zeros(4, np.int64), 0)
+        return Patch({}, {"layers.0.wv": adapter})
+
+    assert default_adapters(patch_of(8)) == PATCH_ADAPTERS
+    assert default_adapters(patch_of(17)) == AdapterDesign(32, TARGETS)
+    assert RtlOptions().for_patch(patch_of(64)).adapters.rank == 64
+    from hardwire.errors import BadConfig
+    with pytest.raises(BadConfig, match="rank 8 at most"):
+        RtlOptions(adapters=AdapterDesign(8, TARGETS)).for_patch(patch_of(9))

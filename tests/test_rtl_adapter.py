@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hardwire.adapters import ADAPTER_A_MULT_BITS, ADAPTER_B_MULT_BITS, CODE_LIMIT, MAX_RANK, Adapter
+from hardwire.adapters import ADAPTER_A_MULT_BITS, ADAPTER_B_MULT_BITS, CODE_LIMIT, MAX_RANK, TARGETS, Adapter
 from hardwire.datapath import LowRank
 from hardwire.golden.adapter import adapter_inner, apply_adapter
 from hardwire.rtl.blocks.adapter import SRAM_PLUSARG, adapter_module, adapter_name, term_bits, write_sram_images
@@ -55,18 +55,21 @@ def simulate(tmp_path, adapter: Adapter | None, rows: int, cols: int, rank: int,
     return [(unpack_vector(r[0], bits, rows), r[-1]) for r in results]
 
 
+def random_case(a_shift: int, b_shift: int):
+    return lambda rng, rank, rows, cols: random_adapter(rng, "test.w", rank, rows, cols, a_shift, b_shift)
+
+
+def extreme_case(a_shift: int, b_shift: int, sign: int = 1):
+    return lambda rng, rank, rows, cols: extreme_adapter("test.w", rank, rows, cols, a_shift, b_shift, sign)
+
+
 CASES = {   # name: (hardware rank, adapter rank, rows, cols, x bits, adapter maker)
-    "random": (4, 4, 6, 9, 8, lambda rng, r, rows, cols: random_adapter(rng, "test.w", r, rows, cols, 30, 20)),
-    "lower rank than the hardware": (5, 2, 7, 6, 8,
-                                     lambda rng, r, rows, cols: random_adapter(rng, "test.w", r, rows, cols, 25, 9)),
-    "rank 1, shifts 0: t' saturates, T at its bound": (1, 1, 3, 8, 8,
-                                                      lambda rng, r, rows, cols: extreme_adapter("test.w", r, rows, cols, 0, 0)),
-    "largest shifts": (3, 3, 4, 5, 8, lambda rng, r, rows, cols: extreme_adapter("test.w", r, rows, cols, 63, 63, -1)),
-    "int16 inputs, t' rounding": (2, 2, 5, 7, 16,
-                                  lambda rng, r, rows, cols: random_adapter(rng, "test.w", r, rows, cols, 33, 12)),
-    f"rank {MAX_RANK}, the largest a patch may have": (MAX_RANK, MAX_RANK, 3, 4, 8,
-                                                       lambda rng, r, rows, cols: random_adapter(rng, "test.w", r, rows,
-                                                                                                  cols, 6, 0)),
+    "random": (4, 4, 6, 9, 8, random_case(30, 20)),
+    "lower rank than the hardware": (5, 2, 7, 6, 8, random_case(25, 9)),
+    "rank 1, shifts 0: t' saturates, T at its bound": (1, 1, 3, 8, 8, extreme_case(0, 0)),
+    "largest shifts": (3, 3, 4, 5, 8, extreme_case(63, 63, -1)),
+    "int16 inputs, t' rounding": (2, 2, 5, 7, 16, random_case(33, 12)),
+    f"rank {MAX_RANK}, the largest a patch may have": (MAX_RANK, MAX_RANK, 3, 4, 8, random_case(6, 0)),
 }
 
 
@@ -125,9 +128,10 @@ def test_matvec_adds_the_low_rank_term_before_requantizing(tmp_path, style, grou
     xs = input_vectors(rng, cols, x_bits)
     terms = [rng.integers(-(1 << 40), 1 << 40, rows), np.zeros(rows, np.int64), np.full(rows, limit),
              np.full(rows, -limit), rng.integers(-(1 << 30), 1 << 30, rows)]
-    results = run_icarus(modules, "hw_matvec_test_w", [("x", cols * x_bits), ("mu", 4), ("e", 4), ("term", rows * bits)],
-                         [("y", rows * out_bits)], [[pack_vector(x, x_bits), 12, 5, pack_vector(t, bits)]
-                                                    for x, t in zip(xs, terms)], workdir=tmp_path)
+    ports = [("x", cols * x_bits), ("mu", 4), ("e", 4), ("term", rows * bits)]
+    results = run_icarus(modules, "hw_matvec_test_w", ports, [("y", rows * out_bits)],
+                         [[pack_vector(x, x_bits), 12, 5, pack_vector(t, bits)] for x, t in zip(xs, terms)],
+                         workdir=tmp_path)
     packed = pack_matrix(codes.astype(np.int8), None, 8, group, mult, shifts, None)
     changed = 0
     for x, term, result in zip(xs, terms, results):
@@ -218,7 +222,7 @@ def test_sim_command_runs_a_patch_and_refuses_one_the_hardware_cannot_hold(tiny_
                          *common, timeout=900).stdout)
     run = json.loads(cli("run", die.path, "--patch", patch.path, "--backend", "golden", *common).stdout)
     assert sim["ids"] == run["ids"] and sim["patch"] == patch.id
-    assert sim["adapters"] == {"rank": 4, "targets": ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"], "per_cycle": 1}
+    assert sim["adapters"] == {"rank": 4, "targets": list(TARGETS), "per_cycle": 1}
     assert sim["rtl_estimate"]["exact"]
     low_rank = cli("sim", die.path, "--patch", patch.path, "--adapter-rank", "2", *common, expect=2)
     assert "--adapter-rank" in low_rank.stderr and "rank 3" in low_rank.stderr

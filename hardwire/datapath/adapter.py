@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hardwire.adapters import (ADAPTER_A_MULT_BITS, ADAPTER_B_MULT_BITS, ADAPTER_CODE_BITS, ADAPTER_SHIFT_BITS, MAX_RANK,
-                               TARGETS)
+from hardwire.adapters import (ADAPTER_A_MULT_BITS, ADAPTER_B_MULT_BITS, ADAPTER_CODE_BITS, ADAPTER_SHIFT_BITS,
+                               MAX_RANK, TARGETS)
 from hardwire.errors import BadConfig
 
 

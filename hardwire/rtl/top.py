@@ -62,6 +62,15 @@ RTL_STYLES = ("rom_mac", "hardwired")
 PATCH_ADAPTERS = AdapterDesign(rank=16, targets=TARGETS)
 
 
+def default_adapters(patch) -> AdapterDesign:
+    """PATCH_ADAPTERS, or for a patch of a higher rank the same blocks at that rank rounded up to a
+    power of two (one build then serves every patch of that rank class)."""
+    rank = max(adapter.rank for adapter in patch.adapters.values())
+    if rank <= PATCH_ADAPTERS.rank:
+        return PATCH_ADAPTERS
+    return AdapterDesign(1 << (rank - 1).bit_length(), PATCH_ADAPTERS.targets)
+
+
 @dataclass(frozen=True, init=False)
 class RtlOptions:
     """Generator knobs: the design point (`point`: weight style, weights per lane, which sets each
@@ -104,9 +113,9 @@ class RtlOptions:
         return RtlOptions(self.point, self.positions, self.gate_clocks, adapters)
 
     def for_patch(self, patch) -> "RtlOptions":
-        """These options with adapter hardware that holds `patch` (PATCH_ADAPTERS when none was asked
-        for); a patch the hardware cannot hold is refused, naming what to change."""
-        options = self if self.adapters.present else self.with_adapters(PATCH_ADAPTERS)
+        """These options with adapter hardware that holds `patch` (`default_adapters` when none was
+        asked for); a patch the hardware asked for cannot hold is refused, naming what to change."""
+        options = self if self.adapters.present else self.with_adapters(default_adapters(patch))
         hardware = options.adapters
         for target, adapter in patch.adapters.items():
             short = target.rsplit(".", 1)[-1]

@@ -134,6 +134,9 @@ def arithmetic(widths: AdapterWidths, x_bits: int) -> list[str]:
 
     def shift(name: str) -> str:         # an unsigned 6-bit shift as rshift_round's signed 8-bit one
         return f"$signed({zext(name, ADAPTER_SHIFT_BITS, 8)})"
+
+    def unsigned(name: str, bits: int) -> str:    # an unsigned multiplier as a non-negative 64-bit operand
+        return f"$signed({zext(name, bits, 64)})"
     return [
         RSHIFT_ROUND, SATURATE,
         f"    // t_j + a_jk x_k, exact within the bound of t ({t} bits)",
@@ -152,7 +155,7 @@ def arithmetic(widths: AdapterWidths, x_bits: int) -> list[str]:
         "        reg signed [63:0] io_value;",
         "        /* verilator lint_on UNUSEDSIGNAL */",
         "        begin",
-        f"            io_value = saturate(rshift_round({sext('io_t', t, 64)} * $signed({zext('io_mult', ADAPTER_A_MULT_BITS, 64)}), "
+        f"            io_value = saturate(rshift_round({sext('io_t', t, 64)} * {unsigned('io_mult', ADAPTER_A_MULT_BITS)}, "
         f"{shift('io_shift')}), 7'd{inner});",
         f"            inner_of = io_value[{inner - 1}:0];",
         "        end",
@@ -173,7 +176,7 @@ def arithmetic(widths: AdapterWidths, x_bits: int) -> list[str]:
         "        reg signed [63:0] to_value;",
         "        /* verilator lint_on UNUSEDSIGNAL */",
         "        begin",
-        f"            to_value = rshift_round({sext('to_u', u, 64)} * $signed({zext('to_mult', ADAPTER_B_MULT_BITS, 64)}), "
+        f"            to_value = rshift_round({sext('to_u', u, 64)} * {unsigned('to_mult', ADAPTER_B_MULT_BITS)}, "
         f"{shift('to_shift')});",
         f"            term_of = to_value[{term - 1}:0];",
         "        end",
@@ -289,6 +292,6 @@ def adapter_module(matrix_name: str, rows: int, cols: int, rank: int, x_bits: in
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "x", cols * x_bits),
              Port("output", "done", reg=True), Port("output", "term", rows * widths.term, reg=True)]
-    comment = (f"§11 low-rank path of {matrix_name} (docs/arithmetic.md), rank {rank}, constants from its adapter SRAM.\n"
-               "T_i = round(b_mult_i sum_j b_ij sat16(round(a_mult_j sum_k a_jk x_k 2^-a_shift)) 2^-b_shift)")
+    comment = (f"§11 low-rank path of {matrix_name} (docs/arithmetic.md), rank {rank}, constants from its "
+               "adapter SRAM.\nT_i = round(b_mult_i sum_j b_ij sat16(round(a_mult_j sum_k a_jk x_k 2^-a_shift)) 2^-b_shift)")
     return {name: module(name, ports, "\n".join(body), comment)}

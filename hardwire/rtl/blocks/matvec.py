@@ -761,7 +761,8 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int, term_bits: i
         body.append(f"    wire signed [{wd.shift - 1}:0] row{r}_shift = {literal(k, wd.shift, True)};")
         body.append(f"    wire signed [{wd.bias - 1}:0] row{r}_bias = {literal(b, wd.bias, True)};")
         row_acc = f"with_term(row{r}_acc, term[{r * term_bits} +: {term_bits}])" if term_bits else f"row{r}_acc"
-        body.append(f"    wire signed [{out_bits - 1}:0] row{r}_y = requantize({row_acc}, row{r}_shift, row{r}_bias, mu, e);")
+        body.append(f"    wire signed [{out_bits - 1}:0] row{r}_y = "
+                    f"requantize({row_acc}, row{r}_shift, row{r}_bias, mu, e);")
         outputs.append(f"row{r}_y")
     body += [
         "    always @(posedge clk) begin",
