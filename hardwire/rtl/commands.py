@@ -22,17 +22,19 @@ def open_die_argument(path: Optional[Path]):
 def adapter_design(rank: Optional[int], targets: Optional[str]):
     """--adapter-rank / --adapter-targets: the chip's §11 low-rank blocks (none unless asked for or
     a patch is run; then hardwire.rtl.top.PATCH_ADAPTERS for what is not given)."""
-    from hardwire.adapters import MAX_RANK, BadPatch, parse_targets
+    from hardwire.adapters import MAX_RANK, TARGETS
     from hardwire.datapath import NO_ADAPTERS, AdapterDesign
     from hardwire.rtl.top import PATCH_ADAPTERS
     if rank is None and targets is None:
         return NO_ADAPTERS
     if rank is not None and not 1 <= rank <= MAX_RANK:
         raise BadConfig(f"expected a rank in [1, {MAX_RANK}], got {rank}", field="--adapter-rank")
-    try:
-        shorts = PATCH_ADAPTERS.targets if targets is None else parse_targets(targets)
-    except BadPatch as error:
-        raise BadConfig(str(error.args[0]), field="--adapter-targets") from None
+    shorts = PATCH_ADAPTERS.targets
+    if targets is not None:
+        shorts = tuple(name.strip() for name in targets.split(",") if name.strip())
+        if not shorts or any(name not in TARGETS for name in shorts):
+            raise BadConfig(f"expected a comma-separated list of {', '.join(TARGETS)}; got {targets!r}",
+                            field="--adapter-targets")
     return AdapterDesign(PATCH_ADAPTERS.rank if rank is None else rank, shorts)
 
 

@@ -140,7 +140,8 @@ class RtlOptions:
         adapter_sram_bits = sum(r.sram_bits() for r in step.low_rank())
         return self.point.replace(activation_bits=_scalar(tables, "activation_bits"), kv_bits=kv_bits,
                                   weight_bits=max(bits), high_precision_bits=0, high_precision_fraction=0.0,
-                                  kv_sram_mib=kv_sram_bits / (8 * 2**20), lora_sram_mib=adapter_sram_bits / (8 * 2**20))
+                                  kv_sram_mib=kv_sram_bits / (8 * 2**20),
+                                  lora_sram_mib=adapter_sram_bits / (8 * 2**20))
 
 
 def int_matrix(die, tables: dict, name: str) -> IntMatrix:

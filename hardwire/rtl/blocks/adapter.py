@@ -14,10 +14,12 @@ a patch of lower rank leaves the rest zero, which adds nothing. So the generated
 with or without a patch, and one Verilator build runs any patch that fits.
 
 SRAM layout (one memory per part, word = what one cycle reads):
-  a        cols words of rank x 8 bits: column k = {a_(rank-1)k, ..., a_0k}
-  a_mult   rank words of 16 bits
-  b        rows words of 23 + rank x 8 bits: row i = {b_mult_i, b_i(rank-1), ..., b_i0}
-  shifts   one word: {b_shift, a_shift}, 6 bits each
+  a        cols words of rank x 8 bits: column k = {a_(rank-1)k, ..., a_0k}   (read a cycle ahead)
+  a_mult   rank words of 16 bits                                              (read in the cycle used)
+  b        rows words of 23 + rank x 8 bits: row i = {b_mult_i, b_i(rank-1), ..., b_i0}   (a cycle ahead)
+  shifts   one word: {b_shift, a_shift}, 6 bits each                          (read in the cycle used)
+a and b are SRAM arrays with a registered read; a_mult and shifts, rank + 1 words, are read
+without a register, as a small register file would be.
 
 Interface: `start` (one-cycle pulse, x held stable until the matrix it feeds is done), `done`
 (one-cycle pulse; `term` then holds until the next `start`). Cycles: cols + rank + rows + 3
