@@ -68,6 +68,22 @@ def resolve_chip(chip: Optional[str], node: Optional[str], weight_bits: Optional
     return config.replace(**changes) if changes else config
 
 
+def patch_adapters(patch: Optional[Path], model: Optional[str], config):
+    """The adapter blocks that run `patch` on `config` (its rank, its matrices in every layer, as many
+    elements a cycle as keep each pass within weights_per_lane), after checking it fits the chip's
+    LoRA SRAM and, when MODEL is a die, that it belongs to it; none without a patch."""
+    from hardwire.datapath import NO_ADAPTERS, AdapterDesign
+    if patch is None:
+        return NO_ADAPTERS
+    from hardwire.adapters import open_patch
+    from hardwire.die import is_die, open_die
+    opened = open_patch(patch)
+    if is_die(model):
+        opened.check_die(open_die(model))
+    opened.check_sram(config.name, config.lora_sram_mib)
+    return AdapterDesign.for_patch(opened, per_cycle=None)
+
+
 def fit_report(config, result) -> dict:
     """For a fit chip, what the model drove (the rest is the template's)."""
     if config.name != "fit":
@@ -264,6 +280,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         plot_path: Optional[str] = typer.Option(None, "--plot", help="write area and latency plots (PNG)"),
         list_presets: bool = typer.Option(False, "--list", help="list the model presets and chips, then exit"),
+        patch: Optional[Path] = typer.Option(None, "--patch", help="a patch (hardwire patch train): add the cycles, "
+                                             "lanes and energy of its low-rank adapter blocks; it must fit the chip's "
+                                             "LoRA SRAM"),
     ):
         """Estimate the chip a model would be: area, transistors, power, speed, users, cost."""
         from hardwire.chip.estimate import estimate as run_estimate
@@ -278,7 +297,9 @@ def register(app: typer.Typer) -> None:
         context = default_context(spec, chip) if context is None else context
         check_context(spec, context)
         config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits, spec=spec, users=users, context=context)
-        result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users)
+        adapters = patch_adapters(patch, model, config)
+        result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users,
+                              adapters=adapters)
         out = {"model": label, **result.to_json(), **fit_report(config, result)}
         if simulate:
             from hardwire.chip.pipeline import simulate as run_simulation

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardwire.arithmetic import TOKEN_MAX_EXPONENT
+from hardwire.datapath.adapter import LowRank
 from hardwire.datapath.point import DesignPoint
 
 
@@ -163,11 +164,18 @@ class Matrix:
 @dataclass(frozen=True, kw_only=True)
 class MatVec(Block):
     """§3 matrix-vector products reading the same input in parallel (q, k, v; gate, up): the block
-    is done when the slowest is."""
+    is done when the slowest is. A matrix with a low-rank block (§11, `low_rank`) starts when its
+    block is done, so it takes both blocks' cycles."""
     matrices: tuple[Matrix, ...]
+    low_rank: tuple[LowRank, ...] = ()
+
+    def matrix_cycles(self, point, matrix: Matrix) -> int:
+        """Start to done of one matrix's product, its low-rank block (if any) included."""
+        before = sum(r.cycles for r in self.low_rank if r.name == matrix.name)
+        return before + matrix.plan(point).cycles
 
     def latency(self, point, context=1, exponent=None):
-        return max(m.plan(point).cycles for m in self.matrices)
+        return max(self.matrix_cycles(point, m) for m in self.matrices)
 
     def lanes(self, point):
         return sum(m.plan(point).lanes for m in self.matrices)

@@ -65,7 +65,7 @@ class DesignPoint:
     logits_per_cycle: int = 1             # logits streamed to the host (and compared, argmax) per cycle
     schedule: str = "sequential"
     kv_sram_mib: float = 64.0             # KV-cache SRAM, whole model
-    lora_sram_mib: float = 0.0            # LoRA adapter SRAM, whole model (its compute is not modelled)
+    lora_sram_mib: float = 0.0            # LoRA adapter SRAM, whole model (its compute: hardwire.datapath.adapter)
 
     def __post_init__(self):
         self.validate()
