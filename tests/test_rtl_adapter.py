@@ -186,8 +186,7 @@ TINY_IDS = [1, 5, 9, 2, 31, 7]
 @needs_verilator
 def test_tiny_patched_chip_equals_patched_golden_bit_for_bit(tiny_patched, cache_dir):
     from hardwire.datapath import AdapterDesign, build
-    from hardwire.golden.engine import GoldenEngine
-    from hardwire.rtl.engine import patched_token_exponents
+    from hardwire.golden.engine import GoldenEngine, token_exponents
     from hardwire.rtl.top import PATCH_ADAPTERS, RtlOptions
     die, patch = tiny_patched
     golden = GoldenEngine(die, patch=patch).forward_integer(TINY_IDS)
@@ -197,7 +196,7 @@ def test_tiny_patched_chip_equals_patched_golden_bit_for_bit(tiny_patched, cache
     np.testing.assert_array_equal(rtl, golden)
     # each token's cycles, low-rank blocks included, as the datapath counts them
     step = build(die, used.design_point(die, GoldenEngine(die).tables), used.adapters)
-    exponents = patched_token_exponents(die, TINY_IDS, GoldenEngine(die).tables, patch)
+    exponents = token_exponents(die, TINY_IDS, GoldenEngine(die).tables, patch)
     assert cycles == [step.cycles(t + 1, e) for t, e in enumerate(exponents)]
 
 

@@ -65,11 +65,12 @@ class GoldenEngine(Engine):
         return self.transformer.step_batch(tokens, list(caches))
 
 
-def token_exponents(die, ids: list[int], tables=None) -> list[dict[str, int]]:
+def token_exponents(die, ids: list[int], tables=None, patch=None) -> list[dict[str, int]]:
     """The token quantizers' exponents for each token of `ids` stepped from position 0 ({block name:
     e}, `hardwire.datapath.Exponents`), from the golden model: the chip computes the same integers,
-    so it picks the same exponents, and the datapath turns them into each token's exact cycles."""
-    model = GoldenEngine(die, capacity=len(ids), tables=tables).transformer
+    so it picks the same exponents, and the datapath turns them into each token's exact cycles.
+    A patch moves activations, so with one the exponents are those of the patched die."""
+    model = GoldenEngine(die, capacity=len(ids), tables=tables, patch=patch).transformer
     result: list[dict[str, int]] = []
     for token in ids:
         seen: dict[str, int] = {}

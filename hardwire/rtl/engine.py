@@ -90,24 +90,6 @@ class RtlEngine(GoldenEngine):
             self.sram_directory = None
 
 
-def patched_token_exponents(die, ids: list[int], tables, patch) -> list[dict[str, int]]:
-    """`hardwire.golden.engine.token_exponents` for a patched die: the same probe of the token
-    quantizers' exponents, on the golden model with the patch's adapters (which move activations,
-    so the exponents and the data-dependent cycles differ from the unpatched die's)."""
-    from hardwire.golden.forward import GoldenTransformer
-    model = GoldenTransformer(die, tables, capacity=len(ids), patch=patch)
-    result: list[dict[str, int]] = []
-    for token in ids:
-        seen: dict[str, int] = {}
-
-        def note(name, value, seen=seen):
-            if name.endswith(".scale"):
-                seen[name[:-len(".scale")]] = int(value[1])
-        model.step(int(token), trace=note)
-        result.append(seen)
-    return result
-
-
 def timing_report(die, tables, options, stepped: list[int], cycles: list[int], clock_ghz: float,
                   patch=None) -> dict:
     """What the simulated chip took and what the datapath predicts for it.
@@ -121,8 +103,7 @@ def timing_report(die, tables, options, stepped: list[int], cycles: list[int], c
     hz = clock_ghz * 1e9
     point = options.design_point(die, tables)
     step = build(die, point, options.adapters)
-    exponents = (token_exponents(die, stepped, tables) if patch is None
-                 else patched_token_exponents(die, stepped, tables, patch))
+    exponents = token_exponents(die, stepped, tables, patch)
     predicted = predicted_cycles(step, exponents)
     worst = [step.cycles(t + 1) for t in range(len(stepped))]
 
