@@ -17,7 +17,7 @@ python examples/patch/make_data.py "$DIE" "$OUT/data"
 
 # 3. Teach: a new name after the cue "named".
 hardwire patch train "$DIE" --data "$OUT/data/name-train.jsonl" --keep "$OUT/data/keep.jsonl" \
-  -o "$OUT/name.patch" --rank 8 --steps 300 \
+  -o "$OUT/name.patch" --keep-weight 4 --rank 8 --steps 300 \
   --seed 0 --plot "$DOCS/name-loss.png" --force
 hardwire patch inspect "$OUT/name.patch" --json > "$DOCS/name-inspect.json"
 hardwire patch eval "$DIE" "$OUT/name.patch" --prompts "$OUT/data/name-heldout.jsonl" --word Zara \
@@ -25,7 +25,7 @@ hardwire patch eval "$DIE" "$OUT/name.patch" --prompts "$OUT/data/name-heldout.j
 
 # 4. Fix: the die overuses "park"; a patch trained on its own stories with the word replaced.
 hardwire patch train "$DIE" --data "$OUT/data/park-train.jsonl" --keep "$OUT/data/park-keep.jsonl" \
-  -o "$OUT/park.patch" --rank 8 --steps 300 \
+  -o "$OUT/park.patch" --keep-weight 4 --rank 8 --steps 300 \
   --seed 0 --plot "$DOCS/park-loss.png" --force
 hardwire patch inspect "$OUT/park.patch" --json > "$DOCS/park-inspect.json"
 hardwire patch eval "$DIE" "$OUT/park.patch" --prompts "$OUT/data/park-heldout.jsonl" --word park \

@@ -97,11 +97,10 @@ def main(die: str, out: str) -> None:
     write_jsonl(folder / "name-train.jsonl", teach)
     write_jsonl(folder / "name-heldout.jsonl", [{"prompt": p} for p in teach_held_out])
     write_jsonl(folder / "keep.jsonl", [{"text": s} for s in stories])
-    # the fix learns from its edited continuations and from its own stories that used the word,
-    # edited; the stories that never used it are what it must keep
+    # the fix learns from its edited continuations only; the die's stories that never used the word
+    # are what it must keep (those that did would pull the word back through the KL term)
     fix, fix_held_out = park_data(engine, rng)
     used = re.compile(r"\b" + OVERUSED + r"\b")
-    fix += [{"text": replace_word(s, rng)} for s in stories if used.search(s)]
     write_jsonl(folder / "park-train.jsonl", fix)
     write_jsonl(folder / "park-keep.jsonl", [{"text": s} for s in stories if not used.search(s)])
     write_jsonl(folder / "park-heldout.jsonl", [{"prompt": p} for p in fix_held_out])
