@@ -1,21 +1,24 @@
 """§3 matvec: weight codes times an integer activation vector, exact, then requantized.
 
 For speed on a CPU the die's codes are repacked once at load into the layout the kernel streams.
-Rows go in blocks of ROW_BLOCK = 8 (one 32-bit lane per row of a 256-bit vector); each row is cut
-into its scale groups (one group per row for per-channel scales), each group zero-padded to a
-width W that is a multiple of 16. Codes are stored unsigned, u = c + offset (offset 8 for codes of
-<= 4 bits, 128 for wider ones), so that they are the unsigned operand of a u8 x s8 dot product:
-within a block, 32 bytes hold 4 consecutive columns ("a quad") of each of the 8 rows, byte
-4r + k = row r, column k of the quad. 4-bit codes put two quads in one 32-byte chunk (the even
-quad in the low nibbles, the next one in the high nibbles).
+Rows go in blocks of R = ROW_BLOCK (16 with AVX-512: one 32-bit lane per row of a 512-bit vector;
+8 otherwise, 256-bit); each row is cut into its scale groups (one group per row for per-channel
+scales), each group zero-padded to a width W that is a multiple of 16. Codes are stored unsigned,
+u = c + offset (offset 8 for codes of <= 4 bits, 128 for wider ones), so that they are the unsigned
+operand of a u8 x s8 dot product: within a block, 4R bytes hold 4 consecutive columns ("a quad")
+of each of the R rows, byte 4r + k = row r, column k of the quad. 4-bit codes put two quads in one
+chunk of 4R bytes (the even quad in the low nibbles, the next one in the high nibbles).
 
-One `vpdpbusd` then adds, for each of the 8 rows, the 4 products of a quad with the broadcast 4
-activations: the per-group partial sums P_ig of a row block stay in integer vector registers,
-lane per row, with no horizontal sum, and the group's multiplier is applied once per group to
-8 rows at a time (a 32 x 32 -> 64-bit multiply). The offset and any zero point are removed
+One `vpdpbusd` then adds, for each of the R rows, the 4 products of a quad with the 4 broadcast
+activations: a row block's per-group partial sums P_ig stay in int32 vector lanes, one per row,
+with no horizontal sum, and the group's multiplier is applied once per group to R rows at a time
+(a 32 x 32 -> 64-bit multiply into int64 lanes). The offset and any zero point are removed
 exactly, once per group, through the group's activation sum: P_ig = sum u x - (offset + z_ig) sum x.
+Several users' vectors (`matvec_batch`) pass over each block while its codes are in L1, four at a
+time sharing every loaded and unpacked code vector.
 
-That path needs int8 activations (|x| <= 128) and a CPU with AVX-512 VNNI or AVX-VNNI; anything
+That path needs int8 activations (|x| <= 128) and a CPU with AVX-512 VNNI or AVX-VNNI (numba
+reaches the instruction through an LLVM intrinsic; its auto-vectoriser does not emit it); anything
 else (int16 activations, another CPU) runs the same layout through a portable int64 kernel. Both
 give the same integers (docs/arithmetic.md §3.1 for the bounds). The packing is a software detail;
 the arithmetic (docs/arithmetic.md §3) is the die's codes.
@@ -33,10 +36,23 @@ from numba.extending import intrinsic
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
 
-ROW_BLOCK = 8                # rows per block: one int32 lane each in a 256-bit vector
+
+def _cpu_features() -> dict:
+    """The features of the CPU numba compiles for; none when it targets another (or a generic)
+    CPU, which keeps the portable kernel."""
+    return {} if config.CPU_NAME is not None else dict(llvm_binding.get_host_cpu_features())
+
+
+_FEATURES = _cpu_features()
+# u8 x s8 dot products (vpdpbusd) on 512-bit vectors, or at least on 256-bit ones
+_ZMM = bool(_FEATURES.get("avx512vnni") and _FEATURES.get("avx512bw"))
+VNNI = bool(_ZMM or (_FEATURES.get("avx512vnni") and _FEATURES.get("avx512vl")) or _FEATURES.get("avxvnni"))
+
+ROW_BLOCK = 16 if _ZMM else 8   # rows per block: one int32 lane each in a 512-bit (256-bit) vector
+PARTIALS = (4, 2)            # independent partial sums per user: one user alone, or in a tile of users
 QUAD = 4                     # columns one 32-bit lane sums per u8 x s8 instruction
 CHUNK_BYTES = ROW_BLOCK * QUAD
-GROUP_ALIGN = 16             # W is padded to this: 4 independent partial sums of one quad each
+GROUP_ALIGN = 16             # W is padded to this: the kernel steps 4 quads at a time
 NIBBLE_OFFSET = 8
 BYTE_OFFSET = 128
 PARALLEL_MIN_WEIGHTS = 1 << 18
@@ -44,15 +60,6 @@ PARALLEL_MIN_WEIGHTS = 1 << 18
 FAST_MAX_GROUP_WIDTH = (1 << 31) // (255 * 128) // GROUP_ALIGN * GROUP_ALIGN
 
 
-def _cpu_has_vnni() -> bool:
-    """u8 x s8 dot products (vpdpbusd on 256-bit vectors), on the CPU numba compiles for."""
-    if config.CPU_NAME is not None:          # compiling for another (or a generic) CPU: stay portable
-        return False
-    features = llvm_binding.get_host_cpu_features()
-    return bool((features.get("avx512vnni") and features.get("avx512vl")) or features.get("avxvnni"))
-
-
-VNNI = _cpu_has_vnni()
 
 
 @dataclass
@@ -65,10 +72,10 @@ class PackedMatrix:
     group_width: int         # W, a multiple of GROUP_ALIGN; columns of x the kernel reads = groups * W
     groups: int
     nibbles: bool
-    data: np.ndarray         # uint8 [row blocks, groups * W * 8 (/ 2 for nibbles)], the layout above
+    data: np.ndarray         # uint8 [row blocks, groups * W * R (/ 2 for nibbles)], the layout above
     offset: int              # added to every code to make it unsigned: 8 for nibbles, else 128
-    zeros: np.ndarray        # int32 [row blocks, groups, 8] zero points ([0, 0, 8] when symmetric)
-    multipliers: np.ndarray  # int32 [row blocks, groups, 8]   (§3 m_{i,g}, 23 bits)
+    zeros: np.ndarray        # int32 [row blocks, groups, R] zero points ([0, 0, R] when symmetric)
+    multipliers: np.ndarray  # int32 [row blocks, groups, R]   (§3 m_{i,g}, 23 bits)
     shifts: np.ndarray       # int64 [rows]                    (§3 k_i)
     bias: np.ndarray         # int64 [rows], in the output's integer scale (0 without bias)
 
@@ -87,7 +94,7 @@ class PackedMatrix:
 
 
 def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
-    """[rows, groups] -> int32 [row blocks, groups, 8], padding rows with zeros."""
+    """[rows, groups] -> int32 [row blocks, groups, R], padding rows with zeros."""
     rows, groups = values.shape
     padded = np.zeros((blocks * ROW_BLOCK, groups), dtype=np.int32)
     padded[:rows] = values
@@ -151,12 +158,12 @@ USER_TILE = 4                # users whose sums share each loaded (and unpacked)
 
 def _block_sums_vnni(nibbles: bool, users: int):
     """An intrinsic: for `users` consecutive users u from `first` and one row block,
-    acc[u, 8 block + r] = sum_g m[g, r] * (P_ugr - corr[u, g, r]), each P summed by vpdpbusd in
+    acc[u, R block + r] = sum_g m[g, r] * (P_ugr - corr[u, g, r]), each P summed by vpdpbusd in
     int32 lanes (one per row of the block). Every code vector is loaded (and unpacked) once for
-    all the users; each user keeps four independent partial sums per group so the instruction's
-    latency overlaps. Arguments: (codes of the block, xs [users, W * groups] int8,
-    mults [groups, 8], corr [users, groups, 8], acc [users, rows], first, block, groups, quads
-    per group)."""
+    all the users; each user keeps PARTIALS independent partial sums per group so that the
+    instruction's latency overlaps. Arguments: (codes of the block, xs [users, W * groups] int8,
+    mults [groups, R], corr [users, groups, R or 1] int32 (1: the same correction for every
+    row), acc [users, rows], first, block, groups, quads per group)."""
 
     @intrinsic
     def block_sums(typingctx, codes, xs, mults, corr, acc, first, block, groups, quads):
@@ -164,9 +171,11 @@ def _block_sums_vnni(nibbles: bool, users: int):
             arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:5], args[:5])]
             first_user, block_index, groups_value, quads_value = args[5:]
             i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-            lanes32, bytes32, lanes64 = ir.VectorType(i32, 8), ir.VectorType(i8, 32), ir.VectorType(i64, 8)
+            rows, partial_count = ROW_BLOCK, PARTIALS[0] if users == 1 else PARTIALS[1]
+            lanes32, bytes32 = ir.VectorType(i32, rows), ir.VectorType(i8, 4 * rows)
+            lanes64 = ir.VectorType(i64, rows)
             dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lanes32, [lanes32] * 3),
-                                                    "llvm.x86.avx512.vpdpbusd.256")
+                                                    f"llvm.x86.avx512.vpdpbusd.{32 * rows}")
             byte_ptr = ir.PointerType(i8)
 
             def row_start(array, index):            # byte address of array[index] (C-contiguous rows)
@@ -183,22 +192,27 @@ def _block_sums_vnni(nibbles: bool, users: int):
             user_index = [builder.add(first_user, i64(u)) for u in range(users)]
             x_ptrs = [row_start(arrays[1], u) for u in user_index]
             corr_ptrs = [row_start(arrays[3], u) for u in user_index]
-            acc_ptrs = [builder.gep(row_start(arrays[4], u), [builder.mul(block_index, i64(ROW_BLOCK * 8))])
+            corr_group_stride = cgutils.unpack_tuple(builder, arrays[3].strides)[1]
+            corr_lanes = cgutils.unpack_tuple(builder, arrays[3].shape)[2]
+            corr_shared = builder.icmp_unsigned("==", corr_lanes, i64(1))
+            acc_ptrs = [builder.gep(row_start(arrays[4], u), [builder.mul(block_index, i64(ROW_BLOCK * 8))])   # int64 acc
                         for u in user_index]
 
-            def broadcast_quad(x_ptr, quad_index):      # x[4q:4q+4] as one i32, in all 8 lanes
-                word = load(x_ptr, builder.mul(quad_index, i64(QUAD)), i32)
+            def broadcast(word):                        # one i32 in every lane
                 return builder.shuffle_vector(builder.insert_element(ir.Constant(lanes32, None), word, i32(0)),
-                                              ir.Constant(lanes32, None), ir.Constant(lanes32, [0] * 8))
+                                              ir.Constant(lanes32, None), ir.Constant(lanes32, [0] * rows))
 
-            totals = [cgutils.alloca_once_value(builder, ir.Constant(lanes64, [0] * 8)) for _ in range(users)]
-            partials = [[cgutils.alloca_once(builder, lanes32) for _ in range(4)] for _ in range(users)]
-            low_mask = ir.Constant(bytes32, [15] * 32)
+            def broadcast_quad(x_ptr, quad_index):      # x[4q:4q+4] as one i32
+                return broadcast(load(x_ptr, builder.mul(quad_index, i64(QUAD)), i32))
+
+            totals = [cgutils.alloca_once_value(builder, ir.Constant(lanes64, [0] * rows)) for _ in range(users)]
+            partials = [[cgutils.alloca_once(builder, lanes32) for _ in range(partial_count)] for _ in range(users)]
+            low_mask = ir.Constant(bytes32, [15] * (4 * rows))
             with cgutils.for_range(builder, groups_value) as group_loop:
                 g = group_loop.index
                 for user_partials in partials:
                     for p in user_partials:
-                        builder.store(ir.Constant(lanes32, [0] * 8), p)
+                        builder.store(ir.Constant(lanes32, [0] * rows), p)
                 first_quad = builder.mul(g, quads_value)
                 with cgutils.for_range(builder, builder.udiv(quads_value, i64(4))) as quad_loop:
                     quad = builder.add(first_quad, builder.mul(quad_loop.index, i64(4)))
@@ -208,24 +222,35 @@ def _block_sums_vnni(nibbles: bool, users: int):
                             chunk = builder.add(builder.udiv(quad, i64(2)), i64(c))
                             packed = load(codes_ptr, builder.mul(chunk, i64(CHUNK_BYTES)), bytes32)
                             vectors.append(builder.bitcast(builder.and_(packed, low_mask), lanes32))
-                            vectors.append(builder.bitcast(
-                                builder.and_(builder.lshr(packed, ir.Constant(bytes32, [4] * 32)), low_mask), lanes32))
+                            high = builder.lshr(packed, ir.Constant(bytes32, [4] * (4 * rows)))
+                            vectors.append(builder.bitcast(builder.and_(high, low_mask), lanes32))
                     else:
                         vectors = [load(codes_ptr, builder.mul(builder.add(quad, i64(t)), i64(CHUNK_BYTES)), lanes32)
                                    for t in range(4)]
                     for t, values in enumerate(vectors):
                         q = builder.add(quad, i64(t))
                         for u in range(users):
-                            p = partials[u][t]
+                            p = partials[u][t % partial_count]
                             builder.store(builder.call(dpbusd, [builder.load(p), values,
                                                                 broadcast_quad(x_ptrs[u], q)]), p)
-                at = builder.mul(g, i64(ROW_BLOCK * 4))
-                mult = builder.sext(load(mult_ptr, at, lanes32, 4), lanes64)
+                mult = builder.sext(load(mult_ptr, builder.mul(g, i64(ROW_BLOCK * 4)), lanes32, 4), lanes64)
+                corr_at = builder.mul(g, corr_group_stride)
                 for u in range(users):
                     p = partials[u]
-                    sums = builder.add(builder.add(builder.load(p[0]), builder.load(p[1])),
-                                       builder.add(builder.load(p[2]), builder.load(p[3])))
-                    exact = builder.sub(sums, load(corr_ptrs[u], at, lanes32, 4))
+                    sums = builder.load(p[0])
+                    for more in p[1:]:
+                        sums = builder.add(sums, builder.load(more))
+                    with builder.if_else(corr_shared) as (one_for_all_rows, one_per_row):
+                        with one_for_all_rows:
+                            shared_value = broadcast(load(corr_ptrs[u], corr_at, i32, 4))
+                            shared_block = builder.basic_block
+                        with one_per_row:
+                            row_values = load(corr_ptrs[u], corr_at, lanes32, 4)
+                            row_block = builder.basic_block
+                    corr_value = builder.phi(lanes32)
+                    corr_value.add_incoming(shared_value, shared_block)
+                    corr_value.add_incoming(row_values, row_block)
+                    exact = builder.sub(sums, corr_value)
                     builder.store(builder.add(builder.load(totals[u]), builder.mul(mult, builder.sext(exact, lanes64))),
                                   totals[u])
             for u in range(users):
@@ -254,7 +279,7 @@ def _block_sums_portable(codes, x, mults, corr, acc, groups, quads, nibbles):
                         u = (u >> shift) & 15
                     partial[r] += u * np.int64(x[q * QUAD + k])
         for r in range(ROW_BLOCK):
-            total[r] += np.int64(mults[g, r]) * (partial[r] - corr[g, r])
+            total[r] += np.int64(mults[g, r]) * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
     for r in range(ROW_BLOCK):
         acc[r] = total[r]
 
@@ -265,8 +290,8 @@ _vnni_bytes_tile, _vnni_nibbles_tile = _block_sums_vnni(False, USER_TILE), _bloc
 
 # Every user's vector through every row block: a block's codes (a few KiB) are read from memory
 # once and stay in L1 while each user's x passes over them, as the chip's pipeline reads its ROM
-# once per token of each user. corrections [1 or row blocks, users, groups, 8]: one block's worth
-# shared by all blocks when there are no zero points.
+# once per token of each user. corrections [1 or row blocks, users, groups, R or 1]: one block's
+# worth shared by all blocks when there are no zero points (`corrections`).
 def _rows_vnni(xs, corrections, data, multipliers, quads, nibbles, acc):
     shared = corrections.shape[0] == 1
     users, groups = xs.shape[0], multipliers.shape[1]
@@ -306,18 +331,25 @@ for _name, _body in (("vnni", _rows_vnni), ("portable", _rows_portable)):
 
 
 @njit(cache=True, nogil=True)
-def _corrections(xs, width, offset, zeros, groups, out):
-    """out[block, b, g, r] = (offset + z_ig) * sum_{j in g} x_bj: the code offset and zero points,
-    removed exactly. One block's worth serves all blocks when there are no zero points."""
+def _group_sums(xs, width, out):
+    """out[b, g] = sum_{j in g} x_bj."""
     for b in range(xs.shape[0]):
-        for g in range(groups):
+        for g in range(out.shape[1]):
             s = np.int64(0)
             for j in range(g * width, (g + 1) * width):
                 s += xs[b, j]
-            for block in range(out.shape[0]):
-                for r in range(ROW_BLOCK):
-                    zero = offset + (np.int64(zeros[block, g, r]) if zeros.shape[0] > 0 else np.int64(0))
-                    out[block, b, g, r] = zero * s
+            out[b, g] = s
+
+
+def corrections(matrix: PackedMatrix, padded: np.ndarray) -> np.ndarray:
+    """[row blocks, users, groups, rows of a block]: (offset + z_ig) * sum_{j in g} x_bj, the code
+    offset and zero points, removed exactly; [1, users, groups, 1] (one value for all rows) without
+    zero points."""
+    sums = np.empty((padded.shape[0], matrix.groups), dtype=np.int64)
+    _group_sums(padded, matrix.group_width, sums)
+    if matrix.zeros.shape[0] == 0:
+        return (matrix.offset * sums)[None, :, :, None]
+    return (matrix.offset + matrix.zeros.astype(np.int64))[:, None] * sums[None, :, :, None]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -327,10 +359,13 @@ def _requantize(acc, shift, mantissa, exponent, bias, out_bits):
 
 
 @njit(cache=True, nogil=True)
-def _finish(acc, shifts, mantissa, exponent, bias, out_bits):
-    out = np.empty(shifts.size, dtype=np.int64)
-    for i in range(shifts.size):
-        out[i] = _requantize(acc[i], shifts[i], mantissa, exponent, bias[i], out_bits)
+def _finish(acc, shifts, scales, bias, out_bits):
+    """Each user's sums requantized with its token scale (mu, e) = scales[b] (§3)."""
+    out = np.empty((acc.shape[0], shifts.size), dtype=np.int64)
+    for b in range(acc.shape[0]):
+        mantissa, exponent = scales[b, 0], scales[b, 1]
+        for i in range(shifts.size):
+            out[b, i] = _requantize(acc[b, i], shifts[i], mantissa, exponent, bias[i], out_bits)
     return out
 
 
@@ -338,13 +373,18 @@ def _finish(acc, shifts, mantissa, exponent, bias, out_bits):
 def _pad_inputs(xs, group, width, out):
     """out[b] = xs[b] with each group of `group` columns zero-padded to `width`; returns whether
     every value fits int8 (the vpdpbusd path's signed operand)."""
-    out[:] = 0
     small = True
+    cols = xs.shape[1]
     for b in range(xs.shape[0]):
-        for j in range(xs.shape[1]):
-            v = xs[b, j]
-            out[b, (j // group) * width + j % group] = v
-            small = small and -128 <= v <= 127
+        for g in range(out.shape[1] // width):
+            first = g * group
+            count = min(group, cols - first)
+            for j in range(count):
+                v = xs[b, first + j]
+                out[b, g * width + j] = v
+                small = small and -128 <= v <= 127
+            for j in range(count, width):
+                out[b, g * width + j] = 0
     return small
 
 
@@ -359,28 +399,25 @@ def padded_inputs(matrix: PackedMatrix, xs: list[np.ndarray]) -> tuple[np.ndarra
 def accumulate(matrix: PackedMatrix, xs: list[np.ndarray]) -> np.ndarray:
     """int64 [users, rows]: A_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j for each user's x (§3)."""
     padded, fits_int8 = padded_inputs(matrix, xs)
-    shared = matrix.zeros.shape[0] == 0
-    corrections = np.empty((1 if shared else matrix.row_blocks, len(xs), matrix.groups, ROW_BLOCK), dtype=np.int64)
-    _corrections(padded, matrix.group_width, matrix.offset, matrix.zeros, matrix.groups, corrections)
+    removed = corrections(matrix, padded)
     acc = np.empty((len(xs), matrix.row_blocks * ROW_BLOCK), dtype=np.int64)
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     quads = matrix.group_width // QUAD
     if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
-        _KERNELS["vnni", parallel](padded.astype(np.int8), corrections.astype(np.int32), matrix.data,
-                                   matrix.multipliers, quads, matrix.nibbles, acc)
+        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+                                   quads, matrix.nibbles, acc)
     else:
-        _KERNELS["portable", parallel](padded, corrections, matrix.data, matrix.multipliers, quads, matrix.nibbles,
-                                       acc)
+        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multipliers, quads, matrix.nibbles, acc)
     return acc[:, :matrix.rows]
 
 
-def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray], scales: list[tuple[int, int]],
-                 out_bits: int) -> list[np.ndarray]:
-    """`matvec` of several users' vectors, each with its own token scale: every row block's codes
-    are read once for all of them. The sums are integers, so each result is exactly `matvec`'s."""
+def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales: list[tuple[int, int]] | np.ndarray,
+                 out_bits: int) -> np.ndarray:
+    """`matvec` of several users' vectors (a list, or the rows of one array), each with its own
+    token scale: every row block's codes are read once for all of them. The sums are integers, so
+    each result is exactly `matvec`'s. Returns int64 [users, rows], row b user b's result."""
     acc = accumulate(matrix, xs)
-    return [_finish(row, matrix.shifts, np.int64(scale[0]), np.int64(scale[1]), matrix.bias, out_bits)
-            for row, scale in zip(acc, scales)]
+    return _finish(acc, matrix.shifts, np.asarray(scales, dtype=np.int64).reshape(len(xs), 2), matrix.bias, out_bits)
 
 
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
