@@ -291,7 +291,7 @@ _vnni_bytes_tile, _vnni_nibbles_tile = _block_sums_vnni(False, USER_TILE), _bloc
 # Every user's vector through every row block: a block's codes (a few KiB) are read from memory
 # once and stay in L1 while each user's x passes over them, as the chip's pipeline reads its ROM
 # once per token of each user. corrections [1 or row blocks, users, groups, R or 1]: one block's
-# worth shared by all blocks when there are no zero points (`corrections`).
+# worth shared by all blocks when there are no zero points (`_prepare`).
 def _rows_vnni(xs, corrections, data, multipliers, quads, nibbles, acc):
     shared = corrections.shape[0] == 1
     users, groups = xs.shape[0], multipliers.shape[1]
@@ -330,28 +330,6 @@ for _name, _body in (("vnni", _rows_vnni), ("portable", _rows_portable)):
     _KERNELS[_name, True] = njit(cache=True, nogil=True, parallel=True)(_body)
 
 
-@njit(cache=True, nogil=True)
-def _group_sums(xs, width, out):
-    """out[b, g] = sum_{j in g} x_bj."""
-    for b in range(xs.shape[0]):
-        for g in range(out.shape[1]):
-            s = np.int64(0)
-            for j in range(g * width, (g + 1) * width):
-                s += xs[b, j]
-            out[b, g] = s
-
-
-def corrections(matrix: PackedMatrix, padded: np.ndarray) -> np.ndarray:
-    """[row blocks, users, groups, rows of a block]: (offset + z_ig) * sum_{j in g} x_bj, the code
-    offset and zero points, removed exactly; [1, users, groups, 1] (one value for all rows) without
-    zero points."""
-    sums = np.empty((padded.shape[0], matrix.groups), dtype=np.int64)
-    _group_sums(padded, matrix.group_width, sums)
-    if matrix.zeros.shape[0] == 0:
-        return (matrix.offset * sums)[None, :, :, None]
-    return (matrix.offset + matrix.zeros.astype(np.int64))[:, None] * sums[None, :, :, None]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _requantize(acc, shift, mantissa, exponent, bias, out_bits):
     guarded = saturate(rshift_round(acc, shift + exponent - TOKEN_GUARD_BITS), TOKEN_PRODUCT_LIMIT_BITS)
@@ -370,36 +348,44 @@ def _finish(acc, shifts, scales, bias, out_bits):
 
 
 @njit(cache=True, nogil=True)
-def _pad_inputs(xs, group, width, out):
-    """out[b] = xs[b] with each group of `group` columns zero-padded to `width`; returns whether
-    every value fits int8 (the vpdpbusd path's signed operand)."""
+def _prepare(xs, group, width, groups, offset, zeros):
+    """The kernel's inputs for users' vectors xs [users, cols]: each x with each group of `group`
+    columns zero-padded to `width` (int64 [users, groups * W]); the corrections
+    (offset + z_ig) * sum_{j in g} x_bj, the code offset and zero points removed exactly
+    ([row blocks, users, groups, R], or [1, users, groups, 1] without zero points: one value for all
+    rows); and whether every x fits int8 (the vpdpbusd path's signed operand)."""
+    users, cols = xs.shape
+    padded = np.zeros((users, groups * width), dtype=np.int64)
+    sums = np.zeros((users, groups), dtype=np.int64)
     small = True
-    cols = xs.shape[1]
-    for b in range(xs.shape[0]):
-        for g in range(out.shape[1] // width):
+    for b in range(users):
+        for g in range(groups):
             first = g * group
-            count = min(group, cols - first)
-            for j in range(count):
+            for j in range(min(group, cols - first)):
                 v = xs[b, first + j]
-                out[b, g * width + j] = v
+                padded[b, g * width + j] = v
+                sums[b, g] += v
                 small = small and -128 <= v <= 127
-            for j in range(count, width):
-                out[b, g * width + j] = 0
-    return small
+    if zeros.shape[0] == 0:
+        corrections = np.empty((1, users, groups, 1), dtype=np.int64)
+        for b in range(users):
+            for g in range(groups):
+                corrections[0, b, g, 0] = offset * sums[b, g]
+    else:
+        corrections = np.empty((zeros.shape[0], users, groups, ROW_BLOCK), dtype=np.int64)
+        for block in range(zeros.shape[0]):
+            for b in range(users):
+                for g in range(groups):
+                    for r in range(ROW_BLOCK):
+                        corrections[block, b, g, r] = (offset + np.int64(zeros[block, g, r])) * sums[b, g]
+    return padded, corrections, small
 
 
-def padded_inputs(matrix: PackedMatrix, xs: list[np.ndarray]) -> tuple[np.ndarray, bool]:
-    """int64 [users, groups * W]: each x laid out as the kernel reads it, each group zero-padded to
-    W; and whether all of them fit int8."""
-    stacked = np.asarray(xs[0], dtype=np.int64).reshape(1, -1) if len(xs) == 1 else np.asarray(xs, dtype=np.int64)
-    padded = np.empty((len(xs), matrix.padded_cols), dtype=np.int64)
-    return padded, bool(_pad_inputs(stacked, matrix.group, matrix.group_width, padded))
-
-
-def accumulate(matrix: PackedMatrix, xs: list[np.ndarray]) -> np.ndarray:
+def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """int64 [users, rows]: A_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j for each user's x (§3)."""
-    padded, fits_int8 = padded_inputs(matrix, xs)
-    removed = corrections(matrix, padded)
+    stacked = np.asarray(xs[0], dtype=np.int64).reshape(1, -1) if len(xs) == 1 else np.asarray(xs, dtype=np.int64)
+    padded, removed, fits_int8 = _prepare(stacked, matrix.group, matrix.group_width, matrix.groups, matrix.offset,
+                                          matrix.zeros)
     acc = np.empty((len(xs), matrix.row_blocks * ROW_BLOCK), dtype=np.int64)
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     quads = matrix.group_width // QUAD
