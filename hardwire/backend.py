@@ -67,6 +67,7 @@ def prompt_ids(engine, prompt: Optional[str], ids: Optional[str]) -> list[int]:
 
 class Engine:
     backend = "abstract"
+    patch = None                           # the `hardwire.adapters.Patch` the engine runs, if any
 
     def __init__(self, source):
         self.source = source

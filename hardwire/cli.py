@@ -40,7 +40,7 @@ def _options(show_version: bool = typer.Option(False, "--version", callback=_pri
 
 # The stages that have commands, in data-flow order (the order `hardwire --help` lists them). `inspect`
 # is freeze's (it reads a checkpoint or a die); `quality` is measure's, right after the freeze it judges.
-STAGES = ("freeze", "measure", "rtl", "chip", "runtime", "ttc", "explore", "report")
+STAGES = ("freeze", "measure", "rtl", "chip", "runtime", "patch", "ttc", "explore", "report")
 
 
 def _register_stages() -> None:

@@ -38,6 +38,18 @@ def task_die(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def stories_die(tmp_path_factory):
+    """The bundled stories260K frozen at w8, calibrated on one sentence (seconds), as an open Die."""
+    import hardwire
+    from hardwire.freeze.freezer import Calibration, freeze
+    from hardwire.freeze.plan import parse_plan
+    model = hardwire.load()
+    ids = model.tokenizer.encode("Once upon a time, there was a little girl who loved the sun.", bos=True)
+    return freeze(model, parse_plan("w8"), tmp_path_factory.mktemp("die") / "stories.die",
+                  Calibration([ids], {"source": "test sentence"}))
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """One RTL build cache per test module (HARDWIRE_CACHE_DIR), so tests of the same die and

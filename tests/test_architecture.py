@@ -19,7 +19,7 @@ LAYERS = (
     ("errors", "atomic", "progress", "arithmetic",    # the base: nothing from hardwire but errors
      "jsonfile", "console"),
     ("model",),                                        # checkpoints, spec, float reference, text
-    ("formats", "die"),                                # the frozen artifact and its number formats
+    ("formats", "die", "adapters"),                    # the frozen artifact, its number formats, its patches
     ("freeze",),                                       # checkpoint -> die, and the die's tables
     ("backend",),                                      # the engine interface
     ("datapath",),                                     # the token step as typed blocks

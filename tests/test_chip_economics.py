@@ -140,3 +140,34 @@ def test_a_fit_chip_sized_for_more_users_serves_the_load_with_fewer_chips(cli):
     assert many["chip_tokens_per_s_per_model"] > 4 * few["chip_tokens_per_s_per_model"]
     assert many["chips"] < few["chips"] and many["chips_per_model"] >= few["chips_per_model"]
     assert few["gpus"] == many["gpus"]
+
+
+# -- HNLPU's Metal-Embedding: the weights in 10 of 70 masks (docs/chip-model.md §4.1, §10) ------------
+
+def test_metal_embedding_respins_only_its_ten_duv_masks():
+    from hardwire.chip.arch import WEIGHT_MASKS, weight_mask_layers, weight_masks_usd
+    chip = load_chip("hnlpu")
+    node = chip.process
+    assert weight_mask_layers(chip) == 10 < node.mask_layers == 70
+    assert len(WEIGHT_MASKS["metal_embedded"].names) == 10 and WEIGHT_MASKS["metal_embedded"].euv == 0
+    # HNLPU's own pricing: 58 DUV + 12 EUV at 6x = 130 DUV units; 10 of them of a $30 M set = $2.31 M a chip
+    assert weight_masks_usd(chip) == pytest.approx(2.31e6, rel=0.01)
+    for style in ("multiply_select_add", "rom_mac", "metal_embedded"):
+        assert weight_mask_layers(chip.replace(weight_style=style)) < node.mask_layers
+    assert weight_masks_usd(chip.replace(weight_style="hardwired")) == node.mask_set_usd
+
+
+def test_hnlpu_economics_runs_and_its_nre_lands_in_the_papers_range(cli):
+    out = json.loads(cli("economics", "--chip", "hnlpu", "--preset", "gpt-oss-120b", "--gpu", "h100",
+                         "--load", "1e8", "--months", "36", "--updates-per-year", "1", "--json").stdout)
+    assert out["context"] == 2048            # the chip's default_context, the paper's 2K
+    for key in KEYS:
+        assert key in out
+    assert out["chips_per_model"] == 16 and out["weight_masks"] == 10
+    # masks: one shared set + 15 dies' weight masks = the paper's pessimistic $27.69 M + $36.92 M
+    assert out["mask_set_usd"] == pytest.approx(27.69e6 + 36.92e6, rel=0.01)
+    initial = out["design_usd"] + out["mask_set_usd"]
+    assert 59.46e6 <= initial <= 123.5e6
+    # measured 2.8x: far below the paper's 41.7-80.4x (their H100s serve 1.08k tokens/s measured, our
+    # roofline ~5k; their TCO adds facility and licences; docs/chip-model.md §4.1)
+    assert 1 < out["cost_ratio"] < 41.7 / 2

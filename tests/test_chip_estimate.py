@@ -309,3 +309,85 @@ def test_moe_checkpoints_are_still_refused_naming_the_missing_support(cli, tmp_p
     (tmp_path / "model.safetensors").write_bytes(b"")
     proc = cli("estimate", tmp_path, expect=2)
     assert "mixture-of-experts" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- HNLPU: gpt-oss-120b metal-embedded over 16 chips at 5 nm (docs/chip-model.md §4.1) --------------
+# The paper's figures (arXiv 2508.16151 v2, Table 1 and 2): aggregate tokens/s at 2K context, tokens
+# per joule of the whole system, silicon over its 16 chips.
+HNLPU = {"tokens_per_s": 249_960, "tokens_per_j": 36.226, "area_mm2": 13_232, "chips": 16}
+
+
+@pytest.fixture(scope="module")
+def hnlpu_json(tmp_path_factory):
+    import os, subprocess, sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "hardwire.cli", "estimate", "--chip", "hnlpu", "--preset",
+                           "gpt-oss-120b", "--context", "2048", "--json"], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_hnlpu_preset_runs_with_its_published_configuration(hnlpu_json, cli):
+    assert hnlpu_json["chips"] == HNLPU["chips"] and hnlpu_json["node"] == "N5"
+    assert hnlpu_json["weight_style"] == "metal_embedded" and hnlpu_json["mean_weight_bits"] == 4
+    assert hnlpu_json["context"] == 2048 and hnlpu_json["lanes_per_layer"] == 0
+    # without --context the chip's own default_context applies: the 2K the paper evaluates at
+    default = json.loads(cli("estimate", "--chip", "hnlpu", "--preset", "gpt-oss-120b", "--json").stdout)
+    assert default["context"] == 2048
+    assert default["aggregate_tokens_per_s"] == hnlpu_json["aggregate_tokens_per_s"]
+    assert "at context 2,048" in cli("estimate", "--chip", "hnlpu", "--preset", "gpt-oss-120b").stdout
+    # never beyond the model's maximum, and other chips keep 1,024
+    assert json.loads(cli("estimate", "--chip", "hnlpu", "--preset", "stories260k", "--json").stdout)["context"] == 512
+    assert json.loads(cli("estimate", "--chip", "hc1", "--preset", "gpt-oss-120b", "--json").stdout)["context"] == 1024
+
+
+def test_hnlpu_tokens_per_s_and_area_fall_within_a_factor_of_two_of_the_paper(hnlpu_json):
+    # measured: 480,538 aggregate tokens/s (1.92x; our layer pipeline moves a token over 15 chip
+    # boundaries, HNLPU runs collectives over 4 or 16 chips in every layer) and 16,967 mm² (1.28x)
+    speed = hnlpu_json["aggregate_tokens_per_s"] / HNLPU["tokens_per_s"]
+    area = hnlpu_json["area_mm2"] / HNLPU["area_mm2"]
+    assert 0.5 <= speed <= 2.0 and 0.5 <= area <= 2.0
+    assert speed > 1.5 and area > 1.0        # both above the paper, as docs/chip-model.md §4.1 explains
+
+
+def test_hnlpu_tokens_per_joule_is_outside_the_factor_of_two(hnlpu_json):
+    # measured 124.5 tokens/J (3.4x): the same power spread over ~2x the tokens, and no HBM, attention
+    # buffer or CXL engine power beyond our SRAM reads and 5 pJ/bit links (docs/chip-model.md §4.1)
+    ratio = 1 / hnlpu_json["energy_per_token_j"] / HNLPU["tokens_per_j"]
+    assert 2.0 < ratio < 5.0
+
+
+def test_hnlpu_dies_exceed_the_reticle_at_our_metal_embedded_density():
+    # 16,967 mm² over 16 dies is 1,060 mm² a die even split perfectly, over the 858 mm² reticle; kept
+    # whole, a layer is 505 mm², so the automatic partition needs a die per layer
+    spec, chip = model_preset("gpt-oss-120b"), load_chip("hnlpu")
+    forced = estimate(spec, chip, context=2048)
+    assert not forced.partition.fits_reticle and forced.area_mm2 / 16 > 858
+    auto = estimate(spec, chip.replace(chips=0), context=2048)
+    assert auto.partition.fits_reticle and auto.partition.chips == spec.layers
+
+
+def test_metal_embedded_weights_take_095_of_the_sram_that_would_hold_them():
+    # HNLPU Fig. 12: a 1024x128 FP4 product metal-embedded is 0.95x the area of a 64 KB SRAM holding
+    # the same weights, cell-embedded 14.3x: the paper's 15x density
+    from hardwire.chip.estimate import matrix_blocks
+    from hardwire.datapath import Matrix
+    chip = load_chip("hnlpu")
+    metal = matrix_blocks([Matrix("w", 128, 1024)], chip)
+    sram = chip.process.sram_area_mm2(1024 * 128 * 4)
+    assert metal.total_area_mm2 == pytest.approx(0.95 * sram, rel=1e-9)
+    assert metal.area_mm2["weight_storage"] == 0          # the weights are wires, not cells
+    cells = matrix_blocks([Matrix("w", 128, 1024)], chip.replace(weight_style="hardwired"))
+    assert cells.total_area_mm2 > 15 * metal.total_area_mm2   # our cell-embedding costs more than theirs
+
+
+def test_a_metal_embedded_product_takes_its_input_bits_plus_its_adder_tree():
+    # bit-serial inputs, one bit a cycle, into a carry-save tree over the 2,880 inputs (12 levels), + 3
+    from hardwire.datapath import Matrix
+    chip = load_chip("hnlpu")
+    assert Matrix("w", 2880, 2880).plan(chip.point).cycles == 8 + 12 + 3
+    assert Matrix("w", 2880, 2880).plan(chip.point.replace(activation_bits=16)).cycles == 16 + 12 + 3
+    assert Matrix("w", 2880, 4096).plan(chip.point).cycles == 8 + 12 + 3
+    assert Matrix("w", 2880, 4097).plan(chip.point).cycles == 8 + 13 + 3

@@ -422,17 +422,6 @@ def test_two_processes_produce_the_same_logits_and_tokens():
 
 # -- a real die, end to end ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def stories_die(tmp_path_factory):
-    import hardwire
-    from hardwire.freeze.freezer import Calibration, freeze
-    from hardwire.freeze.plan import parse_plan
-    model = hardwire.load()
-    ids = model.tokenizer.encode("Once upon a time, there was a little girl who loved the sun.", bos=True)
-    return freeze(model, parse_plan("w8"), tmp_path_factory.mktemp("die") / "stories.die",
-                  Calibration([ids], {"source": "test sentence"}))
-
-
 def test_golden_backend_opens_a_die_directory_and_greedy_decodes(stories_die):
     from hardwire.runtime.engine import make_engine
     engine = make_engine(stories_die.path, backend="golden")

@@ -18,17 +18,6 @@ PROMPTS = ["Once upon a time", "The cat", "Lily and Ben went", "One day, a littl
 
 
 @pytest.fixture(scope="module")
-def stories_die(tmp_path_factory):
-    import hardwire
-    from hardwire.freeze.freezer import Calibration, freeze
-    from hardwire.freeze.plan import parse_plan
-    model = hardwire.load()
-    ids = model.tokenizer.encode("Once upon a time, there was a little girl who loved the sun.", bos=True)
-    return freeze(model, parse_plan("w8"), tmp_path_factory.mktemp("die") / "stories.die",
-                  Calibration([ids], {"source": "test sentence"}))
-
-
-@pytest.fixture(scope="module")
 def golden(stories_die):
     from hardwire.runtime.engine import make_engine
     return make_engine(stories_die.path, backend="golden")

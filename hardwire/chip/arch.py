@@ -20,6 +20,10 @@ Weight storage styles (`hardwire.datapath.WEIGHT_STYLES`):
 - `rom_mac`: a plain NOR mask ROM (one transistor per bit) feeding a multiplier and accumulator per lane.
 - `hardwired`: every weight is a constant multiplier (shift-and-add) wired into an adder tree; no
   storage, no lanes, a matrix-vector product in one pass through the tree.
+- `metal_embedded` (HNLPU): every output is a hardwired neuron whose silicon does not depend on the
+  weights: the input bits arrive one a cycle and a metal wire per weight routes each to the popcount of
+  its value; 2^bits multipliers and a small adder tree finish the row. The weights live in the upper
+  metal masks only, so a model update re-spins those and nothing else.
 """
 from __future__ import annotations
 
@@ -78,6 +82,8 @@ class ChipConfig:
     node: str = "N6"
     clock_ghz: float = 1.0
     chips: int = 0                       # 0: as many as the reticle requires
+    default_context: int = 0             # positions estimated without --context (0: 1,024, or the model's
+                                         # maximum if smaller); a chip published at another context sets it
     link_gbytes_per_s: float = 100.0     # chip-to-chip link, per direction
     link_latency_ns: float = 500.0
     link_pj_per_bit: float = 5.0
@@ -108,6 +114,9 @@ class ChipConfig:
         self.point.validate(source)
         if not isinstance(self.chips, int) or isinstance(self.chips, bool) or not 0 <= self.chips <= 4096:
             bad("chips", "an integer in [0, 4096]")
+        if not isinstance(self.default_context, int) or isinstance(self.default_context, bool) \
+                or not 0 <= self.default_context <= 1 << 24:
+            bad("default_context", f"an integer in [0, {1 << 24}]")
         positive = ("clock_ghz", "link_gbytes_per_s", "lifetime_years")
         non_negative = ("link_latency_ns", "link_pj_per_bit", "link_phy_mm2", "io_mm2", "card_overhead_w",
                         "board_cost_usd", "electricity_usd_per_kwh")
@@ -205,22 +214,68 @@ def storage_transistors_per_bit(chip: ChipConfig) -> float:
         return 1 / 4          # "one transistor stores a 4-bit parameter" [taalas-claim]
     if chip.weight_style == "rom_mac":
         return 1.0            # NOR mask ROM: one transistor per bit, presence of a via = 1 [weste-harris]
-    return 0.0                # hardwired: the weight is the wiring of its multiplier
+    return 0.0                # hardwired, metal_embedded: the weight is wiring, not a stored bit
 
 
-# Photomask layers that carry the weights, per weight style: what a new model (same template, new
-# weights) re-spins; the rest of the set is reused (docs/chip-model.md §10). None: every layer.
-WEIGHT_MASK_LAYERS: dict[str, int | None] = {
-    "multiply_select_add": 2,   # published reading of HC1: the two via masks that pick each weight's product [taalas-claim]
-    "rom_mac": 1,               # a NOR mask ROM is coded by one via (or contact) mask [weste-harris]
-    "hardwired": None,          # the weights are the multipliers' logic: every layer changes
+# Styles whose weights are wiring of the arithmetic itself: nothing a token could read back as a row,
+# so a tied classifier cannot share the embedding's storage.
+WIRED_WEIGHT_STYLES = ("hardwired", "metal_embedded")
+
+# HNLPU, Fig. 12 (post-layout at 5 nm): a 1×1024 by 1024×128 FP4 product built metal-embedded takes
+# 0.95× the area of the 64 KB SRAM that would merely hold its weights, built cell-embedded (a
+# constant multiplier per weight) 14.3× [hnlpu]: the paper's "15× density". The metal-embedded
+# figure includes the hardwired neurons' arithmetic (popcounts, value multipliers, adder tree).
+METAL_EMBEDDED_AREA_PER_SRAM_BIT = 0.95
+
+
+def metal_embedded_transistors_per_bit(chip: ChipConfig) -> float:
+    """Hardwired-neuron silicon per weight bit, as the transistors of logic that fill the same area:
+    0.95 of the node's SRAM macro area per bit [hnlpu] at the node's achieved logic density."""
+    node = chip.process
+    return METAL_EMBEDDED_AREA_PER_SRAM_BIT * node.achieved_logic_mtr_per_mm2 / node.sram_mbit_per_mm2
+
+
+@dataclass(frozen=True)
+class WeightMasks:
+    """The photomask layers that carry a weight style's weights: what a new model (same template, new
+    weights) re-spins, and what each further die of a multi-chip model adds to the template's set; the
+    rest of the set is shared and reused (docs/chip-model.md §10)."""
+    duv: int = 0                  # 193i masks among them
+    euv: int = 0                  # EUV masks among them (each priced as EUV_MASK_COST_FACTOR DUV masks)
+    every_layer: bool = False     # the weights are the logic: the whole set changes
+    names: tuple[str, ...] = ()   # the layers, where the source names them
+
+    @property
+    def layers(self) -> int:
+        return self.duv + self.euv
+
+
+WEIGHT_MASKS: dict[str, WeightMasks] = {
+    # published reading of HC1: the two via masks that pick each weight's product [taalas-claim]
+    "multiply_select_add": WeightMasks(duv=2),
+    # a NOR mask ROM is coded by one via (or contact) mask [weste-harris]
+    "rom_mac": WeightMasks(duv=1),
+    # the weights are the multipliers' logic: every layer changes
+    "hardwired": WeightMasks(every_layer=True),
+    # HNLPU's Metal-Embedding: the wires and vias of M8–M11, ten 193i masks; the other 60 of the 70
+    # (all 12 EUV ones among them) are the same on every die and every update [hnlpu]
+    "metal_embedded": WeightMasks(duv=10, names=("VIA7", "M8 mandrel", "M8 cut", "VIA8", "M9 mandrel", "M9 cut",
+                                                 "VIA9", "M10", "VIA10", "M11")),
 }
 
 
 def weight_mask_layers(chip: ChipConfig) -> int:
     """Photomasks a model update re-spins on `chip` (all of them where the weights are the logic)."""
-    layers = WEIGHT_MASK_LAYERS[chip.weight_style]
-    return chip.process.mask_layers if layers is None else layers
+    masks = WEIGHT_MASKS[chip.weight_style]
+    return chip.process.mask_layers if masks.every_layer else masks.layers
+
+
+def weight_masks_usd(chip: ChipConfig) -> float:
+    """The price of one die's weight-bearing masks (the full set where the weights are the logic)."""
+    masks, node = WEIGHT_MASKS[chip.weight_style], chip.process
+    if masks.every_layer:
+        return node.mask_set_usd
+    return masks.duv * node.duv_mask_usd + masks.euv * node.euv_mask_usd
 
 
 def lane_transistors(chip: ChipConfig) -> float:
@@ -235,7 +290,7 @@ def lane_transistors(chip: ChipConfig) -> float:
         a, b = chip.activation_bits, chip.weight_bits
         multiply = a * b * AND2_T + a * (b - 1) * FULL_ADDER_T
         return multiply + accumulate
-    raise ValueError("hardwired chips have no lanes")
+    raise ValueError(f"{chip.weight_style} chips have no lanes")
 
 
 def hardwired_transistors_per_slice(chip: ChipConfig) -> float:

@@ -68,6 +68,22 @@ def resolve_chip(chip: Optional[str], node: Optional[str], weight_bits: Optional
     return config.replace(**changes) if changes else config
 
 
+def patch_adapters(patch: Optional[Path], model: Optional[str], config):
+    """The adapter blocks that run `patch` on `config` (its rank, its matrices in every layer, as many
+    elements a cycle as keep each pass within weights_per_lane), after checking it fits the chip's
+    LoRA SRAM and, when MODEL is a die, that it belongs to it; none without a patch."""
+    from hardwire.datapath import NO_ADAPTERS, AdapterDesign
+    if patch is None:
+        return NO_ADAPTERS
+    from hardwire.adapters import open_patch
+    from hardwire.die import is_die, open_die
+    opened = open_patch(patch)
+    if is_die(model):
+        opened.check_die(open_die(model))
+    opened.check_sram(config.name, config.lora_sram_mib)
+    return AdapterDesign.for_patch(opened, per_cycle=None)
+
+
 def fit_report(config, result) -> dict:
     """For a fit chip, what the model drove (the rest is the template's)."""
     if config.name != "fit":
@@ -257,13 +273,16 @@ def register(app: typer.Typer) -> None:
         weight_bits: Optional[int] = typer.Option(None, "--weight-bits", help="override the chip's weight format"),
         clock_ghz: Optional[float] = typer.Option(None, "--clock-ghz", help="override the chip's clock"),
         context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
-                                              "(default: 1024, or the model's maximum if smaller)"),
+                                              "(default: the chip file's default_context, else 1024; at most the model's maximum)"),
         prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="prompt length for time to first token"),
         users: Optional[int] = typer.Option(None, "--users", help="load for power and cost (default: KV-bound maximum)"),
         simulate: bool = typer.Option(False, "--simulate", help="also run the cycle-level pipeline simulator"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         plot_path: Optional[str] = typer.Option(None, "--plot", help="write area and latency plots (PNG)"),
         list_presets: bool = typer.Option(False, "--list", help="list the model presets and chips, then exit"),
+        patch: Optional[Path] = typer.Option(None, "--patch", help="a patch (hardwire patch train): add the cycles, "
+                                             "lanes and energy of its low-rank adapter blocks; it must fit the chip's "
+                                             "LoRA SRAM"),
     ):
         """Estimate the chip a model would be: area, transistors, power, speed, users, cost."""
         from hardwire.chip.estimate import estimate as run_estimate
@@ -275,10 +294,12 @@ def register(app: typer.Typer) -> None:
         from hardwire.chip.fit import check_context, default_context
 
         label, spec, die_bits = resolve_spec(model, preset)
-        context = default_context(spec) if context is None else context
+        context = default_context(spec, chip) if context is None else context
         check_context(spec, context)
         config = resolve_chip(chip, node, weight_bits, clock_ghz, die_bits, spec=spec, users=users, context=context)
-        result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users)
+        adapters = patch_adapters(patch, model, config)
+        result = run_estimate(spec, config, context=context, prompt_tokens=prompt_tokens, users=users,
+                              adapters=adapters)
         out = {"model": label, **result.to_json(), **fit_report(config, result)}
         if simulate:
             from hardwire.chip.pipeline import simulate as run_simulation
@@ -302,7 +323,7 @@ def register(app: typer.Typer) -> None:
         months: float = typer.Option(36.0, "--months", help="months the deployment lasts"),
         updates_per_year: float = typer.Option(1.0, "--updates-per-year", help="model updates a year (each re-spins the chip)"),
         context: Optional[int] = typer.Option(None, "--context", help="cached positions per user while decoding "
-                                              "(default: 1024, or the model's maximum if smaller)"),
+                                              "(default: the chip file's default_context, else 1024; at most the model's maximum)"),
         users: Optional[int] = typer.Option(None, "--users", help="users per model copy the fit chip's KV SRAM "
                                             "holds (default 4)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -319,7 +340,7 @@ def register(app: typer.Typer) -> None:
         from hardwire.chip.fit import check_context, default_context
 
         label, spec, die_bits = resolve_spec(model, preset)
-        context = default_context(spec) if context is None else context
+        context = default_context(spec, chip) if context is None else context
         check_context(spec, context)
         config = resolve_chip(chip, None, None, None, die_bits, spec=spec, users=users, context=context)
         result = run_economics(run_estimate(spec, config, context=context), gpu_, deployment)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hardwire.chip.arch import weight_mask_layers
+from hardwire.chip.arch import weight_mask_layers, weight_masks_usd
 from hardwire.chip.estimate import Estimate
 from hardwire.chip.gpus import Gpu, GpuServing, serve
 from hardwire.errors import BadConfig
@@ -164,10 +164,10 @@ def economics(estimate: Estimate, gpu_: Gpu, deployment: Deployment) -> Economic
     chip_power_w = instances * ((leakage_w + dynamic_j * rate) / chip.vrm_efficiency + chip.card_overhead_w * dies)
 
     weight_masks = weight_mask_layers(chip)
-    respin = weight_masks * node.mask_usd * dies + RESPIN_ENGINEERING_USD
+    respin = weight_masks_usd(chip) * dies + RESPIN_ENGINEERING_USD
     # the dies of a multi-chip model share the template's masks and differ in their weight masks (all of
     # them where the weights are the logic), as HNLPU's dies share 60 of their 70 masks
-    mask_set = node.mask_set_usd + (dies - 1) * weight_masks * node.mask_usd
+    mask_set = node.mask_set_usd + (dies - 1) * weight_masks_usd(chip)
     per_update = deployment.updates_per_year / 12
     chip_fleet = Fleet(start_usd=node.design_usd + mask_set + hardware,
                        usd_per_month=per_update * (respin + hardware)

@@ -18,7 +18,8 @@ from hardwire.chip.arch import ChipConfig, Stage
 from hardwire.chip.process import (ADD_PJ_PER_BIT_45NM, MULT_PJ_PER_PARTIAL_PRODUCT_45NM, RETICLE_MM2,
                                    SRAM_READ_PJ_PER_BIT_8KB_45NM, SRAM_READ_PJ_PER_BIT_32KB_45NM,
                                    dies_per_wafer, murphy_yield)
-from hardwire.datapath import MatVec, Matrix, TokenStep, build
+from hardwire.chip.low_rank import LowRankCost, low_rank_cost
+from hardwire.datapath import NO_ADAPTERS, AdapterDesign, MatVec, Matrix, TokenStep, build
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
 
@@ -60,6 +61,8 @@ def matrix_blocks(matrices: list[Matrix], chip: ChipConfig, stored: bool = True)
         blocks.area_mm2["weight_storage"] = node.logic_area_mm2(storage)
     if chip.weight_style == "hardwired":
         datapath = weights * chip.slices_per_weight * arch.hardwired_transistors_per_slice(chip)
+    elif chip.weight_style == "metal_embedded":
+        datapath = weights * chip.mean_weight_bits * arch.metal_embedded_transistors_per_bit(chip)
     else:
         plans = [m.plan(chip.point) for m in matrices]
         datapath = sum(p.lanes for p in plans) * arch.lane_transistors(chip)
@@ -148,7 +151,7 @@ def embed_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
 
 
 def head_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
-    shares_embedding = spec.tied_embeddings and chip.weight_style != "hardwired"
+    shares_embedding = spec.tied_embeddings and chip.weight_style not in arch.WIRED_WEIGHT_STYLES
     classifier = Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim)
     blocks = matrix_blocks([classifier], chip, stored=not shares_embedding)
     add_control(blocks, chip)
@@ -245,6 +248,10 @@ def weight_pj_45nm(chip: ChipConfig) -> float:
     if chip.weight_style == "hardwired":
         shift_add = b / 2 * p * ADD_PJ_PER_BIT_45NM
         return slices * (shift_add + chip.accumulator_bits * ADD_PJ_PER_BIT_45NM)
+    if chip.weight_style == "metal_embedded":
+        # each input bit, one a cycle, enters a carry-save tree: about one full-adder bit per weight per
+        # input bit; the routing wire is "virtually free" next to standard-cell logic [hnlpu]
+        return slices * a * ADD_PJ_PER_BIT_45NM
     read = chip.mean_weight_bits * SRAM_READ_PJ_PER_BIT_8KB_45NM
     if chip.weight_style == "multiply_select_add":
         combine = p * ADD_PJ_PER_BIT_45NM / 2                               # mux ≈ half an adder bit
@@ -303,6 +310,7 @@ class Estimate:
     dies_per_wafer: int
     die_cost_usd: float
     cost_per_mtok_usd: float
+    low_rank: LowRankCost | None = None      # a patch's adapter blocks (docs/chip-model.md §7), if any
 
     @property
     def area_mm2(self) -> float:
@@ -352,6 +360,7 @@ class Estimate:
             "yield": self.yield_fraction, "dies_per_wafer": self.dies_per_wafer,
             "die_cost_usd": self.die_cost_usd,
             "cost_per_mtok_usd": self.cost_per_mtok_usd,
+            **({"adapters": self.low_rank.to_json()} if self.low_rank is not None else {}),
         }
 
 
@@ -362,10 +371,11 @@ def aggregate_rate(stages: list[Stage], context: int, users: int, clock_hz: floa
 
 
 def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 1024,
-             users: int | None = None) -> Estimate:
+             users: int | None = None, adapters: AdapterDesign = NO_ADAPTERS) -> Estimate:
     """Estimate `model` (a ModelSpec, or a die, whose formats then set the embedding's chunk) frozen
     into `chip`, decoding at `context` cached positions per user. `users` sets the load for power
-    and cost (default: as many as the KV SRAM holds)."""
+    and cost (default: as many as the KV SRAM holds). `adapters`: §11 low-rank blocks running a
+    patch, their lanes counted with the layer's, their cycles in its stages, their energy per token."""
     spec = model if isinstance(model, ModelSpec) else model.spec
     if not isinstance(context, int) or not 1 <= context <= 1 << 24:
         raise BadConfig(f"expected a context in [1, {1 << 24}], got {context!r}", field="context")
@@ -374,8 +384,13 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
     if users is not None and (not isinstance(users, int) or users < 1):
         raise BadConfig(f"expected a positive number of users, got {users!r}", field="users")
     node = chip.process
-    part = partition(spec, chip, layer_blocks(spec, chip), embed_blocks(spec, chip), head_blocks(spec, chip))
-    step = build(token_path(model), chip.point)
+    layer = layer_blocks(spec, chip)
+    low_rank = low_rank_cost(token_path(model), chip, adapters, context) if adapters.present else None
+    if low_rank is not None:
+        layer.transistors["mac_select"] += low_rank.transistors_per_layer
+        layer.area_mm2["mac_select"] += low_rank.area_mm2_per_layer
+    part = partition(spec, chip, layer, embed_blocks(spec, chip), head_blocks(spec, chip))
+    step = build(token_path(model), chip.point, adapters)
     stages = with_routers(arch.stage_plan(step, chip, part.layer_chip, part.head_chip), spec, chip)
 
     cycles = token_cycles(stages, context)
@@ -388,6 +403,8 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
     aggregate = aggregate_rate(stages, context, load_users, chip.clock_hz)
 
     energy = token_energy_j(spec, chip, context, part.chips)
+    if low_rank is not None:
+        energy["adapters"] = low_rank.energy_per_token_j
     dynamic_j = sum(energy.values())
     transistors = sum(b.total_transistors for b in part.chip_blocks)
     leakage_w = transistors * node.leakage_nw_per_transistor * 1e-9
@@ -418,7 +435,7 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
         power_w=power_w, power_breakdown_w=breakdown, power_w_single_user=single_w,
         token_energy_j=energy, energy_per_token_j=power_w / aggregate,
         yield_fraction=min(yields), dies_per_wafer=min(dies), die_cost_usd=sum(die_costs),
-        cost_per_mtok_usd=cost_per_mtok)
+        cost_per_mtok_usd=cost_per_mtok, low_rank=low_rank)
 
 
 def generation_timing(spec: ModelSpec, prompt_tokens: int, generated_tokens: int, chip: str = "hc1",

@@ -41,8 +41,13 @@ def default_chip(spec: ModelSpec) -> str:
     return TEMPLATE_CHIP if is_template_model(spec) else "fit"
 
 
-def default_context(spec: ModelSpec) -> int:
-    return min(DEFAULT_CONTEXT, spec.max_context)
+def default_context(spec: ModelSpec, chip: str | None = None) -> int:
+    """Positions to estimate at when none is given: the chip file's `default_context` where it sets one
+    (hnlpu: the 2K its paper evaluates at), else DEFAULT_CONTEXT; never beyond the model's maximum."""
+    preferred = DEFAULT_CONTEXT
+    if chip is not None and chip.lower() != "fit":
+        preferred = load_chip(chip).default_context or DEFAULT_CONTEXT
+    return min(preferred, spec.max_context)
 
 
 def check_context(spec: ModelSpec, context: int) -> None:

@@ -30,6 +30,10 @@ ACHIEVED_DENSITY_FRACTION = 0.70
 # -- SRAM macro efficiency [tsmc-n3e]: 0.021 µm² bitcell at 31.8 Mb/mm² macro -> 0.67 of macro is cells
 SRAM_ARRAY_EFFICIENCY = 0.021 * 31.8
 
+# An EUV photomask costs about as much as 6 single-exposure 193i masks (the weighting HNLPU prices its
+# 5 nm set with, after Scheid, "Economics of mask", 2023) [hnlpu]
+EUV_MASK_COST_FACTOR = 6.0
+
 RETICLE_MM2 = 26.0 * 33.0         # 858 mm², the 193i scanner field [reticle]
 WAFER_DIAMETER_MM = 300.0
 
@@ -46,6 +50,7 @@ class ProcessNode:
     defect_density_per_cm2: float
     sources: dict[str, str]       # constant -> source key in docs/chip-model.md
     mask_layers: int = 0          # photomasks in a full set (docs/chip-model.md §10)
+    euv_mask_layers: int = 0      # of which exposed by EUV (0 where not modelled: every mask priced alike)
     mask_set_usd: float = 0.0     # a full mask set's price
     design_usd: float = 0.0       # engineering, IP and tools to the first tape-out of a chip template
     achieved_density_fraction: float = ACHIEVED_DENSITY_FRACTION
@@ -62,9 +67,14 @@ class ProcessNode:
         return SRAM_ARRAY_EFFICIENCY / self.sram_bitcell_um2
 
     @property
-    def mask_usd(self) -> float:
-        """One photomask, the set's price spread evenly over its layers."""
-        return self.mask_set_usd / self.mask_layers
+    def duv_mask_usd(self) -> float:
+        """One 193i photomask: the set's price over its layers, an EUV mask counting EUV_MASK_COST_FACTOR."""
+        duv = self.mask_layers - self.euv_mask_layers
+        return self.mask_set_usd / (duv + EUV_MASK_COST_FACTOR * self.euv_mask_layers)
+
+    @property
+    def euv_mask_usd(self) -> float:
+        return EUV_MASK_COST_FACTOR * self.duv_mask_usd
 
     @property
     def energy_scale(self) -> float:
@@ -106,7 +116,7 @@ NODES: dict[str, ProcessNode] = {
         sources={"logic": "facts-n5", "sram": "facts-n5", "cpp": "wikichip-5", "vdd": "assumed-vdd",
                  "leakage": "assumed-leakage", "wafer": "cset20",
                  "masks": "hnlpu", "design": "assumed-design", "defects": "tsmc-d0"},
-        mask_layers=70, mask_set_usd=25.0e6, design_usd=40.0e6),
+        mask_layers=70, euv_mask_layers=12, mask_set_usd=30.0e6, design_usd=40.0e6),
     "N3": ProcessNode(
         name="N3", logic_mtr_per_mm2=136.0 * 1.6, sram_bitcell_um2=0.021, cpp_nm=48.0, vdd=0.75,
         leakage_nw_per_transistor=1.0, wafer_cost_usd=20000.0, defect_density_per_cm2=0.15,

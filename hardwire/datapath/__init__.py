@@ -10,13 +10,14 @@ has its dimensions and its lanes and cycles from one formula, counted from the g
 state machines. The RTL generator takes each matvec's lanes from here, and the chip estimate its
 stage cycles (docs/chip-model.md, docs/rtl.md).
 """
+from hardwire.datapath.adapter import NO_ADAPTERS, AdapterDesign, LowRank
 from hardwire.datapath.blocks import (Attention, Block, Embed, LanePlan, Logits, MatVec, Matrix, Norm, Residual, Rope,
                                       SwiGLU, chunk_plan, chunk_width, token_quantize_latency)
 from hardwire.datapath.point import (POINT_FIELDS, RTL_POINT, SCHEDULES, STYLE_ALIASES, WEIGHT_STYLES, DesignPoint,
                                      weight_style)
 from hardwire.datapath.step import Exponents, TokenStep, build, predicted_cycles
 
-__all__ = ["Attention", "Block", "Embed", "LanePlan", "Logits", "MatVec", "Matrix", "Norm", "Residual", "Rope",
+__all__ = ["NO_ADAPTERS", "AdapterDesign", "LowRank", "Attention", "Block", "Embed", "LanePlan", "Logits", "MatVec", "Matrix", "Norm", "Residual", "Rope",
            "SwiGLU", "chunk_plan", "chunk_width", "token_quantize_latency", "POINT_FIELDS", "RTL_POINT", "SCHEDULES",
            "STYLE_ALIASES", "WEIGHT_STYLES", "DesignPoint", "weight_style", "Exponents", "TokenStep", "build",
            "predicted_cycles"]

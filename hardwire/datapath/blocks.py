@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardwire.arithmetic import TOKEN_MAX_EXPONENT
+from hardwire.datapath.adapter import LowRank
 from hardwire.datapath.point import DesignPoint
 
 
@@ -112,7 +113,7 @@ class LanePlan:
     """How a matrix maps onto MAC lanes (rtl/blocks/matvec.py): rows are cut into blocks of `lanes`
     rows (one lane per row, each lane walking its row's columns), or, with split_rows, a long row
     over `lanes_per_row` lanes whose sums an adder tree joins."""
-    lanes: int             # MAC lanes (0: hardwired, no lanes)
+    lanes: int             # MAC lanes (0: hardwired or metal_embedded, no lanes)
     lanes_per_row: int     # lanes one row is cut over (each a group of lanes sharing x_j)
     blocks: int            # row blocks the lanes walk one after another
     walk: int              # cycles per block: the columns (in weight slices) one lane walks
@@ -133,10 +134,17 @@ class Matrix:
         """Lanes and cycles of one product. rom_mac and multiply_select_add: a ROM word per cycle
         (stage A addresses the registered ROM, stage B runs the lanes on it a cycle later), the
         last block's sums drained by the requantizers (read, then requantize), `done` a cycle
-        later: blocks * walk + tree + drain + 3. hardwired: one registered pass, 1 cycle."""
+        later: blocks * walk + tree + drain + 3. hardwired: one registered pass, 1 cycle.
+        metal_embedded: the input's bits stream in one a cycle, least significant first, into a
+        carry-save tree one level a cycle over the row's inputs, then the same 3 registered cycles
+        (close the sums, the value multiplies and their adder tree, done)."""
         if point.weight_style == "hardwired":
             return LanePlan(lanes=0, lanes_per_row=0, blocks=1, walk=0, tree=0, requantizers=self.rows, drain=0,
                             cycles=1)
+        if point.weight_style == "metal_embedded":
+            tree = math.ceil(math.log2(max(math.ceil(self.cols * point.slices_per_weight), 2)))
+            return LanePlan(lanes=0, lanes_per_row=0, blocks=1, walk=point.activation_bits, tree=tree,
+                            requantizers=self.rows, drain=0, cycles=point.activation_bits + tree + 3)
         slices = math.ceil(self.cols * point.slices_per_weight)
         if point.split_rows and slices > point.weights_per_lane:
             per_row = math.ceil(slices / point.weights_per_lane)
@@ -156,11 +164,18 @@ class Matrix:
 @dataclass(frozen=True, kw_only=True)
 class MatVec(Block):
     """§3 matrix-vector products reading the same input in parallel (q, k, v; gate, up): the block
-    is done when the slowest is."""
+    is done when the slowest is. A matrix with a low-rank block (§11, `low_rank`) starts when its
+    block is done, so it takes both blocks' cycles."""
     matrices: tuple[Matrix, ...]
+    low_rank: tuple[LowRank, ...] = ()
+
+    def matrix_cycles(self, point, matrix: Matrix) -> int:
+        """Start to done of one matrix's product, its low-rank block (if any) included."""
+        before = sum(r.cycles for r in self.low_rank if r.name == matrix.name)
+        return before + matrix.plan(point).cycles
 
     def latency(self, point, context=1, exponent=None):
-        return max(m.plan(point).cycles for m in self.matrices)
+        return max(self.matrix_cycles(point, m) for m in self.matrices)
 
     def lanes(self, point):
         return sum(m.plan(point).lanes for m in self.matrices)

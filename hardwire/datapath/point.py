@@ -21,7 +21,11 @@ from hardwire.errors import BadConfig
 # - rom_mac: a mask ROM read one word per cycle into a multiplier and accumulator per lane (the RTL's
 #   default, `hardwire rtl --style rom_mac`, formerly `rom`).
 # - hardwired: every weight a constant multiplier in a per-row adder tree; no storage, no lanes.
-WEIGHT_STYLES = ("multiply_select_add", "rom_mac", "hardwired")
+# - metal_embedded (HNLPU's Metal-Embedding): a row is a "hardwired neuron" whose silicon is the same for
+#   every weight; a weight is the metal wire that routes its input bit to the popcount of its value, and
+#   16 multipliers (one per 4-bit value) and a small adder tree finish the row. Bit-serial inputs, no lanes.
+#   Not generated as RTL.
+WEIGHT_STYLES = ("multiply_select_add", "rom_mac", "hardwired", "metal_embedded")
 STYLE_ALIASES = {"rom": "rom_mac"}           # the RTL's former name for rom_mac
 
 # How the blocks of a token step share time (docs/chip-model.md §1):
@@ -61,7 +65,7 @@ class DesignPoint:
     logits_per_cycle: int = 1             # logits streamed to the host (and compared, argmax) per cycle
     schedule: str = "sequential"
     kv_sram_mib: float = 64.0             # KV-cache SRAM, whole model
-    lora_sram_mib: float = 0.0            # LoRA adapter SRAM, whole model (its compute is not modelled)
+    lora_sram_mib: float = 0.0            # LoRA adapter SRAM, whole model (its compute: hardwire.datapath.adapter)
 
     def __post_init__(self):
         self.validate()

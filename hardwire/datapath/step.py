@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hardwire.datapath.adapter import NO_ADAPTERS, AdapterDesign, LowRank
 from hardwire.datapath.blocks import (Attention, Block, Embed, LanePlan, Logits, MatVec, Matrix, Norm, Residual,
                                       Rope, SwiGLU)
 from hardwire.datapath.point import DesignPoint
@@ -49,6 +50,10 @@ class TokenStep:
     def matrices(self) -> list[Matrix]:
         return [m for b in self.blocks if isinstance(b, MatVec) for m in b.matrices]
 
+    def low_rank(self) -> list[LowRank]:
+        """The §11 low-rank blocks, in chip order."""
+        return [r for b in self.blocks if isinstance(b, MatVec) for r in b.low_rank]
+
     def plan(self, matrix_name: str) -> LanePlan:
         """Lanes and cycles of the product by `matrix_name` (e.g. layers.0.wq)."""
         for m in self.matrices():
@@ -57,35 +62,46 @@ class TokenStep:
         raise KeyError(matrix_name)
 
 
-def layer_blocks(spec: ModelSpec, index: int) -> list[Block]:
+def layer_blocks(spec: ModelSpec, index: int, adapters: AdapterDesign = NO_ADAPTERS,
+                 point_weights_per_lane: int = 1) -> list[Block]:
     """One layer, in the sequencer's order (rtl/top.py layer_module): every block's start is
     registered by the sequencer a cycle after the previous done (handoff 1), except that the
     residual add takes the cycle after wo's and w_down's done, in which ffn_norm starts and the
-    layer is done."""
+    layer is done. `adapters`: the matrices with a §11 low-rank block before them (sized for the
+    design point's `weights_per_lane` when the adapter design leaves that open)."""
     p, L = f"layers.{index}.", f"L{index}."
     dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
+
+    def projection(*, matrices: tuple[Matrix, ...], **fields) -> MatVec:
+        """The products reading one vector, with a low-rank block before each matrix that has one."""
+        low_rank = tuple(adapters.block(m.name, m.rows, m.cols, point_weights_per_lane) for m in matrices
+                         if adapters.covers(m.name.rsplit(".", 1)[-1]))
+        return MatVec(matrices=matrices, low_rank=low_rank, **fields)
+
     return [
         Norm(name=p + "attn_norm", stage=L + "qkv", layer=index, handoff=1, dim=dim),
-        MatVec(name=p + "qkv", stage=L + "qkv", layer=index, handoff=1,
-               matrices=(Matrix(p + "wq", q_dim, dim), Matrix(p + "wk", kv_dim, dim), Matrix(p + "wv", kv_dim, dim))),
+        projection(name=p + "qkv", stage=L + "qkv", layer=index, handoff=1,
+                   matrices=(Matrix(p + "wq", q_dim, dim), Matrix(p + "wk", kv_dim, dim), Matrix(p + "wv", kv_dim, dim))),
         Rope(name=p + "rope", stage=L + "qkv", layer=index, handoff=1, heads=spec.heads + spec.kv_heads,
              head_dim=spec.head_dim),
         Attention(name=p + "attention", stage=L + "attention", layer=index, handoff=1, heads=spec.heads,
                   kv_heads=spec.kv_heads, head_dim=spec.head_dim, window=spec.sliding_window),
-        MatVec(name=p + "wo", stage=L + "wo", layer=index, handoff=1, matrices=(Matrix(p + "wo", dim, q_dim),)),
+        projection(name=p + "wo", stage=L + "wo", layer=index, handoff=1, matrices=(Matrix(p + "wo", dim, q_dim),)),
         Residual(name=p + "attention_residual", stage=L + "wo", layer=index, dim=dim),
         Norm(name=p + "ffn_norm", stage=L + "gate_up", layer=index, dim=dim),
-        MatVec(name=p + "gate_up", stage=L + "gate_up", layer=index, handoff=1,
-               matrices=(Matrix(p + "w_gate", ffn, dim), Matrix(p + "w_up", ffn, dim))),
+        projection(name=p + "gate_up", stage=L + "gate_up", layer=index, handoff=1,
+                   matrices=(Matrix(p + "w_gate", ffn, dim), Matrix(p + "w_up", ffn, dim))),
         SwiGLU(name=p + "swiglu", stage=L + "gate_up", layer=index, handoff=1, ffn_dim=ffn),
-        MatVec(name=p + "w_down", stage=L + "down", layer=index, handoff=1, matrices=(Matrix(p + "w_down", dim, ffn),)),
+        projection(name=p + "w_down", stage=L + "down", layer=index, handoff=1,
+                   matrices=(Matrix(p + "w_down", dim, ffn),)),
         Residual(name=p + "ffn_residual", stage=L + "down", layer=index, dim=dim),
     ]
 
 
-def build(source, point: DesignPoint) -> TokenStep:
-    """The token step of `source` (a ModelSpec, a model or a die) at `point`. A die adds what its
-    formats decide: the embedding's scale group width (which bounds the embedding's chunk)."""
+def build(source, point: DesignPoint, adapters: AdapterDesign = NO_ADAPTERS) -> TokenStep:
+    """The token step of `source` (a ModelSpec, a model or a die) at `point`, with the §11 low-rank
+    blocks of `adapters`. A die adds what its formats decide: the embedding's scale group width
+    (which bounds the embedding's chunk)."""
     from hardwire.die import FrozenWeights
     spec = source if isinstance(source, ModelSpec) else source.spec
     group = spec.hidden_dim
@@ -95,7 +111,7 @@ def build(source, point: DesignPoint) -> TokenStep:
         # handoff 1: the chip's host interface registers the token (the in_valid transfer cycle)
         Embed(name="embed", stage="embed", handoff=1, vocab=spec.vocab_size, dim=spec.hidden_dim, group=group)]
     for index in range(spec.layers):
-        blocks += layer_blocks(spec, index)
+        blocks += layer_blocks(spec, index, adapters, point.weights_per_lane)
     blocks += [
         Norm(name="final_norm", stage="head", dim=spec.hidden_dim),
         MatVec(name="classifier", stage="head", matrices=(Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim),)),

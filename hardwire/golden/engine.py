@@ -11,18 +11,30 @@ from hardwire.golden.sample import IntegerSampler
 from hardwire.golden.tables import tables_for
 
 
+def patch_for(patch, die):
+    """A patch (a path or an opened `Patch`) verified against `die`, or None."""
+    if patch is None:
+        return None
+    from hardwire.adapters import Patch, open_patch
+    patch = patch if isinstance(patch, Patch) else open_patch(patch)
+    patch.check_die(die)
+    return patch
+
+
 class GoldenEngine(Engine):
     """Integer logits (converted to float32 by their stated scale only at the output) and integer
     sampling: same die, ids and seed give the same tokens on every machine."""
     backend = "golden"
 
-    def __init__(self, source, capacity: int | None = None, tables: dict[str, np.ndarray] | None = None):
+    def __init__(self, source, capacity: int | None = None, tables: dict[str, np.ndarray] | None = None,
+                 patch=None):
         if not isinstance(source, FrozenWeights):
             raise BadConfig("the golden backend runs a frozen die; freeze the model first "
                             "(hardwire freeze MODEL --plan w8 -o NAME.die) and pass the die", field="backend")
         super().__init__(source)
         self.tables = tables if tables is not None else tables_for(source)
-        self.transformer = GoldenTransformer(source, self.tables, capacity=capacity)
+        self.patch = patch_for(patch, source)
+        self.transformer = GoldenTransformer(source, self.tables, capacity=capacity, patch=self.patch)
         self.logit_scale = np.float32(2.0 ** -self.transformer.logit_frac_bits)
 
     def reset(self) -> None:
@@ -53,11 +65,12 @@ class GoldenEngine(Engine):
         return self.transformer.step_batch(tokens, list(caches))
 
 
-def token_exponents(die, ids: list[int], tables=None) -> list[dict[str, int]]:
+def token_exponents(die, ids: list[int], tables=None, patch=None) -> list[dict[str, int]]:
     """The token quantizers' exponents for each token of `ids` stepped from position 0 ({block name:
     e}, `hardwire.datapath.Exponents`), from the golden model: the chip computes the same integers,
-    so it picks the same exponents, and the datapath turns them into each token's exact cycles."""
-    model = GoldenEngine(die, capacity=len(ids), tables=tables).transformer
+    so it picks the same exponents, and the datapath turns them into each token's exact cycles.
+    A patch moves activations, so with one the exponents are those of the patched die."""
+    model = GoldenEngine(die, capacity=len(ids), tables=tables, patch=patch).transformer
     result: list[dict[str, int]] = []
     for token in ids:
         seen: dict[str, int] = {}

@@ -21,10 +21,13 @@ from numba import njit
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
+from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
+# A layer's matrices grouped by the vector they read, in the order their rows are stacked.
+LINEAR_GROUPS = {"qkv": ("wq", "wk", "wv"), "wo": ("wo",), "gate_up": ("w_gate", "w_up"), "w_down": ("w_down",)}
 
 
 # -- blocks ---------------------------------------------------------------------------------------
@@ -179,8 +182,9 @@ def _pair(tables, name) -> tuple[int, int]:
 class GoldenTransformer:
     """The die's integer datapath with a KV cache of `capacity` positions (grows on demand)."""
 
-    def __init__(self, die, tables: dict[str, np.ndarray], capacity: int | None = None):
+    def __init__(self, die, tables: dict[str, np.ndarray], capacity: int | None = None, patch=None):
         spec = self.spec = die.spec
+        self.patch = patch
         self.tables = tables
         self.act_bits = _scalar(tables, "activation_bits")
         self.kv_bits = _scalar(tables, "kv_bits")
@@ -197,13 +201,15 @@ class GoldenTransformer:
         self.embed_mult = tables["embed.lookup_mult"]
         self.embed_shift = tables["embed.lookup_shift"]
 
+        self.die_rows: dict[str, int] = {}
         self.layers = []
         for i in range(spec.layers):
             p = f"layers.{i}."
-            layer = {"qkv": self._packed(die, [p + "wq", p + "wk", p + "wv"]),
-                     "wo": self._packed(die, [p + "wo"]),
-                     "gate_up": self._packed(die, [p + "w_gate", p + "w_up"]),
-                     "w_down": self._packed(die, [p + "w_down"])}
+            layer = {}
+            for key, shorts in LINEAR_GROUPS.items():
+                names = [p + short for short in shorts]
+                layer[key] = self._packed(die, names)
+                layer[key + ".adapters"] = self._adapters(names, layer[key])
             for name in ("attn_norm", "ffn_norm"):
                 layer[name] = (tables[p + name + ".mult"], _scalar(tables, p + name + ".shift"))
             for name in ("score_mult", "attention_out_mult", "sigmoid_index_mult", "swiglu_mult"):
@@ -218,6 +224,7 @@ class GoldenTransformer:
         matrices = []
         for name in names:
             q = die.quantized(name)
+            self.die_rows[name] = q.shape[0]
             bias = self.tables.get(name + ".bias")
             matrices.append(pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group,
                                         self.tables[name + ".mult"], self.tables[name + ".shift"], bias))
@@ -225,11 +232,24 @@ class GoldenTransformer:
             return [stack(matrices)]
         return matrices
 
+    def _adapters(self, names: list[str], matrices: list[PackedMatrix]) -> list[list]:
+        """For each packed matrix, the patch's adapters on it as (first row, Adapter): rows of
+        stacked matrices (q|k|v) follow each other in `names` order."""
+        found = self.patch.adapters if self.patch is not None else {}
+        if len(matrices) == len(names):
+            return [[(0, found[n])] if n in found else [] for n in names]
+        placed, row = [], 0
+        for name in names:
+            if name in found:
+                placed.append((row, found[name]))
+            row += self.die_rows[name]
+        return [placed]
+
     def weight_bytes(self) -> int:
         """Bytes of packed codes a token step streams (embedding row lookups aside)."""
         total = self.classifier.bytes
         for layer in self.layers:
-            total += sum(m.bytes for key in ("qkv", "wo", "gate_up", "w_down") for m in layer[key])
+            total += sum(m.bytes for key in LINEAR_GROUPS for m in layer[key])
         return total
 
     # -- state ------------------------------------------------------------------------------------
@@ -243,10 +263,21 @@ class GoldenTransformer:
         grow_kv_cache(self, needed, np.int16)
 
     # -- one token ----------------------------------------------------------------------------------
-    def _linear(self, matrices: list[PackedMatrix], xs: np.ndarray, scales: np.ndarray, out_bits: int) -> np.ndarray:
+    def _linear(self, matrices: list[PackedMatrix], xs: np.ndarray, scales: np.ndarray, out_bits: int,
+                adapters: list[list] | None = None) -> np.ndarray:
         """Each user's x (rows of xs) through `matrices` (stacked, or one after another and
-        concatenated): int64 [users, rows]."""
-        outs = [matvec_batch(m, xs, scales, out_bits) for m in matrices]
+        concatenated), with the patch's adapter terms (§11) added to the accumulators of the rows
+        they patch: int64 [users, rows]."""
+        outs = []
+        for index, matrix in enumerate(matrices):
+            placed = adapters[index] if adapters else []
+            extras = None
+            if placed:
+                extras = np.zeros((len(xs), matrix.rows), np.int64)
+                for x, extra in zip(xs, extras):
+                    for row, adapter in placed:
+                        apply_adapter(adapter, x, extra[row:row + adapter.rows])
+            outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
@@ -309,7 +340,7 @@ class GoldenTransformer:
         cache_shift = INTERNAL_BITS - self.kv_bits
         name = f"layers.{index}."
         xs, scales = self.norm(name + "attn_norm", layer["attn_norm"], hs, note)
-        qkvs = self._linear(layer["qkv"], xs, scales, INTERNAL_BITS)
+        qkvs = self._linear(layer["qkv"], xs, scales, INTERNAL_BITS, layer["qkv.adapters"])
         attended = np.empty((hs.shape[0], q_dim), np.int64)
         attended_scales = np.empty((hs.shape[0], 2), np.int64)
         score_m, score_k = layer["score_mult"]
@@ -333,7 +364,8 @@ class GoldenTransformer:
                 note(name + "v", value_row)
                 note(name + "attention", attended[b])
                 note(name + "attention.scale", attended_scales[b])
-        residual_add(hs.reshape(-1), self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS).reshape(-1))
+        ys = self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS, layer["wo.adapters"])
+        residual_add(hs.reshape(-1), ys.reshape(-1))
         if note:
             note(name + "attention_residual", hs[0])
 
@@ -344,7 +376,7 @@ class GoldenTransformer:
         xs, scales = self.norm(name + "ffn_norm", layer["ffn_norm"], hs, note)
         index_m, index_k = layer["sigmoid_index_mult"]
         glu_m, glu_k = layer["swiglu_mult"]
-        gate_up = self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS)
+        gate_up = self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"])
         gated = np.empty((hs.shape[0], spec.ffn_dim), np.int64)
         gated_scales = np.empty((hs.shape[0], 2), np.int64)
         swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"], gated,
@@ -352,7 +384,8 @@ class GoldenTransformer:
         if note:
             note(name + "swiglu", gated[0])
             note(name + "swiglu.scale", gated_scales[0])
-        residual_add(hs.reshape(-1), self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS).reshape(-1))
+        ys = self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS, layer["w_down.adapters"])
+        residual_add(hs.reshape(-1), ys.reshape(-1))
         if note:
             note(name + "ffn_residual", hs[0])
 

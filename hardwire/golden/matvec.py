@@ -398,17 +398,24 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
 
 
 def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales: list[tuple[int, int]] | np.ndarray,
-                 out_bits: int) -> np.ndarray:
+                 out_bits: int, extras: list | None = None) -> np.ndarray:
     """`matvec` of several users' vectors (a list, or the rows of one array), each with its own
     token scale: every row block's codes are read once for all of them. The sums are integers, so
-    each result is exactly `matvec`'s. Returns int64 [users, rows], row b user b's result."""
+    each result is exactly `matvec`'s. `extras[u]`, when given and not None, is added to user u's
+    accumulators (`matvec`). Returns int64 [users, rows], row b user b's result."""
     acc = accumulate(matrix, xs)
+    for row, extra in zip(acc, extras if extras is not None else []):
+        if extra is not None:
+            row += extra
     return _finish(acc, matrix.shifts, np.asarray(scales, dtype=np.int64).reshape(len(xs), 2), matrix.bias, out_bits)
 
 
-def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int) -> np.ndarray:
+def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
+           extra: np.ndarray | None = None) -> np.ndarray:
     """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
     a_i = sat59(round(acc_i * 2^-(k_i + e - 7))); y_i = sat_out(round(a_i * mu * 2^-10) + b_i).
 
-    x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). Returns int64 [rows]."""
-    return matvec_batch(matrix, [x], [scale], out_bits)[0]
+    x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
+    [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
+    Returns int64 [rows]."""
+    return matvec_batch(matrix, [x], [scale], out_bits, [extra])[0]

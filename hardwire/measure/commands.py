@@ -13,7 +13,7 @@ from hardwire.progress import progress_bar
 
 def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokenizer_path: Optional[Path],
                  float_model: Optional[Path], act_quant: bool, window: Optional[int],
-                 backend: str = "float") -> tuple[list[dict], dict]:
+                 backend: str = "float", patch: Optional[Path] = None) -> tuple[list[dict], dict]:
     from hardwire.die import FrozenWeights, open_model_or_die
     from hardwire.measure.quality import evaluate
     from hardwire.model.load import load
@@ -44,7 +44,7 @@ def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokeni
     sequences = read_sequences(text, tokenizer, limit=stories, window=window or context)
     with progress_bar("scoring", len(sequences)) as advance:
         results, float_result = evaluate(candidates, reference, sequences, act_quant=act_quant,
-                                         progress=lambda _: advance(), backend=backend)
+                                         progress=lambda _: advance(), backend=backend, patch=patch)
     rows = []
     for source, candidate, result in zip(sources or [None], candidates, results):
         manifest = candidate.manifest if isinstance(candidate, FrozenWeights) else None
@@ -53,7 +53,8 @@ def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokeni
                "plan": manifest["plan"]["default"] if manifest else "float",
                "bits_per_weight": manifest["totals"]["bits_per_weight"] if manifest else 32.0,
                "rom_bits": manifest["totals"]["rom_bits"] if manifest else 32 * candidate.spec.parameter_count(),
-               **result, "text": str(Path(text).resolve()), "act_quant": act_quant}
+               **result, "text": str(Path(text).resolve()), "act_quant": act_quant,
+               "patch": str(patch) if patch is not None else None}
         rows.append(row)
     return rows, float_result
 
@@ -93,6 +94,7 @@ def register(app: typer.Typer) -> None:
                                                      "of N tokens (default: the model's context)"),
                 backend: str = typer.Option("float", "--backend", help="float (dequantized weights) | golden "
                                             "(the die's integer datapath)"),
+                patch: Optional[Path] = typer.Option(None, "--patch", help="score the die(s) with this patch"),
                 as_json: bool = typer.Option(False, "--json", help="print JSON")):
         """Perplexity, top-1 agreement and KL divergence against the float model, per die."""
         from hardwire.model.load import bundled_text_path
@@ -102,7 +104,7 @@ def register(app: typer.Typer) -> None:
         if stories is not None and stories < 1:
             raise BadConfig(f"expected a positive number of stories, got {stories}", field="--stories")
         rows, float_result = quality_rows(list(sources or []), text or bundled_text_path(), stories, tokenizer,
-                                          float_model, act_quant, window, backend)
+                                          float_model, act_quant, window, backend, patch)
         if as_json:
             print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         else:

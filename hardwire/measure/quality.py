@@ -93,11 +93,13 @@ def next_token_nll(logits: np.ndarray, ids: np.ndarray) -> float:
 
 
 def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant: bool = False,
-             progress=None, backend: str = "float") -> tuple[list[dict], dict]:
+             progress=None, backend: str = "float", patch=None) -> tuple[list[dict], dict]:
     """Score each candidate (a Die or Model) against the float `reference` Model.
 
     backend "float" runs a die's dequantized weights (and reports the error of the residual stream
     after every layer); "golden" runs its integer datapath (logits only, no per-layer error).
+
+    `patch` (a path or `Patch`) is applied to every candidate (each must be the patch's die).
 
     Returns ([per-candidate metrics], reference metrics)."""
     if not sequences:
@@ -108,11 +110,17 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
             raise BadConfig(f"{getattr(c, 'path', c)} has a different model spec than the float reference "
                             f"{getattr(reference, 'path', reference)}")
     float_run = transformer_for(reference, capacity)
+    if patch is not None:
+        from hardwire.runtime.engine import PatchedWeights
+        if not all(hasattr(c, "quantized") for c in candidates):
+            raise BadConfig("a patch belongs to a frozen die; score the die it was trained for", field="--patch")
     if backend == "golden":
-        engines = [make_engine(c, backend="golden") for c in candidates]
+        engines = [make_engine(c, backend="golden", **({"patch": patch} if patch is not None else {}))
+                   for c in candidates]
         runs = [lambda ids, engine=engine: (engine.logits(ids.tolist()), None) for engine in engines]
     elif backend == "float":
-        transformers = [transformer_for(c, capacity, act_quant) for c in candidates]
+        transformers = [transformer_for(c if patch is None else PatchedWeights(c, patch), capacity, act_quant)
+                        for c in candidates]
         runs = [lambda ids, t=t: forward_with_layers(t, ids) for t in transformers]
     else:
         raise BadConfig(f"unknown backend {backend!r} for quality; expected float or golden", field="--backend")

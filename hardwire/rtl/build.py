@@ -28,8 +28,10 @@ def write_rtl(die, directory: str | Path, options: RtlOptions | None = None, tab
     return design
 
 
-def simulator_for(die, tables, options: RtlOptions, log=None) -> tuple[ChipSimulator, dict]:
-    """A running simulator of `die`, built once per generated design (`design_key`)."""
+def simulator_for(die, tables, options: RtlOptions, log=None, workdir: Path | None = None,
+                  plusargs: tuple[str, ...] = ()) -> tuple[ChipSimulator, dict]:
+    """A running simulator of `die`, built once per generated design (`design_key`), started in
+    `workdir` with `plusargs` (the adapter SRAM images, hardwire.rtl.engine)."""
     design = generate(die, tables, options)
     key = design_key(design)
     root = cache_root() / "rtl" / key
@@ -40,4 +42,4 @@ def simulator_for(die, tables, options: RtlOptions, log=None) -> tuple[ChipSimul
         notes = {"die_id": die.id, "generator_version": GENERATOR_VERSION, "top": design.top, **design.notes}
         notes_path.write_text(json.dumps(notes, indent=1) + "\n")
     notes = json.loads(notes_path.read_text())
-    return ChipSimulator(binary, die.spec.vocab_size), notes
+    return ChipSimulator(binary, die.spec.vocab_size, workdir, plusargs), notes

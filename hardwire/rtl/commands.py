@@ -19,8 +19,28 @@ def open_die_argument(path: Optional[Path]):
     return open_die(path)
 
 
-def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[int], gate_clocks: bool = True):
-    from hardwire.datapath import RTL_POINT, weight_style
+def adapter_design(rank: Optional[int], targets: Optional[str]):
+    """--adapter-rank / --adapter-targets: the chip's §11 low-rank blocks (none unless asked for or
+    a patch is run; then hardwire.rtl.top.PATCH_ADAPTERS for what is not given)."""
+    from hardwire.adapters import MAX_RANK, TARGETS
+    from hardwire.datapath import NO_ADAPTERS, AdapterDesign
+    from hardwire.rtl.top import PATCH_ADAPTERS
+    if rank is None and targets is None:
+        return NO_ADAPTERS
+    if rank is not None and not 1 <= rank <= MAX_RANK:
+        raise BadConfig(f"expected a rank in [1, {MAX_RANK}], got {rank}", field="--adapter-rank")
+    shorts = PATCH_ADAPTERS.targets
+    if targets is not None:
+        shorts = tuple(name.strip() for name in targets.split(",") if name.strip())
+        if not shorts or any(name not in TARGETS for name in shorts):
+            raise BadConfig(f"expected a comma-separated list of {', '.join(TARGETS)}; got {targets!r}",
+                            field="--adapter-targets")
+    return AdapterDesign(PATCH_ADAPTERS.rank if rank is None else rank, shorts)
+
+
+def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[int], gate_clocks: bool = True,
+                adapters=None):
+    from hardwire.datapath import NO_ADAPTERS, RTL_POINT, weight_style
     from hardwire.rtl.top import RTL_STYLES, RtlOptions
     if weight_style(style) not in RTL_STYLES:
         raise BadConfig(f"expected one of {', '.join(RTL_STYLES)} (rom is rom_mac), got {style!r}", field="--style")
@@ -30,7 +50,8 @@ def rtl_options(weights_per_lane: Optional[int], style: str, context: Optional[i
         raise BadConfig(f"expected a positive number, got {weights_per_lane}", field="--weights-per-lane")
     if context is not None and context < 1:
         raise BadConfig(f"expected a positive number of positions, got {context}", field="--context")
-    return RtlOptions(weights_per_lane=weights_per_lane, style=style, positions=context, gate_clocks=gate_clocks)
+    return RtlOptions(weights_per_lane=weights_per_lane, style=style, positions=context, gate_clocks=gate_clocks,
+                      adapters=adapters or NO_ADAPTERS)
 
 
 def icarus_generate(die, options, prompt, ids, max_tokens: int, temperature: float):
@@ -73,6 +94,9 @@ def register(app: typer.Typer) -> None:
     lanes_help = "cycles per matrix-vector product, which sets the MAC lanes (default: ChipConfig's, 256)"
     gating_help = ("each pipeline stage on its own gated clock, running only while it has work (default); "
                    "--no-clock-gating: every stage on clk, e.g. for an FPGA, where gated clocks are avoided")
+    rank_help = ("largest rank of the chip's low-rank adapter blocks (§11), each with an SRAM loaded at run time "
+                 "(default: none; 16 when --adapter-targets or --patch is given)")
+    targets_help = "layer matrices with a low-rank adapter block, e.g. wq,wv (default with --adapter-rank: all seven)"
 
     @app.command()
     def rtl(die: Path = typer.Argument(..., help="die directory"),
@@ -81,11 +105,14 @@ def register(app: typer.Typer) -> None:
             style: str = typer.Option("rom_mac", "--style",
                                       help="rom_mac (ROM + MAC lanes; also `rom`) | hardwired (constant multipliers)"),
             context: Optional[int] = typer.Option(None, "--context", help="KV-cache positions (default: the model's)"),
-            gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help)):
+            gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help),
+            adapter_rank: Optional[int] = typer.Option(None, "--adapter-rank", help=rank_help),
+            adapter_targets: Optional[str] = typer.Option(None, "--adapter-targets", help=targets_help)):
         """Write the die's Verilog: one file per module, top `hw_chip`, files.f and design.json."""
         from hardwire.rtl.build import write_rtl
         opened = open_die_argument(die)
-        design = write_rtl(opened, output, rtl_options(weights_per_lane, style, context, gate_clocks))
+        design = write_rtl(opened, output, rtl_options(weights_per_lane, style, context, gate_clocks,
+                                                       adapter_design(adapter_rank, adapter_targets)))
         print(f"{output}  top {design.top}, {len(design.modules)} modules, "
               f"{sum(len(t) for t in design.modules.values()) / 1e6:.2f} MB of Verilog")
 
@@ -103,9 +130,14 @@ def register(app: typer.Typer) -> None:
             gate_clocks: bool = typer.Option(True, "--clock-gating/--no-clock-gating", help=gating_help),
             clock_ghz: float = typer.Option(1.0, "--clock-ghz", help="the clock that turns the RTL's cycles into "
                                                                      "chip time (the estimate's default, 1 GHz)"),
+            patch: Optional[Path] = typer.Option(None, "--patch", help="a patch (hardwire patch train) loaded into "
+                                                                       "the chip's adapter SRAM at simulation start"),
+            adapter_rank: Optional[int] = typer.Option(None, "--adapter-rank", help=rank_help),
+            adapter_targets: Optional[str] = typer.Option(None, "--adapter-targets", help=targets_help),
             as_json: bool = typer.Option(False, "--json")):
         """Generate tokens by simulating the die's RTL cycle by cycle (the build is cached by die id).
-        Reports the chip time of the cycles taken and the datapath's prediction of them."""
+        Reports the chip time of the cycles taken and the datapath's prediction of them. With --patch,
+        the patch runs from the adapter SRAM (the same build serves every patch that fits)."""
         import time
 
         from hardwire.backend import prompt_ids
@@ -117,13 +149,18 @@ def register(app: typer.Typer) -> None:
         if not 0 < clock_ghz <= 10:
             raise BadConfig(f"expected a clock in (0, 10] GHz, got {clock_ghz}", field="--clock-ghz")
         opened = open_die_argument(die)
-        options = rtl_options(weights_per_lane, "rom_mac", context, gate_clocks)
+        options = rtl_options(weights_per_lane, "rom_mac", context, gate_clocks,
+                              adapter_design(adapter_rank, adapter_targets))
+        if simulator == "icarus" and (patch is not None or options.adapters.present):
+            raise BadConfig("--simulator icarus does not load adapter SRAMs; use verilator", field="--simulator")
+        opened_patch = None
         if simulator == "icarus":
             result, start, seconds = icarus_generate(opened, options, prompt, ids, max_tokens, temperature)
             # the prompt, then the chip's own tokens
             stepped = (list(start) + list(result.ids))[:len(result.extra.get("cycles_per_token", []))]
         else:
-            engine = RtlEngine(opened, options=options, log=log)
+            engine = RtlEngine(opened, options=options, log=log, patch=patch)
+            options, opened_patch = engine.options, engine.patch
             try:
                 start = prompt_ids(engine, prompt, ids)
                 began = time.perf_counter()
@@ -135,13 +172,15 @@ def register(app: typer.Typer) -> None:
                 engine.close()
         cycles = result.extra.get("cycles_per_token", [])
         steps = len(cycles)
-        timing = timing_report(opened, tables_for(opened), options, stepped, cycles, clock_ghz)
+        timing = timing_report(opened, tables_for(opened), options, stepped, cycles, clock_ghz, opened_patch)
         if as_json:
             print(json.dumps({"ids": result.ids, "text": result.text, "prompt_ids": start,
                               "stop_reason": result.stop_reason, "backend": "rtl",
                               "chip": generation_timing(opened.spec, prompt_tokens=len(start),
                                                         generated_tokens=len(result.ids)),
                               "simulator": simulator, "simulated_steps_per_s": steps / seconds if seconds else 0.0,
+                              "patch": opened_patch.id if opened_patch is not None else None,
+                              "adapters": options.adapters.to_dict(),
                               **result.extra, **timing}))
         else:
             print((prompt or "") + result.text)

@@ -7,6 +7,10 @@ hardware could differ. Every step's cycle count is kept (`cycles`), and `generat
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from hardwire.backend import Generation
@@ -15,18 +19,37 @@ from hardwire.golden.engine import GoldenEngine
 
 
 class RtlEngine(GoldenEngine):
+    """`patch`: a patch (path or opened) loaded into the chip's adapter SRAM when the simulation
+    starts; the chip is generated with adapter hardware that holds it (`RtlOptions.for_patch`), the
+    same Verilog for any patch that fits. Adapter hardware without a patch runs with a zero SRAM."""
     backend = "rtl"
 
-    def __init__(self, source, options=None, capacity: int | None = None, log=None):
-        super().__init__(source, capacity=capacity)
+    def __init__(self, source, options=None, capacity: int | None = None, log=None, patch=None):
+        super().__init__(source, capacity=capacity, patch=patch)
         from hardwire.rtl.build import simulator_for
         from hardwire.rtl.top import RtlOptions
-        self.options = options or RtlOptions()
-        self.simulator, self.design_notes = simulator_for(source, self.tables, self.options, log=log)
+        options = options or RtlOptions()
+        self.options = options.for_patch(self.patch) if self.patch is not None else options
+        self.sram_directory, plusargs = self._load_adapter_sram()
+        self.simulator, self.design_notes = simulator_for(source, self.tables, self.options, log=log,
+                                                          workdir=self.sram_directory, plusargs=plusargs)
         self.positions = self.design_notes["positions"]
         self.position = 0
         self.cycles: list[int] = []
         self.stepped: list[int] = []       # the tokens stepped since the reset, one per entry of `cycles`
+
+    def _load_adapter_sram(self) -> tuple[Path | None, tuple[str, ...]]:
+        """The adapter SRAM images (the patch's adapters, zeros elsewhere) in a directory of their own,
+        and the argument that makes the simulator load them; nothing without adapter hardware."""
+        from hardwire.datapath import build
+        from hardwire.rtl.blocks.adapter import SRAM_PLUSARG, write_sram_images
+        adapters = self.options.adapters
+        if not adapters.present:
+            return None, ()
+        directory = Path(tempfile.mkdtemp(prefix="hardwire-adapter-sram-"))
+        blocks = {r.name: (r.rows, r.cols) for r in build(self.spec, self.options.point, adapters).low_rank()}
+        write_sram_images(directory, blocks, adapters.rank, self.patch.adapters if self.patch is not None else {})
+        return directory, (f"+{SRAM_PLUSARG}",)
 
     def reset(self) -> None:
         self.simulator.reset()
@@ -62,9 +85,13 @@ class RtlEngine(GoldenEngine):
 
     def close(self) -> None:
         self.simulator.close()
+        if self.sram_directory is not None:
+            shutil.rmtree(self.sram_directory, ignore_errors=True)
+            self.sram_directory = None
 
 
-def timing_report(die, tables, options, stepped: list[int], cycles: list[int], clock_ghz: float) -> dict:
+def timing_report(die, tables, options, stepped: list[int], cycles: list[int], clock_ghz: float,
+                  patch=None) -> dict:
     """What the simulated chip took and what the datapath predicts for it.
 
     `rtl_chip`: chip time from the cycles the RTL took, at `clock_ghz`. `rtl_estimate`: the token
@@ -75,8 +102,8 @@ def timing_report(die, tables, options, stepped: list[int], cycles: list[int], c
     from hardwire.golden.engine import token_exponents
     hz = clock_ghz * 1e9
     point = options.design_point(die, tables)
-    step = build(die, point)
-    exponents = token_exponents(die, stepped, tables)
+    step = build(die, point, options.adapters)
+    exponents = token_exponents(die, stepped, tables, patch)
     predicted = predicted_cycles(step, exponents)
     worst = [step.cycles(t + 1) for t in range(len(stepped))]
 

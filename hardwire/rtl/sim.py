@@ -85,13 +85,14 @@ def unpack_vector(word: int, width: int, count: int, signed: bool = True) -> lis
 
 def run_icarus(modules: dict[str, str], top: str, inputs: list[tuple[str, int]], outputs: list[tuple[str, int]],
                vectors: list[list[int]], sequential: bool = True, workdir: str | Path | None = None,
-               timeout_s: float = 600, parameters: str = "") -> list[list[int]]:
+               timeout_s: float = 600, parameters: str = "", plusargs: tuple[str, ...] = ()) -> list[list[int]]:
     """Simulate `top` once per vector with Icarus and return the raw output words.
 
     `inputs`/`outputs`: (port, width) pairs; a vector gives one integer (bit pattern) per input
     port. Sequential blocks have clk, rst, start and done: each vector is applied, start pulsed,
     and the outputs read when done rises. Combinational blocks are read 1 ns after the inputs.
-    `parameters`: the instance's parameter overrides, e.g. `emit.overrides(...)`."""
+    `parameters`: the instance's parameter overrides, e.g. `emit.overrides(...)`. `plusargs`: given to
+    the simulation (`+name`), which runs in `workdir` (files a block loads at start go there)."""
     require("iverilog")
     require("vvp")
     own = workdir is None
@@ -148,7 +149,7 @@ def run_icarus(modules: dict[str, str], top: str, inputs: list[tuple[str, int]],
                                   capture_output=True, text=True, timeout=timeout_s)
         if compile_.returncode:
             raise RuntimeError(f"iverilog failed:\n{compile_.stderr[-4000:]}")
-        run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        run = subprocess.run(["vvp", "-n", "sim.vvp", *plusargs], cwd=work, capture_output=True, text=True, timeout=timeout_s)
         if run.returncode:
             raise RuntimeError(f"vvp failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
         results = []
@@ -289,12 +290,14 @@ def build_verilator(design, key: str, vocab: int, jobs: int | None = None, cycle
 
 
 class ChipSimulator:
-    """A running simulator binary: `step(token)` -> (int logits or None, next token, cycles)."""
+    """A running simulator binary: `step(token)` -> (int logits or None, next token, cycles).
+    `workdir` and `plusargs`: where it runs and its `+name` arguments (files it loads at start,
+    such as the adapter SRAM images, are found there)."""
 
-    def __init__(self, binary: Path, vocab: int):
+    def __init__(self, binary: Path, vocab: int, workdir: Path | None = None, plusargs: tuple[str, ...] = ()):
         self.vocab = vocab
-        self.process = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        bufsize=1)
+        self.process = subprocess.Popen([str(binary), *plusargs], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, bufsize=1, cwd=workdir)
 
     def _send(self, line: str) -> None:
         self.process.stdin.write(line + "\n")

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hardwire.adapters import TARGETS
 from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS
-from hardwire.datapath import RTL_POINT, DesignPoint, build, chunk_plan
+from hardwire.datapath import NO_ADAPTERS, RTL_POINT, AdapterDesign, DesignPoint, build, chunk_plan
 from hardwire.errors import BadConfig
+from hardwire.rtl.blocks.adapter import adapter_module, adapter_name, term_bits
 from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
                                            kv_sram_module, reciprocal_table_module)
 from hardwire.rtl.blocks.embed import embed_module
@@ -53,22 +55,38 @@ LAYER_STAGES = [Stage("ATTN_NORM", "go_attn_norm", ("attn_norm_done",)),
 RTL_FIXED = {"split_rows": False, "rope_heads_per_cycle": 1, "attention_positions_per_cycle": 1,
              "attention_heads_per_cycle": 1, "logits_per_cycle": 1, "schedule": "sequential"}
 RTL_STYLES = ("rom_mac", "hardwired")
+# The adapter hardware a chip is generated with to run a patch when none is asked for: a low-rank
+# block on every projection of every layer, rank 16 (twice `hardwire patch train`'s default rank; a
+# patch of any lower rank and any targets loads into it, the rest of the SRAM stays zero). A design
+# option, like the ROMs fixed before any patch exists: the Verilog never depends on the patch loaded.
+PATCH_ADAPTERS = AdapterDesign(rank=16, targets=TARGETS)
+
+
+def default_adapters(patch) -> AdapterDesign:
+    """PATCH_ADAPTERS, or for a patch of a higher rank the same blocks at that rank rounded up to a
+    power of two (one build then serves every patch of that rank class)."""
+    rank = max(adapter.rank for adapter in patch.adapters.values())
+    if rank <= PATCH_ADAPTERS.rank:
+        return PATCH_ADAPTERS
+    return AdapterDesign(1 << (rank - 1).bit_length(), PATCH_ADAPTERS.targets)
 
 
 @dataclass(frozen=True, init=False)
 class RtlOptions:
     """Generator knobs: the design point (`point`: weight style, weights per lane, which sets each
     matvec's lanes through hardwire.datapath, norm and embedding elements per cycle), the KV-cache
-    capacity `positions` (default: the model's context) and clock gating. The point's fields may
-    be given by name (`RtlOptions(weights_per_lane=1024)`; `style` is weight_style, `rom` its old
-    name for rom_mac)."""
+    capacity `positions` (default: the model's context), clock gating and the §11 adapter hardware
+    (`adapters`: its rank and the matrices with a low-rank block; none by default). The point's
+    fields may be given by name (`RtlOptions(weights_per_lane=1024)`; `style` is weight_style, `rom`
+    its old name for rom_mac)."""
 
     point: DesignPoint
     positions: int | None
     gate_clocks: bool                  # each stage on its own gated clock (off: one clock, e.g. for an FPGA)
+    adapters: AdapterDesign            # low-rank blocks and their SRAM (rtl/blocks/adapter.py)
 
     def __init__(self, point: DesignPoint = RTL_POINT, positions: int | None = None, gate_clocks: bool = True,
-                 **point_fields):
+                 adapters: AdapterDesign = NO_ADAPTERS, **point_fields):
         if "style" in point_fields:
             point_fields["weight_style"] = point_fields.pop("style")
         point = point.replace(**point_fields) if point_fields else point
@@ -82,9 +100,32 @@ class RtlOptions:
         object.__setattr__(self, "point", point)
         object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "gate_clocks", gate_clocks)
+        if adapters.per_cycle != 1:
+            raise BadConfig(f"the RTL's low-rank blocks take one element per cycle, not {adapters.per_cycle!r}",
+                            field="adapter_per_cycle")
+        object.__setattr__(self, "adapters", adapters)
 
     def to_dict(self) -> dict:
-        return {"point": self.point.to_dict(), "positions": self.positions, "gate_clocks": self.gate_clocks}
+        return {"point": self.point.to_dict(), "positions": self.positions, "gate_clocks": self.gate_clocks,
+                "adapters": self.adapters.to_dict()}
+
+    def with_adapters(self, adapters: AdapterDesign) -> "RtlOptions":
+        return RtlOptions(self.point, self.positions, self.gate_clocks, adapters)
+
+    def for_patch(self, patch) -> "RtlOptions":
+        """These options with adapter hardware that holds `patch` (`default_adapters` when none was
+        asked for); a patch the hardware asked for cannot hold is refused, naming what to change."""
+        options = self if self.adapters.present else self.with_adapters(default_adapters(patch))
+        hardware = options.adapters
+        for target, adapter in patch.adapters.items():
+            short = target.rsplit(".", 1)[-1]
+            if not hardware.covers(short):
+                raise BadConfig(f"the patch adapts {target}, but the generated chip has low-rank blocks only on "
+                                f"{', '.join(hardware.targets)}", field="--adapter-targets")
+            if adapter.rank > hardware.rank:
+                raise BadConfig(f"the patch's {target} has rank {adapter.rank}; the generated chip's low-rank "
+                                f"blocks hold rank {hardware.rank} at most", field="--adapter-rank")
+        return options
 
     def design_point(self, die, tables: dict) -> DesignPoint:
         """The design point of the chip generated for `die`: this one at the die's activation and KV
@@ -93,11 +134,14 @@ class RtlOptions:
         spec = die.spec
         kv_bits = _scalar(tables, "kv_bits")
         positions = min(self.positions or spec.max_context, spec.max_context)
-        bits = [die.quantized(m.name).format.bits for m in build(spec, self.point).matrices()]
+        step = build(spec, self.point, self.adapters)
+        bits = [die.quantized(m.name).format.bits for m in step.matrices()]
         kv_sram_bits = 2 * spec.layers * spec.kv_dim * kv_bits * positions
+        adapter_sram_bits = sum(r.sram_bits() for r in step.low_rank())
         return self.point.replace(activation_bits=_scalar(tables, "activation_bits"), kv_bits=kv_bits,
                                   weight_bits=max(bits), high_precision_bits=0, high_precision_fraction=0.0,
-                                  kv_sram_mib=kv_sram_bits / (8 * 2**20))
+                                  kv_sram_mib=kv_sram_bits / (8 * 2**20),
+                                  lora_sram_mib=adapter_sram_bits / (8 * 2**20))
 
 
 def int_matrix(die, tables: dict, name: str) -> IntMatrix:
@@ -131,12 +175,33 @@ def norm_instance(instance: str, rom: str, shared: str, per: int, chunk_bits: in
     ]
 
 
+def matvec_instance(index: int, short: str, go: str, x: str, mu: str, e: str, done: str, y: str,
+                    low_rank: dict[str, int]) -> list[str]:
+    """Layer `index`'s product by `short` started by `go`. A matrix with a §11 low-rank block
+    (`low_rank`: short name -> width of its term vector) is preceded by it: the block starts on
+    `go`, reads the same x, and its `done` starts the product, which adds its terms."""
+    matrix = f"layers.{index}.{short}"
+    start, term = go, ""
+    lines = []
+    if short in low_rank:
+        lines = [f"    wire {short}_low_rank_done;",
+                 f"    wire [{low_rank[short] - 1}:0] {short}_term;",
+                 f"    {adapter_name(matrix)} {short}_low_rank (.clk(clk), .rst(rst), .start({go}), .x({x}), "
+                 f".done({short}_low_rank_done), .term({short}_term));"]
+        start, term = f"{short}_low_rank_done", f", .term({short}_term)"
+    return lines + [f"    {module_name(matrix)} {short} (.clk(clk), .rst(rst), .start({start}), .x({x}), .mu({mu}), "
+                    f".e({e}){term}, .done({done}), .y({y}));"]
+
+
 def layer_module(index: int, spec, act_bits: int, positions: int, constants: dict) -> str:
     p = f"layers_{index}"
     dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
     pos_bits = index_bits(positions)
     w, r, a = INTERNAL_BITS, RESIDUAL_BITS, act_bits
-    mv = {short: module_name(f"layers.{index}.{short}") for short in LAYER_MATRICES}
+    low_rank = constants.get("low_rank", {})
+
+    def product(short, go, x, mu, e, done, y):
+        return matvec_instance(index, short, go, x, mu, e, done, y, low_rank)
     attention_constants = overrides(score_mult=(constants["score_mult"], SCORE_MULT_BITS),
                                     score_shift=(constants["score_shift"], 8),
                                     out_mult=(constants["out_mult"], OUT_MULT_BITS), out_shift=(constants["out_shift"], 8))
@@ -172,26 +237,25 @@ def layer_module(index: int, spec, act_bits: int, positions: int, constants: dic
         *norm_instance("attn_norm", f"hw_rmsnorm_{p}_attn_norm_mult", constants["norm"], constants["norm_per"],
                        constants["norm_chunk_bits"], constants["attn_norm_shift"], "go_attn_norm", "h", "attn_normed",
                        "attn_norm_mu", "attn_norm_e"),
-        f"    {mv['wq']} wq (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(q_done), .y(q));",
-        f"    {mv['wk']} wk (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(k_done), .y(k));",
-        f"    {mv['wv']} wv (.clk(clk), .rst(rst), .start(go_qkv), .x(attn_normed), .mu(attn_norm_mu), .e(attn_norm_e), .done(v_done), .y(v));",
+        *product("wq", "go_qkv", "attn_normed", "attn_norm_mu", "attn_norm_e", "q_done", "q"),
+        *product("wk", "go_qkv", "attn_normed", "attn_norm_mu", "attn_norm_e", "k_done", "k"),
+        *product("wv", "go_qkv", "attn_normed", "attn_norm_mu", "attn_norm_e", "v_done", "v"),
         "    hw_rope rope (.clk(clk), .rst(rst), .start(go_rope), .pos(pos), .x({k, q}), .done(rope_done), "
         ".y(qk_rotated));",
         f"    {constants['attention']} {attention_constants}",
         "        attention (.clk(clk), .rst(rst), .start(go_attention), .pos(pos), .first(first),",
         f"        .q(qk_rotated[{q_dim * w - 1}:0]), .k(qk_rotated[{(q_dim + kv_dim) * w - 1}:{q_dim * w}]), .v(v),",
         "        .done(attention_done), .out(attended), .mu(attended_mu), .e(attended_e));",
-        f"    {mv['wo']} wo (.clk(clk), .rst(rst), .start(go_wo), .x(attended), .mu(attended_mu), .e(attended_e), .done(wo_done), .y(wo_y));",
+        *product("wo", "go_wo", "attended", "attended_mu", "attended_e", "wo_done", "wo_y"),
         *norm_instance("ffn_norm", f"hw_rmsnorm_{p}_ffn_norm_mult", constants["norm"], constants["norm_per"],
                        constants["norm_chunk_bits"], constants["ffn_norm_shift"], "go_ffn_norm", "h", "ffn_normed",
                        "ffn_norm_mu", "ffn_norm_e"),
-        f"    {mv['w_gate']} w_gate (.clk(clk), .rst(rst), .start(go_gate_up), .x(ffn_normed), .mu(ffn_norm_mu), .e(ffn_norm_e), .done(gate_done), "
-        ".y(gate));",
-        f"    {mv['w_up']} w_up (.clk(clk), .rst(rst), .start(go_gate_up), .x(ffn_normed), .mu(ffn_norm_mu), .e(ffn_norm_e), .done(up_done), .y(up));",
+        *product("w_gate", "go_gate_up", "ffn_normed", "ffn_norm_mu", "ffn_norm_e", "gate_done", "gate"),
+        *product("w_up", "go_gate_up", "ffn_normed", "ffn_norm_mu", "ffn_norm_e", "up_done", "up"),
         f"    {constants['swiglu']} {swiglu_constants}",
         "        swiglu (.clk(clk), .rst(rst), .start(go_swiglu), .gate(gate), .up(up), .done(swiglu_done), .x(gated),",
         "        .mu(gated_mu), .e(gated_e));",
-        f"    {mv['w_down']} w_down (.clk(clk), .rst(rst), .start(go_down), .x(gated), .mu(gated_mu), .e(gated_e), .done(down_done), .y(down_y));",
+        *product("w_down", "go_down", "gated", "gated_mu", "gated_e", "down_done", "down_y"),
         "",
         "    // §8.2 residual: h = sat32(h + y), in the cycle the wo or w_down product is done",
         "    // (element by element: a function of whole vectors makes Verilator clear its wide temporaries",
@@ -355,7 +419,8 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     tables = tables if tables is not None else tables_for(die)
     spec = die.spec
     point = options.point
-    step = build(die, point)           # each matvec's lanes and cycles (hardwire.datapath)
+    adapters = options.adapters
+    step = build(die, point, adapters)  # each matvec's lanes and cycles, the low-rank blocks (hardwire.datapath)
     act_bits = _scalar(tables, "activation_bits")
     kv_bits = _scalar(tables, "kv_bits")
     positions = min(options.positions or spec.max_context, spec.max_context)
@@ -363,7 +428,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     if options.gate_clocks:
         design.add(*clock_gate_module())
     notes = {"options": options.to_dict(), "positions": positions, "activation_bits": act_bits, "kv_bits": kv_bits,
-             "matvec": {}}
+             "matvec": {}, "low_rank": {}}
 
     def add_all(modules: dict[str, str]) -> None:
         for name, text in modules.items():
@@ -391,16 +456,27 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
               "attention": attention_name(spec.heads, spec.kv_heads, spec.head_dim),
               "swiglu": swiglu_name(spec.ffn_dim, act_bits, point.norm_per_cycle)}
 
-    def add_matvec(name: str, out_bits: int) -> None:
+    def add_matvec(name: str, out_bits: int, low_rank: int = 0) -> int:
+        """The product's modules, and its §11 low-rank block with `low_rank` lanes (0: none); returns
+        the width of the block's term vector (0: none)."""
         matrix = int_matrix(die, tables, name)
         plan = step.plan(name)
-        add_all(matvec_modules(matrix, act_bits, out_bits, point.weight_style, plan.lanes))
+        bits = term_bits(matrix.cols, low_rank, act_bits) if low_rank else 0
+        add_all(matvec_modules(matrix, act_bits, out_bits, point.weight_style, plan.lanes, bits))
         notes["matvec"][name] = {"rows": matrix.rows, "cols": matrix.cols, "lanes": plan.lanes, "cycles": plan.cycles}
+        if low_rank:
+            add_all(adapter_module(name, matrix.rows, matrix.cols, low_rank, act_bits))
+            notes["low_rank"][name] = {"rows": matrix.rows, "cols": matrix.cols, "rank": low_rank}
+        return matrix.rows * bits
 
     for i in range(spec.layers):
         p = f"layers.{i}."
+        low_rank = {}
         for short in LAYER_MATRICES:
-            add_matvec(p + short, RESIDUAL_BITS if short in ("wo", "w_down") else INTERNAL_BITS)
+            width = add_matvec(p + short, RESIDUAL_BITS if short in ("wo", "w_down") else INTERNAL_BITS,
+                               adapters.rank if adapters.covers(short) else 0)
+            if width:
+                low_rank[short] = width
         for norm in ("attn_norm", "ffn_norm"):
             add_all(rmsnorm_rom(p + norm, np.asarray(tables[p + norm + ".mult"]), spec.hidden_dim,
                                 point.norm_per_cycle))
@@ -411,7 +487,7 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
         constants = {**shared, "attn_norm_shift": _scalar(tables, p + "attn_norm.shift"),
                      "ffn_norm_shift": _scalar(tables, p + "ffn_norm.shift"), "score_mult": score_m,
                      "score_shift": score_k, "out_mult": out_m, "out_shift": out_k, "index_mult": index_m,
-                     "index_shift": index_k, "glu_mult": glu_m, "glu_shift": glu_k}
+                     "index_shift": index_k, "glu_mult": glu_m, "glu_shift": glu_k, "low_rank": low_rank}
         design.add(f"hw_layer_{i}", layer_module(i, spec, act_bits, positions, constants))
     add_all(rmsnorm_rom("final_norm", np.asarray(tables["final_norm.mult"]), spec.hidden_dim, point.norm_per_cycle))
     head = spec.classifier

@@ -34,9 +34,7 @@ def register(app: typer.Typer) -> None:
         """Generate text from a model or die. With no prompt, starts from BOS."""
         from hardwire.chip.estimate import generation_timing
         from hardwire.runtime.engine import make_engine
-        if patch is not None:
-            raise BadConfig("LoRA patches are not implemented yet", field="--patch")
-        engine = make_engine(model, backend=backend)
+        engine = make_engine(model, backend=backend, **({"patch": patch} if patch is not None else {}))
         start = prompt_ids(engine, prompt, ids)
         result = engine.generate(start, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         chip = generation_timing(engine.spec, prompt_tokens=len(start), generated_tokens=len(result.ids))
@@ -76,7 +74,9 @@ def register(app: typer.Typer) -> None:
               api_key: Optional[str] = typer.Option(None, "--api-key", envvar="HARDWIRE_API_KEY",
                                                     help="require 'Authorization: Bearer KEY' on /v1/"),
               max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="larger bodies get 413"),
-              chip: str = typer.Option("hc1", "--chip", help="chip whose timing responses carry")):
+              chip: str = typer.Option("hc1", "--chip", help="chip whose timing responses carry"),
+              patches: list[Path] = typer.Option([], "--patch",
+                                                 help="a patch of the die, served as model DIE+NAME (repeatable)")):
         """Serve an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)."""
         import logging
 
@@ -90,8 +90,16 @@ def register(app: typer.Typer) -> None:
         engine = make_engine(model, backend=backend)
         source = engine.source
         name = source.id if isinstance(source, FrozenWeights) else Path(str(source.path)).name
+        patched = {}
+        for path in patches:
+            variant = make_engine(source, backend=backend, patch=path)
+            label = f"{name}+{variant.patch.name}"
+            if label in patched:
+                raise BadConfig(f"two patches are named {variant.patch.name!r}; rename one", path=path,
+                                field="--patch")
+            patched[label] = variant
         app = create_app(engine, name, max_slots=slots, queue=queue, pace=pace, api_key=api_key,
-                         max_body_bytes=max_body_bytes, chip=chip)
+                         max_body_bytes=max_body_bytes, chip=chip, patched=patched)
         access = logging.getLogger("hardwire.access")     # one JSON line per request, instead of uvicorn's
         access.setLevel(logging.INFO)
         access.addHandler(logging.StreamHandler())
@@ -101,7 +109,8 @@ def register(app: typer.Typer) -> None:
         uvicorn_exit = server.handle_exit
 
         def handle_exit(sig, frame):        # Ctrl-C: running streams end cleanly ("abort", [DONE]) first
-            app.state.scheduler.drain()
+            for each in app.state.services.values():
+                each.scheduler.drain()
             uvicorn_exit(sig, frame)
         server.handle_exit = handle_exit
         server.run()

@@ -13,14 +13,44 @@ from hardwire.errors import BadConfig
 BACKENDS = ("float", "golden", "rtl")
 
 
+class PatchedWeights:
+    """A die whose `tensor(name)` of each patched matrix is W + ΔW, ΔW the real value of its
+    integer adapter: the float backend runs a patch on the die's dequantized weights, as it runs
+    the die. Everything else is the die's."""
+
+    def __init__(self, die, patch):
+        from hardwire.golden.engine import patch_for
+        from hardwire.golden.tables import tables_for
+        self.die = die
+        self.patch = patch_for(patch, die)
+        self.tables = tables_for(die)
+
+    def __getattr__(self, name):
+        return getattr(self.die, name)
+
+    def tensor(self, name):
+        from hardwire.golden.adapter import dequantized_delta, row_ratios
+        base = self.die.tensor(name)
+        adapter = self.patch.adapters.get(name)
+        if adapter is None:
+            return base
+        return base + dequantized_delta(adapter, row_ratios(self.die, self.tables, name))
+
+
 class FloatEngine(Engine):
     """The float reference: a checkpoint's weights, or a die's dequantized weights."""
     backend = "float"
 
-    def __init__(self, source, capacity: int | None = None):
+    def __init__(self, source, capacity: int | None = None, patch=None):
         super().__init__(source)
         from hardwire.model.reference import FloatTransformer
-        self.transformer = FloatTransformer(self.spec, source.tensor, capacity=capacity)
+        tensor = source.tensor
+        if patch is not None:
+            if not hasattr(source, "quantized"):
+                raise BadConfig("a patch belongs to a frozen die; pass the die it was trained for", field="--patch")
+            patched = PatchedWeights(source, patch)
+            self.patch, tensor = patched.patch, patched.tensor
+        self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity)
 
     def reset(self) -> None:
         self.transformer.reset()

@@ -857,10 +857,13 @@ class Service:
 
 def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: int = DEFAULT_MAX_SLOTS,
                queue: int = DEFAULT_QUEUE, pace: Optional[str] = None, api_key: Optional[str] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, chip: str = "hc1") -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, chip: str = "hc1",
+               patched: Optional[dict] = None) -> FastAPI:
     """The app over `engine`. `slots` fixes the number of users; by default it is the chip's
     maximum users at the model's context, at most `max_slots`. `pace="chip"` releases tokens no
-    faster than the chip would."""
+    faster than the chip would. `patched` maps further model names (`DIE+PATCH`) to engines of the
+    same die running a patch; a request picks one by its `model` field (none: the base). Each has
+    its own slots and queue: the patches are served side by side, as separate users of the chip."""
     if pace not in (None, "chip"):
         raise HardwireError(f"unknown pace {pace!r}; expected 'chip' or none")
     if slots is None:
@@ -870,14 +873,29 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
     settings = ServerSettings(slots=max(1, slots), queue=max(0, queue), pace=pace, api_key=api_key,
                               max_body_bytes=max_body_bytes, chip=chip)
     service = Service(engine, model_name, settings)
+    services = {model_name: service}
+    for name, patched_engine in (patched or {}).items():
+        services[name] = Service(patched_engine, name, settings)
+
+    def route(request: SamplingRequest) -> Service:
+        if request.model is None:
+            return service
+        chosen = services.get(request.model)
+        if chosen is None:
+            raise APIError(404, f"the model {request.model!r} does not exist here; this server serves "
+                                f"{', '.join(repr(n) for n in services)} (GET /v1/models)", param="model",
+                           code="model_not_found")
+        return chosen
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        service.scheduler.stop()
+        for each in services.values():
+            each.scheduler.stop()
 
     app = FastAPI(title="hardwire", description="OpenAI-compatible API over a hardwired model", lifespan=lifespan)
     app.state.service, app.state.scheduler = service, service.scheduler
+    app.state.services = services
     app.add_middleware(Gate, settings=settings, metrics=service.metrics)
 
     @app.exception_handler(APIError)
@@ -902,8 +920,8 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
 
     @app.get("/v1/models")
     def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
-                                            "owned_by": "hardwire"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "hardwire"}
+                                           for name in services]}
 
     @app.get("/health")
     def health():
@@ -916,10 +934,10 @@ def create_app(engine, model_name: str, slots: Optional[int] = None, max_slots: 
 
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest):
-        return await service.completions(request)
+        return await route(request).completions(request)
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest):
-        return await service.chat(request)
+        return await route(request).chat(request)
 
     return app

@@ -22,11 +22,16 @@ the whole product is one registered pass, 2 cycles. Worth it only for small matr
 cells per weight against ~1-2 for the ROM (docs/rtl.md, measured toolchain facts).
 
 Interface (both styles): `start` (one-cycle pulse, x held stable until `done`), `done` (one-cycle
-pulse; y then holds until the next `start`), x and y flattened (element i at [i*W +: W]).
+pulse; y then holds until the next `start`), x and y flattened (element i at [i*W +: W]). A matrix
+with a §11 low-rank block (`term_bits` > 0) has a `term` input, one T_i per row (from
+rtl/blocks/adapter.py, stable from `start` to `done`), which its requantizers add to each row's
+accumulator A_i before requantizing it (`with_term`), as `hardwire.golden.matvec.matvec` adds `extra`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import dataclasses
 
 import numpy as np
 
@@ -156,11 +161,35 @@ def requantize_function(widths: Widths, out_bits: int) -> list[str]:
     ]
 
 
-def matvec_ports(rows: int, cols: int, x_bits: int, out_bits: int) -> list[Port]:
-    """The interface both styles share."""
+def matvec_ports(rows: int, cols: int, x_bits: int, out_bits: int, term_bits: int = 0) -> list[Port]:
+    """The interface both styles share (with `term`, a low-rank block's T_i per row, when term_bits > 0)."""
+    term = [Port("input", "term", rows * term_bits)] if term_bits else []
     return [Port("input", "clk"), Port("input", "rst"), Port("input", "start"),
-            Port("input", "x", cols * x_bits), Port("input", "mu", 4), Port("input", "e", 4),
+            Port("input", "x", cols * x_bits), Port("input", "mu", 4), Port("input", "e", 4), *term,
             Port("output", "done", reg=True), Port("output", "y", rows * out_bits, reg=True)]
+
+
+def term_sum_bits(acc_bits: int, term_bits: int) -> int:
+    """Width of A_i + T_i (§11): within s64 wherever A_i is (docs/arithmetic.md)."""
+    if not term_bits:
+        return acc_bits
+    bits = max(acc_bits, term_bits) + 1
+    if bits > 64:
+        raise ValueError(f"A_i + T_i needs {bits} bits, more than the requantizer's 64")
+    return bits
+
+
+def with_term_function(acc_bits: int, term_bits: int) -> list[str]:
+    """§11 `with_term(acc, T)`: a row's accumulator plus its low-rank term, exact."""
+    total = term_sum_bits(acc_bits, term_bits)
+    return [
+        f"    // §11: A_i + T_i, exact ({total} bits), before requantization",
+        f"    function signed [{total - 1}:0] with_term;",
+        f"        input signed [{acc_bits - 1}:0] wt_acc;",
+        f"        input signed [{term_bits - 1}:0] wt_term;",
+        f"        with_term = {sext('wt_acc', acc_bits, total)} + {sext('wt_term', term_bits, total)};",
+        "    endfunction",
+    ]
 
 
 def matvec_comment(matrix: IntMatrix, style: str, out_bits: int) -> str:
@@ -202,16 +231,17 @@ class RomMac:
     row_bits: int          # a row index (up to blocks * lanes)
     row_addr_bits: int     # the row constants ROM's address (block * steps + step)
     q_bits: int            # a requantizer's index
+    term_bits: int = 0     # a low-rank block's T_i (§11) added before requantizing; 0: no such block
 
     @classmethod
-    def plan(cls, matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> "RomMac":
+    def plan(cls, matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int, term_bits: int = 0) -> "RomMac":
         lanes = max(1, min(lanes, matrix.rows))
         blocks = -(-matrix.rows // lanes)
         requantizers = requantizers_for(lanes, matrix.cols)
         steps = -(-lanes // requantizers)
         return cls(matrix, x_bits, out_bits, lanes, bounds(matrix, x_bits), blocks, requantizers, steps,
                    index_bits(blocks), index_bits(steps), index_bits(matrix.cols), index_bits(blocks * lanes + 1),
-                   index_bits(blocks * steps), index_bits(requantizers))
+                   index_bits(blocks * steps), index_bits(requantizers), term_bits)
 
     @property
     def name(self) -> str:
@@ -360,6 +390,7 @@ def registers(g: RomMac, roms: list[LaneRom], sums: list[LaneSum], held_bits: in
         f"    reg [{g.row_bits - 1}:0] drained_row [0:{g.requantizers - 1}];",
         f"    reg drained_valid [0:{g.requantizers - 1}];",
         f"    reg [{g.out_bits - 1}:0] y_now;      // a requantized output, on its way to y",
+        *([f"    reg signed [{g.term_bits - 1}:0] term_now;   // its row's low-rank term T_i"] if g.term_bits else []),
         "",
     ]
 
@@ -421,7 +452,8 @@ def arithmetic(g: RomMac) -> list[str]:
         f"            scale_add = sa_sum[{a - 1}:0];",
         "        end",
         "    endfunction",
-        *requantize_function(wd, g.out_bits),
+        *(with_term_function(a, g.term_bits) if g.term_bits else []),
+        *requantize_function(dataclasses.replace(wd, acc=term_sum_bits(a, g.term_bits)), g.out_bits),
         "",
     ]
 
@@ -493,13 +525,19 @@ def clocked(stages: list[str]) -> list[str]:
 
 
 def requantize_stage(g: RomMac, row_sum: str) -> list[str]:
-    """(C) each requantizer turns the sum it read (`row_sum`, the row's acc) into y_i."""
+    """(C) each requantizer turns the sum it read (`row_sum`, the row's acc, plus the row's low-rank
+    term when the matrix has one) into y_i."""
     wd = g.widths
+    term = []
+    if g.term_bits:
+        term = word_read("term", g.matrix.rows, g.term_bits, "drained_row[q]", "term_now", " " * 24, g.row_bits)
+        row_sum = f"with_term({row_sum}, term_now)"
     return [
         "            // (C) requantize what the last drain step read (the rows ROM word is ready now)",
         "            if (requantizing) begin",
         "                for (q = 0; q < REQUANTIZERS; q = q + 1)",
         "                    if (drained_valid[q]) begin",
+        *term,
         f"                        y_now = requantize({row_sum}, "
         f"row_word[q * {g.row_width} +: {wd.shift}], row_word[q * {g.row_width} + {wd.shift} +: {wd.bias}], mu, e);",
         *word_write("y", g.matrix.rows, g.out_bits, "drained_row[q]", "y_now", " " * 24, g.row_bits),
@@ -620,7 +658,7 @@ def addressing_stage(g: RomMac, roms: list[LaneRom], sums: list[LaneSum]) -> lis
 
 def rom_mac_module(g: RomMac, body: list[str]) -> str:
     m = g.matrix
-    return module(g.name, matvec_ports(m.rows, m.cols, g.x_bits, g.out_bits), "\n".join(body),
+    return module(g.name, matvec_ports(m.rows, m.cols, g.x_bits, g.out_bits, g.term_bits), "\n".join(body),
                   matvec_comment(m, f"ROM + {g.lanes} MAC lanes", g.out_bits))
 
 
@@ -664,16 +702,16 @@ def rom_mac_grouped(g: RomMac) -> dict[str, str]:
     return {**modules, g.name: rom_mac_module(g, body)}
 
 
-def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int) -> dict[str, str]:
+def matvec_rom(matrix: IntMatrix, x_bits: int, out_bits: int, lanes: int, term_bits: int = 0) -> dict[str, str]:
     """Modules {name: text} of the ROM style: the matvec and its ROMs (codes, row constants, and
     group scales when a row has several groups)."""
-    g = RomMac.plan(matrix, x_bits, out_bits, lanes)
+    g = RomMac.plan(matrix, x_bits, out_bits, lanes, term_bits)
     return rom_mac_per_row(g) if g.per_row else rom_mac_grouped(g)
 
 
 # -- fully hardwired constant multipliers --------------------------------------------------------
 
-def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str, str]:
+def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int, term_bits: int = 0) -> dict[str, str]:
     """Modules of the hardwired style: each row an adder tree of constant multiples of x."""
     name = module_name(matrix.name)
     rows, cols, gw, groups = matrix.rows, matrix.cols, matrix.group_width, matrix.groups
@@ -682,7 +720,8 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
     p, a = wd.partial, wd.acc
     body = [
         f"    // {rows} x {cols}, {groups} group(s) of {gw}: every weight a constant multiplier, 2 cycles.",
-        RSHIFT_ROUND, SATURATE, *requantize_function(wd, out_bits),
+        RSHIFT_ROUND, SATURATE, *(with_term_function(a, term_bits) if term_bits else []),
+        *requantize_function(dataclasses.replace(wd, acc=term_sum_bits(a, term_bits)), out_bits),
         f"    wire signed [{x_bits - 1}:0] x_elements [0:{cols - 1}];",
         f"    wire signed [{p - 1}:0] x_wide [0:{cols - 1}];",
         "    genvar i;",
@@ -721,7 +760,9 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
         b = 0 if matrix.bias is None else int(matrix.bias[r])
         body.append(f"    wire signed [{wd.shift - 1}:0] row{r}_shift = {literal(k, wd.shift, True)};")
         body.append(f"    wire signed [{wd.bias - 1}:0] row{r}_bias = {literal(b, wd.bias, True)};")
-        body.append(f"    wire signed [{out_bits - 1}:0] row{r}_y = requantize(row{r}_acc, row{r}_shift, row{r}_bias, mu, e);")
+        row_acc = f"with_term(row{r}_acc, term[{r * term_bits} +: {term_bits}])" if term_bits else f"row{r}_acc"
+        body.append(f"    wire signed [{out_bits - 1}:0] row{r}_y = "
+                    f"requantize({row_acc}, row{r}_shift, row{r}_bias, mu, e);")
         outputs.append(f"row{r}_y")
     body += [
         "    always @(posedge clk) begin",
@@ -729,14 +770,15 @@ def matvec_hardwired(matrix: IntMatrix, x_bits: int, out_bits: int) -> dict[str,
         "        if (start) y <= {" + ", ".join(reversed(outputs)) + "};",
         "    end",
     ]
-    return {name: module(name, matvec_ports(rows, cols, x_bits, out_bits), "\n".join(body),
+    return {name: module(name, matvec_ports(rows, cols, x_bits, out_bits, term_bits), "\n".join(body),
                          matvec_comment(matrix, "hardwired constant multipliers", out_bits))}
 
 
 def matvec_modules(matrix: IntMatrix, x_bits: int, out_bits: int, style: str = "rom_mac",
-                   lanes: int = 16) -> dict[str, str]:
+                   lanes: int = 16, term_bits: int = 0) -> dict[str, str]:
+    """The matvec's modules; `term_bits` > 0 gives it a `term` input (a §11 low-rank block's T_i)."""
     if style == "rom_mac":
-        return matvec_rom(matrix, x_bits, out_bits, lanes)
+        return matvec_rom(matrix, x_bits, out_bits, lanes, term_bits)
     if style == "hardwired":
-        return matvec_hardwired(matrix, x_bits, out_bits)
+        return matvec_hardwired(matrix, x_bits, out_bits, term_bits)
     raise ValueError(f"unknown matvec style {style!r}; expected one of {', '.join(STYLES)}")
