@@ -55,11 +55,9 @@ CHUNK_BYTES = ROW_BLOCK * QUAD
 GROUP_ALIGN = 16             # W is padded to this: the kernel steps 4 quads at a time
 NIBBLE_OFFSET = 8
 BYTE_OFFSET = 128
-PARALLEL_MIN_WEIGHTS = 1 << 18
+PARALLEL_MIN_WEIGHTS = 1 << 18   # smaller matrices run on one thread: a parallel launch costs more
 # P_ig = sum over W columns of u (< 2^8) times x (|x| <= 2^7) must fit an int32 lane.
 FAST_MAX_GROUP_WIDTH = (1 << 31) // (255 * 128) // GROUP_ALIGN * GROUP_ALIGN
-
-
 
 
 @dataclass
@@ -195,8 +193,8 @@ def _block_sums_vnni(nibbles: bool, users: int):
             corr_group_stride = cgutils.unpack_tuple(builder, arrays[3].strides)[1]
             corr_lanes = cgutils.unpack_tuple(builder, arrays[3].shape)[2]
             corr_shared = builder.icmp_unsigned("==", corr_lanes, i64(1))
-            acc_ptrs = [builder.gep(row_start(arrays[4], u), [builder.mul(block_index, i64(ROW_BLOCK * 8))])   # int64 acc
-                        for u in user_index]
+            acc_bytes = i64(ROW_BLOCK * 8)             # one row block of int64 accumulators
+            acc_ptrs = [builder.gep(row_start(arrays[4], u), [builder.mul(block_index, acc_bytes)]) for u in user_index]
 
             def broadcast(word):                        # one i32 in every lane
                 return builder.shuffle_vector(builder.insert_element(ir.Constant(lanes32, None), word, i32(0)),
