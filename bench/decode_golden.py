@@ -11,7 +11,8 @@ decodes `--batch` sequences together (`GoldenTransformer.step_batch`: each with 
 and position, the weights read once per step for all of them), `--tokens` steps each. Printed per
 engine and batch: aggregate tokens/s, weight bytes streamed per step, the fraction of this
 machine's measured read bandwidth that streaming implies, and the ratio to llama.cpp at the same
-bits (batch 1) or to the same plan's batch 1.
+bits (batch 1) or to the same plan's batch 1; also tokens per CPU-second of the process (all its
+threads), which is what an engine itself spent when other jobs share the cores.
 """
 from __future__ import annotations
 
@@ -76,6 +77,17 @@ def read_bandwidth_gbs(threads: int) -> float:
     return data.nbytes / best / 1e9
 
 
+def _clock() -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all its threads). On a machine shared with
+    other jobs the CPU time is what the engine itself spent; the wall time includes waiting."""
+    return time.perf_counter(), time.process_time()
+
+
+def _rates(tokens: int, start: tuple[float, float]) -> dict:
+    wall, cpu = _clock()
+    return {"tokens_per_s": tokens / (wall - start[0]), "tokens_per_cpu_s": tokens / max(cpu - start[1], 1e-9)}
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -108,18 +120,16 @@ def decode_golden_batch(transformer, batch: int, tokens: int) -> dict:
     if batch == 1:
         transformer.reset()
         token = int(np.argmax(transformer.step(1)))         # compiles, warms caches
-        start = time.perf_counter()
+        start = _clock()
         for _ in range(tokens):
             token = int(np.argmax(transformer.step(token)))
-        elapsed = time.perf_counter() - start
     else:
         caches = [KVCache() for _ in range(batch)]
         logits = transformer.step_batch([1] * batch, caches)
-        start = time.perf_counter()
+        start = _clock()
         for _ in range(tokens):
             logits = transformer.step_batch([int(np.argmax(row)) for row in logits], caches)
-        elapsed = time.perf_counter() - start
-    return {"batch": batch, "tokens_per_s": batch * tokens / elapsed, "bytes_per_step": transformer.weight_bytes()}
+    return dict(_rates(batch * tokens, start), batch=batch, bytes_per_step=transformer.weight_bytes())
 
 
 def bench_llama(model, bits: int, tokens: int, threads: int, workdir: Path) -> dict:
@@ -133,15 +143,14 @@ def bench_llama(model, bits: int, tokens: int, threads: int, workdir: Path) -> d
     llm.reset()
     llm.eval([1])
     token = 1
-    start = time.perf_counter()
+    start = _clock()
     for _ in range(tokens):
         token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         llm.eval([token])
-    elapsed = time.perf_counter() - start
     # Every weight is read once per token (the tied embedding is the classifier); the file is
     # the weights plus a small header and vocabulary.
-    return {"engine": f"llama.cpp {LLAMA_TYPE[bits].upper()}", "batch": 1, "tokens_per_s": tokens / elapsed,
-            "bytes_per_step": os.path.getsize(path)}
+    return dict(_rates(tokens, start), engine=f"llama.cpp {LLAMA_TYPE[bits].upper()}", batch=1,
+                bytes_per_step=os.path.getsize(path))
 
 
 def main() -> None:
@@ -177,23 +186,26 @@ def main() -> None:
         row["bytes_per_token"] = row["bytes_per_step"] / row["batch"]
         row["bandwidth_fraction"] = steps_per_s * row["bytes_per_step"] / (bandwidth * 1e9)
     reference = {(r["engine"], r["batch"]): r["tokens_per_s"] for r in rows}
+    cpu_reference = {(r["engine"], r["batch"]): r["tokens_per_cpu_s"] for r in rows}
     for row in rows:
         bits = 4 if "4" in row["engine"].split()[-1][:3] else 8
         peer = reference.get((f"llama.cpp {LLAMA_TYPE[bits].upper()}", 1)) if row["batch"] == 1 else None
         row["vs_llama_cpp"] = row["tokens_per_s"] / peer if peer else None
+        cpu_peer = cpu_reference.get((f"llama.cpp {LLAMA_TYPE[bits].upper()}", 1)) if row["batch"] == 1 else None
+        row["vs_llama_cpp_cpu"] = row["tokens_per_cpu_s"] / cpu_peer if cpu_peer else None
         single = reference.get((row["engine"], 1))
         row["vs_batch_1"] = row["tokens_per_s"] / single if single else None
     if args.json:
         print(json.dumps({"read_bandwidth_gbs": bandwidth, "threads": args.threads, "rows": rows}, indent=1))
         return
     print(f"read bandwidth {bandwidth:.1f} GB/s with {args.threads} threads; {args.tokens} decode steps")
-    print(f"{'engine':22} {'batch':>5} {'tok/s':>8} {'MB/step':>8} {'of bandwidth':>13} {'vs llama.cpp':>13} "
-          f"{'vs batch 1':>11}")
+    print(f"{'engine':22} {'batch':>5} {'tok/s':>8} {'tok/cpu-s':>10} {'MB/step':>8} {'of bandwidth':>13} "
+          f"{'vs llama.cpp':>13} {'vs batch 1':>11}")
     for row in rows:
         ratio = "" if row["vs_llama_cpp"] is None else f"{row['vs_llama_cpp']:.2f}x"
         scaling = "" if row["vs_batch_1"] is None or row["batch"] == 1 else f"{row['vs_batch_1']:.2f}x"
-        print(f"{row['engine']:22} {row['batch']:5d} {row['tokens_per_s']:8.1f} {row['bytes_per_step'] / 1e6:8.1f} "
-              f"{row['bandwidth_fraction']:12.1%} {ratio:>13} {scaling:>11}")
+        print(f"{row['engine']:22} {row['batch']:5d} {row['tokens_per_s']:8.1f} {row['tokens_per_cpu_s']:10.1f} "
+              f"{row['bytes_per_step'] / 1e6:8.1f} {row['bandwidth_fraction']:12.1%} {ratio:>13} {scaling:>11}")
 
 
 if __name__ == "__main__":
