@@ -16,8 +16,9 @@ from hardwire import arithmetic as ar
 from hardwire.freeze.tables import build_tables, measure_ranges
 from hardwire.golden.engine import GoldenEngine
 from hardwire.golden.forward import GoldenTransformer
-from hardwire.golden.matvec import matvec, pack_matrix
+from hardwire.golden.matvec import matvec, matvec_batch, pack_matrix
 from hardwire.golden.sample import IntegerSampler, SplitMix64
+from hardwire.model.reference import KVCache
 from hardwire.model.spec import ModelSpec
 from tests.golden_dies import MemoryDie, RandomModel
 
@@ -299,6 +300,54 @@ def test_nibble_packing_matches_signed_codes_with_zero_points_and_odd_groups():
         x = rng.integers(-127, 128, 70)
         fast = matvec(pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group, mult, shift), x, (11, 3), 32)
         assert fast.tolist() == ref_matvec(q, mult, shift, None, x.tolist(), (11, 3), 32), fmt
+
+
+@pytest.mark.parametrize("kernel", ["vnni", "portable"])
+def test_every_users_batched_matvec_equals_the_reference_on_both_kernels(kernel, monkeypatch):
+    """Nine users (two tiles of four and one alone), rows that do not fill a row block, groups
+    that do not fill a vector, extreme int8 and int16 activations: each user's row is §3 exactly."""
+    import hardwire.golden.matvec as kernels
+    from hardwire.formats import WeightFormat
+    from hardwire.freeze.quantize import quantize_rtn
+    if kernel == "vnni" and not kernels.VNNI:
+        pytest.skip("this CPU has no u8 x s8 dot-product instruction; the portable kernel runs instead")
+    monkeypatch.setattr(kernels, "VNNI", kernel == "vnni")
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((37, 100)).astype(np.float32)
+    for fmt in ("w4g32", "w8g32", "w4g16a", "w8", "w3g17", "w8g32a"):
+        q = quantize_rtn(weight, WeightFormat.parse(fmt))
+        q.codes[0] = (1 << (q.format.bits - 1)) - 1        # a row of largest codes: widest partial sums
+        mult = rng.integers(1 << 22, 1 << 23, (37, q.format.groups(100)))
+        shift, bias = rng.integers(18, 30, 37), rng.integers(-500, 500, 37)
+        matrix = pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group, mult, shift, bias)
+        for x_bits in (8, 16):
+            largest = (1 << (x_bits - 1)) - 1
+            xs = [rng.integers(-largest, largest + 1, 100) for _ in range(9)]
+            xs[0][:] = -largest - 1                           # int8's -128 (or int16's -32768) everywhere
+            scales = [(int(rng.integers(8, 16)), int(rng.integers(0, 9))) for _ in xs]
+            together = matvec_batch(matrix, xs, scales, 16)
+            for user, (x, scale) in enumerate(zip(xs, scales)):
+                assert together[user].tolist() == ref_matvec(q, mult, shift, bias, x.tolist(), scale, 16), \
+                    (fmt, x_bits, user)
+
+
+@pytest.mark.parametrize("fmt", ["w4g32", "w8g32"])
+def test_a_batched_step_gives_every_user_the_logits_of_decoding_alone(fmt):
+    spec = ModelSpec(family="llama", max_context=32, **SHAPES["mha-untied"])
+    die = MemoryDie(RandomModel(spec, 5), fmt, "int8")
+    tables = build_tables(spec, die, measure_ranges(die, [list(range(16))]))
+    rng = np.random.default_rng(9)
+    prompts = [list(rng.integers(0, spec.vocab_size, 1 + i % 5)) for i in range(9)]
+    last = [int(t) for t in rng.integers(0, spec.vocab_size, len(prompts))]
+    transformer = GoldenTransformer(die, tables)
+    caches = [KVCache() for _ in prompts]
+    for cache, ids in zip(caches, prompts):                 # each user's prompt, at its own position
+        for token in ids:
+            transformer.step_batch([int(token)], [cache])
+    together = transformer.step_batch(last, caches)
+    for ids, token, row in zip(prompts, last, together):
+        transformer.reset()
+        assert row.tolist() == transformer.forward(ids + [token])[-1].tolist()
 
 
 def test_residual_saturates_instead_of_wrapping():

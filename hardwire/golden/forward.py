@@ -139,6 +139,25 @@ def residual_add(h, y):
         h[i] = saturate(h[i] + y[i], RESIDUAL_BITS)
 
 
+# -- the same blocks for several users at once (rows of 2-D arrays), one call per block ------------
+
+@njit(cache=True, nogil=True)
+def rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
+    """§4 `rmsnorm` of each row of hs; scales[b] = (mu, e) of user b."""
+    for b in range(hs.shape[0]):
+        mu, e = rmsnorm(hs[b], mult, shift, eps, out_bits, rsqrt_table, out[b])
+        scales[b, 0], scales[b, 1] = mu, e
+
+
+@njit(cache=True, nogil=True)
+def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out, scales):
+    """§7 `swiglu` of each row of gate_up = [gate | up]; scales[b] = (mu, e) of user b."""
+    for b in range(gate_up.shape[0]):
+        mu, e = swiglu(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift, out_bits,
+                       sigmoid_table, out[b])
+        scales[b, 0], scales[b, 1] = mu, e
+
+
 @njit(cache=True, nogil=True)
 def argmax(logits):
     """§9.1 the first index of the largest logit."""
@@ -244,23 +263,22 @@ class GoldenTransformer:
         grow_kv_cache(self, needed, np.int16)
 
     # -- one token ----------------------------------------------------------------------------------
-    def _linear(self, matrices: list[PackedMatrix], xs: list[np.ndarray], scales: list[tuple[int, int]],
-                out_bits: int, adapters: list[list] | None = None) -> list[np.ndarray]:
-        """Each user's x through `matrices` (stacked, or one after another and concatenated), with
-        the patch's adapter terms (§11) added to the accumulators of the rows they patch."""
+    def _linear(self, matrices: list[PackedMatrix], xs: np.ndarray, scales: np.ndarray, out_bits: int,
+                adapters: list[list] | None = None) -> np.ndarray:
+        """Each user's x (rows of xs) through `matrices` (stacked, or one after another and
+        concatenated), with the patch's adapter terms (§11) added to the accumulators of the rows
+        they patch: int64 [users, rows]."""
         outs = []
         for index, matrix in enumerate(matrices):
             placed = adapters[index] if adapters else []
             extras = None
             if placed:
-                extras = []
-                for x in xs:
-                    extra = np.zeros(matrix.rows, np.int64)
+                extras = np.zeros((len(xs), matrix.rows), np.int64)
+                for x, extra in zip(xs, extras):
                     for row, adapter in placed:
                         apply_adapter(adapter, x, extra[row:row + adapter.rows])
-                    extras.append(extra)
             outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
-        return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in zip(*outs)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
         """Logits (int64 [vocab], units of 2^-logit_frac_bits) of `token` at the next position."""
@@ -286,35 +304,35 @@ class GoldenTransformer:
     def run_users(self, tokens: list[int], caches: list[tuple], trace: Trace | None = None) -> list[np.ndarray]:
         """The token step, block by block in chip order, each block for every user before the next
         (caches[i] = (keys, values, position) of user i). `trace` is for one user."""
-        note = trace if trace is not None else (lambda name, value: None)
-        hs = [self.embed(token, note) for token in tokens]
+        note = trace if trace is not None else None
+        hs = np.empty((len(tokens), self.spec.hidden_dim), np.int64)
+        for h, token in zip(hs, tokens):
+            self.embed(token, h, note)
         for index, layer in enumerate(self.layers):
             self.attention_block(index, layer, hs, caches, note)
             self.ffn_block(index, layer, hs, note)
-        return self.head(hs, note)
+        return list(self.head(hs, note))
 
-    # -- the blocks of the token step, in chip order, each for a list of users ------------------------
-    def embed(self, token: int, note) -> np.ndarray:
-        h = np.empty(self.spec.hidden_dim, np.int64)
+    # -- the blocks of the token step, in chip order, each for all users (rows) ---------------------
+    # `note` (or None) receives each block's output of the one traced user.
+    def embed(self, token: int, h: np.ndarray, note) -> None:
         embed_lookup(self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult, self.embed_shift,
                      token, h)
-        note("embed", h)
-        return h
+        if note:
+            note("embed", h)
 
-    def norm(self, name: str, mult_shift: tuple, hs: list[np.ndarray], note) -> tuple[list, list]:
-        """§4 RMSNorm of each h: the quantized vectors and their token scales."""
+    def norm(self, name: str, mult_shift: tuple, hs: np.ndarray, note) -> tuple[np.ndarray, np.ndarray]:
+        """§4 RMSNorm of each h: the quantized vectors and their token scales [users, (mu, e)]."""
         mult, shift = mult_shift
-        xs, scales = [], []
-        for h in hs:
-            x = np.empty(self.spec.hidden_dim, np.int64)
-            e = rmsnorm(h, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], x)
-            note(name, x)
-            note(name + ".scale", np.asarray(e))
-            xs.append(x)
-            scales.append(e)
+        xs = np.empty_like(hs)
+        scales = np.empty((hs.shape[0], 2), np.int64)
+        rmsnorm_users(hs, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], xs, scales)
+        if note:
+            note(name, xs[0])
+            note(name + ".scale", scales[0])
         return xs, scales
 
-    def attention_block(self, index: int, layer: dict, hs: list[np.ndarray], caches: list[tuple], note) -> None:
+    def attention_block(self, index: int, layer: dict, hs: np.ndarray, caches: list[tuple], note) -> None:
         """Norm, q/k/v, RoPE, each position's k and v into its user's cache ((keys, values, position),
         keys/values [layers, positions, kv_heads, head_dim]), attention, output projection, residual."""
         spec, t = self.spec, self.tables
@@ -322,62 +340,61 @@ class GoldenTransformer:
         cache_shift = INTERNAL_BITS - self.kv_bits
         name = f"layers.{index}."
         xs, scales = self.norm(name + "attn_norm", layer["attn_norm"], hs, note)
-        attended, attended_scales = [], []
         qkvs = self._linear(layer["qkv"], xs, scales, INTERNAL_BITS, layer["qkv.adapters"])
-        for qkv, (keys, values, pos) in zip(qkvs, caches):
+        attended = np.empty((hs.shape[0], q_dim), np.int64)
+        attended_scales = np.empty((hs.shape[0], 2), np.int64)
+        score_m, score_k = layer["score_mult"]
+        out_m, out_k = layer["attention_out_mult"]
+        for b, (qkv, (keys, values, pos)) in enumerate(zip(qkvs, caches)):
             cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
             first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
-            q, k, v = qkv[:q_dim].copy(), qkv[q_dim:q_dim + kv_dim].copy(), qkv[q_dim + kv_dim:]
+            q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:]   # rows of qkvs, rotated in place
             rope(q, spec.heads, spec.head_dim, cos, sin)
             rope(k, spec.kv_heads, spec.head_dim, cos, sin)
-            note(name + "q", q)
             key_row = keys[index, pos].reshape(-1)
             value_row = values[index, pos].reshape(-1)
             to_cache(k, cache_shift, self.kv_bits, key_row)
             to_cache(v, cache_shift, self.kv_bits, value_row)
-            note(name + "k", key_row)
-            note(name + "v", value_row)
-            score_m, score_k = layer["score_mult"]
-            out_m, out_k = layer["attention_out_mult"]
-            out = np.empty(q_dim, np.int64)
             e = attention(q, keys[index], values[index], first, pos + 1, spec.heads, score_m, score_k,
-                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], out)
-            note(name + "attention", out)
-            note(name + "attention.scale", np.asarray(e))
-            attended.append(out)
-            attended_scales.append(e)
-        for h, y in zip(hs, self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS,
-                                         layer["wo.adapters"])):
-            residual_add(h, y)
-            note(name + "attention_residual", h)
+                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended[b])
+            attended_scales[b] = e
+            if note:
+                note(name + "q", q)
+                note(name + "k", key_row)
+                note(name + "v", value_row)
+                note(name + "attention", attended[b])
+                note(name + "attention.scale", attended_scales[b])
+        ys = self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS, layer["wo.adapters"])
+        residual_add(hs.reshape(-1), ys.reshape(-1))
+        if note:
+            note(name + "attention_residual", hs[0])
 
-    def ffn_block(self, index: int, layer: dict, hs: list[np.ndarray], note) -> None:
+    def ffn_block(self, index: int, layer: dict, hs: np.ndarray, note) -> None:
         """Norm, gate and up, SwiGLU, down, residual: each h updated."""
         spec, t = self.spec, self.tables
         name = f"layers.{index}."
         xs, scales = self.norm(name + "ffn_norm", layer["ffn_norm"], hs, note)
         index_m, index_k = layer["sigmoid_index_mult"]
         glu_m, glu_k = layer["swiglu_mult"]
-        gated, gated_scales = [], []
-        for gate_up in self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"]):
-            out = np.empty(spec.ffn_dim, np.int64)
-            e = swiglu(gate_up[:spec.ffn_dim], gate_up[spec.ffn_dim:], index_m, index_k, glu_m, glu_k, self.act_bits,
-                       t["sigmoid_table"], out)
-            note(name + "swiglu", out)
-            note(name + "swiglu.scale", np.asarray(e))
-            gated.append(out)
-            gated_scales.append(e)
-        for h, y in zip(hs, self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS,
-                                         layer["w_down.adapters"])):
-            residual_add(h, y)
-            note(name + "ffn_residual", h)
+        gate_up = self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"])
+        gated = np.empty((hs.shape[0], spec.ffn_dim), np.int64)
+        gated_scales = np.empty((hs.shape[0], 2), np.int64)
+        swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"], gated,
+                     gated_scales)
+        if note:
+            note(name + "swiglu", gated[0])
+            note(name + "swiglu.scale", gated_scales[0])
+        ys = self._linear(layer["w_down"], gated, gated_scales, RESIDUAL_BITS, layer["w_down.adapters"])
+        residual_add(hs.reshape(-1), ys.reshape(-1))
+        if note:
+            note(name + "ffn_residual", hs[0])
 
-    def head(self, hs: list[np.ndarray], note) -> list[np.ndarray]:
-        """Final norm and classifier: int64 logits of each user."""
+    def head(self, hs: np.ndarray, note) -> np.ndarray:
+        """Final norm and classifier: int64 logits [users, vocab]."""
         xs, scales = self.norm("final_norm", self.final_norm, hs, note)
         logits = matvec_batch(self.classifier, xs, scales, RESIDUAL_BITS)
-        for row in logits:
-            note("logits", row)
+        if note:
+            note("logits", logits[0])
         return logits
 
     def forward(self, ids, trace: Trace | None = None) -> np.ndarray:

@@ -1,26 +1,63 @@
 """§3 matvec: weight codes times an integer activation vector, exact, then requantized.
 
-For speed on a CPU the die's codes are repacked once at load into the layout the kernel streams:
-each row is cut into its scale groups (one group per row for per-channel scales), each group
-zero-padded to an even width W. Codes of <= 4 bits are stored as unsigned nibbles u = code + 8,
-two per byte, byte j of a group holding columns j (low nibble) and j + W/2 (high nibble), so both
-halves read the activation vector contiguously and the unpacking (mask, shift) vectorises.
-Wider codes are stored as int8. The offset of 8 and any zero point are removed exactly, once
-per group, through the group's activation sum (sum u x - (8 + z) sum x).
+For speed on a CPU the die's codes are repacked once at load into the layout the kernel streams.
+Rows go in blocks of R = ROW_BLOCK (16 with AVX-512: one 32-bit lane per row of a 512-bit vector;
+8 otherwise, 256-bit); each row is cut into its scale groups (one group per row for per-channel
+scales), each group zero-padded to a width W that is a multiple of 16. Codes are stored unsigned,
+u = c + offset (offset 8 for codes of <= 4 bits, 128 for wider ones), so that they are the unsigned
+operand of a u8 x s8 dot product: within a block, 4R bytes hold 4 consecutive columns ("a quad")
+of each of the R rows, byte 4r + k = row r, column k of the quad. 4-bit codes put two quads in one
+chunk of 4R bytes (the even quad in the low nibbles, the next one in the high nibbles).
 
-The packing is a software detail; the arithmetic (docs/arithmetic.md §3) is the die's codes.
+One `vpdpbusd` then adds, for each of the R rows, the 4 products of a quad with the 4 broadcast
+activations: a row block's per-group partial sums P_ig stay in int32 vector lanes, one per row,
+with no horizontal sum, and the group's multiplier is applied once per group to R rows at a time
+(a 32 x 32 -> 64-bit multiply into int64 lanes). The offset and any zero point are removed
+exactly, once per group, through the group's activation sum: P_ig = sum u x - (offset + z_ig) sum x.
+Several users' vectors (`matvec_batch`) pass over each block while its codes are in L1, four at a
+time sharing every loaded and unpacked code vector.
+
+That path needs int8 activations (|x| <= 128) and a CPU with AVX-512 VNNI or AVX-VNNI (numba
+reaches the instruction through an LLVM intrinsic; its auto-vectoriser does not emit it); anything
+else (int16 activations, another CPU) runs the same layout through a portable int64 kernel. Both
+give the same integers (docs/arithmetic.md §3.1 for the bounds). The packing is a software detail;
+the arithmetic (docs/arithmetic.md §3) is the die's codes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import config, get_num_threads, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
 
+
+def _cpu_features() -> dict:
+    """The features of the CPU numba compiles for; none when it targets another (or a generic)
+    CPU, which keeps the portable kernel."""
+    return {} if config.CPU_NAME is not None else dict(llvm_binding.get_host_cpu_features())
+
+
+_FEATURES = _cpu_features()
+# u8 x s8 dot products (vpdpbusd) on 512-bit vectors, or at least on 256-bit ones
+_ZMM = bool(_FEATURES.get("avx512vnni") and _FEATURES.get("avx512bw"))
+VNNI = bool(_ZMM or (_FEATURES.get("avx512vnni") and _FEATURES.get("avx512vl")) or _FEATURES.get("avxvnni"))
+
+ROW_BLOCK = 16 if _ZMM else 8   # rows per block: one int32 lane each in a 512-bit (256-bit) vector
+PARTIALS = (4, 2)            # independent partial sums per user: one user alone, or in a tile of users
+QUAD = 4                     # columns one 32-bit lane sums per u8 x s8 instruction
+CHUNK_BYTES = ROW_BLOCK * QUAD
+GROUP_ALIGN = 16             # W is padded to this: the kernel steps 4 quads at a time
 NIBBLE_OFFSET = 8
-PARALLEL_MIN_WEIGHTS = 1 << 18
+BYTE_OFFSET = 128
+PARALLEL_MIN_WEIGHTS = 1 << 18   # smaller matrices run on one thread: a parallel launch costs more
+# P_ig = sum over W columns of u (< 2^8) times x (|x| <= 2^7) must fit an int32 lane.
+FAST_MAX_GROUP_WIDTH = (1 << 31) // (255 * 128) // GROUP_ALIGN * GROUP_ALIGN
 
 
 @dataclass
@@ -30,14 +67,14 @@ class PackedMatrix:
     rows: int
     cols: int
     group: int               # the die's group width (cols for per-channel scales)
-    group_width: int         # W, even; columns of x the kernel reads = groups * W
+    group_width: int         # W, a multiple of GROUP_ALIGN; columns of x the kernel reads = groups * W
     groups: int
     nibbles: bool
-    data: np.ndarray         # [rows, groups * bytes per group]: uint8 nibble pairs, or int8 codes
-    offset: int              # subtracted from every code: 8 for nibbles, else 0
-    zeros: np.ndarray        # int16 [rows, groups] zero points ([0, 0] when symmetric)
-    multipliers: np.ndarray  # int32 [rows, groups]   (§3 m_{i,g}, 23 bits)
-    shifts: np.ndarray       # int64 [rows]           (§3 k_i)
+    data: np.ndarray         # uint8 [row blocks, groups * W * R (/ 2 for nibbles)], the layout above
+    offset: int              # added to every code to make it unsigned: 8 for nibbles, else 128
+    zeros: np.ndarray        # int32 [row blocks, groups, R] zero points ([0, 0, R] when symmetric)
+    multipliers: np.ndarray  # int32 [row blocks, groups, R]   (§3 m_{i,g}, 23 bits)
+    shifts: np.ndarray       # int64 [rows]                    (§3 k_i)
     bias: np.ndarray         # int64 [rows], in the output's integer scale (0 without bias)
 
     @property
@@ -45,38 +82,50 @@ class PackedMatrix:
         return self.groups * self.group_width
 
     @property
+    def row_blocks(self) -> int:
+        return self.data.shape[0]
+
+    @property
     def bytes(self) -> int:
         """Bytes a matvec streams: codes, multipliers, zero points."""
         return int(self.data.nbytes + self.multipliers.nbytes + self.zeros.nbytes)
+
+
+def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
+    """[rows, groups] -> int32 [row blocks, groups, R], padding rows with zeros."""
+    rows, groups = values.shape
+    padded = np.zeros((blocks * ROW_BLOCK, groups), dtype=np.int32)
+    padded[:rows] = values
+    return np.ascontiguousarray(padded.reshape(blocks, ROW_BLOCK, groups).transpose(0, 2, 1))
 
 
 def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: int | None,
                 multipliers: np.ndarray, shifts: np.ndarray, bias: np.ndarray | None = None) -> PackedMatrix:
     """Repack signed codes [rows, cols] (and zero points [rows, groups]) for `matvec`."""
     rows, cols = codes.shape
-    width = cols if group is None else group
-    groups = -(-cols // width)
-    width += width % 2
-    padded = np.zeros((rows, groups, width), dtype=np.int16)
-    flat = padded.reshape(rows, groups * width)
-    if group is None:
-        flat[:, :cols] = codes
-    else:
-        for g in range(groups):
-            part = codes[:, g * group:(g + 1) * group]
-            padded[:, g, :part.shape[1]] = part
-    zero_points = np.zeros((0, 0), dtype=np.int16) if zeros is None else zeros.astype(np.int16)
+    group_cols = cols if group is None else group
+    groups = -(-cols // group_cols)
+    width = -(-group_cols // GROUP_ALIGN) * GROUP_ALIGN
+    blocks = -(-rows // ROW_BLOCK)
     nibbles = bits <= 4
+    offset = NIBBLE_OFFSET if nibbles else BYTE_OFFSET
+    # unsigned codes [row blocks, rows of a block, groups, W]; padding holds u = 0 (x is 0 there too)
+    unsigned = np.zeros((blocks * ROW_BLOCK, groups, width), dtype=np.uint8)
+    for g in range(groups):
+        part = codes[:, g * group_cols:(g + 1) * group_cols].astype(np.int16) + offset
+        unsigned[:rows, g, :part.shape[1]] = part
+    # -> [block, group, quad, row, column of the quad]
+    quads = unsigned.reshape(blocks, ROW_BLOCK, groups, width // QUAD, QUAD).transpose(0, 2, 3, 1, 4)
     if nibbles:
-        unsigned = (padded + NIBBLE_OFFSET).astype(np.uint8)
-        half = width // 2
-        data = (unsigned[:, :, :half] | (unsigned[:, :, half:] << 4)).reshape(rows, groups * half)
+        data = quads[:, :, 0::2] | (quads[:, :, 1::2] << 4)
     else:
-        data = padded.astype(np.int8).reshape(rows, groups * width)
+        data = quads
+    zero_points = (np.zeros((0, 0, ROW_BLOCK), dtype=np.int32) if zeros is None
+                   else _blocked(np.asarray(zeros, dtype=np.int32), blocks))
     bias = np.zeros(rows, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
-    return PackedMatrix(rows, cols, cols if group is None else group, width, groups, nibbles,
-                        np.ascontiguousarray(data), NIBBLE_OFFSET if nibbles else 0, zero_points,
-                        np.ascontiguousarray(multipliers, dtype=np.int32),
+    return PackedMatrix(rows, cols, group_cols, width, groups, nibbles,
+                        np.ascontiguousarray(data.reshape(blocks, -1)), offset, zero_points,
+                        _blocked(np.asarray(multipliers, dtype=np.int32), blocks),
                         np.ascontiguousarray(shifts, dtype=np.int64), bias)
 
 
@@ -84,53 +133,199 @@ def stack(matrices: list[PackedMatrix]) -> PackedMatrix:
     """One matrix whose rows are those of `matrices` (same input, same packing)."""
     first = matrices[0]
     assert can_stack(matrices)
-    return PackedMatrix(sum(m.rows for m in matrices), first.cols, first.group, first.group_width, first.groups, first.nibbles,
-                        np.concatenate([m.data for m in matrices]), first.offset,
+    return PackedMatrix(sum(m.rows for m in matrices), first.cols, first.group, first.group_width, first.groups,
+                        first.nibbles, np.concatenate([m.data for m in matrices]), first.offset,
                         np.concatenate([m.zeros for m in matrices]),
                         np.concatenate([m.multipliers for m in matrices]),
                         np.concatenate([m.shifts for m in matrices]), np.concatenate([m.bias for m in matrices]))
 
 
 def can_stack(matrices: list[PackedMatrix]) -> bool:
+    """Same input layout, and every matrix but the last fills its row blocks."""
     first = matrices[0]
-    return all((m.cols, m.group_width, m.groups, m.nibbles, m.zeros.shape[1]) ==
-               (first.cols, first.group_width, first.groups, first.nibbles, first.zeros.shape[1]) for m in matrices)
+    return (all((m.cols, m.group_width, m.groups, m.nibbles, m.zeros.shape[0] > 0) ==
+                (first.cols, first.group_width, first.groups, first.nibbles, first.zeros.shape[0] > 0)
+                for m in matrices)
+            and all(m.rows % ROW_BLOCK == 0 for m in matrices[:-1]))
+
+
+# -- the row-block kernels ------------------------------------------------------------------------
+
+USER_TILE = 4                # users whose sums share each loaded (and unpacked) code vector
+
+
+def _block_sums_vnni(nibbles: bool, users: int):
+    """An intrinsic: for `users` consecutive users u from `first` and one row block,
+    acc[u, R block + r] = sum_g m[g, r] * (P_ugr - corr[u, g, r]), each P summed by vpdpbusd in
+    int32 lanes (one per row of the block). Every code vector is loaded (and unpacked) once for
+    all the users; each user keeps PARTIALS independent partial sums per group so that the
+    instruction's latency overlaps. Arguments: (codes of the block, xs [users, W * groups] int8,
+    mults [groups, R], corr [users, groups, R or 1] int32 (1: the same correction for every
+    row), acc [users, rows], first, block, groups, quads per group)."""
+
+    @intrinsic
+    def block_sums(typingctx, codes, xs, mults, corr, acc, first, block, groups, quads):
+        def codegen(context, builder, signature, args):
+            arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:5], args[:5])]
+            first_user, block_index, groups_value, quads_value = args[5:]
+            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            rows, partial_count = ROW_BLOCK, PARTIALS[0] if users == 1 else PARTIALS[1]
+            lanes32, bytes32 = ir.VectorType(i32, rows), ir.VectorType(i8, 4 * rows)
+            lanes64 = ir.VectorType(i64, rows)
+            dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lanes32, [lanes32] * 3),
+                                                    f"llvm.x86.avx512.vpdpbusd.{32 * rows}")
+            byte_ptr = ir.PointerType(i8)
+
+            def row_start(array, index):            # byte address of array[index] (C-contiguous rows)
+                stride = cgutils.unpack_tuple(builder, array.strides)[0]
+                return builder.gep(builder.bitcast(array.data, byte_ptr), [builder.mul(index, stride)])
+
+            def load(ptr, offset, typ, align=1):
+                value = builder.load(builder.bitcast(builder.gep(ptr, [offset]), ir.PointerType(typ)))
+                value.align = align
+                return value
+
+            codes_ptr = builder.bitcast(arrays[0].data, byte_ptr)
+            mult_ptr = builder.bitcast(arrays[2].data, byte_ptr)
+            user_index = [builder.add(first_user, i64(u)) for u in range(users)]
+            x_ptrs = [row_start(arrays[1], u) for u in user_index]
+            corr_ptrs = [row_start(arrays[3], u) for u in user_index]
+            corr_group_stride = cgutils.unpack_tuple(builder, arrays[3].strides)[1]
+            corr_lanes = cgutils.unpack_tuple(builder, arrays[3].shape)[2]
+            corr_shared = builder.icmp_unsigned("==", corr_lanes, i64(1))
+            acc_bytes = i64(ROW_BLOCK * 8)             # one row block of int64 accumulators
+            acc_ptrs = [builder.gep(row_start(arrays[4], u), [builder.mul(block_index, acc_bytes)]) for u in user_index]
+
+            def broadcast(word):                        # one i32 in every lane
+                return builder.shuffle_vector(builder.insert_element(ir.Constant(lanes32, None), word, i32(0)),
+                                              ir.Constant(lanes32, None), ir.Constant(lanes32, [0] * rows))
+
+            def broadcast_quad(x_ptr, quad_index):      # x[4q:4q+4] as one i32
+                return broadcast(load(x_ptr, builder.mul(quad_index, i64(QUAD)), i32))
+
+            totals = [cgutils.alloca_once_value(builder, ir.Constant(lanes64, [0] * rows)) for _ in range(users)]
+            partials = [[cgutils.alloca_once(builder, lanes32) for _ in range(partial_count)] for _ in range(users)]
+            low_mask = ir.Constant(bytes32, [15] * (4 * rows))
+            with cgutils.for_range(builder, groups_value) as group_loop:
+                g = group_loop.index
+                for user_partials in partials:
+                    for p in user_partials:
+                        builder.store(ir.Constant(lanes32, [0] * rows), p)
+                first_quad = builder.mul(g, quads_value)
+                with cgutils.for_range(builder, builder.udiv(quads_value, i64(4))) as quad_loop:
+                    quad = builder.add(first_quad, builder.mul(quad_loop.index, i64(4)))
+                    if nibbles:                         # two chunks, each a low and a high quad
+                        vectors = []
+                        for c in range(2):
+                            chunk = builder.add(builder.udiv(quad, i64(2)), i64(c))
+                            packed = load(codes_ptr, builder.mul(chunk, i64(CHUNK_BYTES)), bytes32)
+                            vectors.append(builder.bitcast(builder.and_(packed, low_mask), lanes32))
+                            high = builder.lshr(packed, ir.Constant(bytes32, [4] * (4 * rows)))
+                            vectors.append(builder.bitcast(builder.and_(high, low_mask), lanes32))
+                    else:
+                        vectors = [load(codes_ptr, builder.mul(builder.add(quad, i64(t)), i64(CHUNK_BYTES)), lanes32)
+                                   for t in range(4)]
+                    for t, values in enumerate(vectors):
+                        q = builder.add(quad, i64(t))
+                        for u in range(users):
+                            p = partials[u][t % partial_count]
+                            builder.store(builder.call(dpbusd, [builder.load(p), values,
+                                                                broadcast_quad(x_ptrs[u], q)]), p)
+                mult = builder.sext(load(mult_ptr, builder.mul(g, i64(ROW_BLOCK * 4)), lanes32, 4), lanes64)
+                corr_at = builder.mul(g, corr_group_stride)
+                for u in range(users):
+                    p = partials[u]
+                    sums = builder.load(p[0])
+                    for more in p[1:]:
+                        sums = builder.add(sums, builder.load(more))
+                    with builder.if_else(corr_shared) as (one_for_all_rows, one_per_row):
+                        with one_for_all_rows:
+                            shared_value = broadcast(load(corr_ptrs[u], corr_at, i32, 4))
+                            shared_block = builder.basic_block
+                        with one_per_row:
+                            row_values = load(corr_ptrs[u], corr_at, lanes32, 4)
+                            row_block = builder.basic_block
+                    corr_value = builder.phi(lanes32)
+                    corr_value.add_incoming(shared_value, shared_block)
+                    corr_value.add_incoming(row_values, row_block)
+                    exact = builder.sub(sums, corr_value)
+                    builder.store(builder.add(builder.load(totals[u]), builder.mul(mult, builder.sext(exact, lanes64))),
+                                  totals[u])
+            for u in range(users):
+                builder.store(builder.load(totals[u]), builder.bitcast(acc_ptrs[u], ir.PointerType(lanes64))).align = 8
+            return context.get_dummy_value()
+
+        return types.void(codes, xs, mults, corr, acc, first, block, groups, quads), codegen
+
+    return block_sums
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dot_bytes(w, w_start, x, x_start, count):
-    # w is int8 (a uint8 -> int8 conversion in the loop stops LLVM vectorising), and the explicit
-    # int32 truncations let it use vpmaddwd (numba would otherwise widen every term to int64).
-    # Unsigned indices: numba wraps negative indices, and that check stops vectorisation.
-    w_start, x_start = np.uint64(w_start), np.uint64(x_start)
-    s32 = np.int32(0)
-    for j in range(np.uint64(count)):
-        s32 = np.int32(s32 + np.int32(np.int32(w[w_start + j]) * np.int32(x[x_start + j])))
-    return np.int64(s32)
+def _block_sums_portable(codes, x, mults, corr, acc, groups, quads, nibbles):
+    """The same sums as the vpdpbusd kernel for one user, in int64 (any activation width, any CPU)."""
+    partial = np.zeros(ROW_BLOCK, dtype=np.int64)
+    total = np.zeros(ROW_BLOCK, dtype=np.int64)
+    for g in range(groups):
+        partial[:] = 0
+        for q in range(g * quads, (g + 1) * quads):
+            base = (q // 2 if nibbles else q) * CHUNK_BYTES
+            shift = 4 * (q % 2) if nibbles else 0
+            for r in range(ROW_BLOCK):
+                for k in range(QUAD):
+                    u = np.int64(codes[base + r * QUAD + k])
+                    if nibbles:
+                        u = (u >> shift) & 15
+                    partial[r] += u * np.int64(x[q * QUAD + k])
+        for r in range(ROW_BLOCK):
+            total[r] += np.int64(mults[g, r]) * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
+    for r in range(ROW_BLOCK):
+        acc[r] = total[r]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dot_nibbles(w, w_start, x, low_start, high_start, count):
-    w_start, low_start, high_start = np.uint64(w_start), np.uint64(low_start), np.uint64(high_start)
-    s32 = np.int32(0)
-    for j in range(np.uint64(count)):
-        b = np.int32(w[w_start + j])
-        s32 = np.int32(s32 + np.int32(np.int32(b & 15) * np.int32(x[low_start + j]))
-                       + np.int32(np.int32(b >> 4) * np.int32(x[high_start + j])))
-    return np.int64(s32)
+_vnni_bytes, _vnni_nibbles = _block_sums_vnni(False, 1), _block_sums_vnni(True, 1)
+_vnni_bytes_tile, _vnni_nibbles_tile = _block_sums_vnni(False, USER_TILE), _block_sums_vnni(True, USER_TILE)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dot_wide(w, w_start, x, x_start, count, nibbles):
-    """The same sums in int64, for activations too wide for int32 partial sums."""
-    s = np.int64(0)
-    for j in range(count):
-        if nibbles:
-            b = np.int64(np.uint8(w[w_start + j]))
-            s += (b & 15) * np.int64(x[x_start + j]) + (b >> 4) * np.int64(x[x_start + count + j])
-        else:
-            s += np.int64(w[w_start + j]) * np.int64(x[x_start + j])
-    return s
+# Every user's vector through every row block: a block's codes (a few KiB) are read from memory
+# once and stay in L1 while each user's x passes over them, as the chip's pipeline reads its ROM
+# once per token of each user. corrections [1 or row blocks, users, groups, R or 1]: one block's
+# worth shared by all blocks when there are no zero points (`_prepare`).
+def _rows_vnni(xs, corrections, data, multipliers, quads, nibbles, acc):
+    shared = corrections.shape[0] == 1
+    users, groups = xs.shape[0], multipliers.shape[1]
+    tiled = users - users % USER_TILE
+    for block in prange(data.shape[0]):
+        c = 0 if shared else block
+        for first in range(0, tiled, USER_TILE):
+            if nibbles:
+                _vnni_nibbles_tile(data[block], xs, multipliers[block], corrections[c], acc, first, block, groups,
+                                   quads)
+            else:
+                _vnni_bytes_tile(data[block], xs, multipliers[block], corrections[c], acc, first, block, groups,
+                                 quads)
+        for user in range(tiled, users):
+            if nibbles:
+                _vnni_nibbles(data[block], xs, multipliers[block], corrections[c], acc, user, block, groups, quads)
+            else:
+                _vnni_bytes(data[block], xs, multipliers[block], corrections[c], acc, user, block, groups, quads)
+
+
+def _rows_portable(xs, corrections, data, multipliers, quads, nibbles, acc):
+    shared = corrections.shape[0] == 1
+    for block in prange(data.shape[0]):
+        c = 0 if shared else block
+        for b in range(xs.shape[0]):
+            _block_sums_portable(data[block], xs[b], multipliers[block], corrections[c, b],
+                                 acc[b, block * ROW_BLOCK:(block + 1) * ROW_BLOCK], multipliers.shape[1], quads,
+                                 nibbles)
+
+
+_KERNELS = {}
+for _name, _body in (("vnni", _rows_vnni), ("portable", _rows_portable)):
+    if _name == "vnni" and not VNNI:
+        continue
+    _KERNELS[_name, False] = njit(cache=True, nogil=True)(_body)
+    _KERNELS[_name, True] = njit(cache=True, nogil=True, parallel=True)(_body)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -139,146 +334,78 @@ def _requantize(acc, shift, mantissa, exponent, bias, out_bits):
     return saturate(rshift_round(guarded * mantissa, TOKEN_GUARD_BITS + TOKEN_MANTISSA_BITS) + bias, out_bits)
 
 
-# Three loops rather than one with branches inside: a branch around the dot products (nibbles or
-# bytes, int32 or int64 partial sums), or a trip count computed here with `//`, a
-# conditional expression in the row loop, makes LLVM give
-# up vectorising them (~30x slower); the caller passes every count.
-def _rows_bytes(x, corrections, data, width, multipliers, out):
-    stride = min(corrections.shape[0] - 1, 1)   # 0: one correction row shared by all rows, else 1
-    for i in prange(data.shape[0]):
-        row = data[i]
-        c = i * stride
-        acc = np.int64(0)
-        for g in range(multipliers.shape[1]):
-            acc += np.int64(multipliers[i, g]) * (_dot_bytes(row, g * width, x, g * width, width) - corrections[c, g])
-        out[i] = acc
-
-
-def _rows_nibbles(x, corrections, data, width, half, multipliers, out):
-    stride = min(corrections.shape[0] - 1, 1)   # 0: one correction row shared by all rows, else 1
-    for i in prange(data.shape[0]):
-        row = data[i]
-        c = i * stride
-        acc = np.int64(0)
-        for g in range(multipliers.shape[1]):
-            partial = _dot_nibbles(row, g * half, x, g * width, g * width + half, half)
-            acc += np.int64(multipliers[i, g]) * (partial - corrections[c, g])
-        out[i] = acc
-
-
-def _rows_wide(x, corrections, data, width, count, nibbles, multipliers, out):
-    stride = min(corrections.shape[0] - 1, 1)   # 0: one correction row shared by all rows, else 1
-    for i in prange(data.shape[0]):
-        row = data[i]
-        c = i * stride
-        acc = np.int64(0)
-        for g in range(multipliers.shape[1]):
-            partial = _dot_wide(row, g * count, x, g * width, count, nibbles)
-            acc += np.int64(multipliers[i, g]) * (partial - corrections[c, g])
-        out[i] = acc
-
-
-# The same sums for several users' vectors xs [users, cols] at once (`matvec_batch`): each row's
-# codes are read once for all of them, as the chip's pipeline reads its ROM once per token of each.
-def _users_rows_bytes(xs, corrections, data, width, multipliers, out):
-    stride = min(corrections.shape[1] - 1, 1)
-    for i in prange(data.shape[0]):
-        row = data[i]
-        c = i * stride
-        for b in range(xs.shape[0]):
-            x = xs[b]
-            acc = np.int64(0)
-            for g in range(multipliers.shape[1]):
-                acc += np.int64(multipliers[i, g]) * (_dot_bytes(row, g * width, x, g * width, width)
-                                                      - corrections[b, c, g])
-            out[b, i] = acc
-
-
-def _users_rows_nibbles(xs, corrections, data, width, half, multipliers, out):
-    stride = min(corrections.shape[1] - 1, 1)
-    for i in prange(data.shape[0]):
-        row = data[i]
-        c = i * stride
-        for b in range(xs.shape[0]):
-            x = xs[b]
-            acc = np.int64(0)
-            for g in range(multipliers.shape[1]):
-                partial = _dot_nibbles(row, g * half, x, g * width, g * width + half, half)
-                acc += np.int64(multipliers[i, g]) * (partial - corrections[b, c, g])
-            out[b, i] = acc
-
-
-_KERNELS = {}
-for _name, _body in (("bytes", _rows_bytes), ("nibbles", _rows_nibbles), ("wide", _rows_wide),
-                     ("users_bytes", _users_rows_bytes), ("users_nibbles", _users_rows_nibbles)):
-    _KERNELS[_name, False] = njit(cache=True, nogil=True)(_body)
-    _KERNELS[_name, True] = njit(cache=True, nogil=True, parallel=True)(_body)
-
-
 @njit(cache=True, nogil=True)
-def _corrections(x, width, offset, zeros, rows, groups):
-    """(offset + z_ig) * sum_{j in g} x_j: the code offset and zero points, removed exactly.
-    One row serves all rows when there are no zero points."""
-    distinct = rows if zeros.shape[0] > 0 else 1
-    out = np.empty((distinct, groups), dtype=np.int64)
-    for g in range(groups):
-        s = np.int64(0)
-        for j in range(g * width, (g + 1) * width):
-            s += x[j]
-        for i in range(distinct):
-            zero = offset + (np.int64(zeros[i, g]) if zeros.shape[0] > 0 else np.int64(0))
-            out[i, g] = zero * s
+def _finish(acc, shifts, scales, bias, out_bits):
+    """Each user's sums requantized with its token scale (mu, e) = scales[b] (§3)."""
+    out = np.empty((acc.shape[0], shifts.size), dtype=np.int64)
+    for b in range(acc.shape[0]):
+        mantissa, exponent = scales[b, 0], scales[b, 1]
+        for i in range(shifts.size):
+            out[b, i] = _requantize(acc[b, i], shifts[i], mantissa, exponent, bias[i], out_bits)
     return out
 
 
 @njit(cache=True, nogil=True)
-def _finish(acc, shifts, mantissa, exponent, bias, out_bits):
-    out = np.empty(acc.size, dtype=np.int64)
-    for i in range(acc.size):
-        out[i] = _requantize(acc[i], shifts[i], mantissa, exponent, bias[i], out_bits)
-    return out
-
-
-def padded_input(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
-    """x laid out as the kernel reads it: int16, each group zero-padded to the even width W."""
-    padded = np.zeros(matrix.padded_cols, dtype=np.int16)
-    if matrix.group_width == matrix.group or matrix.groups == 1:
-        padded[:matrix.cols] = x
-    else:                       # odd group width: each group padded by one column
-        group = matrix.group
-        for g in range(matrix.groups):
-            part = x[g * group:(g + 1) * group]
-            padded[g * matrix.group_width:g * matrix.group_width + len(part)] = part
-    return padded
-
-
-def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray], scales: list[tuple[int, int]],
-                 out_bits: int, extras: list | None = None) -> list[np.ndarray]:
-    """`matvec` of several users' vectors, each with its own token scale: every row's codes are
-    read once for all of them. The sums are integers, so each result is exactly `matvec`'s; a
-    vector too wide for int32 partial sums sends them all through `matvec` one by one.
-    `extras[u]`, when given and not None, is added to user u's accumulators (`matvec`)."""
-    extras = extras if extras is not None else [None] * len(xs)
-    if len(xs) == 1:
-        return [matvec(matrix, xs[0], scales[0], out_bits, extras[0])]
-    padded = np.stack([padded_input(matrix, x) for x in xs])
-    if matrix.group_width * int(np.abs(padded).max(initial=0)) >= 1 << 23:
-        return [matvec(matrix, x, scale, out_bits, extra) for x, scale, extra in zip(xs, scales, extras)]
-    corrections = np.stack([_corrections(p, matrix.group_width, matrix.offset, matrix.zeros, matrix.rows,
-                                         matrix.groups) for p in padded])
-    acc = np.empty((len(xs), matrix.rows), dtype=np.int64)
-    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
-    if matrix.nibbles:
-        _KERNELS["users_nibbles", parallel](padded, corrections, matrix.data, matrix.group_width,
-                                            matrix.group_width // 2, matrix.multipliers, acc)
+def _prepare(xs, group, width, groups, offset, zeros):
+    """The kernel's inputs for users' vectors xs [users, cols]: each x with each group of `group`
+    columns zero-padded to `width` (int64 [users, groups * W]); the corrections
+    (offset + z_ig) * sum_{j in g} x_bj, the code offset and zero points removed exactly
+    ([row blocks, users, groups, R], or [1, users, groups, 1] without zero points: one value for all
+    rows); and whether every x fits int8 (the vpdpbusd path's signed operand)."""
+    users, cols = xs.shape
+    padded = np.zeros((users, groups * width), dtype=np.int64)
+    sums = np.zeros((users, groups), dtype=np.int64)
+    small = True
+    for b in range(users):
+        for g in range(groups):
+            first = g * group
+            for j in range(min(group, cols - first)):
+                v = xs[b, first + j]
+                padded[b, g * width + j] = v
+                sums[b, g] += v
+                small = small and -128 <= v <= 127
+    if zeros.shape[0] == 0:
+        corrections = np.empty((1, users, groups, 1), dtype=np.int64)
+        for b in range(users):
+            for g in range(groups):
+                corrections[0, b, g, 0] = offset * sums[b, g]
     else:
-        _KERNELS["users_bytes", parallel](padded, corrections, matrix.data, matrix.group_width, matrix.multipliers,
-                                          acc)
-    for row, extra in zip(acc, extras):
+        corrections = np.empty((zeros.shape[0], users, groups, ROW_BLOCK), dtype=np.int64)
+        for block in range(zeros.shape[0]):
+            for b in range(users):
+                for g in range(groups):
+                    for r in range(ROW_BLOCK):
+                        corrections[block, b, g, r] = (offset + np.int64(zeros[block, g, r])) * sums[b, g]
+    return padded, corrections, small
+
+
+def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """int64 [users, rows]: A_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j for each user's x (§3)."""
+    stacked = np.asarray(xs[0], dtype=np.int64).reshape(1, -1) if len(xs) == 1 else np.asarray(xs, dtype=np.int64)
+    padded, removed, fits_int8 = _prepare(stacked, matrix.group, matrix.group_width, matrix.groups, matrix.offset,
+                                          matrix.zeros)
+    acc = np.empty((len(xs), matrix.row_blocks * ROW_BLOCK), dtype=np.int64)
+    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
+    quads = matrix.group_width // QUAD
+    if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
+        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+                                   quads, matrix.nibbles, acc)
+    else:
+        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multipliers, quads, matrix.nibbles, acc)
+    return acc[:, :matrix.rows]
+
+
+def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales: list[tuple[int, int]] | np.ndarray,
+                 out_bits: int, extras: list | None = None) -> np.ndarray:
+    """`matvec` of several users' vectors (a list, or the rows of one array), each with its own
+    token scale: every row block's codes are read once for all of them. The sums are integers, so
+    each result is exactly `matvec`'s. `extras[u]`, when given and not None, is added to user u's
+    accumulators (`matvec`). Returns int64 [users, rows], row b user b's result."""
+    acc = accumulate(matrix, xs)
+    for row, extra in zip(acc, extras if extras is not None else []):
         if extra is not None:
             row += extra
-    return [_finish(row, matrix.shifts, np.int64(scale[0]), np.int64(scale[1]), matrix.bias, out_bits)
-            for row, scale in zip(acc, scales)]
+    return _finish(acc, matrix.shifts, np.asarray(scales, dtype=np.int64).reshape(len(xs), 2), matrix.bias, out_bits)
 
 
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
@@ -289,20 +416,4 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
     x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
     [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
     Returns int64 [rows]."""
-    padded = padded_input(matrix, x)
-    acc = np.empty(matrix.rows, dtype=np.int64)
-    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
-    corrections = _corrections(padded, matrix.group_width, matrix.offset, matrix.zeros, matrix.rows, matrix.groups)
-    # int32 partial sums are exact while W * max|x| * 2^8 < 2^31 (codes and nibbles are < 2^8)
-    if matrix.group_width * int(np.abs(padded).max(initial=0)) >= 1 << 23:
-        count = matrix.group_width // 2 if matrix.nibbles else matrix.group_width
-        _KERNELS["wide", parallel](padded, corrections, matrix.data, matrix.group_width, count, matrix.nibbles,
-                                   matrix.multipliers, acc)
-    elif matrix.nibbles:
-        _KERNELS["nibbles", parallel](padded, corrections, matrix.data, matrix.group_width, matrix.group_width // 2,
-                                      matrix.multipliers, acc)
-    else:
-        _KERNELS["bytes", parallel](padded, corrections, matrix.data, matrix.group_width, matrix.multipliers, acc)
-    if extra is not None:
-        acc += extra
-    return _finish(acc, matrix.shifts, np.int64(scale[0]), np.int64(scale[1]), matrix.bias, out_bits)
+    return matvec_batch(matrix, [x], [scale], out_bits, [extra])[0]
