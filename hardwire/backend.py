@@ -119,6 +119,31 @@ class Engine:
             logits = self.decode_logits([token])[-1]
         return decoding.result()
 
+    # Whether `decode_batch` gives each user exactly the logits of decoding it alone (golden: integer
+    # sums in any order), so that batched and one-by-one generations are the same tokens.
+    batch_exact = False
+
+    def generate_many(self, prompt_ids, seeds: Sequence[int], max_tokens: int = 256, temperature: float = 0.0,
+                      top_p: float = 1.0, stop: Sequence[str] = (), **sampling) -> list[Generation]:
+        """One generation per seed from the same prompt: exactly `generate(prompt_ids, seed=s, ...)`
+        for each s. Where the batched step is exact and caches can be copied, the prompt runs once
+        and the generations are decoded together (the chip's users, weights read once per step);
+        otherwise they run one after another, reusing the prompt's cache."""
+        seeds = list(seeds)
+        if not (self.batch_exact and len(seeds) > 1 and self.cache_holder() is not None):
+            return [self.generate(prompt_ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=s,
+                                  stop=stop, reuse_prompt=True, **sampling) for s in seeds]
+        decodings = [Decoding(self, prompt_ids, max_tokens, temperature, top_p, s, True, stop, **sampling)
+                     for s in seeds]
+        logits = self.prefill(decodings[0].prompt_ids, reuse=True)
+        keys, values, position = self.snapshot_cache()
+        caches = [KVCache(keys.copy(), values.copy(), position, position) for _ in seeds]
+        active = [(d, c, d.advance(logits)) for d, c in zip(decodings, caches)]
+        while active := [(d, c, t) for d, c, t in active if t is not None]:
+            stepped = self.decode_batch([c for _, c, _ in active], [t for _, _, t in active])
+            active = [(d, c, d.advance(row)) for (d, c, _), row in zip(active, stepped)]
+        return [d.result() for d in decodings]
+
     def prefill(self, prompt_ids: list[int], reuse: bool = False) -> np.ndarray:
         """Reset the cache, run the prompt, return the logits the first token is chosen from."""
         cached = self._prompt_cache

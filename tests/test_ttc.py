@@ -303,3 +303,35 @@ def test_endpoint_system_samples_what_the_local_engine_does(tmp_path):
 def test_bundled_names_are_refused_cleanly_when_misspelled():
     with pytest.raises(HardwireError):
         open_system("task-smol@rate:10")
+
+
+def test_batched_attempts_are_the_one_by_one_attempts(task_die):
+    """Independent attempts decoded together (golden's exact batched step, batches 1, 1, 2, 4, ...)
+    are, attempt by attempt, those decoded one after another."""
+    from hardwire.ttc.run import attempt_batches
+
+    class OneByOne:                         # the same generator without its batched path
+        def __init__(self, inner):
+            self.sample = inner.sample
+
+    tasks = load_tasks("add:10")
+    settings = Settings(attempts=12, seed=5)
+    batched = run_system(open_system(f"{task_die}@chip"), tasks, settings)
+    alone_system = open_system(f"{task_die}@chip")
+    alone_system.generator = OneByOne(alone_system.generator)
+    alone = run_system(alone_system, tasks, settings)
+    assert [[(a.answer, a.passed, a.seconds) for a in o.attempts] for o in batched] == \
+        [[(a.answer, a.passed, a.seconds) for a in o.attempts] for o in alone]
+    assert any(len(o.attempts) > 2 for o in batched)          # batches beyond the first were used
+    assert [list(r) for r in attempt_batches(12)] == [[1], [2], [3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+
+
+def test_generate_many_is_generate_per_seed(task_die):
+    from hardwire.runtime.engine import make_engine
+    for backend in ("golden", "float"):
+        engine = make_engine(task_die, backend=backend)
+        prompt = engine.tokenizer.encode("12+34=", bos=True)
+        seeds = [3, 1, 4, 1, 5]
+        many = engine.generate_many(prompt, seeds, max_tokens=6, temperature=1.0, stop=("\n",))
+        alone = [engine.generate(prompt, max_tokens=6, temperature=1.0, seed=s, stop=("\n",)) for s in seeds]
+        assert [(g.ids, g.text, g.stop_reason) for g in many] == [(g.ids, g.text, g.stop_reason) for g in alone]

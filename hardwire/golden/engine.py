@@ -25,6 +25,7 @@ class GoldenEngine(Engine):
     """Integer logits (converted to float32 by their stated scale only at the output) and integer
     sampling: same die, ids and seed give the same tokens on every machine."""
     backend = "golden"
+    batch_exact = True
 
     def __init__(self, source, capacity: int | None = None, tables: dict[str, np.ndarray] | None = None,
                  patch=None):

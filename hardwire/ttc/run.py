@@ -70,15 +70,58 @@ def attempt_seed(seed: int, task_index: int, attempt: int) -> int:
     return int.from_bytes(digest[:4], "little") >> 1
 
 
-def run_task(system: System, task: Task, task_index: int, settings: Settings) -> TaskOutcome:
-    outcome = TaskOutcome(task.id)
-    elapsed = 0.0
+# Independent attempts under a clock that does not measure are decoded in batches that double up
+# to this size: most tasks are solved in a few attempts, so the first batches stay small (an
+# attempt decoded past the one that passes is wasted work, never a different result).
+MAX_ATTEMPT_BATCH = 16
+
+
+def attempt_batches(attempts: int) -> list[range]:
+    """1, 1, 2, 4, 8, 16, 16, ... attempt numbers per batch, covering 1..attempts."""
+    batches, first, size = [], 1, 1
+    while first <= attempts:
+        batches.append(range(first, min(first + size, attempts + 1)))
+        first += size
+        if len(batches) > 1:
+            size = min(2 * size, MAX_ATTEMPT_BATCH)
+    return batches
+
+
+def samples(system: System, task: Task, task_index: int, settings: Settings):
+    """(number, seed, sample) of each independent attempt in order, batched where that is exact."""
+    batched = hasattr(system.generator, "sample_many") and not system.clock.measured
+    for numbers in attempt_batches(settings.attempts) if batched else [[n] for n in range(1, settings.attempts + 1)]:
+        seeds = [attempt_seed(settings.seed, task_index, n) for n in numbers]
+        if batched:
+            made = system.generator.sample_many(task.prompt, task.max_tokens, settings.temperature, settings.top_p,
+                                                seeds, task.stop)
+        else:
+            made = [system.generator.sample(task.prompt, task.max_tokens, settings.temperature, settings.top_p,
+                                            seeds[0], task.stop, reuse_prompt=not system.clock.measured)]
+        yield from zip(numbers, seeds, made)
+
+
+def feedback_samples(system: System, task: Task, task_index: int, settings: Settings, verdicts: list):
+    """(number, seed, sample) of each attempt in feedback mode: after a failed attempt the prompt
+    carries it and the verifier's message (`verdicts`, appended by the caller before the next)."""
     prompt = task.prompt
     for number in range(1, settings.attempts + 1):
         seed = attempt_seed(settings.seed, task_index, number)
-        independent = settings.mode == "independent"
         sample = system.generator.sample(prompt, task.max_tokens, settings.temperature, settings.top_p, seed,
-                                         task.stop, reuse_prompt=independent and not system.clock.measured)
+                                         task.stop, reuse_prompt=False)
+        yield number, seed, sample
+        prompt = feedback_prompt(task.prompt, sample.text, verdicts[-1].message)
+
+
+def run_task(system: System, task: Task, task_index: int, settings: Settings) -> TaskOutcome:
+    outcome = TaskOutcome(task.id)
+    elapsed = 0.0
+    verdicts: list = []
+    if settings.mode == "independent":
+        attempts = samples(system, task, task_index, settings)
+    else:
+        attempts = feedback_samples(system, task, task_index, settings, verdicts)
+    for number, seed, sample in attempts:
         seconds = system.clock.attempt_seconds(sample.prompt_tokens, sample.sampled_tokens, sample.wall_s) \
             + settings.overhead_s
         if settings.budget_s is not None and elapsed + seconds > settings.budget_s:
@@ -91,8 +134,7 @@ def run_task(system: System, task: Task, task_index: int, settings: Settings) ->
         if verdict.passed:
             outcome.ttc_s = elapsed
             break
-        if not independent:
-            prompt = feedback_prompt(task.prompt, sample.text, verdict.message)
+        verdicts.append(verdict)
     return outcome
 
 

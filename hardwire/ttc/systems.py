@@ -55,6 +55,19 @@ class EngineGenerator:
         wall = time.perf_counter() - started
         return Sample(result.text, len(ids), result.sampled_tokens, wall)
 
+    def sample_many(self, prompt: str, max_tokens: int, temperature: float, top_p: float, seeds: list[int],
+                    stop: tuple[str, ...]) -> list[Sample]:
+        """Independent attempts with these seeds, each exactly `sample`'s, decoded together where
+        the engine's batched step is exact (`Engine.generate_many`). Each one's wall time is the
+        batch's share: use it only under clocks that do not measure."""
+        engine = self.engine
+        started = time.perf_counter()
+        ids = engine.tokenizer.encode(prompt, bos=engine.spec.bos_id is not None)
+        results = engine.generate_many(ids, seeds, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                       stop=stop)
+        wall = (time.perf_counter() - started) / len(seeds)
+        return [Sample(r.text, len(ids), r.sampled_tokens, wall) for r in results]
+
 
 class EndpointGenerator:
     """Attempts from an OpenAI-compatible `/v1/completions` endpoint. Token counts come from the
