@@ -83,7 +83,8 @@ class ChipConfig:
     link_pj_per_bit: float = 5.0
     link_phy_mm2: float = 10.0           # per link end
     io_mm2: float = 20.0                 # host interface (PCIe PHY + controller), pads, per chip
-    control_fraction: float = 0.05       # norms, softmax, sequencing, as a share of datapath logic
+    control_fraction: float = 0.05       # dynamic energy of norms, softmax, sequencing, as a share of the
+                                         # datapath's (their transistors: chip.vector_logic, block by block)
     card_overhead_w: float = 15.0        # board power outside the die, per chip
     vrm_efficiency: float = 0.90
     board_cost_usd: float = 500.0        # package, test, board, per chip
