@@ -49,13 +49,13 @@ class CostTerm:
 #   h32  hidden 32, 4/2 heads of 8, FFN 88, 8 elements per cycle: the whole layer
 #   h32w hidden 32, 2/1 heads of 16, FFN 88: attention, RoPE
 #   h128 hidden 128, 16/8 heads of 8, FFN 344: RMSNorm, SwiGLU, RoPE
-#   h96  hidden 96, 6/3 heads of 16, FFN 256, 16 elements per cycle: RMSNorm, SwiGLU
+#   h96  hidden 96, 6/3 heads of 16, FFN 256, 16 elements per cycle: RMSNorm, SwiGLU, attention, RoPE
 # Not stories260K (hidden 64, 8/4 heads of 8, FFN 172), the check die (docs/chip-model.md §8.1).
 COST_TERMS: dict[str, CostTerm] = {
     "norm": CostTerm(("element_bits", "lanes", "fixed"), (16.0221, 15938.6, 17987.7)),
     "swiglu": CostTerm(("element_bits", "lanes", "fixed"), (20.0629, 13553.4, 0.0)),
-    "rope": CostTerm(("element_bits", "lanes", "fixed"), (4.00651, 4440.62, 2245.0)),
-    "attention": CostTerm(("element_bits", "lanes", "fixed"), (390.053, 12308.2, 0.0)),
+    "rope": CostTerm(("element_bits", "lanes", "fixed"), (4.00301, 4438.11, 2271.04)),
+    "attention": CostTerm(("element_bits", "lanes", "fixed"), (308.221, 12308.3, 20949.0)),
     "matvec": CostTerm(("requantizers", "output_bits"), (7678.9, 3.87201)),
     "layer": CostTerm(("residual_bits", "fixed"), (16.6748, 0.0)),
 }
