@@ -259,6 +259,11 @@ def attention_mac_transistors(chip: ChipConfig) -> float:
     return multiply + (a + b + 8) * (FULL_ADDER_T + FLIP_FLOP_T)
 
 
+def attention_transistors(q_dim: int, chip: ChipConfig) -> float:
+    """A layer's score and value multiply-accumulates: 2 per q element per KV position read a cycle."""
+    return 2 * chip.attention_positions_per_cycle * q_dim * attention_mac_transistors(chip)
+
+
 # -- stages ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

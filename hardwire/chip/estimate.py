@@ -18,7 +18,7 @@ from hardwire.chip.arch import ChipConfig, Stage
 from hardwire.chip.process import (ADD_PJ_PER_BIT_45NM, MULT_PJ_PER_PARTIAL_PRODUCT_45NM, RETICLE_MM2,
                                    SRAM_READ_PJ_PER_BIT_8KB_45NM, SRAM_READ_PJ_PER_BIT_32KB_45NM,
                                    dies_per_wafer, murphy_yield)
-from hardwire.datapath import MatVec, Matrix, Norm, TokenStep, build
+from hardwire.datapath import MatVec, Matrix, TokenStep, build
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
 
@@ -125,7 +125,7 @@ def layer_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     node = chip.process
     matrices = stored_layer_matrices(spec, chip)
     blocks = matrix_blocks(matrices, chip)
-    blocks.transistors["attention"] = 2 * chip.attention_positions_per_cycle * spec.q_dim * arch.attention_mac_transistors(chip)
+    blocks.transistors["attention"] = arch.attention_transistors(spec.q_dim, chip)
     for key, mib in (("kv_sram", chip.kv_sram_mib), ("lora_sram", chip.lora_sram_mib)):
         bits = mib * MIB_BITS / spec.layers
         blocks.transistors[key] = bits * arch.SRAM_CELL_T
@@ -151,8 +151,8 @@ def head_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     shares_embedding = spec.tied_embeddings and chip.weight_style != "hardwired"
     classifier = Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim)
     blocks = matrix_blocks([classifier], chip, stored=not shares_embedding)
-    final_norm = Norm(name="final_norm", stage="head", dim=spec.hidden_dim)
-    add_vector_logic(blocks, chip, vector_logic.vector_cells([final_norm], [classifier], chip.point))
+    head = [b for b in build(token_path(spec), chip.point).blocks if b.stage == "head"]   # final norm, ...
+    add_vector_logic(blocks, chip, vector_logic.vector_cells(head, [classifier], chip.point))
     return blocks
 
 

@@ -2,10 +2,10 @@
 lanes and attention's multiply-accumulates, block by block, from the sizes that drive each block.
 
 Each block kind costs Σ coefficient × size, its sizes read from the datapath block at the chip's
-design point (elements × activation bits it buffers, element lanes it computes per cycle, heads,
-shared requantizers, a fixed part). The coefficients are fitted on Yosys runs of our own generated
+design point (elements × activation bits it buffers, element lanes it computes per cycle, shared
+requantizers, a fixed part). The coefficients are fitted on Yosys runs of our own generated
 blocks (`python bench/synth_blocks.py`, measurements in tests/data/synth_blocks.json) at die sizes
-other than stories260K's, and checked on stories260K (docs/chip-model.md §8):
+other than stories260K's, and checked on stories260K (docs/chip-model.md §8.1):
 
 - `norm`       §4 RMSNorm with its §2.2 token quantizer (max, squares, rsqrt, C_i multiply per lane)
 - `swiglu`     §7 SwiGLU with its token quantizer (sigmoid table and multiplies per lane)
@@ -118,18 +118,16 @@ def cells(kind: str, sizes: dict[str, float], terms: dict[str, CostTerm] | None 
 # -- what the textbook cells already price (not fitted) --------------------------------------------
 
 def matvec_textbook_cells(matrix: Matrix, point: DesignPoint) -> float:
-    """The estimate's weight storage and lanes for one matrix, in generic cells (arch's transistors
-    / GENERIC_CELL_T): what a synthesized matvec holds besides the `matvec` term."""
-    chip = arch.ChipConfig(point=point)
-    storage = matrix.rows * matrix.cols * point.mean_weight_bits * arch.storage_transistors_per_bit(chip)
-    lanes = matrix.plan(point).lanes * arch.lane_transistors(chip) if point.weight_style != "hardwired" else 0.0
-    return (storage + lanes) / arch.GENERIC_CELL_T
+    """The estimate's weight storage and lanes for one matrix (`estimate.matrix_blocks`), in generic
+    cells: what a synthesized matvec holds besides the `matvec` term."""
+    from hardwire.chip.estimate import matrix_blocks        # the estimate imports this module
+    blocks = matrix_blocks([matrix], arch.ChipConfig(point=point))
+    return (blocks.transistors["weight_storage"] + blocks.transistors["mac_select"]) / arch.GENERIC_CELL_T
 
 
 def attention_textbook_cells(q_dim: int, point: DesignPoint) -> float:
     """The estimate's score and value multiply-accumulates, in generic cells."""
-    chip = arch.ChipConfig(point=point)
-    return 2 * point.attention_positions_per_cycle * q_dim * arch.attention_mac_transistors(chip) / arch.GENERIC_CELL_T
+    return arch.attention_transistors(q_dim, arch.ChipConfig(point=point)) / arch.GENERIC_CELL_T
 
 
 # -- calibration -----------------------------------------------------------------------------------
