@@ -29,9 +29,11 @@ CHIP_CHANGES = [  # (label, ChipConfig changes)
     ("no 6-bit weights", {"high_precision_fraction": 0.0}), ("25% 6-bit weights", {"high_precision_fraction": 0.25}),
     ("activations 6-bit", {"activation_bits": 6}), ("activations 12-bit", {"activation_bits": 12}),
     ("explicit select mux per lane", {"explicit_select_mux": True}),
-    ("control 10%", {"control_fraction": 0.10}),
+    ("control energy 10%", {"control_fraction": 0.10}),
     ("vector logic 512 elements/cycle", {"norm_per_cycle": 512, "embed_per_cycle": 512, "rope_heads_per_cycle": 4,
                                          "attention_heads_per_cycle": 4, "logits_per_cycle": 512}),
+    ("vector logic 128 elements/cycle", {"norm_per_cycle": 128, "embed_per_cycle": 128, "rope_heads_per_cycle": 1,
+                                         "attention_heads_per_cycle": 1, "logits_per_cycle": 128}),
 ]
 NODE_CHANGES = [  # (label, ProcessNode changes for N6)
     ("achieved density 60% of peak", {"achieved_density_fraction": 0.60}),

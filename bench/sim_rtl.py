@@ -35,52 +35,42 @@ def freeze_stories(plan: str, directory: Path) -> Path:
 
 
 def synth_layer_section(die) -> list[str]:
-    """Yosys on one whole layer, bottom-up, against the chip estimate block by block."""
-    from hardwire.chip.arch import GENERIC_CELL_T
-    from hardwire.rtl.synth import layer_estimate, synthesize
+    """Yosys on one whole layer, bottom-up, against the chip estimate block by block (the cost
+    terms of `hardwire.chip.vector_logic`, fitted on other dies: bench/synth_blocks.py)."""
+    from bench.synth_blocks import layer_entry
+    from hardwire.chip.vector_logic import predicted_units
+    from hardwire.rtl.synth import synthesize
     from hardwire.rtl.top import RtlOptions
     options = RtlOptions()
     began = time.perf_counter()
     report = synthesize(die, options, block="hw_layer_0", jobs=2, log=lambda m: print(m, file=sys.stderr))
     wall = time.perf_counter() - began
     bits = die.manifest["tensors"]["layers.0.wq"]["format"]["bits"]
-    predicted, transistors = layer_estimate(die, options.point.weights_per_lane)
-    estimate = {key: value / GENERIC_CELL_T for key, value in transistors.items()}
-
-    def group(block: dict) -> str:
-        name = block["module"]
-        if name.startswith("hw_matvec_"):
-            return "matvecs (ROMs, MAC lanes, requantizers)"
-        if name.startswith("hw_attention_"):
-            return "attention (scores, softmax, V sums, normalize, quantize)"
-        return "norms, SwiGLU, RoPE, residual, control"
-
-    groups: dict[str, list[int]] = {}
-    for block in report["blocks"]:
-        cells = groups.setdefault(group(block), [0, 0])
-        cells[0] += block["cells"] * block["instances"]
-        cells[1] += block["flip_flops"] * block["instances"]
-    predicted_group = {
-        "matvecs (ROMs, MAC lanes, requantizers)": estimate["weight_storage"] + estimate["mac_select"],
-        "attention (scores, softmax, V sums, normalize, quantize)": estimate["attention"],
-        "norms, SwiGLU, RoPE, residual, control": estimate["control"],
-    }
+    units = predicted_units(layer_entry("this die", die, options, report))
+    groups = {"matvec": "matvecs (ROMs, MAC lanes, requantizers)",
+              "attention": "attention (scores, softmax, V sums, normalize, quantize)"}
+    parts: dict[str, list[float]] = {}
+    for unit in units:
+        part = parts.setdefault(groups.get(unit["kind"], "norms, SwiGLU, RoPE, residual, control"), [0.0, 0.0])
+        part[0] += unit["synthesized"]
+        part[1] += unit["predicted"]
+    predicted = sum(u["predicted"] for u in units)
     lines = [
         f"Yosys 0.23 on one whole layer (`hardwire synth DIE --block hw_layer_0 --jobs 2`, bottom-up: each "
         f"distinct block flattened with its constants, then the layer's own logic, KV SRAM as a black box): "
         f"**{report['cells']:,} generic cells, {report['flip_flops']:,} flip-flop bits, {wall / 60:.1f} min wall** "
         f"({report['yosys_seconds'] / 60:.1f} min of Yosys CPU over 2 jobs), peak {report['peak_rss_mib'] / 1024:.1f} GiB. "
         f"Against the chip estimate for the same layer (`rom_mac`, {options.point.weights_per_lane} weights per lane, "
-        f"{bits}-bit weights, one KV position per cycle; transistors / 6 per generic cell):",
+        f"{bits}-bit weights, one KV position per cycle; transistors / 6 per generic cell, the vector logic's "
+        f"cost terms fitted on other dies, docs/chip-model.md §8):",
         "",
-        "| part of the layer | synthesized cells | flip-flop bits | chip estimate (cells) | ratio |",
-        "|---|---|---|---|---|",
+        "| part of the layer | synthesized cells | chip estimate (cells) | ratio |",
+        "|---|---|---|---|",
     ]
-    for name, (cells, flops) in groups.items():
-        lines.append(f"| {name} | {cells:,} | {flops:,} | {predicted_group[name]:,.0f} | "
-                     f"{cells / predicted_group[name]:.1f}x |")
-    lines.append(f"| **whole layer** | **{report['cells']:,}** | {report['flip_flops']:,} | {predicted:,.0f} | "
-                 f"**{report['cells'] / predicted:.1f}x** |")
+    for name, (cells, estimate) in parts.items():
+        lines.append(f"| {name} | {cells:,.0f} | {estimate:,.0f} | {cells / estimate:.2f}x |")
+    lines.append(f"| **whole layer** | **{report['cells']:,}** | {predicted:,.0f} | "
+                 f"**{report['cells'] / predicted:.2f}x** |")
     lines += ["", "| block | instances | cells | flip-flop bits | Yosys time |", "|---|---|---|---|---|"]
     for block in sorted(report["blocks"], key=lambda b: -b["cells"] * b["instances"]):
         lines.append(f"| `{block['module']}` ({block['role']}) | {block['instances']} | {block['cells']:,} | "

@@ -73,7 +73,9 @@ def test_more_load_needs_more_chips_and_gpus_and_spreads_the_nre(hc1_8b):
 
 def test_chips_for_the_load_follow_the_estimates_aggregate_rate(hc1_8b):
     out = run(hc1_8b, load_tokens_per_s=1e7)
-    capacity = out["chips"] * hc1_8b.aggregate_tokens_per_s * out["utilisation"]
+    copies = out["chips"] // out["chips_per_model"]       # each copy of the model is chips_per_model dies
+    assert copies * out["chips_per_model"] == out["chips"]
+    capacity = copies * hc1_8b.aggregate_tokens_per_s * out["utilisation"]
     assert capacity >= 1e7 > capacity - hc1_8b.aggregate_tokens_per_s * out["utilisation"]
 
 

@@ -32,24 +32,43 @@ def test_hc1_json_has_the_contract_keys(hc1_json):
     for key in ("tokens_per_s", "latency_us_per_token", "ttft_ms", "area_mm2", "area_breakdown_mm2",
                 "transistors", "power_w", "energy_per_token_j", "max_users", "chips", "cost_per_mtok_usd"):
         assert key in hc1_json
-    assert hc1_json["chips"] == 1 and hc1_json["fits_reticle"]
     assert hc1_json["context"] == 1024
 
 
-def test_hc1_area_within_15_percent_of_published(hc1_json):
-    assert abs(hc1_json["area_mm2"] / HC1["area_mm2"] - 1) <= 0.15
+# Issue 18's bands around the published figures: tokens/s per user within ±35% of 17,000 (the published
+# range runs from 14.4k sustained demos to ~20k bursts); area, transistors and power within ±20%. No
+# constant is moved to land in them. Since the vector logic is priced from our own synthesis
+# (docs/chip-model.md §8.1), hc1's assumed 4,096 elements per cycle of norm, SwiGLU, RoPE and softmax
+# lanes cost ~51 B transistors, the die passes the reticle and the area and transistor checks
+# miss (§8.2): they stay here as the published targets, expected to fail until the model or the
+# assumption changes for a stated reason.
+MISSES_SINCE_VECTOR_LOGIC = pytest.mark.xfail(
+    strict=True, reason="measured: 2 dies, 1,451 mm² (+78%), 112 B transistors (+111%): "
+           "the fitted vector logic at hc1's 4,096 elements per cycle (docs/chip-model.md §8.2)")
 
 
-def test_hc1_transistors_speed_and_power_land_where_the_honest_assumptions_put_them(hc1_json):
-    # Not ±15%: with the cited assumptions (1 GHz, 256-cell ROM bit lines, 256 MiB KV SRAM) and the
-    # cycles of the generated RTL's blocks (each product's rows drained through shared requantizers
-    # after its walk), the model gives +17% transistors, -24% tokens/s and, with fewer tokens/s at
-    # full load, 163 W; docs/chip-model.md §4 explains which assumptions move these. These bounds pin
-    # that result.
-    assert 0.85 <= hc1_json["transistors"] / HC1["transistors"] <= 1.20
-    assert 0.70 <= hc1_json["tokens_per_s"] / HC1["tokens_per_s"] <= 0.85
-    # power per card, at full load (as many users as the KV SRAM holds at 1k context)
-    assert 0.75 * HC1["power_w_low"] <= hc1_json["power_w"] <= 0.90 * HC1["power_w_low"]
+def test_hc1_tokens_per_s_within_35_percent_of_published(hc1_json):
+    assert abs(hc1_json["tokens_per_s"] / HC1["tokens_per_s"] - 1) <= 0.35
+
+
+def test_hc1_power_within_20_percent_of_the_published_range(hc1_json):
+    # per card at full load (as many users as the KV SRAM holds at 1k context)
+    assert 0.80 * HC1["power_w_low"] <= hc1_json["power_w"] <= 1.20 * HC1["power_w_high"]
+
+
+@MISSES_SINCE_VECTOR_LOGIC
+def test_hc1_fits_one_die_as_published(hc1_json):
+    assert hc1_json["chips"] == 1 and hc1_json["fits_reticle"]
+
+
+@MISSES_SINCE_VECTOR_LOGIC
+def test_hc1_area_within_20_percent_of_published(hc1_json):
+    assert abs(hc1_json["area_mm2"] / HC1["area_mm2"] - 1) <= 0.20
+
+
+@MISSES_SINCE_VECTOR_LOGIC
+def test_hc1_transistors_within_20_percent_of_published(hc1_json):
+    assert abs(hc1_json["transistors"] / HC1["transistors"] - 1) <= 0.20
 
 
 def test_hc1_speed_matches_a_back_of_envelope_pipeline_count():

@@ -185,8 +185,9 @@ def test_the_bottom_up_plan_splits_a_layer_down_to_its_parameterised_blocks(tmp_
 def test_a_whole_stories260k_layer_synthesizes_near_the_chip_estimate(tmp_path_factory):
     """One whole stories260K w8 layer (ROM style, 256 weights per lane), bottom-up, against the chip
     estimate for the same layer. Measured: the seven matvecs 1.7x the estimate's weight storage plus
-    MAC lanes, the layer 4.1x (the estimate has no term for the norms' and SwiGLU's vector logic);
-    the bands catch a datapath that falls back to 64-bit products or loses its lanes."""
+    MAC lanes alone; the whole layer within 20% of the estimate with its vector logic (cost terms
+    fitted on other dies, docs/chip-model.md §8). The bands catch a datapath that falls back to
+    64-bit products or loses its lanes."""
     from hardwire.chip.arch import GENERIC_CELL_T
     from hardwire.die import open_die
     from hardwire.rtl.synth import layer_estimate, synthesize
@@ -201,7 +202,7 @@ def test_a_whole_stories260k_layer_synthesizes_near_the_chip_estimate(tmp_path_f
     assert {b["module"] for b in report["blocks"] if b["module"].startswith("hw_matvec_")} == {
         f"hw_matvec_layers_0_{name}" for name in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
     assert 1.0 < matvec_cells / matvec_estimate < 2.5
-    assert 2.0 < report["cells"] / predicted < 6.0
+    assert 0.8 < report["cells"] / predicted < 1.2
     # registers that must survive synthesis: the matvecs' lanes and holding arrays (22,144 bits), the
     # residual stream (2,048), the norm, SwiGLU and attention buffers; ~39 k measured (generator 21)
     assert report["flip_flops"] > 30_000

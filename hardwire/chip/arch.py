@@ -89,7 +89,8 @@ class ChipConfig:
     link_pj_per_bit: float = 5.0
     link_phy_mm2: float = 10.0           # per link end
     io_mm2: float = 20.0                 # host interface (PCIe PHY + controller), pads, per chip
-    control_fraction: float = 0.05       # norms, softmax, sequencing, as a share of datapath logic
+    control_fraction: float = 0.05       # dynamic energy of norms, softmax, sequencing, as a share of the
+                                         # datapath's (their transistors: chip.vector_logic, block by block)
     card_overhead_w: float = 15.0        # board power outside the die, per chip
     vrm_efficiency: float = 0.90
     board_cost_usd: float = 500.0        # package, test, board, per chip
@@ -311,6 +312,11 @@ def attention_mac_transistors(chip: ChipConfig) -> float:
     a, b = chip.activation_bits, chip.kv_bits
     multiply = a * b * AND2_T + a * (b - 1) * FULL_ADDER_T
     return multiply + (a + b + 8) * (FULL_ADDER_T + FLIP_FLOP_T)
+
+
+def attention_transistors(q_dim: int, chip: ChipConfig) -> float:
+    """A layer's score and value multiply-accumulates: 2 per q element per KV position read a cycle."""
+    return 2 * chip.attention_positions_per_cycle * q_dim * attention_mac_transistors(chip)
 
 
 # -- stages ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardwire.chip import arch
+from hardwire.chip import arch, vector_logic
 from hardwire.chip.arch import ChipConfig, Stage
 from hardwire.chip.process import (ADD_PJ_PER_BIT_45NM, MULT_PJ_PER_PARTIAL_PRODUCT_45NM, RETICLE_MM2,
                                    SRAM_READ_PJ_PER_BIT_8KB_45NM, SRAM_READ_PJ_PER_BIT_32KB_45NM,
@@ -126,15 +126,15 @@ def with_routers(stages: list[Stage], spec: ModelSpec, chip: ChipConfig) -> list
 
 def layer_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     node = chip.process
-    blocks = matrix_blocks(stored_layer_matrices(spec, chip), chip)
-    attention = 2 * chip.attention_positions_per_cycle * spec.q_dim * arch.attention_mac_transistors(chip)
-    blocks.transistors["attention"] = attention
-    blocks.area_mm2["attention"] = node.logic_area_mm2(attention)
+    matrices = stored_layer_matrices(spec, chip)
+    blocks = matrix_blocks(matrices, chip)
+    blocks.transistors["attention"] = arch.attention_transistors(spec.q_dim, chip)
     for key, mib in (("kv_sram", chip.kv_sram_mib), ("lora_sram", chip.lora_sram_mib)):
         bits = mib * MIB_BITS / spec.layers
         blocks.transistors[key] = bits * arch.SRAM_CELL_T
         blocks.area_mm2[key] = node.sram_area_mm2(bits)
-    add_control(blocks, chip)
+    token_layer = [b for b in build(token_path(spec), chip.point).blocks if b.layer == 0]
+    add_vector_logic(blocks, chip, vector_logic.vector_cells(token_layer, matrices, chip.point, spec.hidden_dim))
     return blocks
 
 
@@ -154,14 +154,19 @@ def head_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
     shares_embedding = spec.tied_embeddings and chip.weight_style not in arch.WIRED_WEIGHT_STYLES
     classifier = Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim)
     blocks = matrix_blocks([classifier], chip, stored=not shares_embedding)
-    add_control(blocks, chip)
+    head = [b for b in build(token_path(spec), chip.point).blocks if b.stage == "head"]   # final norm, ...
+    add_vector_logic(blocks, chip, vector_logic.vector_cells(head, [classifier], chip.point))
     return blocks
 
 
-def add_control(blocks: Blocks, chip: ChipConfig) -> None:
-    logic = blocks.transistors["mac_select"] + blocks.transistors["attention"]
-    blocks.transistors["control"] += chip.control_fraction * logic
-    blocks.area_mm2["control"] += chip.process.logic_area_mm2(chip.control_fraction * logic)
+def add_vector_logic(blocks: Blocks, chip: ChipConfig, cells: dict[str, float]) -> None:
+    """The vector logic's generic cells (`vector_logic.vector_cells`, fitted on our own synthesis)
+    as transistors in their parts (attention's pipeline with its MACs, the rest as control); the
+    logic parts' area from their transistors."""
+    for key, n in cells.items():
+        blocks.transistors[key] += n * arch.GENERIC_CELL_T
+    for key in ("attention", "control"):
+        blocks.area_mm2[key] = chip.process.logic_area_mm2(blocks.transistors[key])
 
 
 # -- partition into chips --------------------------------------------------------------------------

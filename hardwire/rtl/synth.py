@@ -190,19 +190,25 @@ def synthesis_plan(modules: dict[str, str], top: str) -> tuple[Counter, Counter]
     return whole, split
 
 
+def synthesize_instance(modules: dict[str, str], instance: Instance, work: Path, name: str,
+                        timeout_s: float) -> dict:
+    """One block as its parent instantiates it (`instance`: module and parameter overrides), flattened
+    with its constants, in `work / name` (the design's modules written in `work`)."""
+    sub = work / name
+    sub.mkdir()
+    (sub / f"{name}.v").write_text(wrapper(modules, instance, name))
+    needed = reachable_modules(modules, instance.module)
+    files = [f"../{m}.v" for m in needed if m not in BLACK_BOXES] + [f"{name}.v"]
+    boxes = [f"../{m}.v" for m in BLACK_BOXES if m in needed]
+    return run_yosys(sub, files, name, boxes, timeout_s)
+
+
 def _bottom_up(modules: dict[str, str], plan: tuple[Counter, Counter], top: str, work: Path, jobs: int,
                timeout_s: float, log=None) -> dict:
     whole, split = plan
 
     def whole_job(k: int, instance: Instance) -> dict:
-        name = f"hw_synth_block_{k}"
-        sub = work / name
-        sub.mkdir()
-        (sub / f"{name}.v").write_text(wrapper(modules, instance, name))
-        needed = reachable_modules(modules, instance.module)
-        files = [f"../{m}.v" for m in needed if m not in BLACK_BOXES] + [f"{name}.v"]
-        boxes = [f"../{m}.v" for m in BLACK_BOXES if m in needed]
-        return run_yosys(sub, files, name, boxes, timeout_s)
+        return synthesize_instance(modules, instance, work, f"hw_synth_block_{k}", timeout_s)
 
     def own_job(module: str) -> dict:
         kids = {i.module for i in child_instances(modules[module])} | set(BLACK_BOXES)
