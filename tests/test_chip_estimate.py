@@ -362,30 +362,37 @@ def test_hnlpu_preset_runs_with_its_published_configuration(hnlpu_json, cli):
     assert json.loads(cli("estimate", "--chip", "hc1", "--preset", "gpt-oss-120b", "--json").stdout)["context"] == 1024
 
 
-def test_hnlpu_tokens_per_s_and_area_fall_within_a_factor_of_two_of_the_paper(hnlpu_json):
+def test_hnlpu_tokens_per_s_falls_within_a_factor_of_two_of_the_paper(hnlpu_json):
     # measured: 480,538 aggregate tokens/s (1.92x; our layer pipeline moves a token over 15 chip
-    # boundaries, HNLPU runs collectives over 4 or 16 chips in every layer) and 16,967 mm² (1.28x)
+    # boundaries, HNLPU runs collectives over 4 or 16 chips in every layer)
     speed = hnlpu_json["aggregate_tokens_per_s"] / HNLPU["tokens_per_s"]
-    area = hnlpu_json["area_mm2"] / HNLPU["area_mm2"]
-    assert 0.5 <= speed <= 2.0 and 0.5 <= area <= 2.0
-    assert speed > 1.5 and area > 1.0        # both above the paper, as docs/chip-model.md §4.1 explains
+    assert 1.5 < speed <= 2.0                # above the paper, as docs/chip-model.md §4.1 explains
+
+
+@pytest.mark.xfail(strict=True, reason="measured 36,265 mm² (2.74x): the template's 4,096-wide vector units "
+                                       "priced from our RTL's lanes (19,913 mm², docs/chip-model.md §4.1); "
+                                       "16,967 mm² (1.28x) with the former 5% allowance")
+def test_hnlpu_area_falls_within_a_factor_of_two_of_the_paper(hnlpu_json):
+    assert 0.5 <= hnlpu_json["area_mm2"] / HNLPU["area_mm2"] <= 2.0
 
 
 def test_hnlpu_tokens_per_joule_is_outside_the_factor_of_two(hnlpu_json):
-    # measured 124.5 tokens/J (3.4x): the same power spread over ~2x the tokens, and no HBM, attention
-    # buffer or CXL engine power beyond our SRAM reads and 5 pJ/bit links (docs/chip-model.md §4.1)
+    # measured 81.4 tokens/J (2.25x; 124.5 before the vector logic's leakage was priced): ~2x the
+    # tokens, and no HBM, attention buffer or CXL engine power beyond our SRAM reads and 5 pJ/bit
+    # links (docs/chip-model.md §4.1)
     ratio = 1 / hnlpu_json["energy_per_token_j"] / HNLPU["tokens_per_j"]
     assert 2.0 < ratio < 5.0
 
 
 def test_hnlpu_dies_exceed_the_reticle_at_our_metal_embedded_density():
-    # 16,967 mm² over 16 dies is 1,060 mm² a die even split perfectly, over the 858 mm² reticle; kept
-    # whole, a layer is 505 mm², so the automatic partition needs a die per layer
+    # 36,265 mm² over 16 dies is 2,267 mm² a die even split perfectly, over the 858 mm² reticle (16,967
+    # and 1,060 with the former 5% allowance)
     spec, chip = model_preset("gpt-oss-120b"), load_chip("hnlpu")
     forced = estimate(spec, chip, context=2048)
     assert not forced.partition.fits_reticle and forced.area_mm2 / 16 > 858
     auto = estimate(spec, chip.replace(chips=0), context=2048)
-    assert auto.partition.fits_reticle and auto.partition.chips == spec.layers
+    # with the vector logic priced (section 8.1) even a layer alone (~1,000 mm²) is over the reticle
+    assert auto.partition.chips >= spec.layers and not auto.partition.fits_reticle
 
 
 def test_metal_embedded_weights_take_095_of_the_sram_that_would_hold_them():
