@@ -14,15 +14,19 @@ $(VENV)/.base: pyproject.toml
 
 # torch comes from the CPU wheel on local disk; it must be installed before anything that
 # depends on it, or pip fetches a multi-GB CUDA build.
-$(VENV)/.test: $(VENV)/.base
+$(VENV)/.torch: $(VENV)/.base
 	$(PY) -m pip install -q torch==2.13.0
+	touch $@
+
+$(VENV)/.test: $(VENV)/.torch
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.base
 setup-test: $(VENV)/.test
 
-demo: $(VENV)/.base
+# the demo trains a patch (docs/patch.md), which needs torch
+demo: $(VENV)/.torch
 	@mkdir -p $(OUT)
 	@echo "== 1. import: the bundled stories260K checkpoint (llama2.c format)"
 	$(HW) inspect
@@ -46,7 +50,13 @@ demo: $(VENV)/.base
 	$(HW) ttc --tasks add:100 --system $(OUT)/task-small-w8.die@chip --system task-large@rate:8065:0.124 \
 	  --attempts 16 --plot $(OUT)/ttc-add.png
 	@echo "solved-versus-time plot: $(OUT)/ttc-add.png"
-	@echo "== 8. report: the 8-bit die on one self-contained HTML page (open it in any browser)"
+	@echo "== 8. patch: LoRA adapters in the chip's SRAM teach the frozen die a new name (a short run; docs/patch.md has the full one)"
+	$(PY) examples/patch/make_data.py $(OUT)/stories260K-w8.die $(OUT)/patch-data
+	$(HW) patch train $(OUT)/stories260K-w8.die --data $(OUT)/patch-data/name-train.jsonl --keep $(OUT)/patch-data/keep.jsonl \
+	  --keep-weight 4 --steps 60 -o $(OUT)/name.patch --force
+	$(HW) patch inspect $(OUT)/name.patch
+	$(HW) run $(OUT)/stories260K-w8.die --backend golden --patch $(OUT)/name.patch -p "Once upon a time, there was a big bear named" -n 12
+	@echo "== 9. report: the 8-bit die on one self-contained HTML page (open it in any browser)"
 	$(HW) report $(OUT)/stories260K-w8.die -o $(OUT)/report.html
 
 test: $(VENV)/.test

@@ -322,6 +322,11 @@ def inner_ranges(die, tables, adapters: dict[str, tuple[np.ndarray, np.ndarray]]
 
 def check_options(die, options: TrainOptions) -> None:
     from hardwire.adapters import MAX_RANK
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise BadConfig("training a patch needs PyTorch: pip install torch==2.13.0 (the CPU build)",
+                        field="patch train") from None
     if not 1 <= options.rank <= MAX_RANK:
         raise BadPatch(f"must be in [1, {MAX_RANK}], got {options.rank}", field="--rank")
     if options.steps < 1:
