@@ -295,7 +295,7 @@ def _rows_vnni(xs, corrections, data, multipliers, quads, nibbles, acc):
     users, groups = xs.shape[0], multipliers.shape[1]
     tiled = users - users % USER_TILE
     for block in prange(data.shape[0]):
-        c = 0 if shared else block
+        c = np.int64(0) if shared else np.int64(block)   # one integer type: a prange index may be unsigned
         for first in range(0, tiled, USER_TILE):
             if nibbles:
                 _vnni_nibbles_tile(data[block], xs, multipliers[block], corrections[c], acc, first, block, groups,
@@ -313,7 +313,7 @@ def _rows_vnni(xs, corrections, data, multipliers, quads, nibbles, acc):
 def _rows_portable(xs, corrections, data, multipliers, quads, nibbles, acc):
     shared = corrections.shape[0] == 1
     for block in prange(data.shape[0]):
-        c = 0 if shared else block
+        c = np.int64(0) if shared else np.int64(block)   # one integer type: a prange index may be unsigned
         for b in range(xs.shape[0]):
             _block_sums_portable(data[block], xs[b], multipliers[block], corrections[c, b],
                                  acc[b, block * ROW_BLOCK:(block + 1) * ROW_BLOCK], multipliers.shape[1], quads,
@@ -325,7 +325,10 @@ for _name, _body in (("vnni", _rows_vnni), ("portable", _rows_portable)):
     if _name == "vnni" and not VNNI:
         continue
     _KERNELS[_name, False] = njit(cache=True, nogil=True)(_body)
-    _KERNELS[_name, True] = njit(cache=True, nogil=True, parallel=True)(_body)
+    # Not cached: numba's cache names an entry by the function's name and line, not by its options,
+    # so a cached parallel twin of the same function would load the serial build (or the reverse)
+    # and the second thread would never run.
+    _KERNELS[_name, True] = njit(nogil=True, parallel=True)(_body)
 
 
 @njit(cache=True, nogil=True, inline="always")
