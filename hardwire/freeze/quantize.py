@@ -18,13 +18,40 @@ from hardwire.formats import (QuantizedTensor, WeightFormat, decode_scales, enco
                                ideal_scales, quantize_values, zero_points)
 
 METHODS = ("rtn", "gptq")
+REFINEMENTS = ("clip",)          # options of either quantizer: `clip` searches each group's range
 ROW_CHUNK_VALUES = 1 << 22      # RTN processes this many weights at a time to bound temporaries
 GPTQ_BLOCK = 128                # columns per lazy-update block (rounded to a multiple of the group)
 GPTQ_DAMP = 0.01                # Hessian damping, a fraction of its mean diagonal
+CLIP_RATIOS = np.linspace(1.0, 0.5, 26, dtype=np.float32)   # scale shrink factors the clip search tries
 
 
-def quantize_rtn(weight: np.ndarray, fmt: WeightFormat) -> QuantizedTensor:
-    """Round each weight to the nearest code of its group's scale (absmax or min/max scaling)."""
+def searched_scales(groups: np.ndarray, fmt: WeightFormat) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like `ideal_scales`, but each group's range shrunk by the ratio in CLIP_RATIOS that gives
+    the least squared rounding error of the group (clipping a few large weights buys a finer step
+    for all the others; the search of AWQ's clipping and of most 3-4-bit quantizers).
+    Ratio 1, the plain range, is in the grid: never a larger error than `ideal_scales`."""
+    full, low = ideal_scales(groups, fmt)
+    best_scale, best_low = full.copy(), None if low is None else low.copy()
+    best_error = np.full(full.shape, np.inf, np.float32)
+    for ratio in CLIP_RATIOS:
+        scale = full * ratio
+        shifted = None if low is None else low * ratio
+        zeros = None if low is None else zero_points(shifted, scale, fmt)
+        z = None if zeros is None else zeros[..., None]
+        codes = quantize_values(groups, scale[..., None], z, fmt).astype(np.float32)
+        restored = (codes - (0 if z is None else z)) * scale[..., None]
+        error = np.sum((groups - restored) ** 2, axis=-1)
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best_scale = np.where(better, scale, best_scale)
+        if low is not None:
+            best_low = np.where(better, shifted, best_low)
+    return best_scale, best_low
+
+
+def quantize_rtn(weight: np.ndarray, fmt: WeightFormat, clip: bool = False) -> QuantizedTensor:
+    """Round each weight to the nearest code of its group's scale (absmax or min/max scaling; with
+    `clip`, the range that rounds the group best, `searched_scales`)."""
     weight = np.asarray(weight, dtype=np.float32)
     rows, cols = weight.shape
     width = fmt.group_width(cols)
@@ -33,7 +60,7 @@ def quantize_rtn(weight: np.ndarray, fmt: WeightFormat) -> QuantizedTensor:
     low = None if fmt.symmetric else np.empty((rows, groups), np.float32)
     step = max(1, ROW_CHUNK_VALUES // max(cols, 1))
     for r in range(0, rows, step):
-        s, lo = ideal_scales(group_view(weight[r:r + step], width), fmt)
+        s, lo = (searched_scales if clip else ideal_scales)(group_view(weight[r:r + step], width), fmt)
         ideal[r:r + step] = s
         if lo is not None:
             low[r:r + step] = lo
@@ -70,7 +97,7 @@ def inverse_hessian_factor(hessian: np.ndarray, damp: float = GPTQ_DAMP) -> tupl
 
 
 def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
-                  damp: float = GPTQ_DAMP) -> QuantizedTensor:
+                  damp: float = GPTQ_DAMP, clip: bool = False) -> QuantizedTensor:
     """GPTQ with lazy block updates; `hessian` = X^T X [in, in] of the calibration inputs."""
     w = np.array(weight, dtype=np.float32)
     rows, cols = w.shape
@@ -85,7 +112,7 @@ def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
 
     # The e4m4 tensor multiplier must be fixed before any group is seen: take it from RTN's
     # scales of the original weights (the small-float range leaves ~2x headroom above it).
-    multiplier = quantize_rtn(weight, fmt).scale_multiplier
+    multiplier = quantize_rtn(weight, fmt, clip).scale_multiplier
     stored = None
     scales = np.empty((rows, groups), np.float32)
     zeros = None if fmt.symmetric else np.empty((rows, groups), np.int8)
@@ -93,7 +120,7 @@ def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
 
     def choose_scales(group_index: int, values: np.ndarray) -> None:
         nonlocal stored
-        ideal, low = ideal_scales(values[:, None, :], fmt)
+        ideal, low = (searched_scales if clip else ideal_scales)(values[:, None, :], fmt)
         st, _ = encode_scales(ideal[:, 0], fmt.scale_format, multiplier)
         if stored is None:
             stored = np.empty((rows, groups), st.dtype)
@@ -127,11 +154,11 @@ def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
 
 
 def quantize(weight: np.ndarray, fmt: WeightFormat, method: str = "rtn",
-             hessian: np.ndarray | None = None) -> QuantizedTensor:
+             hessian: np.ndarray | None = None, clip: bool = False) -> QuantizedTensor:
     if method == "rtn":
-        return quantize_rtn(weight, fmt)
+        return quantize_rtn(weight, fmt, clip)
     if method == "gptq":
         if hessian is None:
             raise ValueError("GPTQ needs the Hessian of the matrix's calibration inputs")
-        return quantize_gptq(weight, fmt, hessian)
+        return quantize_gptq(weight, fmt, hessian, clip=clip)
     raise ValueError(f"unknown quantization method {method!r}; expected one of {', '.join(METHODS)}")
