@@ -11,6 +11,8 @@ import dataclasses  # noqa: E402
 import numpy as np
 import pytest
 
+import hardwire
+
 from hardwire.errors import BadPlan
 from hardwire.formats import WeightFormat, group_view
 from hardwire.freeze.calibrate import LayerRunner
@@ -189,3 +191,33 @@ def test_older_plans_write_no_transform_record(tmp_path):
     die = freeze(model, parse_plan("w4g16:gptq"), tmp_path / "o.die", calibration)
     assert "transforms" not in die.manifest
     assert dataclasses.asdict(die.spec) == dataclasses.asdict(model.spec)
+
+
+# -- calibration for a checkpoint without a tokenizer ---------------------------------------------
+
+def test_checkpoint_without_tokenizer_freezes_from_ids_or_a_given_tokenizer(tmp_path, capsys):
+    import shutil
+
+    from hardwire.cli import main
+    from hardwire.model.load import bundled_model_path
+
+    checkpoint = tmp_path / "stories260K.bin"            # alone: no tokenizer beside it
+    shutil.copyfile(bundled_model_path(), checkpoint)
+    freeze_args = lambda out, *more: ["freeze", str(checkpoint), "--plan", "w8", "-o", str(tmp_path / out),  # noqa: E731
+                                      *map(str, more)]
+    assert main(freeze_args("a.die")) == 2
+    refused = capsys.readouterr().err
+    assert "--calib-ids" in refused and "--tokenizer" in refused
+    ids = tmp_path / "ids.txt"
+    ids.write_text("1 400 30 50 7\n\n1,20,30,40,50,60\n")
+    assert main(freeze_args("b.die", "--calib-ids", ids)) == 0
+    calibration = hardwire.open_die(tmp_path / "b.die").manifest["calibration"]
+    assert calibration["kind"] == "token ids" and calibration["sequences"] == 2 and calibration["tokens"] == 11
+    tokenizer = bundled_model_path().parent / "tok512.model"
+    assert main(freeze_args("c.die", "--tokenizer", tokenizer, "--calib-tokens", 512)) == 0
+    assert hardwire.open_die(tmp_path / "c.die").manifest["tokenizer"]["file"] == "tokenizer/tok512.model"
+    ids.write_text("1 2 3\n1 2 999999\n")
+    capsys.readouterr()
+    assert main(freeze_args("d.die", "--calib-ids", ids)) == 2
+    bad = capsys.readouterr().err
+    assert "line 2" in bad and "999999" in bad and "ids.txt" in bad
