@@ -54,7 +54,7 @@ class Choice:
     format: WeightFormat
     method: str = "rtn"                  # the quantizer: one of METHODS
     transforms: tuple[str, ...] = ()     # a subsequence of TRANSFORMS
-    clip: bool = False                   # each group's range searched (quantize.searched_scales)
+    refinements: tuple[str, ...] = ()    # a subsequence of REFINEMENTS (options of the quantizer)
 
     @classmethod
     def parse(cls, text: str) -> "Choice":
@@ -72,12 +72,16 @@ class Choice:
         if len(quantizers) > 1:
             raise BadPlan(f"{text!r} names two quantizers ({', '.join(quantizers)}); expected at most one")
         transforms = tuple(t for t in TRANSFORMS if t in parts)
-        return cls(WeightFormat.parse(fmt_text), quantizers[0] if quantizers else "rtn", transforms, "clip" in parts)
+        refinements = tuple(r for r in REFINEMENTS if r in parts)
+        return cls(WeightFormat.parse(fmt_text), quantizers[0] if quantizers else "rtn", transforms, refinements)
+
+    @property
+    def clip(self) -> bool:
+        return "clip" in self.refinements
 
     @property
     def name(self) -> str:
-        methods = list(self.transforms) + (["clip"] if self.clip else []) + \
-            ([] if self.method == "rtn" else [self.method])
+        methods = list(self.transforms) + list(self.refinements) + ([] if self.method == "rtn" else [self.method])
         return self.format.name + (":" + "+".join(methods) if methods else "")
 
 

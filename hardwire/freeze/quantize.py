@@ -9,6 +9,9 @@ The upper Cholesky factor U of H^-1 (H^-1 = U^T U) gives every update directly: 
 column j, the remaining columns move by -err_j * U[j, j+1:] / U[j, j]. Updates are applied lazily
 per block of columns, and a group's scale is chosen when its first column is reached, from the
 weights as already updated.
+
+With `clip`, either quantizer chooses each group's scale by a search over shrunk ranges for the
+least rounding error of the group instead of from its absolute maximum (`searched_scales`).
 """
 from __future__ import annotations
 
