@@ -103,6 +103,7 @@ def describe_die(die) -> dict:
         "plan": {k: v for k, v in manifest["plan"].items() if k not in ("assignment", "sensitivity_kl")},
         "activations": {k: manifest["activations"][k] for k in ("format", "bits", "scaling")},
         "tokenizer": manifest["tokenizer"], "calibration": manifest["calibration"],
+        "transforms": manifest.get("transforms"),
         "totals": manifest["totals"], "rom_bits": manifest["totals"]["rom_bits"],
         "tensors": tensors,
     }
