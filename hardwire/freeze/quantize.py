@@ -28,11 +28,14 @@ GPTQ_DAMP = 0.01                # Hessian damping, a fraction of its mean diagon
 CLIP_RATIOS = np.linspace(1.0, 0.5, 26, dtype=np.float32)   # scale shrink factors the clip search tries
 
 
-def searched_scales(groups: np.ndarray, fmt: WeightFormat) -> tuple[np.ndarray, np.ndarray | None]:
+def searched_scales(groups: np.ndarray, fmt: WeightFormat,
+                    importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Like `ideal_scales`, but each group's range shrunk by the ratio in CLIP_RATIOS that gives
     the least squared rounding error of the group (clipping a few large weights buys a finer step
-    for all the others; the search of AWQ's clipping and of most 3-4-bit quantizers).
-    Ratio 1, the plain range, is in the grid: never a larger error than `ideal_scales`."""
+    for all the others; the search of AWQ's clipping and of most 3-4-bit quantizers), each column's
+    error weighted by `importance` [..., width] when given (how much an error in that input column
+    costs the output). Ratio 1, the plain range, is in the grid: never a larger error than
+    `ideal_scales`."""
     full, low = ideal_scales(groups, fmt)
     best_scale, best_low = full.copy(), None if low is None else low.copy()
     best_error = np.full(full.shape, np.inf, np.float32)
@@ -43,7 +46,8 @@ def searched_scales(groups: np.ndarray, fmt: WeightFormat) -> tuple[np.ndarray, 
         z = None if zeros is None else zeros[..., None]
         codes = quantize_values(groups, scale[..., None], z, fmt).astype(np.float32)
         restored = (codes - (0 if z is None else z)) * scale[..., None]
-        error = np.sum((groups - restored) ** 2, axis=-1)
+        squared = (groups - restored) ** 2
+        error = np.sum(squared if importance is None else squared * importance, axis=-1)
         better = error < best_error
         best_error = np.where(better, error, best_error)
         best_scale = np.where(better, scale, best_scale)
@@ -108,6 +112,7 @@ def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
         raise ValueError(f"Hessian {hessian.shape} does not match {cols} input columns")
     factor, dead = inverse_hessian_factor(hessian, damp)
     factor = factor.astype(np.float32)
+    column_cost = 1.0 / np.diag(factor).astype(np.float64) ** 2
     w[:, dead] = 0
     width = fmt.group_width(cols)
     groups = fmt.groups(cols)
@@ -123,7 +128,11 @@ def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
 
     def choose_scales(group_index: int, values: np.ndarray) -> None:
         nonlocal stored
-        ideal, low = (searched_scales if clip else ideal_scales)(values[:, None, :], fmt)
+        if clip:      # an error in column j costs the output err^2 / U[j, j]^2 once compensated
+            columns = slice(group_index * width, group_index * width + values.shape[1])
+            ideal, low = searched_scales(values[:, None, :], fmt, column_cost[columns])
+        else:
+            ideal, low = ideal_scales(values[:, None, :], fmt)
         st, _ = encode_scales(ideal[:, 0], fmt.scale_format, multiplier)
         if stored is None:
             stored = np.empty((rows, groups), st.dtype)
