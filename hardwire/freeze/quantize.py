@@ -120,7 +120,7 @@ def quantize_gptq(weight: np.ndarray, fmt: WeightFormat, hessian: np.ndarray,
 
     # The e4m4 tensor multiplier must be fixed before any group is seen: take it from RTN's
     # scales of the original weights (the small-float range leaves ~2x headroom above it).
-    multiplier = quantize_rtn(weight, fmt, clip).scale_multiplier
+    multiplier = quantize_rtn(weight, fmt, clip).scale_multiplier if fmt.scale_format == "e4m4" else None
     stored = None
     scales = np.empty((rows, groups), np.float32)
     zeros = None if fmt.symmetric else np.empty((rows, groups), np.int8)
