@@ -221,3 +221,15 @@ def test_checkpoint_without_tokenizer_freezes_from_ids_or_a_given_tokenizer(tmp_
     assert main(freeze_args("d.die", "--calib-ids", ids)) == 2
     bad = capsys.readouterr().err
     assert "line 2" in bad and "999999" in bad and "ids.txt" in bad
+
+
+def test_mixed_plan_measures_sensitivity_on_the_rotated_model(tmp_path):
+    model = random_model(tied=True, bias=False)
+    calibration = Calibration([list(range(1, 40)), list(range(20, 60))], {"source": "ids"})
+    die = freeze(model, parse_plan("mix:3g16:rot,6g16:rot,avg=5"), tmp_path / "m.die", calibration,
+                 sensitivity_tokens=64)
+    damage = die.manifest["plan"]["sensitivity_kl"]
+    # the classifier exists as its own matrix only in the rotated (untied) model
+    assert set(damage["output"]) == {"w3g16:rot", "w6g16:rot"}
+    assert damage["output"]["w6g16:rot"] < damage["output"]["w3g16:rot"]
+    assert die.manifest["totals"]["bits_per_weight"] <= 5
