@@ -132,7 +132,8 @@ CHECKS: dict[str, Callable] = {
     "--plot": output_file, "--details": output_file, "--crossover": output_file, "--csv": output_file,
     "--resume": output_directory,
     "--output": output_file, "--text": input_file, "--ttc": input_file, "--explore": input_file,
-    "--synth": input_file, "--sim": input_file, "--calib": input_file, "--tokenizer": input_file,
+    "--synth": input_file, "--sim": input_file, "--calib": input_file, "--calib-ids": input_file,
+    "--tokenizer": input_file,
 }
 # (command, option) pairs whose meaning differs from the table's.
 COMMAND_CHECKS: dict[tuple[str, str], Callable] = {

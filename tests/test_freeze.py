@@ -101,7 +101,7 @@ def test_plan_file_with_overrides(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("q4", "cannot read weight format"), ("w9", "2..8"), ("w1", "2..8"), ("w4g8", "16..256"),
-    ("w4g512", "16..256"), ("w4g32:awq", "unknown quantizer"), ("w4g32-fp8", "unknown scale format"),
+    ("w4g512", "16..256"), ("w4g32:fp8", "unknown quantizer or transform"), ("w4g32-fp8", "unknown scale format"),
     ("mix:3g32,avg=3.5", "at least two formats"), ("mix:3g32,6g32", "needs a budget"),
     ("mix:3g32,6g32,avg=-1", "positive"), ("", "expected a plan"),
 ])

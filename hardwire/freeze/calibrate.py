@@ -63,12 +63,16 @@ class LayerRunner:
 
 
 class InputStatistics:
-    """Accumulates, per matmul input, the absolute maximum and (for the names asked) X^T X."""
+    """Accumulates, per matmul input, the absolute maximum, X^T X (for the names in `hessian_for`)
+    and the first `sample_tokens` rows of X itself (for the names in `samples_for`)."""
 
-    def __init__(self, hessian_for: set[str] = frozenset()):
+    def __init__(self, hessian_for: set[str] = frozenset(), samples_for: set[str] = frozenset(),
+                 sample_tokens: int = 0):
         self.absmax: dict[str, float] = {}
         self.hessians: dict[str, np.ndarray] = {}
         self.hessian_for = set(hessian_for)
+        self.samples_for, self.sample_tokens = set(samples_for), sample_tokens
+        self._samples: dict[str, list[np.ndarray]] = {}
         self.tokens = 0
 
     def capture(self, name: str, x: np.ndarray) -> None:
@@ -79,9 +83,18 @@ class InputStatistics:
                 self.hessians[name] += x.T @ x
             else:
                 self.hessians[name] = x.T @ x
+        if name in self.samples_for:
+            kept = self._samples.setdefault(name, [])
+            room = self.sample_tokens - sum(len(part) for part in kept)
+            if room > 0:
+                kept.append(np.array(x[:room], dtype=np.float32))
 
     def hessian(self, name: str) -> np.ndarray | None:
         return self.hessians.get(name)
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """The kept input rows [tokens, in] per name."""
+        return {name: np.concatenate(parts) for name, parts in self._samples.items() if parts}
 
 
 def hessian_source(name: str) -> str:
@@ -117,10 +130,12 @@ def limit_sequences(sequences: list[list[int]], tokens: int) -> list[list[int]]:
     return chosen
 
 
-def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightFormat]]],
+def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightFormat, bool]]],
                         sequences: list[list[int]], progress=None) -> dict[str, dict[str, float]]:
-    """damage[tensor][choice name] = mean KL(float || model with only `tensor` quantized (RTN) in that
-    choice's format) over the calibration tokens.
+    """damage[tensor][choice name] = mean KL(float || model with only `tensor` quantized (RTN, with the
+    clip search where the choice names it) in that choice's format) over the calibration tokens.
+    `model` is the model as transformed (a rotation is measured; activation-aware scaling and GPTQ,
+    which need the quantized model's own inputs, are not).
 
     One residual stream per (tensor, choice) is carried from the layer where the perturbation
     enters to the logits, next to the float stream; each layer's weights are read once."""
@@ -132,8 +147,8 @@ def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightForma
     ids = [np.asarray(s) for s in sequences]
 
     def perturbed(name, weight):
-        for label, fmt in candidates.get(name, []):
-            yield label, quantize_rtn(weight, fmt).dequantize()
+        for label, fmt, clip in candidates.get(name, []):
+            yield label, quantize_rtn(weight, fmt, clip).dequantize()
 
     embed = model.tensor("embed")
     streams: dict[tuple, list[np.ndarray]] = {(): [embed[i] for i in ids]}

@@ -28,24 +28,37 @@ def default_calibration_text(model) -> Path:
     return own if own.is_file() else bundled_text_path()
 
 
-def load_calibration(model, calib: Optional[Path], tokens: int):
+def load_calibration(model, calib: Optional[Path], tokens: int, calib_ids: Optional[Path] = None):
+    """The calibration sequences and what the die records of them: token ids from `calib_ids`, or
+    the text `calib` (default: `default_calibration_text`) encoded by the model's tokenizer."""
     from hardwire.freeze.calibrate import limit_sequences
     from hardwire.freeze.freezer import Calibration
     from hardwire.model.load import bundled_text_path
-    from hardwire.model.text import read_sequences
+    from hardwire.model.text import read_id_sequences, read_sequences
 
-    path = calib or default_calibration_text(model)
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise BadConfig("the model has no tokenizer, so calibration text cannot be encoded", path=path)
-    # Of the bundled stories, the last ones (scoring reads from the front); anything else, all of it.
-    limit = DEFAULT_CALIBRATION_DOCUMENTS if calib is None and path == bundled_text_path() else None
-    sequences = read_sequences(path, tokenizer, limit=limit, from_end=limit is not None,
-                               window=model.spec.max_context)
+    if calib is not None and calib_ids is not None:
+        raise BadConfig("give calibration either as text (--calib) or as token ids (--calib-ids), not both",
+                        field="--calib-ids")
+    limit = None
+    if calib_ids is not None:
+        path = calib_ids
+        sequences = read_id_sequences(path, model.spec.vocab_size, window=model.spec.max_context)
+    else:
+        path = calib or default_calibration_text(model)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise BadConfig("the model has no tokenizer, so calibration text cannot be encoded; give "
+                            "--tokenizer FILE, or token ids with --calib-ids FILE", path=path)
+        # Of the bundled stories, the last ones (scoring reads from the front); anything else, all of it.
+        limit = DEFAULT_CALIBRATION_DOCUMENTS if calib is None and path == bundled_text_path() else None
+        sequences = read_sequences(path, tokenizer, limit=limit, from_end=limit is not None,
+                                   window=model.spec.max_context)
     sequences = limit_sequences(sequences, tokens)
     description = {"source": str(path.resolve()),
                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                    "documents": f"last {limit}" if limit else "all"}
+    if calib_ids is not None:
+        description["kind"] = "token ids"
     return Calibration(sequences, description)
 
 
@@ -90,6 +103,7 @@ def describe_die(die) -> dict:
         "plan": {k: v for k, v in manifest["plan"].items() if k not in ("assignment", "sensitivity_kl")},
         "activations": {k: manifest["activations"][k] for k in ("format", "bits", "scaling")},
         "tokenizer": manifest["tokenizer"], "calibration": manifest["calibration"],
+        "transforms": manifest.get("transforms"),
         "totals": manifest["totals"], "rom_bits": manifest["totals"]["rom_bits"],
         "tensors": tensors,
     }
@@ -140,12 +154,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def freeze(model: Optional[Path] = typer.Argument(None, help="checkpoint (default: bundled stories260K)"),
-               plan: str = typer.Option(..., "--plan", help="w8 | w4g32 | w3g32a | w4g32:gptq | "
-                                        "mix:3g32,6g32,avg=3.5 | plan.toml (see docs/die-format.md)"),
+               plan: str = typer.Option(..., "--plan", help="w8 | w4g32 | w3g32a | w4g32:gptq | w4g32:best | "
+                                        "w3g32:rot+gptq | mix:3g32,6g32,avg=3.5 | plan.toml "
+                                        "(see docs/die-format.md)"),
                output: Path = typer.Option(..., "-o", "--output", help="die directory to write (NAME.die)"),
                calib: Optional[Path] = typer.Option(None, "--calib", help="calibration text (default: the checkpoint's "
                                                     f"own {CALIBRATION_FILE} if it ships one, else the last "
                                                     f"{DEFAULT_CALIBRATION_DOCUMENTS} stories of the bundled text)"),
+               calib_ids: Optional[Path] = typer.Option(None, "--calib-ids", help="calibration as token ids: one "
+                                                        "sequence per line, ids separated by commas or spaces "
+                                                        "(for a checkpoint without a tokenizer)"),
+               tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer file for a checkpoint "
+                                                        "that has none (or to replace its own); copied into the die"),
                calib_tokens: int = typer.Option(16384, "--calib-tokens", help="calibration tokens at most"),
                sensitivity_tokens: int = typer.Option(2048, "--sensitivity-tokens",
                                                       help="tokens for a mixed plan's sensitivity measurement"),
@@ -162,6 +182,10 @@ def register(app: typer.Typer) -> None:
           w3g32a                 asymmetric: also a 3-bit zero point per group
           w3g64-e4m4             scales in the 8-bit e4m4 small float (fp16, bf16, e4m4)
           w4g32:gptq             GPTQ instead of round-to-nearest (rtn)
+          w3g32:rot+gptq         methods joined by +: rot (rotate the residual stream), awq
+                                 (activation-aware channel scales), clip (search each group's
+                                 range), then rtn or gptq; applied in that order
+          w4g32:best             the recommended combination (awq+clip+gptq)
           mix:3g32,6g32,avg=3.5  per matrix, the format that buys the most quality per bit,
                                  averaging 3.5 bits per weight
           plan.toml, plan.json   default = PLAN, overrides = {"layers.*.w_down" = FORMAT},
@@ -179,10 +203,10 @@ def register(app: typer.Typer) -> None:
 
         clock = PhaseClock()
         parsed = parse_plan(plan, activations)
-        with load(model) as opened:
+        with load(model, tokenizer=tokenizer) as opened:
             check_budget(parsed, opened.spec)
             clock.mark("load")
-            calibration = load_calibration(opened, calib, calib_tokens)
+            calibration = load_calibration(opened, calib, calib_tokens, calib_ids)
             clock.mark("calibration text")
             steps = opened.spec.layers + 3 + (opened.spec.layers if parsed.is_mixed else 0)
             with progress_bar("freezing", steps) as advance:

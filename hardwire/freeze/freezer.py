@@ -8,6 +8,10 @@ the stage's weights file and dropped. Calibration tokens flow alongside as resid
 calibrated on the inputs it will really see. Per stage the calibration run records every matmul's
 input absmax (activation scales) and, for GPTQ matrices, X^T X. Peak memory: one layer's float
 weights and their quantized copies, the calibration streams, and one Hessian per distinct input.
+
+A plan's offline transforms (freeze/transforms.py) run first: the residual rotation wraps the
+model (each tensor rotated as it is read), and a layer's activation-aware scales are searched on
+the calibration inputs of that layer and folded into its float weights before it is quantized.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidde
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
 from hardwire.freeze.tables import freeze_tables
+from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, RotatedWeights, channel_scaling
 from hardwire.model.tokenizer import tokenizer_files
 
 DEFAULT_CALIBRATION_TOKENS = 16384
@@ -61,6 +66,10 @@ def freeze(model, plan: Plan, output: str | Path, calibration: Calibration, over
 
 def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Calibration, overwrite: bool,
                           sensitivity_tokens: int, progress) -> Die:
+    transforms: dict = {}
+    if plan.rotated:
+        model = RotatedWeights(model)
+        transforms["rotation"] = model.record()
     spec = model.spec
     step = progress or (lambda what: None)
     check_budget(plan, spec)
@@ -73,13 +82,17 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
     shapes = matrix_shapes(spec)
     damage = None
     if plan.is_mixed:
-        candidates = {name: [(c.name, c.format) for c in plan.default.choices] for name in shapes}
+        candidates = {name: [(c.name, c.format, c.clip) for c in plan.default.choices] for name in shapes}
         windows = [s[i:i + SENSITIVITY_WINDOW] for s in calibration.sequences
                    for i in range(0, len(s), SENSITIVITY_WINDOW)]
         damage = measure_sensitivity(model, candidates, limit_sequences(windows, sensitivity_tokens),
                                      progress=lambda _: step("sensitivity"))
     assignment = resolve(plan, spec, damage)
     gptq_inputs = {hessian_source(n) for n, c in assignment.items() if c.method == "gptq"}
+    # A scaled input serves every matrix reading it, so one matrix naming awq scales its siblings too.
+    awq_inputs = {hessian_source(n) for n, c in assignment.items()
+                  if "awq" in c.transforms and n.startswith("layers.")}
+    awq_alphas: dict[str, float] = {}
     methods_used: dict[str, str] = {}
     activation_absmax: dict[str, float] = {}
     sequences = [np.asarray(s, dtype=np.int64) for s in calibration.sequences]
@@ -90,7 +103,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         hessian = stats.hessian(hessian_source(name)) if stats is not None else None
         method = choice.method if hessian is not None else "rtn"
         methods_used[name] = method
-        return quantize(weight, choice.format, method, hessian)
+        return quantize(weight, choice.format, method, hessian, clip=choice.clip)
 
     with DieWriter(output, overwrite=overwrite) as writer:
         # Embedding: a lookup table has no input activations, so always round-to-nearest.
@@ -109,10 +122,22 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
             runner = LayerRunner(spec, index, dict(weights), capacity)
             stats = None
             layer_gptq = {n for n in gptq_inputs if n.startswith(prefix)}
-            if layer_gptq:
-                stats = InputStatistics(layer_gptq)
+            layer_awq = {n for n in awq_inputs if n.startswith(prefix)}
+            if layer_gptq or layer_awq:
+                stats = InputStatistics(layer_gptq, layer_awq, AWQ_SAMPLE_TOKENS)
                 for x in streams:
                     runner(x, capture=stats.capture)
+            if layer_awq:
+                found = channel_scaling(spec, prefix, weights, stats.samples(),
+                                        {n: assignment[n].format for n in weights if n in assignment})
+                for source, (scales, alpha) in found.items():
+                    awq_alphas[prefix + source] = alpha
+                    name = prefix + source
+                    if name in stats.hessians:          # the matrices now read x / s
+                        inverse = 1.0 / scales.astype(np.float32)
+                        stats.hessians[name] *= inverse[:, None] * inverse[None, :]
+                for name, weight in weights.items():
+                    runner.set(name, weight)
             stored: dict[str, object] = {}
             for name, weight in weights.items():
                 if weight.ndim == 2:
@@ -144,6 +169,9 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         writer.write_tensors("head", head, methods_used)
         del head, hidden, head_stats
         step("head")
+        if awq_alphas:
+            transforms["channel_scaling"] = {"method": "awq", "grid": f"alpha in 0..{AWQ_GRID - 1}/{AWQ_GRID}",
+                                             "alpha": awq_alphas}
 
         writer.write_arrays("activations.safetensors", {
             name: np.array([activation_scale(value, plan.activations)], np.float32)
@@ -168,6 +196,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
                      "assignment": {n: {"format": assignment[n].format.name, "method": methods_used[n]}
                                     for n in shapes},
                      "sensitivity_kl": damage},
+            **({"transforms": transforms} if transforms else {}),
             "activations": {"format": plan.activations, "bits": activation_bits(plan.activations),
                             "file": "activations.safetensors", "scaling": "per-tensor symmetric absmax"},
             "calibration": {**calibration.description, "sequences": len(calibration.sequences),

@@ -7,10 +7,17 @@ Plan syntax (the `--plan` argument):
     w3g32a                  asymmetric (a zero point per group)
     w3g64-e4m4              scales in the 8-bit e4m4 small float instead of fp16
     w4g32:gptq              GPTQ instead of round-to-nearest
+    w3g32:rot+gptq          methods joined by `+`: offline transforms (`rot`, `awq`, see
+                            freeze/transforms.py), `clip` (each group's range searched for the least
+                            rounding error) and at most one quantizer (`rtn`, the default, or `gptq`),
+                            applied in the order rot, awq, clip + quantizer whatever the order
+                            written; `best` names the recommended combination (BEST_METHODS)
     mix:3g32,6g32,avg=3.5   mixed: every matrix starts at the first format; the matrices whose
                             upgrade buys the most measured quality per bit move to the later ones
                             until the average storage (codes + scales + zero points) reaches 3.5
-                            bits per weight. Formats may carry `:gptq`, e.g. mix:3g32:gptq,6g32:gptq,avg=3.5
+                            bits per weight. Formats may carry methods, e.g. mix:3g32:gptq,6g32:gptq,avg=3.5.
+                            `rot` rotates the whole model: named on any format, it applies to all, and
+                            the sensitivity that decides the mix is measured on the rotated model
     plan.toml / plan.json   a file: default = "<any of the above>", overrides = {pattern = format},
                             activations = "int8" | "int16"
 
@@ -20,6 +27,7 @@ Norm (and bias) vectors are stored as float32 and are not part of the bit budget
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import tomllib
@@ -29,31 +37,52 @@ from pathlib import Path
 from hardwire.errors import BadPlan
 from hardwire.formats import ACTIVATION_FORMATS, WeightFormat
 from hardwire.jsonfile import parse_json
-from hardwire.freeze.quantize import METHODS
+from hardwire.freeze.quantize import METHODS, REFINEMENTS
+from hardwire.freeze.transforms import TRANSFORMS
 from hardwire.model.spec import ModelSpec
 
 PLAN_FILE_KEYS = ("default", "overrides", "activations")
+# `best`: the combination docs/validation.md (## Freeze) measured best at 4 bits and in the mixed
+# 3/6 plan on the bundled model, at no extra ROM (`rot` unties the tied embedding: +12% ROM there).
+BEST_METHODS = ("awq", "clip", "gptq")
 
 
 @dataclass(frozen=True)
 class Choice:
-    """A weight format and the quantizer that fills it."""
+    """A weight format, the quantizer that fills it and the offline transforms applied before."""
 
     format: WeightFormat
-    method: str = "rtn"
+    method: str = "rtn"                  # the quantizer: one of METHODS
+    transforms: tuple[str, ...] = ()     # a subsequence of TRANSFORMS
+    refinements: tuple[str, ...] = ()    # a subsequence of REFINEMENTS (options of the quantizer)
 
     @classmethod
     def parse(cls, text: str) -> "Choice":
         text = text.strip()
-        fmt_text, _, method = text.partition(":")
-        method = method or "rtn"
-        if method not in METHODS:
-            raise BadPlan(f"unknown quantizer {method!r} in {text!r}; expected one of {', '.join(METHODS)}")
-        return cls(WeightFormat.parse(fmt_text), method)
+        fmt_text, _, methods = text.partition(":")
+        parts = [part.strip() for part in methods.split("+")] if methods else []
+        if "best" in parts:
+            parts = [p for p in parts if p != "best"] + list(BEST_METHODS)
+        known = TRANSFORMS + REFINEMENTS + METHODS
+        for part in parts:
+            if part not in known:
+                raise BadPlan(f"unknown quantizer or transform {part!r} in {text!r}; expected methods "
+                              f"joined by '+' from {', '.join(known)}, or best")
+        quantizers = [p for p in dict.fromkeys(parts) if p in METHODS]
+        if len(quantizers) > 1:
+            raise BadPlan(f"{text!r} names two quantizers ({', '.join(quantizers)}); expected at most one")
+        transforms = tuple(t for t in TRANSFORMS if t in parts)
+        refinements = tuple(r for r in REFINEMENTS if r in parts)
+        return cls(WeightFormat.parse(fmt_text), quantizers[0] if quantizers else "rtn", transforms, refinements)
+
+    @property
+    def clip(self) -> bool:
+        return "clip" in self.refinements
 
     @property
     def name(self) -> str:
-        return self.format.name + ("" if self.method == "rtn" else f":{self.method}")
+        methods = list(self.transforms) + list(self.refinements) + ([] if self.method == "rtn" else [self.method])
+        return self.format.name + (":" + "+".join(methods) if methods else "")
 
 
 @dataclass(frozen=True)
@@ -103,9 +132,19 @@ class Plan:
         return isinstance(self.default, Mix)
 
     @property
+    def choices(self) -> list[Choice]:
+        default = list(self.default.choices) if self.is_mixed else [self.default]
+        return default + [c for _, c in self.overrides]
+
+    @property
     def methods(self) -> set[str]:
-        choices = list(self.default.choices) if self.is_mixed else [self.default]
-        return {c.method for c in choices} | {c.method for _, c in self.overrides}
+        return {c.method for c in self.choices}
+
+    @property
+    def rotated(self) -> bool:
+        """Whether the model's residual stream is rotated (a model-wide transform: named on any
+        format of the plan, it applies to every matrix)."""
+        return any("rot" in c.transforms for c in self.choices)
 
     def to_dict(self) -> dict:
         return {"default": self.default.name, "overrides": {p: c.name for p, c in self.overrides},
@@ -114,7 +153,7 @@ class Plan:
 
 def parse_choice_or_mix(text: str) -> Choice | Mix:
     if not isinstance(text, str) or not text.strip():
-        raise BadPlan(f"expected a plan such as w8, w4g32, w4g32:gptq or mix:3g32,6g32,avg=3.5, got {text!r}")
+        raise BadPlan(f"expected a plan such as w8, w4g32, w4g32:rot+gptq or mix:3g32,6g32,avg=3.5, got {text!r}")
     return Mix.parse(text) if text.strip().startswith("mix:") else Choice.parse(text)
 
 
@@ -204,6 +243,8 @@ def check_budget(plan: Plan, spec: ModelSpec) -> None:
     calibration work is spent)."""
     if not plan.is_mixed:
         return
+    if plan.rotated:          # the rotation unties a tied embedding: one more matrix to store
+        spec = dataclasses.replace(spec, tied_embeddings=False)
     shapes = matrix_shapes(spec)
     pinned = pinned_choices(plan, spec)
     cheapest = min(plan.default.choices, key=lambda c: sum(c.format.storage_bits(shapes[n]) for n in shapes))

@@ -12,6 +12,7 @@ Metrics per candidate, over all predicted tokens:
   top1_agreement    fraction of positions where candidate and float agree on the most likely token
   kl_mean           mean KL(float || candidate) of the next-token distributions, nats
   layer_error       per layer, ||x_candidate - x_float|| / ||x_float|| of the residual stream
+                    (a rotated die's stream taken back to the float basis first)
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from hardwire.die import FrozenWeights
 from hardwire.errors import BadConfig
 from hardwire.formats import fake_quantize_activations
 from hardwire.freeze.calibrate import kl_divergence, log_softmax
+from hardwire.freeze.transforms import source_spec, unrotate
 from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
 from hardwire.model.spec import Weights
 from hardwire.runtime.engine import make_engine
@@ -105,8 +107,9 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
     if not sequences:
         raise BadConfig("no sequence of at least two tokens to score")
     capacity = max(len(s) for s in sequences)
-    for c in candidates:
-        if c.spec != reference.spec:
+    transforms = [c.manifest.get("transforms") if isinstance(c, FrozenWeights) else None for c in candidates]
+    for c, done_to_it in zip(candidates, transforms):
+        if source_spec(c.spec, done_to_it) != reference.spec:
             raise BadConfig(f"{getattr(c, 'path', c)} has a different model spec than the float reference "
                             f"{getattr(reference, 'path', reference)}")
     float_run = transformer_for(reference, capacity)
@@ -133,13 +136,14 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
         float_tally.nll += next_token_nll(ref_logits, ids)
         float_tally.tokens += len(ids) - 1
         ref_top = ref_logits[:-1].argmax(axis=-1)
-        for run, tally in zip(runs, tallies):
+        for run, tally, done_to_it in zip(runs, tallies, transforms):
             logits, layers = run(ids)
             tally.nll += next_token_nll(logits, ids)
             tally.tokens += len(ids) - 1
             tally.agree += int(np.sum(logits[:-1].argmax(axis=-1) == ref_top))
             tally.kl += float(kl_divergence(ref_logits[:-1], logits[:-1]).sum())
             for i, (x, r) in enumerate(zip(layers or [], ref_layers)):
+                x = unrotate(x, done_to_it)
                 tally.layer_error_sq[i] += float(np.sum((x.astype(np.float64) - r) ** 2))
                 tally.layer_reference_sq[i] += float(np.sum(r.astype(np.float64) ** 2))
         if progress is not None:

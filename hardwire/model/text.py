@@ -50,3 +50,34 @@ def read_sequences(path: str | Path, tokenizer, limit: int | None = None, window
             raise BadConfig(f"a scoring window needs at least 2 tokens, got {window}", field="window")
         sequences = [w for ids in sequences for w in context_windows(ids, window)]
     return [s for s in sequences if len(s) >= 2]
+
+
+def read_id_sequences(path: str | Path, vocab_size: int, window: int | None = None) -> list[list[int]]:
+    """Token sequences given as ids: one sequence per non-empty line, ids separated by commas or
+    spaces, used as written (a model that expects BOS needs it at the start of each line). Longer
+    sequences are cut into context windows as text is; an id outside [0, vocab_size) is refused
+    with its line number."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadConfig(f"cannot read token ids: {getattr(e, 'strerror', None) or e}", path=path) from None
+    sequences = []
+    for number, line in enumerate(lines, 1):
+        fields = line.replace(",", " ").split()
+        if not fields:
+            continue
+        try:
+            ids = [int(f) for f in fields]
+        except ValueError:
+            raise BadConfig(f"line {number}: expected token ids separated by commas or spaces, got "
+                            f"{line.strip()[:60]!r}", path=path) from None
+        bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+        if bad is not None:
+            raise BadConfig(f"line {number}: token id {bad} is outside the model's vocabulary [0, {vocab_size})",
+                            path=path)
+        sequences.extend(context_windows(ids, window) if window is not None else [ids])
+    sequences = [s for s in sequences if len(s) >= 2]
+    if not sequences:
+        raise BadConfig("holds no sequence of at least two token ids", path=path)
+    return sequences
