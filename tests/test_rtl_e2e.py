@@ -113,6 +113,23 @@ def test_random_dies_of_other_shapes_equal_golden(tmp_path, cache_dir, shape, pl
     np.testing.assert_array_equal(rtl, golden)
 
 
+def assert_greedy_and_logits_equal(golden, engine, tokens: int = 32):
+    """`tokens` greedy tokens from BOS, token for token, then teacher-forced over the same positions:
+    every logit, the final ones included, bit for bit. Returns the greedy ids."""
+    expected = golden.generate([1], max_tokens=tokens, stop_at_eos=False)
+    try:
+        got = engine.generate([1], max_tokens=tokens, stop_at_eos=False)
+        assert got.ids == expected.ids
+        sequence = [1] + got.ids[:-1]
+        engine.reset()
+        rtl = engine.forward_integer(sequence)
+    finally:
+        engine.close()
+    golden.reset()
+    np.testing.assert_array_equal(rtl, golden.forward_integer(sequence))
+    return got.ids
+
+
 def stories_die(tmp_path_factory, plan: str) -> Path:
     from hardwire.freeze.commands import load_calibration
     from hardwire.freeze.freezer import freeze
@@ -133,20 +150,7 @@ def test_stories260k_greedy_32_tokens_equal_golden(tmp_path_factory, cache_dir, 
     from hardwire.golden.engine import GoldenEngine
     from hardwire.rtl.engine import RtlEngine
     die = open_die(stories_die(tmp_path_factory, plan))
-    golden = GoldenEngine(die)
-    expected = golden.generate([1], max_tokens=32, stop_at_eos=False)
-    engine = RtlEngine(die)
-    try:
-        got = engine.generate([1], max_tokens=32, stop_at_eos=False)
-        assert got.ids == expected.ids
-        # teacher-forced over the same 32 positions: every logit, the final ones included, bit for bit
-        sequence = [1] + got.ids[:-1]
-        engine.reset()
-        rtl = engine.forward_integer(sequence)
-    finally:
-        engine.close()
-    golden.reset()
-    np.testing.assert_array_equal(rtl, golden.forward_integer(sequence))
+    assert_greedy_and_logits_equal(GoldenEngine(die), RtlEngine(die))
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is not installed")
