@@ -38,11 +38,7 @@ from hardwire.chip.process import ProcessNode, process_node
 from hardwire.datapath import POINT_FIELDS, Block, DesignPoint, TokenStep, weight_style
 from hardwire.errors import BadConfig
 from hardwire.model.spec import ModelSpec
-
-try:
-    import tomllib
-except ModuleNotFoundError:      # Python 3.10
-    import tomli as tomllib
+from hardwire.tomlfile import read_toml
 
 CHIPS_DIR = Path(__file__).resolve().parent.parent / "data" / "chips"
 
@@ -191,16 +187,7 @@ def load_chip(name_or_path: str | Path) -> ChipConfig:
         if not path.exists():
             names = ", ".join(sorted(p.stem for p in CHIPS_DIR.glob("*.toml")))
             raise BadConfig(f"unknown chip preset {text!r}; expected a TOML file or one of: {names}", field="chip")
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadConfig("no such chip file", path=path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadConfig(f"cannot read chip file: {e}", path=path) from None
-    except tomllib.TOMLDecodeError as e:
-        raise BadConfig(f"not valid TOML: {e}", path=path) from None
-    except RecursionError:              # tomllib recurses into nested arrays and tables
-        raise BadConfig("not valid TOML: nested too deeply", path=path) from None
+    data = read_toml(path, "chip file")
     if not data:
         raise BadConfig("the chip file sets nothing; expected keys such as name, node and weight_bits "
                         "(see the bundled hc1.toml)", path=path)

@@ -28,11 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardwire.errors import BadConfig, HardwireError
-
-try:
-    import tomllib
-except ModuleNotFoundError:      # Python 3.10
-    import tomli as tomllib
+from hardwire.tomlfile import read_toml
 
 TOP_KEYS = ("models", "plans", "chips", "estimate", "quality", "ttc", "objectives")
 ESTIMATE_KEYS = {"context": 1024, "prompt_tokens": 1024, "users": None}
@@ -126,16 +122,7 @@ class Sweep:
 
 def read_sweep(path: str | Path) -> Sweep:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadConfig("no such sweep file", path=path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadConfig(f"cannot read the sweep file: {e}", path=path) from None
-    except tomllib.TOMLDecodeError as e:
-        raise BadConfig(f"not valid TOML: {e}", path=path) from None
-    except RecursionError:
-        raise BadConfig("not valid TOML: nested too deeply", path=path) from None
+    data = read_toml(path, "sweep file")
     try:
         return parse_sweep(data, path)
     except HardwireError as e:

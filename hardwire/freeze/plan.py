@@ -30,13 +30,13 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from hardwire.errors import BadPlan
 from hardwire.formats import ACTIVATION_FORMATS, WeightFormat
 from hardwire.jsonfile import parse_json
+from hardwire.tomlfile import parse_toml
 from hardwire.freeze.quantize import METHODS, REFINEMENTS
 from hardwire.freeze.transforms import TRANSFORMS
 from hardwire.model.spec import ModelSpec
@@ -182,12 +182,7 @@ def _parse_plan_file(path: Path) -> Plan:
     if path.suffix != ".toml":
         data = parse_json(content, path, BadPlan, expect=None, what="plan JSON")
     else:
-        try:
-            data = tomllib.loads(content)
-        except tomllib.TOMLDecodeError as e:
-            raise BadPlan(f"not valid TOML: {e}", path=path) from None
-        except RecursionError:          # tomllib's parser recurses into nested arrays and tables
-            raise BadPlan("the TOML nests too deeply", path=path) from None
+        data = parse_toml(content, path, BadPlan)
     if not isinstance(data, dict):
         raise BadPlan("expected a table with keys default, overrides, activations", path=path)
     unknown = set(data) - set(PLAN_FILE_KEYS)
