@@ -28,7 +28,7 @@ from hardwire.freeze.calibrate import kl_divergence, log_softmax
 from hardwire.freeze.transforms import source_spec, unrotate
 from hardwire.model.reference import FloatTransformer, rmsnorm, rope_tables
 from hardwire.model.spec import Weights
-from hardwire.runtime.engine import make_engine
+from hardwire.runtime.engine import PatchedWeights, make_engine
 
 
 # -- running a model layer by layer --------------------------------------------------------------
@@ -113,10 +113,6 @@ def evaluate(candidates: list, reference, sequences: list[list[int]], act_quant:
             raise BadConfig(f"{getattr(c, 'path', c)} has a different model spec than the float reference "
                             f"{getattr(reference, 'path', reference)}")
     float_run = transformer_for(reference, capacity)
-    if patch is not None:
-        from hardwire.runtime.engine import PatchedWeights
-        if not all(hasattr(c, "quantized") for c in candidates):
-            raise BadConfig("a patch belongs to a frozen die; score the die it was trained for", field="--patch")
     if backend == "golden":
         engines = [make_engine(c, backend="golden", **({"patch": patch} if patch is not None else {}))
                    for c in candidates]

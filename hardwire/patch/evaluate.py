@@ -11,6 +11,8 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
+
 from hardwire.errors import BadConfig
 
 
@@ -65,7 +67,6 @@ def rate(texts: list[str], pattern: re.Pattern, first_words: int | None) -> dict
 def golden_perplexity(engine, sequences: list[list[int]]) -> float:
     """exp(mean next-token NLL) of the golden logits (scaled to nats only at the output)."""
     from hardwire.measure.quality import next_token_nll
-    import numpy as np
     total, tokens = 0.0, 0
     for ids in sequences:
         logits = engine.logits(ids)

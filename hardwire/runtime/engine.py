@@ -21,6 +21,8 @@ class PatchedWeights:
     def __init__(self, die, patch):
         from hardwire.golden.engine import patch_for
         from hardwire.golden.tables import tables_for
+        if not hasattr(die, "quantized"):
+            raise BadConfig("a patch belongs to a frozen die; pass the die it was trained for", field="--patch")
         self.die = die
         self.patch = patch_for(patch, die)
         self.tables = tables_for(die)
@@ -46,8 +48,6 @@ class FloatEngine(Engine):
         from hardwire.model.reference import FloatTransformer
         tensor = source.tensor
         if patch is not None:
-            if not hasattr(source, "quantized"):
-                raise BadConfig("a patch belongs to a frozen die; pass the die it was trained for", field="--patch")
             patched = PatchedWeights(source, patch)
             self.patch, tensor = patched.patch, patched.tensor
         self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity)
