@@ -28,6 +28,7 @@ from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidde
                                        limit_sequences, measure_sensitivity)
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
+from hardwire.freeze.rounding import learn_rounding
 from hardwire.freeze.tables import freeze_tables
 from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, RotatedWeights, channel_scaling
 from hardwire.model.tokenizer import tokenizer_files
@@ -88,7 +89,8 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         damage = measure_sensitivity(model, candidates, limit_sequences(windows, sensitivity_tokens),
                                      progress=lambda _: step("sensitivity"))
     assignment = resolve(plan, spec, damage)
-    gptq_inputs = {hessian_source(n) for n, c in assignment.items() if c.method == "gptq"}
+    # GPTQ and learned rounding both need X^T X of the matrix's calibration inputs
+    gptq_inputs = {hessian_source(n) for n, c in assignment.items() if c.method == "gptq" or c.rounding}
     # A scaled input serves every matrix reading it, so one matrix naming awq scales its siblings too.
     awq_inputs = {hessian_source(n) for n, c in assignment.items()
                   if "awq" in c.transforms and n.startswith("layers.")}
@@ -102,8 +104,12 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         choice: Choice = assignment[name]
         hessian = stats.hessian(hessian_source(name)) if stats is not None else None
         method = choice.method if hessian is not None else "rtn"
+        quantized = quantize(weight, choice.format, method, hessian, clip=choice.clip)
+        if "learn" in choice.rounding and hessian is not None:
+            quantized = learn_rounding(weight, quantized, hessian)
+            method += "+learn"
         methods_used[name] = method
-        return quantize(weight, choice.format, method, hessian, clip=choice.clip)
+        return quantized
 
     with DieWriter(output, overwrite=overwrite) as writer:
         # Embedding: a lookup table has no input activations, so always round-to-nearest.

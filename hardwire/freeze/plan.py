@@ -9,9 +9,11 @@ Plan syntax (the `--plan` argument):
     w4g32:gptq              GPTQ instead of round-to-nearest
     w3g32:rot+gptq          methods joined by `+`: offline transforms (`rot`, `awq`, see
                             freeze/transforms.py), `clip` (each group's range searched for the least
-                            rounding error) and at most one quantizer (`rtn`, the default, or `gptq`),
-                            applied in the order rot, awq, clip + quantizer whatever the order
-                            written; `best` names the recommended combination (BEST_METHODS)
+                            rounding error), at most one quantizer (`rtn`, the default, or `gptq`)
+                            and `learn` (each weight's rounding direction re-chosen after the
+                            quantizer, freeze/rounding.py), applied in the order rot, awq, clip +
+                            quantizer, learn whatever the order written; `best` names the
+                            recommended combination (BEST_METHODS)
     mix:3g32,6g32,avg=3.5   mixed: every matrix starts at the first format; the matrices whose
                             upgrade buys the most measured quality per bit move to the later ones
                             until the average storage (codes + scales + zero points) reaches 3.5
@@ -38,6 +40,7 @@ from hardwire.formats import ACTIVATION_FORMATS, WeightFormat
 from hardwire.jsonfile import parse_json
 from hardwire.tomlfile import parse_toml
 from hardwire.freeze.quantize import METHODS, REFINEMENTS
+from hardwire.freeze.rounding import ROUNDINGS
 from hardwire.freeze.transforms import TRANSFORMS
 from hardwire.model.spec import ModelSpec
 
@@ -55,6 +58,7 @@ class Choice:
     method: str = "rtn"                  # the quantizer: one of METHODS
     transforms: tuple[str, ...] = ()     # a subsequence of TRANSFORMS
     refinements: tuple[str, ...] = ()    # a subsequence of REFINEMENTS (options of the quantizer)
+    rounding: tuple[str, ...] = ()       # a subsequence of ROUNDINGS (run on the quantizer's codes)
 
     @classmethod
     def parse(cls, text: str) -> "Choice":
@@ -63,7 +67,7 @@ class Choice:
         parts = [part.strip() for part in methods.split("+")] if methods else []
         if "best" in parts:
             parts = [p for p in parts if p != "best"] + list(BEST_METHODS)
-        known = TRANSFORMS + REFINEMENTS + METHODS
+        known = TRANSFORMS + REFINEMENTS + METHODS + ROUNDINGS
         for part in parts:
             if part not in known:
                 raise BadPlan(f"unknown quantizer or transform {part!r} in {text!r}; expected methods "
@@ -73,7 +77,9 @@ class Choice:
             raise BadPlan(f"{text!r} names two quantizers ({', '.join(quantizers)}); expected at most one")
         transforms = tuple(t for t in TRANSFORMS if t in parts)
         refinements = tuple(r for r in REFINEMENTS if r in parts)
-        return cls(WeightFormat.parse(fmt_text), quantizers[0] if quantizers else "rtn", transforms, refinements)
+        rounding = tuple(r for r in ROUNDINGS if r in parts)
+        return cls(WeightFormat.parse(fmt_text), quantizers[0] if quantizers else "rtn", transforms, refinements,
+                   rounding)
 
     @property
     def clip(self) -> bool:
@@ -81,7 +87,8 @@ class Choice:
 
     @property
     def name(self) -> str:
-        methods = list(self.transforms) + list(self.refinements) + ([] if self.method == "rtn" else [self.method])
+        methods = (list(self.transforms) + list(self.refinements) + ([] if self.method == "rtn" else [self.method])
+                   + list(self.rounding))
         return self.format.name + (":" + "+".join(methods) if methods else "")
 
 
