@@ -84,8 +84,11 @@ def test_die_with_learned_rounding_runs_on_the_golden_model_and_is_reproducible(
     assert die.id == again.id and die.id != plain.id
     assignment = die.manifest["plan"]["assignment"]
     assert assignment["layers.0.wq"]["method"] == "gptq+learn"
-    assert assignment["embed"]["method"] == "rtn"                # a lookup table has no inputs to learn on
+    # the tied embedding is quantized again as the classifier, on the final hidden states
+    assert assignment["embed"]["method"] == "gptq+learn" and plain.manifest["plan"]["assignment"]["embed"][
+        "method"] == "rtn"
     assert die.manifest["totals"]["matrix_rom_bits"] == plain.manifest["totals"]["matrix_rom_bits"]
+    assert set(die.manifest["tensors"]) == set(plain.manifest["tensors"])
 
     from hardwire.model.reference import teacher_forced_logits
     from hardwire.runtime.engine import make_engine
@@ -94,6 +97,35 @@ def test_die_with_learned_rounding_runs_on_the_golden_model_and_is_reproducible(
     float_die = teacher_forced_logits(die, ids)
     assert golden.shape == float_die.shape
     assert np.mean(golden.argmax(-1) == float_die.argmax(-1)) > 0.8
+
+
+def test_untied_classifier_is_learned_and_the_die_stays_close_to_float(tmp_path):
+    from hardwire.measure.quality import evaluate
+    model = random_model(tied=False, bias=False)
+    rng = np.random.default_rng(3)
+    calibration = Calibration([list(rng.integers(0, 64, 48)) for _ in range(6)], {"source": "random ids"})
+    die = freeze(model, parse_plan("w8:gptq+learn"), tmp_path / "u.die", calibration)
+    assignment = die.manifest["plan"]["assignment"]
+    assert assignment["output"]["method"] == "gptq+learn" and assignment["embed"]["method"] == "rtn"
+    (result,), _ = evaluate([die], model, [calibration.sequences[0]])
+    assert result["top1_agreement"] > 0.9 and result["kl_mean"] < 0.05
+
+
+def test_classifier_fisher_weighs_rows_by_how_often_their_token_is_predicted():
+    from hardwire.freeze.calibrate import classifier_fisher
+    rng = np.random.default_rng(4)
+    hidden = [rng.standard_normal((30, 8)).astype(np.float32) for _ in range(3)]
+    classifier = rng.standard_normal((5, 8)).astype(np.float32)
+    fisher = classifier_fisher(hidden, classifier)
+    expected = np.zeros((5, 8, 8))
+    for h in hidden:                          # the definition, token by token
+        for x in h.astype(np.float64):
+            logits = classifier.astype(np.float64) @ x
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            expected += p[:, None, None] * np.outer(x, x)[None]
+    np.testing.assert_allclose(fisher, expected, rtol=1e-9)
+    assert classifier_fisher(hidden, np.zeros((1 << 14, 64), np.float32)) is None     # over FISHER_BYTES
 
 
 def test_plans_name_learn_after_the_quantizer():

@@ -20,6 +20,7 @@ from hardwire.model.spec import ModelSpec
 # Projections that read the same activation as another one (one statistic serves all).
 SHARED_INPUT = {"wk": "wq", "wv": "wq", "w_up": "w_gate"}
 SENSITIVITY_STREAM_BYTES = 1 << 30     # residual streams kept for the sensitivity measurement
+FISHER_BYTES = 1 << 28                 # per-row classifier Hessians: larger vocab x hidden^2 use one shared
 
 
 class _OneLayerCache:
@@ -110,6 +111,23 @@ def final_hidden(spec: ModelSpec, x: np.ndarray, final_norm: np.ndarray) -> np.n
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def classifier_fisher(hidden: list[np.ndarray], classifier: np.ndarray) -> np.ndarray | None:
+    """Per output row r, H_r = Σ_t p_t[r] h_t h_tᵀ over the final hidden states h_t [tokens, hidden],
+    p_t = softmax(classifier h_t): the Hessian of the KL divergence from these logits in row r's
+    weights, less the cross-row terms. Errors in the rows of rarely predicted tokens cost little;
+    a shared XᵀX weighs every row alike. None when [vocab, hidden, hidden] float64 would exceed
+    FISHER_BYTES."""
+    rows, width = classifier.shape
+    if rows * width * width * 8 > FISHER_BYTES:
+        return None
+    fisher = np.zeros((rows, width * width))
+    for h in hidden:
+        h = h.astype(np.float64)
+        probabilities = np.exp(log_softmax(h @ classifier.T.astype(np.float64)))
+        fisher += probabilities.T @ (h[:, :, None] * h[:, None, :]).reshape(len(h), -1)
+    return fisher.reshape(rows, width, width)
 
 
 def kl_divergence(reference_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:

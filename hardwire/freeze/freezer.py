@@ -24,8 +24,8 @@ import numpy as np
 from hardwire.die import GOLDEN_TABLES_KEY, Die, DieWriter
 from hardwire.errors import BadConfig
 from hardwire.formats import QuantizedTensor, activation_bits, activation_scale
-from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidden, hessian_source,
-                                       limit_sequences, measure_sensitivity)
+from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, classifier_fisher, final_hidden,
+                                       hessian_source, limit_sequences, measure_sensitivity)
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
 from hardwire.freeze.rounding import learn_rounding
@@ -112,14 +112,19 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         return quantized
 
     with DieWriter(output, overwrite=overwrite) as writer:
-        # Embedding: a lookup table has no input activations, so always round-to-nearest.
+        # Embedding: a lookup table has no input activations, so always round-to-nearest. A tied
+        # one is also the classifier, whose inputs (the final hidden states) exist only after the
+        # layers: with `learn` it is quantized again then, by the plan's quantizer on those inputs
+        # and learned rounding on the logits' error (classifier_fisher), and the stage is written
+        # last; the layers calibrate on the round-to-nearest lookups (the lookup path costs little:
+        # docs/validation.md).
+        embed_learned = spec.tied_embeddings and "learn" in assignment["embed"].rounding
         embed_q = quantize_matrix("embed", model.tensor("embed"), None)
-        writer.write_tensors("embed", {"embed": embed_q}, methods_used)
+        if not embed_learned:
+            writer.write_tensors("embed", {"embed": embed_q}, methods_used)
         embed_hat = embed_q.dequantize()
         streams = [embed_hat[ids] for ids in sequences]
-        if not spec.tied_embeddings:
-            del embed_hat
-        del embed_q
+        del embed_hat, embed_q
         step("embed")
 
         for index in range(spec.layers):
@@ -170,7 +175,21 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
             head_stats.capture(head_name, h)
         activation_absmax[head_name] = head_stats.absmax[head_name]
         head: dict[str, object] = {"final_norm": final_norm}
-        if not spec.tied_embeddings:
+        if "learn" in assignment[head_name].rounding:
+            # the plan's quantizer on the classifier's inputs, then learned rounding on the logits'
+            # error: each row weighted by how often its token is predicted (classifier_fisher)
+            choice, classifier = assignment[head_name], model.tensor(head_name)
+            hessian = head_stats.hessian(head_name)
+            quantized = quantize(classifier, choice.format, choice.method, hessian, clip=choice.clip)
+            fisher = classifier_fisher(hidden, classifier)
+            quantized = learn_rounding(classifier, quantized, hessian if fisher is None else fisher)
+            methods_used[head_name] = choice.method + "+learn"
+            if embed_learned:
+                writer.write_tensors("embed", {"embed": quantized}, methods_used)
+            else:
+                head["output"] = quantized
+            del quantized, classifier, fisher
+        elif not spec.tied_embeddings:
             head["output"] = quantize_matrix("output", model.tensor("output"), head_stats)
         writer.write_tensors("head", head, methods_used)
         del head, hidden, head_stats

@@ -47,7 +47,7 @@ from hardwire.model.spec import ModelSpec
 PLAN_FILE_KEYS = ("default", "overrides", "activations")
 # `best`: the combination docs/validation.md (## Freeze) measured best at 4 bits and in the mixed
 # 3/6 plan on the bundled model, at no extra ROM (`rot` unties the tied embedding: +12% ROM there).
-BEST_METHODS = ("awq", "clip", "gptq")
+BEST_METHODS = ("awq", "clip", "gptq", "learn")
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,14 @@ def inverse_rectified_sigmoid(h: np.ndarray) -> np.ndarray:
     return np.log(sigma / (1 - sigma))
 
 
+def times_hessian(delta: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+    """ΔW H, or row by row ΔW[r] H[r] when each output row has its own Hessian [rows, in, in]."""
+    return delta @ hessian if hessian.ndim == 2 else np.einsum("ri,rij->rj", delta, hessian)
+
+
 def output_error(delta: np.ndarray, hessian: np.ndarray) -> float:
     """tr(ΔW H ΔWᵀ): the summed squared output error over the calibration tokens."""
-    return float(np.sum((delta @ hessian) * delta))
+    return float(np.sum(times_hessian(delta, hessian) * delta))
 
 
 def _expanded(per_group: np.ndarray, width: int, cols: int) -> np.ndarray:
@@ -64,7 +69,7 @@ def learn_rounding(weight: np.ndarray, start: QuantizedTensor, hessian: np.ndarr
     fmt = start.format
     w = np.asarray(weight, dtype=np.float64)
     rows, cols = w.shape
-    if hessian.shape != (cols, cols):
+    if hessian.shape[-2:] != (cols, cols) or hessian.ndim == 3 and len(hessian) != rows:
         raise ValueError(f"Hessian {hessian.shape} does not match {cols} input columns")
     h_matrix = np.asarray(hessian, dtype=np.float64)
     width = fmt.group_width(cols)
@@ -92,7 +97,7 @@ def learn_rounding(weight: np.ndarray, start: QuantizedTensor, hessian: np.ndarr
         delta = w - restore(soft)
         # d E / d h = -2 (ΔW H) * s, divided by the starting error so the regulariser's weight means
         # the same for every matrix
-        grad_h = np.where(in_range, -2.0 * (delta @ h_matrix) * scales / reference, 0.0)
+        grad_h = np.where(in_range, -2.0 * times_hessian(delta, h_matrix) * scales / reference, 0.0)
         if step >= warmup:
             progress = (step - warmup) / max(1, steps - warmup)
             beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + np.cos(np.pi * progress))
