@@ -184,8 +184,9 @@ def register(app: typer.Typer) -> None:
           w4g32:gptq             GPTQ instead of round-to-nearest (rtn)
           w3g32:rot+gptq         methods joined by +: rot (rotate the residual stream), awq
                                  (activation-aware channel scales), clip (search each group's
-                                 range), then rtn or gptq; applied in that order
-          w4g32:best             the recommended combination (awq+clip+gptq)
+                                 range), then rtn or gptq, then learn (learned
+                                 rounding); applied in that order
+          w4g32:best             the recommended combination (awq+clip+gptq+learn)
           mix:3g32,6g32,avg=3.5  per matrix, the format that buys the most quality per bit,
                                  averaging 3.5 bits per weight
           plan.toml, plan.json   default = PLAN, overrides = {"layers.*.w_down" = FORMAT},
