@@ -9,6 +9,9 @@ calibrated on the inputs it will really see. Per stage the calibration run recor
 input absmax (activation scales) and, for GPTQ matrices, X^T X. Peak memory: one layer's float
 weights and their quantized copies, the calibration streams, and one Hessian per distinct input.
 
+Under `learn` (freeze/rounding.py) a layer's later inputs (wo's, the FFN's, w_down's) are captured
+again after the matrices that compute them are quantized, and the classifier is quantized last.
+
 A plan's offline transforms (freeze/transforms.py) run first: the residual rotation wraps the
 model (each tensor rotated as it is read), and a layer's activation-aware scales are searched on
 the calibration inputs of that layer and folded into its float weights before it is quantized.
@@ -150,9 +153,19 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
                 for name, weight in weights.items():
                     runner.set(name, weight)
             stored: dict[str, object] = {}
+            quantized_since_capture = False
             for name, weight in weights.items():
                 if weight.ndim == 2:
+                    # Under `learn`, an input computed from matrices of this layer already quantized
+                    # (wo's after q/k/v, the FFN's after attention, w_down's after gate/up) is
+                    # captured again, so the matrix is fitted to the input it will really see.
+                    if quantized_since_capture and name in layer_gptq and assignment[name].rounding:
+                        stats = InputStatistics({n for n in layer_gptq if n not in stored})
+                        for x in streams:
+                            runner(x, capture=stats.capture)
+                        quantized_since_capture = False
                     q = quantize_matrix(name, weight, stats)
+                    quantized_since_capture = True
                     runner.set(name, q.dequantize())
                     stored[name] = q
                 else:
