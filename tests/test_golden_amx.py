@@ -134,3 +134,26 @@ def test_a_large_int8_batch_is_offered_to_tile_products_where_they_pay(monkeypat
     with pytest.raises(Chosen):
         accumulate(matrix, xs)
     accumulate(matrix, xs[:amx.MIN_USERS - 1])      # fewer users: the vpdpbusd kernel, no tile products
+
+
+@needs_amx
+def test_a_batched_step_through_tile_products_gives_every_user_the_logits_of_decoding_alone(monkeypatch):
+    from hardwire.freeze.tables import build_tables, measure_ranges
+    from hardwire.golden.forward import GoldenTransformer
+    from hardwire.model.reference import KVCache
+    from hardwire.model.spec import ModelSpec
+    from tests.golden_dies import MemoryDie, RandomModel
+    from tests.test_golden import SHAPES
+    spec = ModelSpec(family="llama", max_context=32, **SHAPES["mha-untied"])
+    die = MemoryDie(RandomModel(spec, 5), "w4g32", "int8")
+    tables = build_tables(spec, die, measure_ranges(die, [list(range(16))]))
+    rng = np.random.default_rng(9)
+    tokens = [int(t) for t in rng.integers(0, spec.vocab_size, amx.MIN_USERS + 1)]
+    transformer = GoldenTransformer(die, tables)
+    tile_calls, tile_products = [], amx.rows_amx
+    monkeypatch.setattr(amx, "rows_amx", lambda *args, **kw: (tile_calls.append(1), tile_products(*args, **kw)))
+    together = transformer.step_batch(tokens, [KVCache() for _ in tokens])
+    assert tile_calls                                     # the step did go through tile products
+    for token, row in zip(tokens, together):
+        transformer.reset()
+        assert row.tolist() == transformer.forward([token])[-1].tolist()
