@@ -47,6 +47,7 @@ def vpdpbusd_sums(matrix, xs, monkeypatch):
     ("w8", 33, 2048),           # the widest group of the 110M shape (FFN down), 32 products
     ("w8", 20, 100),            # W = 112: K = 16
     ("w4g16a", 37, 100),        # zero points: a correction per row
+    ("w8g32a", 10, 64),         # zero points in a single row block
     ("w8g32a", 40, 96),
     ("w3g17", 19, 70),          # groups padded from 17 to 32 columns
 ])
@@ -68,7 +69,7 @@ def test_tile_products_are_exact_for_a_few_users_too(monkeypatch):
                                               matrix.offset, matrix.zeros)
         sums = np.empty((users, matrix.row_blocks * kernels.ROW_BLOCK), dtype=np.int64)
         amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
-                     matrix.group_width, matrix.nibbles, sums, parallel=False)
+                     matrix.group_width, matrix.nibbles, matrix.offset, sums, parallel=False)
         assert np.array_equal(sums[:, :matrix.rows], vpdpbusd_sums(matrix, xs, monkeypatch))
 
 

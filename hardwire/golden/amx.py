@@ -139,6 +139,22 @@ def _load_tile_config(typingctx, cfg):
 
 
 @intrinsic
+def _prefetch(typingctx, codes, start, count):
+    """Prefetch bytes [start, start + count) of a 1-D array into L2, a cache line at a time: the
+    codes of the row blocks after these, which tile loads alone leave to the hardware prefetcher."""
+    def codegen(context, builder, signature, args):
+        base = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data, _byte_ptr)
+        fetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32,
+                                                                                              _i32]), "llvm.prefetch.p0")
+        line = _i64(TILE_ROW_BYTES)
+        with cgutils.for_range(builder, builder.udiv(builder.add(args[2], _i64(TILE_ROW_BYTES - 1)), line)) as loop:
+            address = builder.gep(base, [builder.add(args[1], builder.mul(loop.index, line))])
+            builder.call(fetch, [address, _i32(0), _i32(2), _i32(1)])   # read, L2 (locality 2), data
+        return context.get_dummy_value()
+    return types.void(codes, start, count), codegen
+
+
+@intrinsic
 def _release_tiles(typingctx):
     """tilerelease: back to the init state, so a context switch saves no tile data."""
     def codegen(context, builder, signature, args):
@@ -147,7 +163,7 @@ def _release_tiles(typingctx):
     return types.void(), codegen
 
 
-def _group_products(nibbles: bool):
+def _group_products(nibbles: bool, signed: bool):
     """An intrinsic: for the users from `first` (up to PASS_TILES x 16 of them) and one group g of
     one or two row blocks (`pair`: the second is there), the int32 sums
     P_b[u, r] = sum over the group's columns j of x[u, j] * u_brj by `steps` tile products of
@@ -159,16 +175,17 @@ def _group_products(nibbles: bool):
 
     @intrinsic
     def group_products(typingctx, codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first,
-                       product_group, combine_group, k_quads, steps, users, pair):
+                       product_group, combine_group, k_quads, steps, users, pair, offset):
         def codegen(context, builder, signature, args):
             arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:9], args[:9])]
             codes_arrs, xs_arr, mults_arrs, corr_arrs, sums_arr, totals_arr = (arrays[0:2], arrays[2], arrays[3:5],
                                                                                arrays[5:7], arrays[7], arrays[8])
-            first_user, product_g, combine_g, k_quads_value, steps_value, users_value, pair_value = args[9:]
+            first_user, product_g, combine_g, k_quads_value, steps_value, users_value, pair_value, offset_value = args[9:]
             load_tile = _declare(builder, "llvm.x86.tileloadd64", [_i8, _byte_ptr, _i64])
             store_tile = _declare(builder, "llvm.x86.tilestored64", [_i8, _byte_ptr, _i64])
             zero_tile = _declare(builder, "llvm.x86.tilezero", [_i8])
-            product = _declare(builder, "llvm.x86.tdpbsud", [_i8, _i8, _i8])   # A signed (x) times B unsigned (u)
+            # A (activations) signed times B (codes): unsigned u, or signed c = u - offset
+            product = _declare(builder, "llvm.x86.tdpbssd" if signed else "llvm.x86.tdpbsud", [_i8, _i8, _i8])
             lanes32 = ir.VectorType(_i32, TILE_ROWS)
             bytes64 = ir.VectorType(_i8, TILE_ROW_BYTES)
             row_bytes = _i64(TILE_ROW_BYTES)
@@ -201,12 +218,15 @@ def _group_products(nibbles: bool):
                                                              stride(xs_arr, 0))])
                       for t in range(PASS_TILES)]
             sums_ptr = data(sums_arr)
-            if nibbles:
+            if nibbles or signed:
                 unpacked = cgutils.alloca_once(builder, ir.ArrayType(_i8, PASS_BLOCKS * TILE_ROWS * TILE_ROW_BYTES))
                 unpacked.align = 64
                 unpacked_ptrs = [builder.gep(builder.bitcast(unpacked, _byte_ptr), [_i64(TILE_ROWS * TILE_ROW_BYTES * b)])
                                  for b in range(PASS_BLOCKS)]
                 low_mask = ir.Constant(bytes64, [15] * TILE_ROW_BYTES)
+                offset = builder.shuffle_vector(  # the codes' offset in every byte
+                    builder.insert_element(ir.Constant(bytes64, None), builder.trunc(offset_value, _i8), _i32(0)),
+                    ir.Constant(bytes64, None), ir.Constant(ir.VectorType(_i32, TILE_ROW_BYTES), [0] * TILE_ROW_BYTES))
             def products(g):
                 for (t, b), here in present.items():
                     when(here, lambda t=t, b=b: builder.call(zero_tile, [tile(_c_tile(t, b))]))
@@ -222,10 +242,20 @@ def _group_products(nibbles: bool):
                                 packed = load(codes_ptr, builder.mul(chunk, row_bytes), bytes64)
                                 halves = (builder.and_(packed, low_mask),
                                           builder.lshr(packed, ir.Constant(bytes64, [4] * TILE_ROW_BYTES)))
+                                if signed:
+                                    halves = [builder.sub(half, offset) for half in halves]
                                 for h, half in enumerate(halves):
                                     row = builder.add(builder.mul(chunk_loop.index, _i64(2)), _i64(h))
                                     target = builder.gep(unpacked_ptrs[b], [builder.mul(row, row_bytes)])
                                     builder.store(half, builder.bitcast(target, ir.PointerType(bytes64))).align = 64
+                            source = unpacked_ptrs[b]
+                        elif signed:            # c = u - 128 (the offset of bytes): the top bit flipped
+                            with cgutils.for_range(builder, k_quads_value) as row_loop:
+                                row = builder.add(quad, row_loop.index)
+                                unsigned = load(codes_ptr, builder.mul(row, row_bytes), bytes64)
+                                target = builder.gep(unpacked_ptrs[b], [builder.mul(row_loop.index, row_bytes)])
+                                builder.store(builder.xor(unsigned, offset),
+                                              builder.bitcast(target, ir.PointerType(bytes64))).align = 64
                             source = unpacked_ptrs[b]
                         else:
                             source = builder.gep(codes_ptr, [builder.mul(quad, row_bytes)])
@@ -276,22 +306,25 @@ def _group_products(nibbles: bool):
                     u = user_loop.index
                     user = builder.add(first_user, u)
                     partial = load(sums_at(0, b), builder.mul(u, sums_row_bytes), lanes32, 4)
-                    corr_at = builder.add(builder.mul(user, stride(corr_arr, 0)), builder.mul(g, stride(corr_arr, 1)))
-                    shared_value = load(data(corr_arr), corr_at, _i32, 4)
-                    shared_lanes = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(lanes32, None), shared_value, _i32(0)),
-                        ir.Constant(lanes32, None), ir.Constant(lanes32, [0] * TILE_ROWS))
-                    # a per-row load only where there are per-row corrections (it would read past a shared one)
-                    with builder.if_else(corr_shared) as (one_for_all_rows, one_per_row):
-                        with one_for_all_rows:
-                            shared_block = builder.basic_block
-                        with one_per_row:
-                            row_values = load(data(corr_arr), corr_at, lanes32, 4)
-                            row_block = builder.basic_block
-                    removed = builder.phi(lanes32)
-                    removed.add_incoming(shared_lanes, shared_block)
-                    removed.add_incoming(row_values, row_block)
-                    exact = builder.bitcast(builder.sub(partial, removed), lanes64)
+                    if signed:              # sum c x is already sum (c - 0) x
+                        exact = builder.bitcast(partial, lanes64)
+                    else:
+                        corr_at = builder.add(builder.mul(user, stride(corr_arr, 0)), builder.mul(g, stride(corr_arr, 1)))
+                        shared_value = load(data(corr_arr), corr_at, _i32, 4)
+                        shared_lanes = builder.shuffle_vector(
+                            builder.insert_element(ir.Constant(lanes32, None), shared_value, _i32(0)),
+                            ir.Constant(lanes32, None), ir.Constant(lanes32, [0] * TILE_ROWS))
+                        # a per-row load only where there are per-row corrections (it would read past a shared one)
+                        with builder.if_else(corr_shared) as (one_for_all_rows, one_per_row):
+                            with one_for_all_rows:
+                                shared_block = builder.basic_block
+                            with one_per_row:
+                                row_values = load(data(corr_arr), corr_at, lanes32, 4)
+                                row_block = builder.basic_block
+                        removed = builder.phi(lanes32)
+                        removed.add_incoming(shared_lanes, shared_block)
+                        removed.add_incoming(row_values, row_block)
+                        exact = builder.bitcast(builder.sub(partial, removed), lanes64)
                     user_totals = builder.gep(data(totals_arr), [builder.mul(user, stride(totals_arr, 0))])
                     for half, (values, m) in enumerate(zip((low_halves(exact), high_halves(exact)), mults)):
                         target = builder.bitcast(builder.gep(user_totals, [_i64(8 * TILE_ROWS * b + 8 * 8 * half)]),
@@ -313,28 +346,33 @@ def _group_products(nibbles: bool):
             return context.get_dummy_value()
 
         return (types.void(codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first, product_group,
-                           combine_group, k_quads, steps, users, pair), codegen)
+                           combine_group, k_quads, steps, users, pair, offset), codegen)
 
     return group_products
 
 
-_bytes_pass, _nibbles_pass = _group_products(False), _group_products(True)
+# (nibbles, signed): without zero points (one correction for all rows) the codes enter as signed
+# c = u - offset, so that the products are P_ig already and the combination subtracts nothing
+_bytes_pass, _nibbles_pass = _group_products(False, False), _group_products(True, False)
+_signed_bytes_pass, _signed_nibbles_pass = _group_products(False, True), _group_products(True, True)
 
 
 # -- the row-block kernel -------------------------------------------------------------------------
 
-def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, parts, acc):
+def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc):
     """acc[u, 16 block + r] = sum_g m[block, g, r] * (P_ugr - corr[c, u, g, r or 0]) for every row
     block and every user u < acc.shape[0]; xs holds the users padded to a multiple of 16 with zero
     rows. Row blocks go in pairs; the pairs are cut into `parts` runs (prange), each configuring
     its thread's tiles once (ldtilecfg is slow). Arguments otherwise as `matvec`'s vpdpbusd kernel,
     cfg = `tile_config(W)`."""
     shared = corrections.shape[0] == 1
+    symmetric = corrections.shape[3] == 1         # no zero points: one correction, offset * sum x, for all rows
     users, padded_users = acc.shape[0], xs.shape[0]
     blocks, groups = data.shape[0], multipliers.shape[1]
     k_quads = np.int64(cfg[48])                   # tile 0 (B) has one row per quad of a product
     steps = np.int64(quads) // k_quads
     pairs = (blocks + 1) // PASS_BLOCKS
+    group_bytes = data.shape[1] // groups
     for part in prange(parts):
         # the pair's sums, contiguous: acc's rows for one block are a row of acc apart (one L1 set)
         totals = np.empty((users, PASS_BLOCKS * TILE_ROWS), dtype=np.int64)
@@ -351,14 +389,27 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, parts, ac
                 # step g multiplies group g and combines group g - 1 (-1: none)
                 for g in range(groups + 1):
                     product_group = g if g < groups else -1
-                    if nibbles:
+                    if first == 0 and g < groups and last_block + 2 < blocks:    # the next pair's group g
+                        _prefetch(data[first_block + 2], g * group_bytes, group_bytes)
+                        _prefetch(data[last_block + 2], g * group_bytes, group_bytes)
+                    if symmetric and nibbles:
+                        _signed_nibbles_pass(data[first_block], data[last_block], xs, multipliers[first_block],
+                                             multipliers[last_block], corrections[c0], corrections[c1], sums, totals,
+                                             first, product_group, g - 1, k_quads, steps, users,
+                                             last_block > first_block, offset)
+                    elif symmetric:
+                        _signed_bytes_pass(data[first_block], data[last_block], xs, multipliers[first_block],
+                                           multipliers[last_block], corrections[c0], corrections[c1], sums, totals,
+                                           first, product_group, g - 1, k_quads, steps, users,
+                                           last_block > first_block, offset)
+                    elif nibbles:
                         _nibbles_pass(data[first_block], data[last_block], xs, multipliers[first_block],
                                       multipliers[last_block], corrections[c0], corrections[c1], sums, totals, first,
-                                      product_group, g - 1, k_quads, steps, users, last_block > first_block)
+                                      product_group, g - 1, k_quads, steps, users, last_block > first_block, offset)
                     else:
                         _bytes_pass(data[first_block], data[last_block], xs, multipliers[first_block],
                                     multipliers[last_block], corrections[c0], corrections[c1], sums, totals, first,
-                                    product_group, g - 1, k_quads, steps, users, last_block > first_block)
+                                    product_group, g - 1, k_quads, steps, users, last_block > first_block, offset)
             for b in range(last_block - first_block + 1):
                 for u in range(users):
                     for r in range(TILE_ROWS):        # totals: each block's even rows, then its odd rows
@@ -374,9 +425,10 @@ if AMX:
 
 
 def rows_amx(xs: np.ndarray, corrections: np.ndarray, data: np.ndarray, multipliers: np.ndarray, group_width: int,
-             nibbles: bool, acc: np.ndarray, parallel: bool) -> None:
+             nibbles: bool, offset: int, acc: np.ndarray, parallel: bool) -> None:
     """Fill acc int64 [users, row blocks * 16] from xs int8 [users, groups * W] and corrections
-    int32 [1 or row blocks, users, groups, 16 or 1] (`matvec._prepare`), as the vpdpbusd kernel."""
+    int32 [1 or row blocks, users, groups, 16 or 1] (`matvec._prepare`), as the vpdpbusd kernel;
+    `offset` is the one added to the codes (8 for nibbles, 128 for bytes: `matvec.pack_matrix`)."""
     assert AMX
     users = xs.shape[0]
     padded = -(-users // TILE_ROWS) * TILE_ROWS
@@ -384,4 +436,4 @@ def rows_amx(xs: np.ndarray, corrections: np.ndarray, data: np.ndarray, multipli
         xs = np.concatenate([xs, np.zeros((padded - users, xs.shape[1]), dtype=np.int8)])
     parts = get_num_threads() if parallel else 1
     _KERNELS[parallel](tile_config(group_width), np.ascontiguousarray(xs), corrections, data, multipliers,
-                       group_width // QUAD, nibbles, parts, acc)
+                       group_width // QUAD, nibbles, offset, parts, acc)

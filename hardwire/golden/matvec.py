@@ -394,7 +394,7 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
         if amx.pays(len(xs), ROW_BLOCK):     # the same sums as tile products, for many users at once
             amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
-                         matrix.group_width, matrix.nibbles, acc, parallel)
+                         matrix.group_width, matrix.nibbles, matrix.offset, acc, parallel)
         else:
             _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data,
                                        matrix.multipliers, quads, matrix.nibbles, acc)
