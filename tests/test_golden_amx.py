@@ -74,6 +74,23 @@ def test_tile_products_are_exact_for_a_few_users_too(monkeypatch):
 
 
 @needs_amx
+@pytest.mark.slow               # compiling the parallel build takes 10-15 s
+def test_row_block_pairs_split_over_threads_give_the_same_sums(monkeypatch):
+    """The parallel build cuts the pairs of row blocks into runs, each on a thread with its own tile
+    configuration; three runs over seven blocks (one unpaired) must not change a sum."""
+    rng = np.random.default_rng(8)
+    monkeypatch.setattr(amx, "get_num_threads", lambda: 3)
+    for fmt in ("w4g32", "w8g16a"):
+        _, _, _, _, matrix, xs = extreme_case(rng, fmt, 100, 64, 20)
+        padded, removed, _ = kernels._prepare(xs.astype(np.int64), matrix.group, matrix.group_width, matrix.groups,
+                                              matrix.offset, matrix.zeros)
+        sums = np.empty((len(xs), matrix.row_blocks * kernels.ROW_BLOCK), dtype=np.int64)
+        amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+                     matrix.group_width, matrix.nibbles, matrix.offset, sums, parallel=True)
+        assert np.array_equal(sums[:, :matrix.rows], vpdpbusd_sums(matrix, xs, monkeypatch)), fmt
+
+
+@needs_amx
 def test_a_batch_through_tile_products_is_section_3_for_every_user():
     rng = np.random.default_rng(5)
     for fmt in ("w4g32", "w8g16a"):

@@ -1,26 +1,32 @@
 """§3 matvec sums for many users at once with Intel AMX tile instructions (docs/arithmetic.md §3.1).
 
-The vpdpbusd kernel of `matvec` adds 64 u8 x s8 products per instruction; one AMX `tdpbsud` adds
-16 x 16 x K of them (K <= 64 columns), so when enough users share a step, the sums of a row
-block's group are one tile product: C[user, row] += A[user, column] (s8 activations) x
-B[column, row] (u8 codes), 16 users by 16 rows per C tile, in int32. That B operand wants a tile
-row per 4 consecutive columns ("a quad"), each holding those 4 columns of the 16 rows: the same
-bytes as a 16-row block of `matvec`'s byte layout (4R bytes per quad, byte 4r + k = row r,
-column k), so 8-bit codes are loaded in place; 4-bit codes (two quads per chunk, in the low and
-the high nibbles) are unpacked, one tile's worth at a time, into a 1 KiB buffer on the stack that
-stays in L1 (an unpacked copy would double the bytes a step streams).
+The vpdpbusd kernel of `matvec` adds 64 u8 x s8 products per instruction; one AMX tile product
+adds 16 x 16 x K of them (K <= 64 columns), so when enough users share a step, the sums of a row
+block's group are tile products: C[user, row] += A[user, column] (s8 activations) x
+B[column, row] (codes), 16 users by 16 rows per C tile, in int32. That B operand wants a tile row
+per 4 consecutive columns ("a quad"), each holding those 4 columns of the 16 rows: the same bytes
+as a 16-row block of `matvec`'s byte layout (4R bytes per quad, byte 4r + k = row r, column k).
+Where there are zero points, `tdpbsud` multiplies the unsigned codes u, loaded in place (8-bit) or
+unpacked from their nibbles (4-bit), and the combination removes the correction as the vpdpbusd
+kernel does. Where there are none, `tdpbssd` multiplies the signed codes c = u - offset (the top
+bit of a byte flipped, or a nibble less 8), made one tile at a time in a 1 KiB buffer on the stack
+that stays in L1 (an unpacked copy would double the bytes a step streams): sum c x is P_ig itself
+and nothing is subtracted.
 
-A C tile is one group's int32 sums P_ugr for 16 users and 16 rows, the same integers the vpdpbusd
-lanes hold (products exact, added into int32 without saturation, every term bounded as in §3.1).
-It is stored, and each user's row of it is combined exactly as the vpdpbusd kernel combines its
-lanes: acc[u, r] += m[g, r] * (P_ugr - corr[u, g, r]) in int64, so the two kernels return the
-same integers.
+Each pass holds 2 user tiles x 2 row blocks: 2 A and 2 B tiles loaded, 4 C tiles accumulating, so
+that consecutive products do not wait for one another. A C tile is one group's int32 sums P_ugr,
+the same integers the vpdpbusd lanes hold (products exact, added into int32 without saturation,
+every term bounded as in §3.1). It is stored, and each user's row of it is combined exactly as the
+vpdpbusd kernel combines its lanes: acc[u, r] += m[g, r] * (P_ugr - corr[u, g, r]) in int64 (the
+products of the next group already in flight), so the two kernels return the same integers. With
+groups of 32 columns this combination, one int64 multiply-add per user, row and group, costs about
+as much as the tile products save: AMX pays most with per-channel scales (docs/benchmarks.md).
 
 Linux hands a process the tile registers only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for
 XFEATURE_XTILEDATA); this module asks once, at import, and `AMX` is true only when the CPU has
 AMX-INT8, numba compiles for this CPU, and the kernel granted the request. numba reaches the
 instructions through LLVM's AMX intrinsics in a numba `@intrinsic` (tile numbers are immediates;
-the tile shapes are set per call by `ldtilecfg` from a 64-byte configuration).
+each thread sets the tile shapes once per call with `ldtilecfg` from a 64-byte configuration).
 """
 from __future__ import annotations
 
