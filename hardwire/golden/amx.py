@@ -31,6 +31,7 @@ each thread sets the tile shapes once per call with `ldtilecfg` from a 64-byte c
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 
 import numpy as np
@@ -93,6 +94,9 @@ def _b_tile(b: int) -> int:
     return b
 
 
+_B_ROWS_TILE = 0          # the kernel reads K / 4 back from this tile's row count in the configuration
+
+
 def _a_tile(t: int) -> int:
     return PASS_BLOCKS + t
 
@@ -101,6 +105,7 @@ def _c_tile(t: int, b: int) -> int:
     return PASS_BLOCKS + PASS_TILES + PASS_BLOCKS * t + b
 
 
+@functools.lru_cache(maxsize=None)        # a step asks for the same few widths ~50 times
 def tile_config(group_width: int) -> np.ndarray:
     """The 64-byte `ldtilecfg` operand (palette 1) for groups of `group_width` columns (a multiple
     of 16): each tile product covers K = the largest of 64, 32, 16 dividing it, so that a group is
@@ -117,11 +122,8 @@ def tile_config(group_width: int) -> np.ndarray:
         rows[_a_tile(t)], colsb[_a_tile(t)] = TILE_ROWS, k
         for b in range(PASS_BLOCKS):
             rows[_c_tile(t, b)], colsb[_c_tile(t, b)] = TILE_ROWS, TILE_ROWS * 4
+    cfg.flags.writeable = False
     return cfg
-
-
-def _k_quads(cfg: np.ndarray) -> int:
-    return int(cfg[48 + _b_tile(0)])                      # a B tile has one row per quad of a product
 
 
 # -- intrinsics -----------------------------------------------------------------------------------
@@ -375,7 +377,7 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
     symmetric = corrections.shape[3] == 1         # no zero points: one correction, offset * sum x, for all rows
     users, padded_users = acc.shape[0], xs.shape[0]
     blocks, groups = data.shape[0], multipliers.shape[1]
-    k_quads = np.int64(cfg[48])                   # tile 0 (B) has one row per quad of a product
+    k_quads = np.int64(cfg[48 + _B_ROWS_TILE])      # a B tile has one row per quad of a product
     steps = np.int64(quads) // k_quads
     pairs = (blocks + 1) // PASS_BLOCKS
     group_bytes = data.shape[1] // groups
