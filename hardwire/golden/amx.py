@@ -44,9 +44,10 @@ from numba.extending import intrinsic
 TILE_ROWS = 16            # rows of a tile: users of an A or C tile, matrix rows (int32 columns) of a C tile
 TILE_ROW_BYTES = 64       # bytes of a tile row: K = 64 activation bytes, or 16 rows x one quad of codes
 QUAD = 4                  # columns one int32 of a tile product sums (the B operand's byte pairing)
-# Users from which tile products beat the vpdpbusd kernel (measured on 4096 x 768 matrices, w4/w8,
-# groups of 32 and per-channel: docs/benchmarks.md, "AMX tile products").
-MIN_USERS = 12
+# Users from which tile products beat the vpdpbusd kernel: 12-16 with 4-bit codes or groups of 32,
+# 20-24 with 8-bit per-channel codes (bench/amx_crossover.py, docs/benchmarks.md "AMX tile
+# products"); from 16 every user tile is full.
+MIN_USERS = 16
 
 # Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) grants this process the AMX tile data.
 _SYS_ARCH_PRCTL = 158     # x86-64 syscall number
