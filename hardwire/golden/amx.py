@@ -77,6 +77,7 @@ def _request_tile_data() -> bool:
 
 AMX = _cpu_has_amx() and _request_tile_data()
 
+
 def pays(users: int, row_block: int) -> bool:
     """Whether `users` vectors over a matrix packed in blocks of `row_block` rows go through tile
     products: AMX usable, the blocks one B tile wide, and enough users to beat vpdpbusd."""
@@ -84,9 +85,9 @@ def pays(users: int, row_block: int) -> bool:
 
 
 # A pass multiplies up to PASS_TILES user tiles by up to PASS_BLOCKS row blocks: 2 A and 2 B tiles
-# loaded, 4 independent C tiles accumulating, all 8 tile registers, so that consecutive products do
-# not wait on one another's result or operands (a tile product's latency is several times its
-# issue interval). B (codes) of block b is tile b, A of user tile t is 2 + t, C is 4 + 2 t + b.
+# loaded, 4 independent C tiles accumulating, all 8 tile registers, so that consecutive products
+# need not wait for one another's result. B (codes) of block b is tile b, A of user tile t is 2 + t,
+# C is 4 + 2 t + b.
 PASS_TILES = 2
 PASS_BLOCKS = 2
 
@@ -95,15 +96,15 @@ def _b_tile(b: int) -> int:
     return b
 
 
-_B_ROWS_TILE = 0          # the kernel reads K / 4 back from this tile's row count in the configuration
-
-
 def _a_tile(t: int) -> int:
     return PASS_BLOCKS + t
 
 
 def _c_tile(t: int, b: int) -> int:
     return PASS_BLOCKS + PASS_TILES + PASS_BLOCKS * t + b
+
+
+_CONFIG_COLSB, _CONFIG_ROWS = 16, 48     # where the configuration keeps the tiles' row widths and row counts
 
 
 @functools.lru_cache(maxsize=None)        # a step asks for the same few widths ~50 times
@@ -115,8 +116,8 @@ def tile_config(group_width: int) -> np.ndarray:
     assert group_width % k == 0
     cfg = np.zeros(64, dtype=np.uint8)
     cfg[0] = 1                                            # palette 1: 8 tiles of up to 16 x 64 bytes
-    colsb = cfg[16:48].view(np.uint16)                    # bytes per row, tile by tile
-    rows = cfg[48:64]                                     # rows, tile by tile
+    colsb = cfg[_CONFIG_COLSB:_CONFIG_ROWS].view(np.uint16)   # bytes per row, tile by tile
+    rows = cfg[_CONFIG_ROWS:]                                 # rows, tile by tile
     for b in range(PASS_BLOCKS):
         rows[_b_tile(b)], colsb[_b_tile(b)] = k // QUAD, TILE_ROW_BYTES
     for t in range(PASS_TILES):
@@ -153,8 +154,8 @@ def _prefetch(typingctx, codes, start, count):
     codes of the row blocks after these, which tile loads alone leave to the hardware prefetcher."""
     def codegen(context, builder, signature, args):
         base = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data, _byte_ptr)
-        fetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32,
-                                                                                              _i32]), "llvm.prefetch.p0")
+        fetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32, _i32]), "llvm.prefetch.p0")
         line = _i64(TILE_ROW_BYTES)
         with cgutils.for_range(builder, builder.udiv(builder.add(args[2], _i64(TILE_ROW_BYTES - 1)), line)) as loop:
             address = builder.gep(base, [builder.add(args[1], builder.mul(loop.index, line))])
@@ -189,7 +190,8 @@ def _group_products(nibbles: bool, signed: bool):
             arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:9], args[:9])]
             codes_arrs, xs_arr, mults_arrs, corr_arrs, sums_arr, totals_arr = (arrays[0:2], arrays[2], arrays[3:5],
                                                                                arrays[5:7], arrays[7], arrays[8])
-            first_user, product_g, combine_g, k_quads_value, steps_value, users_value, pair_value, offset_value = args[9:]
+            first_user, product_g, combine_g, k_quads_value, steps_value, users_value = args[9:15]
+            pair_value, offset_value = args[15:]
             load_tile = _declare(builder, "llvm.x86.tileloadd64", [_i8, _byte_ptr, _i64])
             store_tile = _declare(builder, "llvm.x86.tilestored64", [_i8, _byte_ptr, _i64])
             zero_tile = _declare(builder, "llvm.x86.tilezero", [_i8])
@@ -230,8 +232,8 @@ def _group_products(nibbles: bool, signed: bool):
             if nibbles or signed:
                 unpacked = cgutils.alloca_once(builder, ir.ArrayType(_i8, PASS_BLOCKS * TILE_ROWS * TILE_ROW_BYTES))
                 unpacked.align = 64
-                unpacked_ptrs = [builder.gep(builder.bitcast(unpacked, _byte_ptr), [_i64(TILE_ROWS * TILE_ROW_BYTES * b)])
-                                 for b in range(PASS_BLOCKS)]
+                unpacked_ptrs = [builder.gep(builder.bitcast(unpacked, _byte_ptr),
+                                             [_i64(TILE_ROWS * TILE_ROW_BYTES * b)]) for b in range(PASS_BLOCKS)]
                 low_mask = ir.Constant(bytes64, [15] * TILE_ROW_BYTES)
                 offset = builder.shuffle_vector(  # the codes' offset in every byte
                     builder.insert_element(ir.Constant(bytes64, None), builder.trunc(offset_value, _i8), _i32(0)),
@@ -274,8 +276,8 @@ def _group_products(nibbles: bool, signed: bool):
                     when(pair_flag, lambda: load_codes(1))
                     column = builder.mul(quad, _i64(QUAD))
                     builder.call(load_tile, [tile(_a_tile(0)), builder.gep(x_ptrs[0], [column]), stride(xs_arr, 0)])
-                    when(second_tile, lambda: builder.call(load_tile, [tile(_a_tile(1)), builder.gep(x_ptrs[1], [column]),
-                                                                       stride(xs_arr, 0)]))
+                    when(second_tile, lambda: builder.call(
+                        load_tile, [tile(_a_tile(1)), builder.gep(x_ptrs[1], [column]), stride(xs_arr, 0)]))
                     for (t, b), here in present.items():
                         when(here, lambda t=t, b=b: builder.call(product, [tile(_c_tile(t, b)), tile(_a_tile(t)),
                                                                            tile(_b_tile(b))]))
@@ -318,7 +320,8 @@ def _group_products(nibbles: bool, signed: bool):
                     if signed:              # sum c x is already sum (c - 0) x
                         exact = builder.bitcast(partial, lanes64)
                     else:
-                        corr_at = builder.add(builder.mul(user, stride(corr_arr, 0)), builder.mul(g, stride(corr_arr, 1)))
+                        corr_at = builder.add(builder.mul(user, stride(corr_arr, 0)),
+                                              builder.mul(g, stride(corr_arr, 1)))
                         shared_value = load(data(corr_arr), corr_at, _i32, 4)
                         shared_lanes = builder.shuffle_vector(
                             builder.insert_element(ir.Constant(lanes32, None), shared_value, _i32(0)),
@@ -372,13 +375,13 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
     """acc[u, 16 block + r] = sum_g m[block, g, r] * (P_ugr - corr[c, u, g, r or 0]) for every row
     block and every user u < acc.shape[0]; xs holds the users padded to a multiple of 16 with zero
     rows. Row blocks go in pairs; the pairs are cut into `parts` runs (prange), each configuring
-    its thread's tiles once (ldtilecfg is slow). Arguments otherwise as `matvec`'s vpdpbusd kernel,
+    its thread's tiles once per call, not per block. Arguments otherwise as `matvec`'s vpdpbusd kernel,
     cfg = `tile_config(W)`."""
     shared = corrections.shape[0] == 1
     symmetric = corrections.shape[3] == 1         # no zero points: one correction, offset * sum x, for all rows
     users, padded_users = acc.shape[0], xs.shape[0]
     blocks, groups = data.shape[0], multipliers.shape[1]
-    k_quads = np.int64(cfg[48 + _B_ROWS_TILE])      # a B tile has one row per quad of a product
+    k_quads = np.int64(cfg[_CONFIG_ROWS])           # tile 0 is a B tile: one row per quad of a product
     steps = np.int64(quads) // k_quads
     pairs = (blocks + 1) // PASS_BLOCKS
     group_bytes = data.shape[1] // groups
@@ -422,7 +425,8 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
             for b in range(last_block - first_block + 1):
                 for u in range(users):
                     for r in range(TILE_ROWS):        # totals: each block's even rows, then its odd rows
-                        acc[u, (first_block + b) * TILE_ROWS + r] = totals[u, TILE_ROWS * b + r % 2 * 8 + r // 2]
+                        kept = TILE_ROWS * b + r % 2 * (TILE_ROWS // 2) + r // 2
+                        acc[u, (first_block + b) * TILE_ROWS + r] = totals[u, kept]
         _release_tiles()
 
 
