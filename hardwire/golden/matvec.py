@@ -35,6 +35,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
+from hardwire.golden import amx
 
 
 def _cpu_features() -> dict:
@@ -391,8 +392,12 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     quads = matrix.group_width // QUAD
     if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
-        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
-                                   quads, matrix.nibbles, acc)
+        if amx.pays(len(xs), ROW_BLOCK):     # the same sums as tile products, for many users at once
+            amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+                         matrix.group_width, matrix.nibbles, matrix.offset, acc, parallel)
+        else:
+            _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data,
+                                       matrix.multipliers, quads, matrix.nibbles, acc)
     else:
         _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multipliers, quads, matrix.nibbles, acc)
     return acc[:, :matrix.rows]
