@@ -70,3 +70,43 @@ def test_swiglu_with_the_transform_equals_golden(tmp_path):
         assert (result[1], result[2]) == tuple(int(v) for v in scale)
         block_model = SwiGLU(name="swiglu", stage="", ffn_dim=ffn, hadamard_block=block)
         assert result[-1] == block_model.latency(DesignPoint(norm_per_cycle=4), exponent=int(scale[1]))
+
+
+# -- end to end: a die frozen with the transform, golden = RTL ------------------------------------
+
+needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_die_with_the_online_transform_equals_golden_bit_for_bit(tmp_path, cache_dir):
+    import subprocess
+
+    from hardwire.die import open_die
+    from hardwire.rtl.top import RtlOptions, generate
+    from tests.golden_dies import RandomModel
+    from tests.test_rtl_e2e import SHAPES, SMALL, golden_and_rtl_logits, write_test_die
+    path = write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny_had.die", "w8:had")
+    die = open_die(path)
+    assert die.manifest["transforms"]["online_hadamard"]["block"] == 8          # ffn 24 = 8 * 3
+    design = generate(die, options=RtlOptions(**SMALL))
+    assert any(name.startswith("hw_hadamard_24x8_n8") for name in design.modules)
+    design.write(tmp_path / "rtl")
+    lint = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "hw_chip", *design.files()],
+                          cwd=tmp_path / "rtl", capture_output=True, text=True)
+    assert lint.returncode == 0 and "%Warning" not in lint.stderr, lint.stderr[-3000:]
+    ids = [1, 5, 9, 2, 31, 7, 3, 3]
+    golden, rtl = golden_and_rtl_logits(path, ids, RtlOptions(**SMALL))
+    np.testing.assert_array_equal(rtl, golden)
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_stories260k_with_the_online_transform_greedy_32_tokens_equal_golden(tmp_path_factory, cache_dir):
+    from hardwire.die import open_die
+    from hardwire.golden.engine import GoldenEngine
+    from hardwire.rtl.engine import RtlEngine
+    from tests.test_rtl_e2e import assert_greedy_and_logits_equal, stories_die
+    die = open_die(stories_die(tmp_path_factory, "w4g32:had"))
+    assert die.manifest["transforms"]["online_hadamard"]["block"] == 4            # ffn 172 = 4 * 43
+    assert_greedy_and_logits_equal(GoldenEngine(die), RtlEngine(die))
