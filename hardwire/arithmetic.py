@@ -198,6 +198,17 @@ def hadamard_butterflies(values, block):
         half *= 2
 
 
+def hadamard_input_bits(bits: int) -> int:
+    """§12 Signed width of the transform's inputs: SwiGLU's wide values clamped to ±2^(bits+9)
+    (the token quantizer's clamp, §2.2), bits + 11."""
+    return bits + TOKEN_CLAMP_BITS + 2
+
+
+def hadamard_output_bits(bits: int, block: int) -> int:
+    """§12 Signed width after log2(block) stages: |v| <= n 2^(bits+9), one bit more per stage."""
+    return hadamard_input_bits(bits) + (block.bit_length() - 1)
+
+
 def hadamard_block(width: int) -> int:
     """§12 The block n of the online transform of a `width`-vector: its largest power-of-two
     factor, at most HADAMARD_MAX_BLOCK (1 for an odd width: no transform)."""

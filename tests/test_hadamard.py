@@ -11,13 +11,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from hardwire.arithmetic import (HADAMARD_MAX_BLOCK, TOKEN_CLAMP_BITS, hadamard_block, hadamard_butterflies,  # noqa: E402
-                                 hadamard_orthonormal)
+                                 hadamard_orthonormal, hadamard_output_bits)
 from hardwire.die import online_hadamard_block  # noqa: E402
 from hardwire.errors import BadDie, BadPlan  # noqa: E402
 from hardwire.freeze.freezer import Calibration, freeze  # noqa: E402
 from hardwire.freeze.plan import parse_plan  # noqa: E402
 from hardwire.freeze.transforms import HadamardWeights, walsh_hadamard  # noqa: E402
-from hardwire.golden.hadamard import hadamard_output_bits, hadamard_transform  # noqa: E402
+from hardwire.golden.hadamard import hadamard_transform  # noqa: E402
 from hardwire.measure.quality import evaluate  # noqa: E402
 from hardwire.model.reference import teacher_forced_logits  # noqa: E402
 from tests.test_freeze_transforms import random_model  # noqa: E402
@@ -162,3 +162,22 @@ def test_golden_batched_step_equals_single_steps_on_a_transformed_die(had_die):
         together = golden.step_batch([p[position] for p in prompts], caches)
         for user in range(2):
             np.testing.assert_array_equal(together[user], alone[user][position])
+
+
+def test_estimate_prices_the_transform_only_for_a_die_that_records_it(had_die, tmp_path):
+    from hardwire.chip.arch import FLIP_FLOP_T, FULL_ADDER_T, ChipConfig
+    from hardwire.chip.estimate import estimate
+    from hardwire.chip.vector_logic import hadamard_sizes
+    model, die, calibration = had_die
+    plain = freeze(model, parse_plan("w8:gptq"), tmp_path / "plain.die", calibration)
+    chip = ChipConfig()
+    # by hand: n = 8, 8-bit activations -> inputs of 19 bits; 3 stages of 4 butterflies (8 adders)
+    # at 20, 21, 22 bits; the transformed vector, 40 values of 19 bits
+    assert hadamard_sizes(40, 8, chip.point) == {"adder_bits": 8 * (20 + 21 + 22), "register_bits": 40 * 19}
+    with_transform, without = estimate(die, chip), estimate(plain, chip)
+    layers = model.spec.layers
+    extra_control = with_transform.transistor_breakdown()["control"] - without.transistor_breakdown()["control"]
+    assert extra_control == pytest.approx(layers * (8 * (20 + 21 + 22) * FULL_ADDER_T + 40 * 19 * FLIP_FLOP_T))
+    # one block a cycle: 40 / 8 blocks and the done cycle, per layer
+    extra_cycles = with_transform.to_json()["cycles_per_token"] - without.to_json()["cycles_per_token"]
+    assert extra_cycles == layers * (40 // 8 + 1)

@@ -23,9 +23,3 @@ def hadamard_transform(wide, block, bits):
     for i in range(wide.size):
         wide[i] = min(max(wide[i], -clamp), clamp)
     hadamard_butterflies(wide, block)
-
-
-def hadamard_output_bits(bits: int, block: int) -> int:
-    """§12 Signed width of the transform's outputs: |v| <= n 2^(bits+9), the clamped input's
-    bits + 11 (`rtl.blocks.token_scale.wide_bits`) plus one per stage."""
-    return bits + TOKEN_CLAMP_BITS + 2 + (block.bit_length() - 1)

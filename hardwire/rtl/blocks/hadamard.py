@@ -13,7 +13,6 @@ Cycles: count / n + 1 (`hardwire.datapath.hadamard_latency`).
 from __future__ import annotations
 
 from hardwire import arithmetic as ar
-from hardwire.golden.hadamard import hadamard_output_bits
 from hardwire.rtl.blocks.token_scale import wide_bits
 from hardwire.rtl.emit import Port, clear_pulses, index_bits, last_value, module, word_case, word_write
 
@@ -48,7 +47,7 @@ def hadamard_module(count: int, bits: int, block: int) -> tuple[str, str]:
                          f"{count}, got {block}")
     name = hadamard_name(count, bits, block)
     wb = wide_bits(bits)
-    grown = hadamard_output_bits(bits, block)
+    grown = ar.hadamard_output_bits(bits, block)
     stages = block.bit_length() - 1
     blocks = count // block
     index_width = index_bits(blocks)
