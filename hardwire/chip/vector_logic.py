@@ -62,7 +62,10 @@ COST_TERMS: dict[str, CostTerm] = {
     "attention": CostTerm(("element_bits", "lanes", "fixed"), (308.221, 12308.3, 20949.0)),
     "matvec": CostTerm(("requantizers", "output_bits"), (7678.9, 3.87201)),
     "layer": CostTerm(("residual_bits", "fixed"), (16.6748, 0.0)),
-    # §12, not fitted (not in KINDS): a full adder and a flip-flop per bit, in generic cells [weste-harris]
+}
+# Kinds priced from textbook cells, not fitted (no calibration die has them): §12's transform, a
+# full adder per adder bit and a flip-flop per register bit [weste-harris], in generic cells.
+TEXTBOOK_TERMS: dict[str, CostTerm] = {
     "hadamard": CostTerm(("adder_bits", "register_bits"),
                          (arch.FULL_ADDER_T / arch.GENERIC_CELL_T, arch.FLIP_FLOP_T / arch.GENERIC_CELL_T)),
 }
@@ -131,6 +134,9 @@ def block_sizes(block: Block, point: DesignPoint) -> list[tuple[str, dict[str, f
 
 
 def cells(kind: str, sizes: dict[str, float], terms: dict[str, CostTerm] | None = None) -> float:
+    """Generic cells of one unit: a fitted term (`terms`, default COST_TERMS) or a textbook one."""
+    if kind in TEXTBOOK_TERMS:
+        return TEXTBOOK_TERMS[kind].cells(sizes)
     return (COST_TERMS if terms is None else terms)[kind].cells(sizes)
 
 
