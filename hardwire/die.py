@@ -350,6 +350,23 @@ def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
     return Die(path, manifest)
 
 
+def source_checkpoint(weights: FrozenWeights) -> Path | None:
+    """The checkpoint a die was frozen from, if it can be found here. The manifest names it without
+    its folder (so the id does not depend on where it lay; older dies hold an absolute path), so
+    it is looked for as recorded, among the bundled models, beside the die, then in the working
+    directory."""
+    from hardwire.model.load import BUNDLED_MODELS
+
+    recorded = (weights.manifest.get("source") or {}).get("path")
+    if not recorded:
+        return None
+    name = Path(recorded).name
+    die_folder = Path(getattr(weights, "path", ".")).resolve().parent
+    candidates = [Path(recorded), *(p for p in BUNDLED_MODELS.values() if p.name == name),
+                  die_folder / name, Path.cwd() / name]
+    return next((p for p in candidates if p.exists()), None)
+
+
 def open_model_or_die(source):
     """A die or a checkpoint, opened: a path (a die directory or any checkpoint `load` reads), or
     None for the bundled model. Anything already opened (a Model, a Die) is returned as it is."""

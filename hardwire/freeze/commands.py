@@ -54,7 +54,7 @@ def load_calibration(model, calib: Optional[Path], tokens: int, calib_ids: Optio
         sequences = read_sequences(path, tokenizer, limit=limit, from_end=limit is not None,
                                    window=model.spec.max_context)
     sequences = limit_sequences(sequences, tokens)
-    description = {"source": str(path.resolve()),
+    description = {"source": path.name,                    # the text is identified by its sha256, not its location
                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                    "documents": f"last {limit}" if limit else "all"}
     if calib_ids is not None:

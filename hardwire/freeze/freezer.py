@@ -194,8 +194,10 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         vector_values = spec.parameter_count() - matrix_weights
         fields = {
             "spec": spec.to_dict(),
-            "source": {"path": str(Path(getattr(model, "path", "")).resolve()) if getattr(model, "path", None)
-                       else None, "format": getattr(model, "format", None)},
+            # the checkpoint's own name, not where it lies: the weights are in the die and under its id,
+            # so the same checkpoint frozen from another checkout or folder gets the same id
+            "source": {"path": Path(model.path).name if getattr(model, "path", None) else None,
+                       "format": getattr(model, "format", None)},
             "tokenizer": tokenizer_info,
             "plan": {**plan.to_dict(),
                      "assignment": {n: {"format": assignment[n].format.name, "method": methods_used[n]}
