@@ -183,7 +183,8 @@ def register(app: typer.Typer) -> None:
           w3g64-e4m4             scales in the 8-bit e4m4 small float (fp16, bf16, e4m4)
           w4g32:gptq             GPTQ instead of round-to-nearest (rtn)
           w3g32:rot+gptq         methods joined by +: rot (rotate the residual stream), awq
-                                 (activation-aware channel scales), clip (search each group's
+                                 (activation-aware channel scales), had (online Hadamard
+                                 transform of the w_down input), clip (search each group's
                                  range), then rtn or gptq; applied in that order
           w4g32:best             the recommended combination (awq+clip+gptq)
           mix:3g32,6g32,avg=3.5  per matrix, the format that buys the most quality per bit,

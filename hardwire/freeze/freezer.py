@@ -29,7 +29,7 @@ from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, final_hidde
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
 from hardwire.freeze.tables import freeze_tables
-from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, RotatedWeights, channel_scaling
+from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, HadamardWeights, RotatedWeights, channel_scaling
 from hardwire.model.tokenizer import tokenizer_files
 
 DEFAULT_CALIBRATION_TOKENS = 16384
@@ -70,6 +70,11 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
     if plan.rotated:
         model = RotatedWeights(model)
         transforms["rotation"] = model.record()
+    online: dict = {}          # the float layers' view of the die's online transforms
+    if plan.online_hadamard:
+        model = HadamardWeights(model)
+        transforms.update(model.record())
+        online = model.input_transforms
     spec = model.spec
     step = progress or (lambda what: None)
     check_budget(plan, spec)
@@ -86,12 +91,12 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         windows = [s[i:i + SENSITIVITY_WINDOW] for s in calibration.sequences
                    for i in range(0, len(s), SENSITIVITY_WINDOW)]
         damage = measure_sensitivity(model, candidates, limit_sequences(windows, sensitivity_tokens),
-                                     progress=lambda _: step("sensitivity"))
+                                     progress=lambda _: step("sensitivity"), input_transforms=online)
     assignment = resolve(plan, spec, damage)
     gptq_inputs = {hessian_source(n) for n, c in assignment.items() if c.method == "gptq"}
     # A scaled input serves every matrix reading it, so one matrix naming awq scales its siblings too.
     awq_inputs = {hessian_source(n) for n, c in assignment.items()
-                  if "awq" in c.transforms and n.startswith("layers.")}
+                  if "awq" in c.transforms and n.startswith("layers.") and n not in online}
     awq_alphas: dict[str, float] = {}
     methods_used: dict[str, str] = {}
     activation_absmax: dict[str, float] = {}
@@ -119,7 +124,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         for index in range(spec.layers):
             prefix = f"layers.{index}."
             weights = {prefix + short: model.tensor(prefix + short) for short in spec.layer_tensor_shapes()}
-            runner = LayerRunner(spec, index, dict(weights), capacity)
+            runner = LayerRunner(spec, index, dict(weights), capacity, input_transforms=online)
             stats = None
             layer_gptq = {n for n in gptq_inputs if n.startswith(prefix)}
             layer_awq = {n for n in awq_inputs if n.startswith(prefix)}
@@ -212,6 +217,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         }
         # The golden datapath's tables (docs/arithmetic.md §10) are part of the die, so the golden
         # model and the RTL read the same constants on every machine.
-        fields[GOLDEN_TABLES_KEY] = freeze_tables(writer, spec, fields["activations"], calibration.sequences)
+        fields[GOLDEN_TABLES_KEY] = freeze_tables(writer, spec, fields["activations"], calibration.sequences,
+                                                  transforms=transforms)
         step("golden tables")
         return writer.commit(fields)

@@ -21,7 +21,9 @@ from numba import njit
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
+from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
+from hardwire.golden.hadamard import hadamard_transform
 from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
@@ -120,15 +122,31 @@ def attention(q, keys, values, first, length, heads, score_mult, score_shift, ou
 
 
 @njit(cache=True, nogil=True)
-def swiglu(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out):
-    """§7 silu(g) = round(g * sigmoid(g) * 2^-15); x = token_quantize(round(silu(g) * u * m *
-    2^-(k - 8))). Returns the token scale (mu, e)."""
-    wide = np.empty(gate.size, dtype=np.int64)
+def swiglu_wide(gate, up, index_mult, index_shift, mult, shift, sigmoid_table, wide):
+    """§7 silu(g) = round(g * sigmoid(g) * 2^-15); wide = round(silu(g) * u * m * 2^-(k - 8)), the
+    values the token quantizer reads."""
     for i in range(gate.size):
         g = gate[i]
         sig = sigmoid_lookup(rshift_round(g * index_mult, index_shift), sigmoid_table)
         silu = rshift_round(g * sig, ar.SIGMOID_FRAC_BITS)
         wide[i] = rshift_round(silu * up[i] * mult, shift - TOKEN_FRAC_BITS)
+
+
+@njit(cache=True, nogil=True)
+def swiglu(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out):
+    """§7 x = token_quantize(swiglu_wide). Returns the token scale (mu, e)."""
+    wide = np.empty(gate.size, dtype=np.int64)
+    swiglu_wide(gate, up, index_mult, index_shift, mult, shift, sigmoid_table, wide)
+    return token_quantize(wide, out_bits, out)
+
+
+@njit(cache=True, nogil=True)
+def swiglu_hadamard(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, block, out):
+    """§7 then §12: x = token_quantize(H_n clamp(swiglu_wide)), the w_down input of a die that
+    records the online transform. Returns the token scale (mu, e)."""
+    wide = np.empty(gate.size, dtype=np.int64)
+    swiglu_wide(gate, up, index_mult, index_shift, mult, shift, sigmoid_table, wide)
+    hadamard_transform(wide, block, out_bits)
     return token_quantize(wide, out_bits, out)
 
 
@@ -150,11 +168,17 @@ def rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
 
 
 @njit(cache=True, nogil=True)
-def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out, scales):
-    """§7 `swiglu` of each row of gate_up = [gate | up]; scales[b] = (mu, e) of user b."""
+def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, hadamard_block,
+                 out, scales):
+    """§7 `swiglu` of each row of gate_up = [gate | up] (with §12's transform when hadamard_block
+    > 1: `swiglu_hadamard`); scales[b] = (mu, e) of user b."""
     for b in range(gate_up.shape[0]):
-        mu, e = swiglu(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift, out_bits,
-                       sigmoid_table, out[b])
+        if hadamard_block > 1:
+            mu, e = swiglu_hadamard(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift,
+                                    out_bits, sigmoid_table, hadamard_block, out[b])
+        else:
+            mu, e = swiglu(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift, out_bits,
+                           sigmoid_table, out[b])
         scales[b, 0], scales[b, 1] = mu, e
 
 
@@ -191,6 +215,7 @@ class GoldenTransformer:
         self.logit_frac_bits = _scalar(tables, "logit_frac_bits")
         self.norm_eps = np.int64(_scalar(tables, "norm_eps"))
         self.initial_capacity = min(capacity or 256, spec.max_context)
+        self.down_hadamard_block = online_hadamard_block(die.manifest)     # §12, 1 when the die has none
 
         embed = die.quantized("embed")
         self.embed_codes = np.ascontiguousarray(embed.codes, dtype=np.int8)
@@ -379,8 +404,8 @@ class GoldenTransformer:
         gate_up = self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"])
         gated = np.empty((hs.shape[0], spec.ffn_dim), np.int64)
         gated_scales = np.empty((hs.shape[0], 2), np.int64)
-        swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"], gated,
-                     gated_scales)
+        swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"],
+                     self.down_hadamard_block, gated, gated_scales)
         if note:
             note(name + "swiglu", gated[0])
             note(name + "swiglu.scale", gated_scales[0])

@@ -130,8 +130,14 @@ class bound:
 class FloatTransformer:
     """Float32 decoder with a KV cache of `capacity` positions."""
 
-    def __init__(self, spec: ModelSpec, tensor: Callable[[str], np.ndarray], capacity: int | None = None):
+    # {matrix name: function of its input}: a die's online transforms (docs/arithmetic.md §12),
+    # applied before the product (and before `capture` sees the input)
+    input_transforms: dict[str, Callable] = {}
+
+    def __init__(self, spec: ModelSpec, tensor: Callable[[str], np.ndarray], capacity: int | None = None,
+                 input_transforms: dict[str, Callable] | None = None):
         self.spec = spec
+        self.input_transforms = dict(input_transforms or {})
         # The cache starts small and doubles on demand up to the model's context, so a 128k-context
         # model does not reserve gigabytes for a short prompt.
         self.initial_capacity = min(capacity or 256, spec.max_context)
@@ -150,8 +156,15 @@ class FloatTransformer:
         grow_kv_cache(self, needed, np.float32)
 
     def linear(self, name: str, x: np.ndarray, capture: Capture | None) -> np.ndarray:
+        transform = self.input_transforms.get(name)
+        if transform is not None:
+            x = transform(x)
         if capture is not None:
             capture(name, x)
+        return self.product(name, x)
+
+    def product(self, name: str, x: np.ndarray) -> np.ndarray:
+        """x [tokens, in] times the matrix `name` transposed."""
         if x.shape[0] == 1:       # decode: a matrix-vector product (BLAS gemv beats a 1-row gemm)
             return (self.weights[name] @ x[0])[None]
         return x @ self.weights[name].T
@@ -239,8 +252,9 @@ class FloatTransformer:
         return self.linear(self.spec.classifier, x, None)
 
 
-def teacher_forced_logits(model, ids) -> np.ndarray:
+def teacher_forced_logits(model, ids, input_transforms: dict[str, Callable] | None = None) -> np.ndarray:
     """Logits [len(ids), vocab] of a whole sequence from an empty cache (`model`: anything with
     `.spec` and `.tensor(name)`, e.g. `hardwire.load(...)`)."""
-    transformer = FloatTransformer(model.spec, model.tensor, capacity=len(ids))
+    transformer = FloatTransformer(model.spec, model.tensor, capacity=len(ids),
+                                   input_transforms=input_transforms)
     return transformer.forward(ids)

@@ -7,7 +7,7 @@ the model layer's float reference, on a checkpoint's weights or a die's dequanti
 from __future__ import annotations
 
 from hardwire.backend import Engine
-from hardwire.die import open_model_or_die
+from hardwire.die import float_input_transforms, open_model_or_die
 from hardwire.errors import BadConfig
 
 BACKENDS = ("float", "golden", "rtl")
@@ -50,7 +50,8 @@ class FloatEngine(Engine):
         if patch is not None:
             patched = PatchedWeights(source, patch)
             self.patch, tensor = patched.patch, patched.tensor
-        self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity)
+        self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity,
+                                            input_transforms=float_input_transforms(source))
 
     def reset(self) -> None:
         self.transformer.reset()
