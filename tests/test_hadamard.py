@@ -181,3 +181,14 @@ def test_estimate_prices_the_transform_only_for_a_die_that_records_it(had_die, t
     # one block a cycle: 40 / 8 blocks and the done cycle, per layer
     extra_cycles = with_transform.to_json()["cycles_per_token"] - without.to_json()["cycles_per_token"]
     assert extra_cycles == layers * (40 // 8 + 1)
+
+
+def test_patch_training_refuses_a_transformed_die(had_die):
+    """The trainer's float model feeds w_down the untransformed SwiGLU output, which this die's
+    w_down (W·Q) does not expect: refused, not trained against the wrong product."""
+    from hardwire.adapters import BadPatch
+    from hardwire.patch.train import TrainOptions, check_options
+
+    _, die, _ = had_die
+    with pytest.raises(BadPatch, match="online Hadamard"):
+        check_options(die, TrainOptions())
