@@ -22,7 +22,7 @@ from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.golden.adapter import apply_adapter
-from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
+from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -277,7 +277,10 @@ class GoldenTransformer:
                 for x, extra in zip(xs, extras):
                     for row, adapter in placed:
                         apply_adapter(adapter, x, extra[row:row + adapter.rows])
-            outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
+            if len(xs) == 1:            # one user: a single compiled call (`matvec`)
+                outs.append(matvec(matrix, xs[0], scales[0], out_bits, None if extras is None else extras[0])[None])
+            else:
+                outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
@@ -392,7 +395,7 @@ class GoldenTransformer:
     def head(self, hs: np.ndarray, note) -> np.ndarray:
         """Final norm and classifier: int64 logits [users, vocab]."""
         xs, scales = self.norm("final_norm", self.final_norm, hs, note)
-        logits = matvec_batch(self.classifier, xs, scales, RESIDUAL_BITS)
+        logits = self._linear([self.classifier], xs, scales, RESIDUAL_BITS)
         if note:
             note("logits", logits[0])
         return logits

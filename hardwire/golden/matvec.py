@@ -26,6 +26,7 @@ the arithmetic (docs/arithmetic.md §3) is the die's codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import FunctionType
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -55,6 +56,11 @@ CHUNK_BYTES = ROW_BLOCK * QUAD
 GROUP_ALIGN = 16             # W is padded to this: the kernel steps 4 quads at a time
 NIBBLE_OFFSET = 8
 BYTE_OFFSET = 128
+# The kernels ask for the codes this many bytes ahead of those they read (and for the multipliers
+# as far ahead in their own stream): a single thread's hardware prefetch alone left a token step at
+# ~9 GB/s, with it ~13 (docs/benchmarks.md, "Golden decode, batch-1 speed").
+PREFETCH_BYTES = 2048
+CACHE_LINE = 64
 PARALLEL_MIN_WEIGHTS = 1 << 18   # smaller matrices run on one thread: a parallel launch costs more
 # P_ig = sum over W columns of u (< 2^8) times x (|x| <= 2^7) must fit an int32 lane.
 FAST_MAX_GROUP_WIDTH = (1 << 31) // (255 * 128) // GROUP_ALIGN * GROUP_ALIGN
@@ -154,7 +160,7 @@ def can_stack(matrices: list[PackedMatrix]) -> bool:
 USER_TILE = 4                # users whose sums share each loaded (and unpacked) code vector
 
 
-def _block_sums_vnni(nibbles: bool, users: int):
+def _block_sums_vnni(nibbles: bool, users: int, prefetch: int = PREFETCH_BYTES):
     """An intrinsic: for `users` consecutive users u from `first` and one row block,
     acc[u, R block + r] = sum_g m[g, r] * (P_ugr - corr[u, g, r]), each P summed by vpdpbusd in
     int32 lanes (one per row of the block). Every code vector is loaded (and unpacked) once for
@@ -175,6 +181,13 @@ def _block_sums_vnni(nibbles: bool, users: int):
             dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lanes32, [lanes32] * 3),
                                                     f"llvm.x86.avx512.vpdpbusd.{32 * rows}")
             byte_ptr = ir.PointerType(i8)
+            prefetch_fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]), "llvm.prefetch.p0")
+
+            def prefetch_lines(ptr, offset, count):   # a read, kept in every cache level, of data
+                for line in range(count if prefetch else 0):
+                    builder.call(prefetch_fn, [builder.gep(ptr, [builder.add(offset, i64(CACHE_LINE * line))]),
+                                               i32(0), i32(3), i32(1)])
 
             def row_start(array, index):            # byte address of array[index] (C-contiguous rows)
                 stride = cgutils.unpack_tuple(builder, array.strides)[0]
@@ -214,6 +227,9 @@ def _block_sums_vnni(nibbles: bool, users: int):
                 first_quad = builder.mul(g, quads_value)
                 with cgutils.for_range(builder, builder.udiv(quads_value, i64(4))) as quad_loop:
                     quad = builder.add(first_quad, builder.mul(quad_loop.index, i64(4)))
+                    step_bytes = (2 if nibbles else 4) * CHUNK_BYTES    # codes this iteration reads
+                    read_at = builder.mul(builder.udiv(quad, i64(2 if nibbles else 1)), i64(CHUNK_BYTES))
+                    prefetch_lines(codes_ptr, builder.add(read_at, i64(prefetch)), max(1, step_bytes // CACHE_LINE))
                     if nibbles:                         # two chunks, each a low and a high quad
                         vectors = []
                         for c in range(2):
@@ -231,7 +247,11 @@ def _block_sums_vnni(nibbles: bool, users: int):
                             p = partials[u][t % partial_count]
                             builder.store(builder.call(dpbusd, [builder.load(p), values,
                                                                 broadcast_quad(x_ptrs[u], q)]), p)
-                mult = builder.sext(load(mult_ptr, builder.mul(g, i64(ROW_BLOCK * 4)), lanes32, 4), lanes64)
+                mult_at = builder.mul(g, i64(ROW_BLOCK * 4))
+                # as far ahead as the codes: a group has 4 bytes of multiplier a row for W (W / 2) of codes
+                row_code_bytes = builder.mul(quads_value, i64(QUAD // 2 if nibbles else QUAD))
+                prefetch_lines(mult_ptr, builder.add(mult_at, builder.udiv(i64(prefetch * 4), row_code_bytes)), 1)
+                mult = builder.sext(load(mult_ptr, mult_at, lanes32, 4), lanes64)
                 corr_at = builder.mul(g, corr_group_stride)
                 for u in range(users):
                     p = partials[u]
@@ -411,6 +431,34 @@ def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales
     return _finish(acc, matrix.shifts, np.asarray(scales, dtype=np.int64).reshape(len(xs), 2), matrix.bias, out_bits)
 
 
+# One user's matvec in one compiled call: preparing x, the row-block kernel and requantizing run
+# without returning to Python in between (a token step makes 49 of them; each round trip cost tens
+# of microseconds). `fast` picks the vpdpbusd kernel when x fits int8 as well; otherwise the
+# portable one. Built twice like the kernels, on the serial and on the parallel kernels.
+def _matvec_one(x, mantissa, exponent, extra, data, multipliers, zeros, shifts, bias, group, width, offset,
+                nibbles, fast, out_bits):
+    padded, removed, fits_int8 = _prepare(x.reshape(1, -1), group, width, multipliers.shape[1], offset, zeros)
+    acc = np.empty((1, data.shape[0] * ROW_BLOCK), dtype=np.int64)
+    if fast and fits_int8:
+        _rows_fast(padded.astype(np.int8), removed.astype(np.int32), data, multipliers, width // QUAD, nibbles, acc)
+    else:
+        _rows_portable_kernel(padded, removed, data, multipliers, width // QUAD, nibbles, acc)
+    out = np.empty(shifts.size, dtype=np.int64)
+    for i in range(shifts.size):
+        total = acc[0, i] + (extra[i] if extra.size else 0)
+        out[i] = _requantize(total, shifts[i], mantissa, exponent, bias[i], out_bits)
+    return out
+
+
+_ONE_USER = {}
+for _parallel in (False, True):
+    _scope = dict(globals(), _rows_fast=_KERNELS["vnni" if VNNI else "portable", _parallel],
+                  _rows_portable_kernel=_KERNELS["portable", _parallel])
+    _twin = FunctionType(_matvec_one.__code__, _scope, _matvec_one.__name__)
+    _ONE_USER[_parallel] = (njit(nogil=True, parallel=True) if _parallel else njit(cache=True, nogil=True))(_twin)
+_NO_EXTRA = np.zeros(0, dtype=np.int64)
+
+
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
            extra: np.ndarray | None = None) -> np.ndarray:
     """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
@@ -418,5 +466,11 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
 
     x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
     [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
-    Returns int64 [rows]."""
-    return matvec_batch(matrix, [x], [scale], out_bits, [extra])[0]
+    Returns int64 [rows]; the same integers as `matvec_batch` of x alone."""
+    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
+    mantissa, exponent = scale
+    return _ONE_USER[parallel](np.ascontiguousarray(x, dtype=np.int64), np.int64(mantissa), np.int64(exponent),
+                               _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
+                               matrix.data, matrix.multipliers, matrix.zeros, matrix.shifts, matrix.bias,
+                               matrix.group, matrix.group_width, matrix.offset, matrix.nibbles,
+                               VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH, out_bits)
