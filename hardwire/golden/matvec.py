@@ -12,7 +12,8 @@ chunk of 4R bytes (the even quad in the low nibbles, the next one in the high ni
 One `vpdpbusd` then adds, for each of the R rows, the 4 products of a quad with the 4 broadcast
 activations: a row block's per-group partial sums P_ig stay in int32 vector lanes, one per row,
 with no horizontal sum, and the group's multiplier is applied once per group to R rows at a time
-(a 32 x 32 -> 64-bit multiply into int64 lanes). The offset and any zero point are removed
+(a 32 x 32 -> 64-bit multiply into int64 lanes); multipliers are stored in 3 bytes each (§1.3: at
+most 2^23), a quarter less to stream than int32. The offset and any zero point are removed
 exactly, once per group, through the group's activation sum: P_ig = sum u x - (offset + z_ig) sum x.
 Several users' vectors (`matvec_batch`) pass over each block while its codes are in L1, four at a
 time sharing every loaded and unpacked code vector.
@@ -26,6 +27,7 @@ the arithmetic (docs/arithmetic.md §3) is the die's codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from types import FunctionType
 
 import numpy as np
@@ -79,7 +81,7 @@ class PackedMatrix:
     data: np.ndarray         # uint8 [row blocks, groups * W * R (/ 2 for nibbles)], the layout above
     offset: int              # added to every code to make it unsigned: 8 for nibbles, else 128
     zeros: np.ndarray        # int32 [row blocks, groups, R] zero points ([0, 0, R] when symmetric)
-    multipliers: np.ndarray  # int32 [row blocks, groups, R]   (§3 m_{i,g}, 23 bits)
+    multiplier_bytes: np.ndarray  # uint8 [row blocks, groups, 3R]: §3 m_{i,g} in 3 bytes each, low first
     shifts: np.ndarray       # int64 [rows]                    (§3 k_i)
     bias: np.ndarray         # int64 [rows], in the output's integer scale (0 without bias)
 
@@ -94,7 +96,12 @@ class PackedMatrix:
     @property
     def bytes(self) -> int:
         """Bytes a matvec streams: codes, multipliers, zero points."""
-        return int(self.data.nbytes + self.multipliers.nbytes + self.zeros.nbytes)
+        return int(self.data.nbytes + self.multiplier_bytes.nbytes + self.zeros.nbytes)
+
+    @cached_property
+    def multipliers(self) -> np.ndarray:
+        """int32 [row blocks, groups, R]: the multipliers unpacked (for code that wants them whole)."""
+        return _unpack_multipliers(self.multiplier_bytes)
 
 
 def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
@@ -103,6 +110,23 @@ def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
     padded = np.zeros((blocks * ROW_BLOCK, groups), dtype=np.int32)
     padded[:rows] = values
     return np.ascontiguousarray(padded.reshape(blocks, ROW_BLOCK, groups).transpose(0, 2, 1))
+
+
+# A multiplier m <= 2^23 (docs/arithmetic.md §1.3) is stored in MULTIPLIER_BYTES bytes instead of an
+# int32: the stream a token reads shrinks by a byte per row and group (w8g32: 123 -> 120 MB a step).
+MULTIPLIER_BYTES = 3
+
+
+def _pack_multipliers(values: np.ndarray) -> np.ndarray:
+    """int32 [row blocks, groups, R] -> uint8 [row blocks, groups, 3R], each value's low 3 bytes."""
+    as_bytes = values.astype("<u4").view(np.uint8).reshape(*values.shape, 4)
+    return np.ascontiguousarray(as_bytes[..., :MULTIPLIER_BYTES].reshape(*values.shape[:-1], -1))
+
+
+def _unpack_multipliers(packed: np.ndarray) -> np.ndarray:
+    """The inverse of `_pack_multipliers`."""
+    triples = packed.reshape(*packed.shape[:-1], -1, MULTIPLIER_BYTES).astype(np.int32)
+    return sum(triples[..., k] << (8 * k) for k in range(MULTIPLIER_BYTES)).astype(np.int32)
 
 
 def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: int | None,
@@ -129,9 +153,12 @@ def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: i
     zero_points = (np.zeros((0, 0, ROW_BLOCK), dtype=np.int32) if zeros is None
                    else _blocked(np.asarray(zeros, dtype=np.int32), blocks))
     bias = np.zeros(rows, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
+    multipliers = np.asarray(multipliers, dtype=np.int64)
+    if multipliers.size and (multipliers.min() < 0 or multipliers.max() >= 1 << (8 * MULTIPLIER_BYTES)):
+        raise ValueError(f"a multiplier outside [0, 2^{8 * MULTIPLIER_BYTES}): §1.3 multipliers are at most 2^23")
     return PackedMatrix(rows, cols, group_cols, width, groups, nibbles,
                         np.ascontiguousarray(data.reshape(blocks, -1)), offset, zero_points,
-                        _blocked(np.asarray(multipliers, dtype=np.int32), blocks),
+                        _pack_multipliers(_blocked(multipliers, blocks)),
                         np.ascontiguousarray(shifts, dtype=np.int64), bias)
 
 
@@ -142,7 +169,7 @@ def stack(matrices: list[PackedMatrix]) -> PackedMatrix:
     return PackedMatrix(sum(m.rows for m in matrices), first.cols, first.group, first.group_width, first.groups,
                         first.nibbles, np.concatenate([m.data for m in matrices]), first.offset,
                         np.concatenate([m.zeros for m in matrices]),
-                        np.concatenate([m.multipliers for m in matrices]),
+                        np.concatenate([m.multiplier_bytes for m in matrices]),
                         np.concatenate([m.shifts for m in matrices]), np.concatenate([m.bias for m in matrices]))
 
 
@@ -247,11 +274,19 @@ def _block_sums_vnni(nibbles: bool, users: int, prefetch: int = PREFETCH_BYTES):
                             p = partials[u][t % partial_count]
                             builder.store(builder.call(dpbusd, [builder.load(p), values,
                                                                 broadcast_quad(x_ptrs[u], q)]), p)
-                mult_at = builder.mul(g, i64(ROW_BLOCK * 4))
-                # as far ahead as the codes: a group has 4 bytes of multiplier a row for W (W / 2) of codes
+                mult_at = builder.mul(g, i64(ROW_BLOCK * MULTIPLIER_BYTES))
+                # as far ahead as the codes: a group has 3 bytes of multiplier a row for W (W / 2) of codes
                 row_code_bytes = builder.mul(quads_value, i64(QUAD // 2 if nibbles else QUAD))
-                prefetch_lines(mult_ptr, builder.add(mult_at, builder.udiv(i64(prefetch * 4), row_code_bytes)), 1)
-                mult = builder.sext(load(mult_ptr, mult_at, lanes32, 4), lanes64)
+                prefetch_lines(mult_ptr, builder.add(mult_at, builder.udiv(i64(prefetch * MULTIPLIER_BYTES),
+                                                                           row_code_bytes)), 1)
+                triples = load(mult_ptr, mult_at, ir.VectorType(i8, MULTIPLIER_BYTES * rows))
+                # byte k < 3 of lane r is byte 3r + k; byte 3 of every lane is 0 (an index into the zero vector)
+                spread = builder.shuffle_vector(triples, ir.Constant(triples.type, [0] * (MULTIPLIER_BYTES * rows)),
+                                                ir.Constant(ir.VectorType(i32, 4 * rows),
+                                                            [MULTIPLIER_BYTES * r + k if k < MULTIPLIER_BYTES
+                                                             else MULTIPLIER_BYTES * rows
+                                                             for r in range(rows) for k in range(4)]))
+                mult = builder.zext(builder.bitcast(spread, lanes32), lanes64)
                 corr_at = builder.mul(g, corr_group_stride)
                 for u in range(users):
                     p = partials[u]
@@ -297,7 +332,10 @@ def _block_sums_portable(codes, x, mults, corr, acc, groups, quads, nibbles):
                         u = (u >> shift) & 15
                     partial[r] += u * np.int64(x[q * QUAD + k])
         for r in range(ROW_BLOCK):
-            total[r] += np.int64(mults[g, r]) * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
+            mult = np.int64(0)
+            for k in range(MULTIPLIER_BYTES):
+                mult |= np.int64(mults[g, MULTIPLIER_BYTES * r + k]) << (8 * k)
+            total[r] += mult * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
     for r in range(ROW_BLOCK):
         acc[r] = total[r]
 
@@ -411,10 +449,10 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     quads = matrix.group_width // QUAD
     if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
-        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multiplier_bytes,
                                    quads, matrix.nibbles, acc)
     else:
-        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multipliers, quads, matrix.nibbles, acc)
+        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles, acc)
     return acc[:, :matrix.rows]
 
 
@@ -471,6 +509,6 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
     mantissa, exponent = scale
     return _ONE_USER[parallel](np.ascontiguousarray(x, dtype=np.int64), np.int64(mantissa), np.int64(exponent),
                                _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
-                               matrix.data, matrix.multipliers, matrix.zeros, matrix.shifts, matrix.bias,
+                               matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias,
                                matrix.group, matrix.group_width, matrix.offset, matrix.nibbles,
                                VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH, out_bits)
