@@ -505,7 +505,9 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
     x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
     [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
     Returns int64 [rows]; the same integers as `matvec_batch` of x alone."""
-    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
+    # (get_num_threads costs microseconds a call; a process started with one thread never asks)
+    parallel = (matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and config.NUMBA_NUM_THREADS > 1
+                and get_num_threads() > 1)
     mantissa, exponent = scale
     return _ONE_USER[parallel](np.ascontiguousarray(x, dtype=np.int64), np.int64(mantissa), np.int64(exponent),
                                _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
