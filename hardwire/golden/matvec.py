@@ -59,8 +59,8 @@ GROUP_ALIGN = 16             # W is padded to this: the kernel steps 4 quads at 
 NIBBLE_OFFSET = 8
 BYTE_OFFSET = 128
 # The kernels ask for the codes this many bytes ahead of those they read (and for the multipliers
-# as far ahead in their own stream): a single thread's hardware prefetch alone left a token step at
-# ~9 GB/s, with it ~13 (docs/benchmarks.md, "Golden decode, batch-1 speed").
+# as far ahead in their own stream): one thread's hardware prefetch alone kept the 49 kernels of a
+# w4g32 token step at ~9 GB/s; with these requests ~12 (docs/benchmarks.md, golden decode, "Batch 1").
 PREFETCH_BYTES = 2048
 CACHE_LINE = 64
 PARALLEL_MIN_WEIGHTS = 1 << 18   # smaller matrices run on one thread: a parallel launch costs more
@@ -449,10 +449,11 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     quads = matrix.group_width // QUAD
     if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
-        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multiplier_bytes,
-                                   quads, matrix.nibbles, acc)
+        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data,
+                                   matrix.multiplier_bytes, quads, matrix.nibbles, acc)
     else:
-        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles, acc)
+        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles,
+                                       acc)
     return acc[:, :matrix.rows]
 
 
