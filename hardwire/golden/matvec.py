@@ -494,7 +494,9 @@ for _parallel in (False, True):
     _scope = dict(globals(), _rows_fast=_KERNELS["vnni" if VNNI else "portable", _parallel],
                   _rows_portable_kernel=_KERNELS["portable", _parallel])
     _twin = FunctionType(_matvec_one.__code__, _scope, _matvec_one.__name__)
-    _ONE_USER[_parallel] = (njit(nogil=True, parallel=True) if _parallel else njit(cache=True, nogil=True))(_twin)
+    # the twin on the parallel kernels needs no parallel=True of its own (it has no loop to split),
+    # but it is not cached either: its cache entry would be named like the serial one's
+    _ONE_USER[_parallel] = njit(nogil=True, cache=not _parallel)(_twin)
 _NO_EXTRA = np.zeros(0, dtype=np.int64)
 
 
