@@ -13,7 +13,7 @@ from tests.test_golden import ref_matvec
 
 needs_amx = pytest.mark.skipif(not amx.AMX, reason="no AMX-INT8 here (CPU without it, or the OS refused the tile "
                                                      "data): matvec runs the vpdpbusd or portable kernel instead")
-MULTIPLIER_LIMIT = 1 << 23      # §3: multipliers are 23-bit
+MULTIPLIER_LIMIT = 1 << 23      # §1.3: multipliers are at most 2^23
 
 
 def extreme_case(rng, fmt: str, rows: int, cols: int, users: int):
@@ -23,8 +23,8 @@ def extreme_case(rng, fmt: str, rows: int, cols: int, users: int):
     q = quantize_rtn(rng.standard_normal((rows, cols)).astype(np.float32), WeightFormat.parse(fmt))
     largest = (1 << (q.format.bits - 1)) - 1
     q.codes[0], q.codes[1] = largest, -largest - 1
-    mult = rng.integers(-MULTIPLIER_LIMIT + 1, MULTIPLIER_LIMIT, (rows, q.format.groups(cols)))
-    mult[0] = MULTIPLIER_LIMIT - 1
+    mult = rng.integers(0, MULTIPLIER_LIMIT + 1, (rows, q.format.groups(cols)))   # §1.3: positive, at most 2^23
+    mult[0] = MULTIPLIER_LIMIT
     shift, bias = rng.integers(18, 30, rows), rng.integers(-500, 500, rows)
     matrix = pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group, mult, shift, bias)
     xs = rng.integers(-128, 128, (users, cols))

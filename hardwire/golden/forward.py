@@ -24,7 +24,7 @@ from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, 
 from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.hadamard import hadamard_transform
-from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
+from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -119,6 +119,21 @@ def attention(q, keys, values, first, length, heads, score_mult, score_shift, ou
             average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
             wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
     return token_quantize(wide, out_bits, out)
+
+
+@njit(cache=True, nogil=True)
+def attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos, first,
+           score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table, reciprocal_table, out):
+    """§5-§6 for one user's q|k|v at position `pos`: RoPE on q and k (in place), k and v into the
+    cache (keys/values [positions, kv_heads, head_dim]), then `attention` over positions
+    [first, pos]. One compiled call for the blocks between the q|k|v and output matvecs."""
+    q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:]
+    rope(q, heads, head_dim, cos, sin)
+    rope(k, kv_heads, head_dim, cos, sin)
+    to_cache(k, cache_shift, kv_bits, keys[pos].reshape(-1))
+    to_cache(v, cache_shift, kv_bits, values[pos].reshape(-1))
+    return attention(q, keys, values, first, pos + 1, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
+                     exp2_table, reciprocal_table, out)
 
 
 @njit(cache=True, nogil=True)
@@ -302,7 +317,10 @@ class GoldenTransformer:
                 for x, extra in zip(xs, extras):
                     for row, adapter in placed:
                         apply_adapter(adapter, x, extra[row:row + adapter.rows])
-            outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
+            if len(xs) == 1:            # one user: a single compiled call (`matvec`)
+                outs.append(matvec(matrix, xs[0], scales[0], out_bits, None if extras is None else extras[0])[None])
+            else:
+                outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
@@ -370,23 +388,18 @@ class GoldenTransformer:
         attended_scales = np.empty((hs.shape[0], 2), np.int64)
         score_m, score_k = layer["score_mult"]
         out_m, out_k = layer["attention_out_mult"]
+        rope_cos, rope_sin, exp2_table, reciprocal_table = (t["rope_cos"], t["rope_sin"], t["exp2_table"],
+                                                            t["reciprocal_table"])
         for b, (qkv, (keys, values, pos)) in enumerate(zip(qkvs, caches)):
-            cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
             first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
-            q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:]   # rows of qkvs, rotated in place
-            rope(q, spec.heads, spec.head_dim, cos, sin)
-            rope(k, spec.kv_heads, spec.head_dim, cos, sin)
-            key_row = keys[index, pos].reshape(-1)
-            value_row = values[index, pos].reshape(-1)
-            to_cache(k, cache_shift, self.kv_bits, key_row)
-            to_cache(v, cache_shift, self.kv_bits, value_row)
-            e = attention(q, keys[index], values[index], first, pos + 1, spec.heads, score_m, score_k,
-                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended[b])
-            attended_scales[b] = e
+            attended_scales[b] = attend(qkv, q_dim, kv_dim, spec.heads, spec.kv_heads, spec.head_dim, rope_cos[pos],
+                                        rope_sin[pos], cache_shift, self.kv_bits, keys[index], values[index], pos,
+                                        first, score_m, score_k, out_m, out_k, self.act_bits, exp2_table,
+                                        reciprocal_table, attended[b])
             if note:
-                note(name + "q", q)
-                note(name + "k", key_row)
-                note(name + "v", value_row)
+                note(name + "q", qkv[:q_dim])              # rotated in place
+                note(name + "k", keys[index, pos].reshape(-1))
+                note(name + "v", values[index, pos].reshape(-1))
                 note(name + "attention", attended[b])
                 note(name + "attention.scale", attended_scales[b])
         ys = self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS, layer["wo.adapters"])
@@ -417,7 +430,7 @@ class GoldenTransformer:
     def head(self, hs: np.ndarray, note) -> np.ndarray:
         """Final norm and classifier: int64 logits [users, vocab]."""
         xs, scales = self.norm("final_norm", self.final_norm, hs, note)
-        logits = matvec_batch(self.classifier, xs, scales, RESIDUAL_BITS)
+        logits = self._linear([self.classifier], xs, scales, RESIDUAL_BITS)
         if note:
             note("logits", logits[0])
         return logits
