@@ -1,10 +1,20 @@
-"""Batch-1 greedy decode speed of hardwire's float engine against Hugging Face transformers.
+"""Batch-1 greedy decode speed of hardwire's float engine against Hugging Face transformers, and
+the fraction of the machine's read bandwidth it streams.
 
 Both run the same weights (stories260K, and random models of the stories15M and ~110M shapes) on
 the CPU with the same thread count, decoding with a KV cache; the generated tokens are checked to be
-identical so the two really do the same work. Writes the `Float decode` section of docs/benchmarks.md.
+identical so the two really do the same work. Then, on the llama2.c stories110M shape with tied
+embeddings (bench/decode_golden.py's random model), the float engine's decode step is set against
+the machine's read bandwidth measured in the same run (decode_golden's parallel sum over 1 GiB):
+the weight bytes a step reads, times steps per second, over that bandwidth. Measured beside it in
+the same rounds: the per-matrix reference layout (`FloatTransformer`, one product per matrix, the
+float engine before q|k|v and gate|up were stacked) and a ceiling, plain numpy matrix-vector
+products over the engine's own matrices with nothing else in the step. Each figure is the best of
+`--rounds` rounds, the rounds interleaved so that other jobs on a shared machine slow all alike.
+numpy's BLAS threads are set with threadpoolctl, torch's with torch.set_num_threads. Writes the
+`Float decode` section of docs/benchmarks.md.
 
-    python bench/decode_float.py [--tokens 128] [--threads 2]
+    python bench/decode_float.py [--tokens 128] [--threads 1 2] [--stream-tokens 64] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -77,45 +87,131 @@ def time_transformers(hf, tokens: int) -> tuple[float, list[int]]:
     return tokens / (time.perf_counter() - start), out[0, 1:].tolist()
 
 
+def steps_per_s(transformer, tokens: int) -> float:
+    """Greedy decode steps per second of a float transformer from BOS, after one warm-up step."""
+    transformer.reset()
+    token = int(np.argmax(transformer.forward([1])[-1]))
+    start = time.perf_counter()
+    for _ in range(tokens):
+        token = int(np.argmax(transformer.forward([token])[-1]))
+    return tokens / (time.perf_counter() - start)
+
+
+def matvec_passes_per_s(matrices: list[np.ndarray], passes: int) -> float:
+    """Passes per second over `passes` passes of plain numpy matrix-vector products over `matrices`,
+    timed as a decode of `passes` steps is."""
+    inputs = {m.shape[1]: np.ones(m.shape[1], np.float32) for m in matrices}
+    start = time.perf_counter()
+    for _ in range(passes):
+        for matrix in matrices:
+            matrix @ inputs[matrix.shape[1]]
+    return passes / (time.perf_counter() - start)
+
+
+def bench_streaming(threads: int, tokens: int, rounds: int) -> dict:
+    """The 110M shape's decode step against this machine's read bandwidth, `threads` threads."""
+    from bench.decode_golden import random_model, read_bandwidth_gbs
+    from hardwire.model.reference import FloatTransformer
+    from hardwire.runtime.engine import FloatEngine
+    model = random_model()
+    engine = FloatEngine(model, capacity=tokens + 2).transformer
+    reference = FloatTransformer(model.spec, model.tensor, capacity=tokens + 2)
+    # What a step reads: the stacks, wo and w_down of every layer, and the classifier.
+    matrices = [*engine.stacks.values(), *(engine.weights[f"layers.{i}.{name}"] for i in range(model.spec.layers)
+                                           for name in ("wo", "w_down")), engine.output]
+    best = {"bandwidth_gbs": 0.0, "engine": 0.0, "reference": 0.0, "matvec_ceiling": 0.0}
+    for _ in range(rounds):
+        best["bandwidth_gbs"] = max(best["bandwidth_gbs"], read_bandwidth_gbs(threads))
+        best["matvec_ceiling"] = max(best["matvec_ceiling"], matvec_passes_per_s(matrices, tokens))
+        best["reference"] = max(best["reference"], steps_per_s(reference, tokens))
+        best["engine"] = max(best["engine"], steps_per_s(engine, tokens))
+    step_bytes = engine.weight_bytes()
+    return dict(best, threads=threads, step_bytes=step_bytes, matrix_bytes=sum(m.nbytes for m in matrices),
+                fractions={key: best[key] * step_bytes / (best["bandwidth_gbs"] * 1e9)
+                           for key in ("engine", "reference", "matvec_ceiling")})
+
+
+def load_average() -> str:
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--stream-tokens", type=int, default=64, help="decode steps per round of the bandwidth rows")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the bandwidth rows (best kept)")
     args = parser.parse_args()
     import torch
-    torch.set_num_threads(args.threads)
+    from numba import set_num_threads
+    from threadpoolctl import threadpool_limits
+
     import hardwire
     from bench.report import machine_summary, update_section
 
-    rows = []
+    load_before = load_average()
+    rows, streaming = [], []
     with tempfile.TemporaryDirectory() as tmp:
         models = [("stories260K (real)", hardwire.load())]
         for name, shape in SHAPES.items():
             models.append((name, hardwire.load(random_checkpoint(Path(tmp) / name, shape))))
-        for name, model in models:
-            ours, our_ids = time_hardwire(model, args.tokens)
-            hf = hf_from_hardwire(model)
-            theirs, their_ids = time_transformers(hf, args.tokens)
-            same = sum(a == b for a, b in zip(our_ids, their_ids))
-            rows.append((name, model.spec.parameter_count(), ours, theirs, same))
-            print(f"{name}: hardwire {ours:.1f} tok/s, transformers {theirs:.1f} tok/s, ratio {ours / theirs:.2f}x, "
-                  f"identical tokens {same}/{args.tokens}", flush=True)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            set_num_threads(threads)
+            with threadpool_limits(limits=threads, user_api="blas"):
+                for name, model in models:
+                    ours, our_ids = time_hardwire(model, args.tokens)
+                    hf = hf_from_hardwire(model)
+                    theirs, their_ids = time_transformers(hf, args.tokens)
+                    same = sum(a == b for a, b in zip(our_ids, their_ids))
+                    rows.append((threads, name, model.spec.parameter_count(), ours, theirs, same))
+                    print(f"{threads} threads, {name}: hardwire {ours:.1f} tok/s, transformers {theirs:.1f} tok/s, "
+                          f"ratio {ours / theirs:.2f}x, identical tokens {same}/{args.tokens}", flush=True)
+                result = bench_streaming(threads, args.stream_tokens, args.rounds)
+                streaming.append(result)
+                print(f"{threads} threads, 110M shape: read bandwidth {result['bandwidth_gbs']:.1f} GB/s, "
+                      f"{result['step_bytes'] / 1e6:.1f} MB/step; " + ", ".join(
+                          f"{key} {result[key]:.1f} steps/s = {fraction:.0%}"
+                          for key, fraction in result["fractions"].items()), flush=True)
+    load_after = load_average()
 
-    table = ["| model | parameters | hardwire float tok/s | transformers tok/s | ratio | identical greedy tokens |",
-             "|---|---|---|---|---|---|"]
-    for name, params, ours, theirs, same in rows:
-        table.append(f"| {name} | {params / 1e6:.2f} M | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}× | "
+    table = ["| threads | model | parameters | hardwire float tok/s | transformers tok/s | ratio | "
+             "identical greedy tokens |", "|---|---|---|---|---|---|---|"]
+    for threads, name, params, ours, theirs, same in rows:
+        table.append(f"| {threads} | {name} | {params / 1e6:.2f} M | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}× | "
                      f"{same}/{args.tokens} |")
+    labels = {"engine": "float engine (stacked q\\|k\\|v, gate\\|up)",
+              "reference": "per-matrix reference layout (before)",
+              "matvec_ceiling": "ceiling: plain numpy matrix-vector products only"}
+    stream_table = ["| threads | read bandwidth | MB per step | what runs | steps/s | GB/s streamed | "
+                    "of read bandwidth |", "|---|---|---|---|---|---|---|"]
+    for result in streaming:
+        for key, label in labels.items():
+            stream_table.append(
+                f"| {result['threads']} | {result['bandwidth_gbs']:.1f} GB/s | {result['step_bytes'] / 1e6:.1f} | "
+                f"{label} | {result[key]:.1f} | {result[key] * result['step_bytes'] / 1e9:.1f} | "
+                f"{result['fractions'][key]:.0%} |")
+    threads = " ".join(str(t) for t in args.threads)
     body = "\n".join([
-        f"Command: `python bench/decode_float.py --tokens {args.tokens} --threads {args.threads}`  ",
-        f"Machine: {machine_summary()}; torch {torch.__version__} with {args.threads} threads, numpy "
-        f"{np.__version__} (its BLAS threads as configured by the environment).",
+        f"Command: `python bench/decode_float.py --tokens {args.tokens} --threads {threads} "
+        f"--stream-tokens {args.stream_tokens} --rounds {args.rounds}`  ",
+        f"Machine: {machine_summary()}, shared with other jobs (load average 1/5/15 min: {load_before} at the "
+        f"start, {load_after} at the end); torch {torch.__version__} (torch.set_num_threads), numpy "
+        f"{np.__version__} (BLAS threads set with threadpoolctl), both at the thread count of each row.",
         "",
         f"Batch-1 greedy decode of {args.tokens} tokens after BOS with a KV cache, same weights in both. "
         "transformers runs `generate(do_sample=False)`; hardwire runs `FloatEngine.generate`. Random-weight "
         "models have near-uniform logits, so float rounding can flip an argmax late in a long generation; "
         "the token agreement column says how far they stayed identical.",
-        "", *table])
+        "", *table, "",
+        "### Read bandwidth (110M shape, tied embeddings)",
+        "",
+        f"Greedy decode steps per second (best of {args.rounds} interleaved rounds of {args.stream_tokens} steps), "
+        "the weight bytes one step reads (every parameter once, the tied classifier included), and that "
+        "stream's share of the read bandwidth measured in the same rounds (a parallel sum over 1 GiB of "
+        "int64, best of 5, at the same thread count). The ceiling row is numpy's matrix-vector products "
+        "over the engine's own matrices and nothing else.",
+        "", *stream_table])
     update_section("Float decode (hardwire float engine vs transformers)", body)
 
 
