@@ -272,15 +272,17 @@ class StackedTransformer(FloatTransformer):
         shapes = self.spec.tensor_shapes()
         weights: dict[str, np.ndarray] = {}
         self.stacks: dict[str, np.ndarray] = {}      # "layers.{i}.wq" -> the [q|k|v rows, hidden] stack
+        self.stack_splits: dict[str, list[int]] = {}  # where each part after the first starts in it
         for index in range(self.spec.layers):
             prefix = f"layers.{index}."
             for names in STACKS:
-                rows = [shapes[prefix + name][0] for name in names]
-                stack = np.empty((sum(rows), shapes[prefix + names[0]][1]), dtype=np.float32)
-                for name, start, count in zip(names, np.cumsum([0] + rows), rows):
-                    stack[start:start + count] = tensor(prefix + name)
-                    weights[prefix + name] = stack[start:start + count]
+                starts = [0, *np.cumsum([shapes[prefix + name][0] for name in names]).tolist()]
+                stack = np.empty((starts[-1], shapes[prefix + names[0]][1]), dtype=np.float32)
+                for name, start, end in zip(names, starts, starts[1:]):
+                    stack[start:end] = tensor(prefix + name)
+                    weights[prefix + name] = stack[start:end]
                 self.stacks[prefix + names[0]] = stack
+                self.stack_splits[prefix + names[0]] = starts[1:-1]
         for name in shapes:
             if name not in weights:
                 weights[name] = np.ascontiguousarray(tensor(name), dtype=np.float32)
@@ -292,8 +294,7 @@ class StackedTransformer(FloatTransformer):
             return super().project(prefix, names, x, capture)
         stack = self.stacks[prefix + names[0]]
         y = (stack @ x[0])[None] if x.shape[0] == 1 else x @ stack.T
-        ends = np.cumsum([self.weights[prefix + name].shape[0] for name in names])[:-1]
-        return np.split(y, ends, axis=-1)
+        return np.split(y, self.stack_splits[prefix + names[0]], axis=-1)
 
 
 def teacher_forced_logits(model, ids) -> np.ndarray:
