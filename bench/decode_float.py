@@ -88,25 +88,43 @@ def time_transformers(hf, tokens: int) -> tuple[float, list[int]]:
     return tokens / (time.perf_counter() - start), out[0, 1:].tolist()
 
 
-def steps_per_s(transformer, tokens: int) -> float:
-    """Greedy decode steps per second of a float transformer from BOS, after one warm-up step."""
+def timed_steps(step, count: int) -> tuple[float, float]:
+    """Steps per wall-clock second over `count` calls of `step()`, and CPU milliseconds per step
+    (this process, all its threads). On a machine shared with other jobs the wall rate includes
+    waiting for a core; the CPU time is what the steps themselves spent."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        step()
+    return count / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e3 / count
+
+
+def decode_steps(transformer, tokens: int) -> tuple[float, float]:
+    """`timed_steps` of greedy decode steps of a float transformer from BOS, after one warm-up step."""
     transformer.reset()
-    token = int(np.argmax(transformer.forward([1])[-1]))
-    start = time.perf_counter()
-    for _ in range(tokens):
-        token = int(np.argmax(transformer.forward([token])[-1]))
-    return tokens / (time.perf_counter() - start)
+    token = [int(np.argmax(transformer.forward([1])[-1]))]
+
+    def step():
+        token[0] = int(np.argmax(transformer.forward(token)[-1]))
+    return timed_steps(step, tokens)
 
 
-def matvec_passes_per_s(matrices: list[np.ndarray], passes: int) -> float:
-    """Passes per second over `passes` passes of plain numpy matrix-vector products over `matrices`,
-    timed as a decode of `passes` steps is."""
+def matvec_passes(matrices: list[np.ndarray], passes: int, matvec=None) -> tuple[float, float]:
+    """`timed_steps` of passes of matrix-vector products over `matrices`, nothing else: numpy's
+    (`matrix @ vector`), or `matvec(matrix, vector, out)`."""
     inputs = {m.shape[1]: np.ones(m.shape[1], np.float32) for m in matrices}
-    start = time.perf_counter()
-    for _ in range(passes):
-        for matrix in matrices:
-            matrix @ inputs[matrix.shape[1]]
-    return passes / (time.perf_counter() - start)
+    outputs = [np.empty(m.shape[0], np.float32) for m in matrices]
+    if matvec is None:
+        def one_pass():
+            for matrix in matrices:
+                matrix @ inputs[matrix.shape[1]]
+    else:
+        def one_pass():
+            for matrix, out in zip(matrices, outputs):
+                matvec(matrix, inputs[matrix.shape[1]], out)
+        one_pass()                          # compiles, and checks that it computes the product
+        for matrix, out in zip(matrices, outputs):
+            np.testing.assert_allclose(out, matrix @ inputs[matrix.shape[1]], rtol=1e-3, atol=1e-3)
+    return timed_steps(one_pass, passes)
 
 
 @functools.cache
@@ -125,21 +143,6 @@ def numba_matvec():
     return matvec
 
 
-def numba_passes_per_s(matrices: list[np.ndarray], passes: int) -> float:
-    """As `matvec_passes_per_s`, with `numba_matvec`'s product instead of numpy's."""
-    matvec = numba_matvec()
-    inputs = {m.shape[1]: np.ones(m.shape[1], np.float32) for m in matrices}
-    outputs = [np.empty(m.shape[0], np.float32) for m in matrices]
-    for matrix, out in zip(matrices, outputs):          # compiles, and checks it computes the product
-        matvec(matrix, inputs[matrix.shape[1]], out)
-        np.testing.assert_allclose(out, matrix @ inputs[matrix.shape[1]], rtol=1e-3, atol=1e-3)
-    start = time.perf_counter()
-    for _ in range(passes):
-        for matrix, out in zip(matrices, outputs):
-            matvec(matrix, inputs[matrix.shape[1]], out)
-    return passes / (time.perf_counter() - start)
-
-
 def bench_streaming(threads: int, tokens: int, rounds: int) -> dict:
     """The 110M shape's decode step against this machine's read bandwidth, `threads` threads."""
     from bench.decode_golden import random_model, read_bandwidth_gbs
@@ -151,17 +154,20 @@ def bench_streaming(threads: int, tokens: int, rounds: int) -> dict:
     # What a step reads: the stacks, wo and w_down of every layer, and the classifier.
     matrices = [*engine.stacks.values(), *(engine.weights[f"layers.{i}.{name}"] for i in range(model.spec.layers)
                                            for name in ("wo", "w_down")), engine.output]
-    best = {"bandwidth_gbs": 0.0, "engine": 0.0, "reference": 0.0, "matvec_ceiling": 0.0, "numba_ceiling": 0.0}
+    runs = {"engine": lambda: decode_steps(engine, tokens),
+            "reference": lambda: decode_steps(reference, tokens),
+            "matvec_ceiling": lambda: matvec_passes(matrices, tokens),
+            "numba_ceiling": lambda: matvec_passes(matrices, tokens, numba_matvec())}
+    bandwidth_gbs, rate, cpu_ms = 0.0, dict.fromkeys(runs, 0.0), dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
-        best["bandwidth_gbs"] = max(best["bandwidth_gbs"], read_bandwidth_gbs(threads))
-        best["matvec_ceiling"] = max(best["matvec_ceiling"], matvec_passes_per_s(matrices, tokens))
-        best["numba_ceiling"] = max(best["numba_ceiling"], numba_passes_per_s(matrices, tokens))
-        best["reference"] = max(best["reference"], steps_per_s(reference, tokens))
-        best["engine"] = max(best["engine"], steps_per_s(engine, tokens))
+        bandwidth_gbs = max(bandwidth_gbs, read_bandwidth_gbs(threads))
+        for key, run in runs.items():
+            steps_per_s, step_cpu_ms = run()
+            rate[key], cpu_ms[key] = max(rate[key], steps_per_s), min(cpu_ms[key], step_cpu_ms)
     step_bytes = engine.weight_bytes()
-    return dict(best, threads=threads, step_bytes=step_bytes, matrix_bytes=sum(m.nbytes for m in matrices),
-                fractions={key: best[key] * step_bytes / (best["bandwidth_gbs"] * 1e9)
-                           for key in ("engine", "reference", "matvec_ceiling", "numba_ceiling")})
+    return dict(threads=threads, bandwidth_gbs=bandwidth_gbs, step_bytes=step_bytes, steps_per_s=rate,
+                cpu_ms_per_step=cpu_ms,
+                fractions={key: rate[key] * step_bytes / (bandwidth_gbs * 1e9) for key in runs})
 
 
 def load_average() -> str:
@@ -204,27 +210,29 @@ def main() -> None:
                 streaming.append(result)
                 print(f"{threads} threads, 110M shape: read bandwidth {result['bandwidth_gbs']:.1f} GB/s, "
                       f"{result['step_bytes'] / 1e6:.1f} MB/step; " + ", ".join(
-                          f"{key} {result[key]:.1f} steps/s = {fraction:.0%}"
+                          f"{key} {result['steps_per_s'][key]:.1f} steps/s = {fraction:.0%} "
+                          f"({result['cpu_ms_per_step'][key]:.1f} CPU ms/step)"
                           for key, fraction in result["fractions"].items()), flush=True)
     load_after = load_average()
 
     table = ["| threads | model | parameters | hardwire float tok/s | transformers tok/s | ratio | "
              "identical greedy tokens |", "|---|---|---|---|---|---|---|"]
     for threads, name, params, ours, theirs, same in rows:
-        table.append(f"| {threads} | {name} | {params / 1e6:.2f} M | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}× | "
-                     f"{same}/{args.tokens} |")
+        table.append(f"| {threads} | {name} | {params / 1e6:.2f} M | {ours:.1f} | {theirs:.1f} | "
+                     f"{ours / theirs:.2f}× | {same}/{args.tokens} |")
     labels = {"engine": "float engine (stacked q\\|k\\|v, gate\\|up)",
               "reference": "per-matrix reference layout (before)",
               "matvec_ceiling": "ceiling: numpy (BLAS) matrix-vector products only",
               "numba_ceiling": "ceiling: numba parallel matrix-vector products only"}
     stream_table = ["| threads | read bandwidth | MB per step | what runs | steps/s | GB/s streamed | "
-                    "of read bandwidth |", "|---|---|---|---|---|---|---|"]
+                    "of read bandwidth | CPU ms per step |", "|---|---|---|---|---|---|---|---|"]
     for result in streaming:
         for key, label in labels.items():
             stream_table.append(
                 f"| {result['threads']} | {result['bandwidth_gbs']:.1f} GB/s | {result['step_bytes'] / 1e6:.1f} | "
-                f"{label} | {result[key]:.1f} | {result[key] * result['step_bytes'] / 1e9:.1f} | "
-                f"{result['fractions'][key]:.0%} |")
+                f"{label} | {result['steps_per_s'][key]:.1f} | "
+                f"{result['steps_per_s'][key] * result['step_bytes'] / 1e9:.1f} | {result['fractions'][key]:.0%} | "
+                f"{result['cpu_ms_per_step'][key]:.1f} |")
     threads = " ".join(str(t) for t in args.threads)
     body = "\n".join([
         f"Command: `python bench/decode_float.py --tokens {args.tokens} --threads {threads} "
@@ -245,7 +253,9 @@ def main() -> None:
         "stream's share of the read bandwidth measured in the same rounds (a parallel sum over 1 GiB of "
         "int64, best of 5, at the same thread count). The ceiling rows run only the matrix-vector products, "
         "over the engine's own matrices: numpy's (OpenBLAS sgemv, what the engine calls) and a row-parallel "
-        "numba kernel (`numba_matvec` in the bench), the alternative measured beside it.",
+        "numba kernel (`numba_matvec` in the bench), the alternative measured beside it. CPU ms per step "
+        "(this process, all threads, least over the rounds) is what a step itself spent, apart from waiting "
+        "for a core; with 2 threads it includes the time a thread spins waiting for the other.",
         "", *stream_table])
     update_section("Float decode (hardwire float engine vs transformers)", body)
 
