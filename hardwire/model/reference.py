@@ -264,8 +264,8 @@ class StackedTransformer(FloatTransformer):
     """The float reference laid out to stream: the matrices that read the same input (q|k|v,
     gate|up) are stacked row-wise into one contiguous matrix at load, so a decode step makes one
     matrix-vector product per stack and reads each weight once. `weights` keeps every canonical
-    name as a view of its stack's rows (no second copy), so per-name paths — a calibration
-    `capture`, a subclass's `linear` — read the same memory. Replacing an entry of `weights`
+    name as a view of its stack's rows (no second copy), so per-name paths — `linear(name)`, a
+    forward with a calibration `capture` — read the same memory. Replacing an entry of `weights`
     afterwards would not reach the stack."""
 
     def load_weights(self, tensor: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
