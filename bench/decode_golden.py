@@ -94,7 +94,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_golden(model, plan: str, tokens: int, batches: list[int], workdir: Path) -> list[dict]:
+def golden_engine(model, plan: str, workdir: Path):
+    """`model` frozen at `plan` (calibrated on random tokens) and opened with `--backend golden`."""
     from hardwire.die import open_die
     from hardwire.freeze.freezer import Calibration, freeze
     from hardwire.freeze.plan import parse_plan
@@ -103,11 +104,14 @@ def bench_golden(model, plan: str, tokens: int, batches: list[int], workdir: Pat
     rng = np.random.default_rng(1)
     calibration = [[1] + list(rng.integers(3, model.spec.vocab_size, 63))]
     path = workdir / f"{plan}.die"
-    started = time.perf_counter()
     freeze(model, parse_plan(plan), path, Calibration(calibration, {"source": "random"}))
     die = open_die(path)
-    tables = build_tables(die.spec, die, measure_ranges(die, calibration))
-    engine = GoldenEngine(die, tables=tables)
+    return GoldenEngine(die, tables=build_tables(die.spec, die, measure_ranges(die, calibration)))
+
+
+def bench_golden(model, plan: str, tokens: int, batches: list[int], workdir: Path) -> list[dict]:
+    started = time.perf_counter()
+    engine = golden_engine(model, plan, workdir)
     setup_s = time.perf_counter() - started
     return [dict(decode_golden_batch(engine.transformer, batch, tokens), engine=f"golden {plan}", setup_s=setup_s)
             for batch in batches]

@@ -63,6 +63,12 @@ TOKEN_CLAMP_BITS = 9                # |w| >= 2^(bits + 9) saturates at every ste
 TOKEN_GUARD_BITS = 7                # §3.2 extra fraction bits kept before the mantissa multiply
 TOKEN_PRODUCT_LIMIT_BITS = 59
 
+# §12 Online Walsh–Hadamard transform: block-diagonal, blocks of the largest power of two dividing
+# the vector's width, at most HADAMARD_MAX_BLOCK (the RTL transforms one block a cycle, so the
+# block sets the butterfly count: (n/2) log2 n; 256 covers every FFN width of the Llama family's
+# power-of-two factor that matters, 14336 = 2^11 * 7 and 11008 = 2^8 * 43, at 1024 butterflies).
+HADAMARD_MAX_BLOCK = 256
+
 # -- §1 integer primitives -----------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
@@ -176,6 +182,46 @@ def sigmoid_lookup(index, table):
     elif index > half - 1:
         index = half - 1
     return np.int64(table[index + half])
+
+
+@njit(cache=True, nogil=True)
+def hadamard_butterflies(values, block):
+    """§12 values <- H_n values for each block of n = `block` consecutive entries, in place (Sylvester
+    order, no normalisation): log2 n stages of (a, b) -> (a + b, a - b) on pairs `half` apart.
+    Exact: each stage adds one bit to the largest magnitude."""
+    half = 1
+    while half < block:
+        for start in range(0, values.size, 2 * half):
+            for i in range(start, start + half):
+                a, b = values[i], values[i + half]
+                values[i], values[i + half] = a + b, a - b
+        half *= 2
+
+
+def hadamard_input_bits(bits: int) -> int:
+    """§12 Signed width of the transform's inputs: SwiGLU's wide values clamped to ±2^(bits+9)
+    (the token quantizer's clamp, §2.2), bits + 11."""
+    return bits + TOKEN_CLAMP_BITS + 2
+
+
+def hadamard_output_bits(bits: int, block: int) -> int:
+    """§12 Signed width after log2(block) stages: |v| <= n 2^(bits+9), one bit more per stage."""
+    return hadamard_input_bits(bits) + (block.bit_length() - 1)
+
+
+def hadamard_block(width: int) -> int:
+    """§12 The block n of the online transform of a `width`-vector: its largest power-of-two
+    factor, at most HADAMARD_MAX_BLOCK (1 for an odd width: no transform)."""
+    return min(width & -width, HADAMARD_MAX_BLOCK)
+
+
+def hadamard_orthonormal(x: np.ndarray, block: int) -> np.ndarray:
+    """§12 The float transform Q x along the last axis (Q = H_n / sqrt(n) per block: orthonormal
+    and symmetric, so Q Q = I): the offline fold into weights and the float reference of a die."""
+    x = np.asarray(x)
+    wide = np.array(x, dtype=np.float64).reshape(-1)
+    hadamard_butterflies(wide.reshape(-1), block)    # float butterflies: the same stages as the integers
+    return (wide.reshape(x.shape) / math.sqrt(block)).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
 
 # -- freeze-time constants (the only floats) ----------------------------------------------------

@@ -17,6 +17,7 @@ complete, so a killed freeze never leaves a die under the final name.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from hardwire.arithmetic import HADAMARD_MAX_BLOCK, hadamard_orthonormal
 from hardwire.errors import BadDie, HardwireError
 from hardwire.formats import ACTIVATION_FORMATS, QuantizedTensor, WeightFormat, pack_codes, unpack_codes
 from hardwire.jsonfile import parse_json
@@ -42,6 +44,37 @@ HASH_CHUNK_BYTES = 1 << 24
 GOLDEN_TABLES_KEY = "golden_tables"        # manifest field: {"file", "version", "kv_bits"}
 GOLDEN_TABLES_FILE = "golden_tables.safetensors"
 TABLES_VERSION = 1
+# Online transforms the datapath applies (docs/arithmetic.md §12), recorded by the freezer under
+# manifest["transforms"]; a die without the entry (every die frozen before it existed) has none,
+# and its manifest, hence its id, is unchanged.
+ONLINE_HADAMARD_KEY = "online_hadamard"    # {"inputs": ["w_down"], "block": n, "width": ffn_dim}
+ONLINE_HADAMARD_INPUTS = ("w_down",)       # the matrices whose input is transformed
+
+
+def online_hadamard_block(manifest: dict) -> int:
+    """§12 The block n of the die's online Walsh–Hadamard transform of the w_down input (1: none)."""
+    record = (manifest.get("transforms") or {}).get(ONLINE_HADAMARD_KEY)
+    if not record:
+        return 1
+    block = record.get("block") if isinstance(record, dict) else None
+    width = manifest.get("spec", {}).get("ffn_dim")
+    if (type(block) is not int or block < 2 or block & (block - 1) or block > HADAMARD_MAX_BLOCK
+            or (type(width) is int and width % block)):
+        raise BadDie(f"expected a power of two in [2, {HADAMARD_MAX_BLOCK}] dividing the FFN width {width}, "
+                     f"got {block!r}", field=f"transforms.{ONLINE_HADAMARD_KEY}.block")
+    return block
+
+
+def float_input_transforms(source) -> dict:
+    """{matrix name: function of its float input} for the float reference of `source` (a die or a
+    model): the die's online transforms (§12) as the orthonormal Q, so a die's dequantized W Q
+    reads Q x and the float product is W x. Empty for a model or a die without them."""
+    manifest = getattr(source, "manifest", None)
+    block = online_hadamard_block(manifest) if isinstance(manifest, dict) else 1
+    if block == 1:
+        return {}
+    transform = functools.partial(hadamard_orthonormal, block=block)
+    return {f"layers.{i}.{short}": transform for i in range(source.spec.layers) for short in ONLINE_HADAMARD_INPUTS}
 
 
 def canonical_json(data: dict) -> bytes:
@@ -315,6 +348,23 @@ def open_die(path: str | os.PathLike, verify: bool = True) -> Die:
     for relative, arrays in arrays_by_file.items():
         check_weights_file(path / relative, arrays)
     return Die(path, manifest)
+
+
+def source_checkpoint(weights: FrozenWeights) -> Path | None:
+    """The checkpoint a die was frozen from, if it can be found here. The manifest names it without
+    its folder (so the id does not depend on where it lay; older dies hold an absolute path), so
+    it is looked for as recorded, among the bundled models, beside the die, then in the working
+    directory."""
+    from hardwire.model.load import BUNDLED_MODELS
+
+    recorded = (weights.manifest.get("source") or {}).get("path")
+    if not recorded:
+        return None
+    name = Path(recorded).name
+    die_folder = Path(getattr(weights, "path", ".")).resolve().parent
+    candidates = [Path(recorded), *(p for p in BUNDLED_MODELS.values() if p.name == name),
+                  die_folder / name, Path.cwd() / name]
+    return next((p for p in candidates if p.exists()), None)
 
 
 def open_model_or_die(source):

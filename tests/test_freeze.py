@@ -276,3 +276,31 @@ def test_die_id_does_not_depend_on_the_blas_thread_count(tmp_path):
                        check=True, capture_output=True, env=env, cwd=root, timeout=300)
         ids.append(hardwire.open_die(out).id)
     assert ids[0] == ids[1]
+
+
+def test_die_id_does_not_depend_on_where_the_checkpoint_and_calibration_text_lie(tmp_path, cli):
+    """A die's id covers its content, not the folders it was made from: the same checkpoint and
+    calibration text copied to two places freeze to the same id (the absolute paths used to be in
+    the manifest, so every checkout had its own ids for the same weights)."""
+    import shutil
+
+    from hardwire.die import source_checkpoint
+    from tests.test_malformed import padded_vocab_folder
+
+    ids = []
+    for place in ("here", "there"):
+        root = tmp_path / place / "deeper" if place == "there" else tmp_path / place
+        root.mkdir(parents=True)
+        folder = padded_vocab_folder(root)
+        text = root / "calib.txt"
+        text.write_text("a b c d e f g\n\na b a b c c\n")
+        cli("freeze", folder, "--plan", "w8", "--calib", text, "-o", root / "tiny.die")
+        die = hardwire.open_die(root / "tiny.die")
+        ids.append(die.id)
+        assert die.manifest["source"]["path"] == folder.name
+        assert source_checkpoint(die) == folder                 # found beside the die, for `quality`
+        shutil.rmtree(folder)                                   # the die stands alone
+        assert source_checkpoint(hardwire.open_die(root / "tiny.die")) is None
+        proc = cli("quality", root / "tiny.die", "--stories", "1", expect=2)
+        assert "--float MODEL" in proc.stderr and "Traceback" not in proc.stderr
+    assert ids[0] == ids[1]

@@ -318,6 +318,7 @@ def test_every_users_batched_matvec_equals_the_reference_on_both_kernels(kernel,
         q = quantize_rtn(weight, WeightFormat.parse(fmt))
         q.codes[0] = (1 << (q.format.bits - 1)) - 1        # a row of largest codes: widest partial sums
         mult = rng.integers(1 << 22, 1 << 23, (37, q.format.groups(100)))
+        mult[1] = 1 << 23                                  # §1.3's largest multiplier (its top byte is 0x80)
         shift, bias = rng.integers(18, 30, 37), rng.integers(-500, 500, 37)
         matrix = pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group, mult, shift, bias)
         for x_bits in (8, 16):
@@ -327,8 +328,15 @@ def test_every_users_batched_matvec_equals_the_reference_on_both_kernels(kernel,
             scales = [(int(rng.integers(8, 16)), int(rng.integers(0, 9))) for _ in xs]
             together = matvec_batch(matrix, xs, scales, 16)
             for user, (x, scale) in enumerate(zip(xs, scales)):
-                assert together[user].tolist() == ref_matvec(q, mult, shift, bias, x.tolist(), scale, 16), \
-                    (fmt, x_bits, user)
+                expected = ref_matvec(q, mult, shift, bias, x.tolist(), scale, 16)
+                assert together[user].tolist() == expected, (fmt, x_bits, user)
+                assert matvec(matrix, x, scale, 16).tolist() == expected, (fmt, x_bits, user)   # one user's path
+
+
+def test_packing_refuses_a_multiplier_wider_than_its_three_bytes():
+    codes = np.ones((4, 32), np.int8)
+    with pytest.raises(ValueError, match="multiplier"):
+        pack_matrix(codes, None, 8, None, np.full((4, 1), 1 << 24), np.zeros(4))
 
 
 @pytest.mark.parametrize("fmt", ["w4g32", "w8g32"])

@@ -56,6 +56,39 @@ def test_incremental_decode_equals_teacher_forcing(tmp_path):
     np.testing.assert_allclose(steps, full, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_decode_steps_match_transformers_logits_at_every_position(tmp_path, kind):
+    """One token at a time through the float engine (q|k|v and gate|up stacked, one product each)
+    gives transformers' logits of the whole sequence; Mistral's window is made shorter than the
+    sequence so that steps past it drop the oldest keys."""
+    overrides = {"sliding_window": 6} if kind == "mistral" else {}
+    reference = make_hf_model(kind, seed=3, **overrides)
+    folder = tmp_path / kind
+    reference.save_pretrained(folder, safe_serialization=True)
+    ids = [int(i) for i in np.random.default_rng(11).integers(0, 128, size=16)]
+    engine = make_engine(folder)
+    steps = np.concatenate([engine.forward([i]) for i in ids])
+    theirs = transformers_logits(reference, ids)
+    assert np.abs(steps - theirs).max() < 1e-4
+    assert np.std(theirs) > 0.1
+
+
+def test_float_engine_keeps_each_matrix_once_as_rows_of_its_stack(tmp_path):
+    """The stacked layout adds no copy: each of q, k, v (gate, up) is a view of its stack's rows,
+    holding the checkpoint's values, and the stack is one contiguous float32 matrix."""
+    folder = make_hf_checkpoint(tmp_path, "qwen2-bias")
+    model, transformer = hardwire.load(folder), make_engine(folder).transformer
+    for index in range(model.spec.layers):
+        for names in (("wq", "wk", "wv"), ("w_gate", "w_up")):
+            stack = transformer.stacks[f"layers.{index}.{names[0]}"]
+            assert stack.dtype == np.float32 and stack.flags.c_contiguous
+            assert stack.shape[0] == sum(model.tensor(f"layers.{index}.{n}").shape[0] for n in names)
+            for name in names:
+                view = transformer.weights[f"layers.{index}.{name}"]
+                assert np.shares_memory(view, stack)
+                np.testing.assert_array_equal(view, model.tensor(f"layers.{index}.{name}"))
+
 def test_sharded_and_half_precision_checkpoints_load_exactly(tmp_path):
     reference = make_hf_model("llama-mha", seed=2)
     sharded = tmp_path / "sharded"

@@ -124,7 +124,9 @@ def with_routers(stages: list[Stage], spec: ModelSpec, chip: ChipConfig) -> list
     return out
 
 
-def layer_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
+def layer_blocks(spec: ModelSpec, chip: ChipConfig, source=None) -> Blocks:
+    """One layer's blocks; `source` (a die, or None: `spec`) adds what the die records, such as the
+    online transform of §12 inside SwiGLU."""
     node = chip.process
     matrices = stored_layer_matrices(spec, chip)
     blocks = matrix_blocks(matrices, chip)
@@ -133,7 +135,7 @@ def layer_blocks(spec: ModelSpec, chip: ChipConfig) -> Blocks:
         bits = mib * MIB_BITS / spec.layers
         blocks.transistors[key] = bits * arch.SRAM_CELL_T
         blocks.area_mm2[key] = node.sram_area_mm2(bits)
-    token_layer = [b for b in build(token_path(spec), chip.point).blocks if b.layer == 0]
+    token_layer = [b for b in build(token_path(spec if source is None else source), chip.point).blocks if b.layer == 0]
     add_vector_logic(blocks, chip, vector_logic.vector_cells(token_layer, matrices, chip.point, spec.hidden_dim))
     return blocks
 
@@ -389,7 +391,7 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
     if users is not None and (not isinstance(users, int) or users < 1):
         raise BadConfig(f"expected a positive number of users, got {users!r}", field="users")
     node = chip.process
-    layer = layer_blocks(spec, chip)
+    layer = layer_blocks(spec, chip, model)
     low_rank = low_rank_cost(token_path(model), chip, adapters, context) if adapters.present else None
     if low_rank is not None:
         layer.transistors["mac_select"] += low_rank.transistors_per_layer

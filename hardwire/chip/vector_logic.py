@@ -15,6 +15,10 @@ other than stories260K's, and checked on stories260K (docs/chip-model.md §8.1):
 - `matvec`     §3 a product beyond its ROM and lanes: the shared requantizers, the output register,
                the walk's addressing and drain control
 - `layer`      the layer's own logic: the residual stream register and its adder, the sequencer
+
+and, for a die that records it, `hadamard`: §12's online Walsh–Hadamard transform inside SwiGLU,
+priced from textbook cells (no calibration die has one to fit on): its butterfly adders and the
+register of the transformed vector.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS
+from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS, hadamard_input_bits
 from hardwire.chip import arch
 from hardwire.datapath import Attention, Block, DesignPoint, MatVec, Matrix, Norm, Rope, SwiGLU, chunk_plan
 
@@ -59,6 +63,12 @@ COST_TERMS: dict[str, CostTerm] = {
     "matvec": CostTerm(("requantizers", "output_bits"), (7678.9, 3.87201)),
     "layer": CostTerm(("residual_bits", "fixed"), (16.6748, 0.0)),
 }
+# Kinds priced from textbook cells, not fitted (no calibration die has them): §12's transform, a
+# full adder per adder bit and a flip-flop per register bit [weste-harris], in generic cells.
+TEXTBOOK_TERMS: dict[str, CostTerm] = {
+    "hadamard": CostTerm(("adder_bits", "register_bits"),
+                         (arch.FULL_ADDER_T / arch.GENERIC_CELL_T, arch.FLIP_FLOP_T / arch.GENERIC_CELL_T)),
+}
 
 
 # -- sizes of each block kind -----------------------------------------------------------------------
@@ -71,6 +81,16 @@ def norm_sizes(dim: int, point: DesignPoint) -> dict[str, float]:
 def swiglu_sizes(ffn_dim: int, point: DesignPoint) -> dict[str, float]:
     lanes, _ = chunk_plan(ffn_dim, point.norm_per_cycle)
     return {"element_bits": ffn_dim * point.activation_bits, "lanes": lanes, "fixed": 1}
+
+
+def hadamard_sizes(count: int, block: int, point: DesignPoint) -> dict[str, float]:
+    """§12 one block of n a cycle (rtl/blocks/hadamard.py): (n/2) log2 n butterflies, each an adder
+    and a subtractor as wide as its stage (the clamped input's width plus one bit per stage), and
+    the transformed vector's register (`count` values at the input width)."""
+    stages = block.bit_length() - 1
+    width = hadamard_input_bits(point.activation_bits)
+    adder_bits = sum(block * (width + stage) for stage in range(1, stages + 1))    # n/2 butterflies x 2 adders
+    return {"adder_bits": adder_bits, "register_bits": count * width}
 
 
 def rope_sizes(heads: int, head_dim: int, point: DesignPoint) -> dict[str, float]:
@@ -101,7 +121,9 @@ def block_sizes(block: Block, point: DesignPoint) -> list[tuple[str, dict[str, f
     if isinstance(block, Norm):
         return [("norm", norm_sizes(block.dim, point))]
     if isinstance(block, SwiGLU):
-        return [("swiglu", swiglu_sizes(block.ffn_dim, point))]
+        transform = ([("hadamard", hadamard_sizes(block.ffn_dim, block.hadamard_block, point))]
+                     if block.hadamard_block > 1 else [])
+        return [("swiglu", swiglu_sizes(block.ffn_dim, point))] + transform
     if isinstance(block, Rope):
         return [("rope", rope_sizes(block.heads, block.head_dim, point))]
     if isinstance(block, Attention):
@@ -112,6 +134,9 @@ def block_sizes(block: Block, point: DesignPoint) -> list[tuple[str, dict[str, f
 
 
 def cells(kind: str, sizes: dict[str, float], terms: dict[str, CostTerm] | None = None) -> float:
+    """Generic cells of one unit: a fitted term (`terms`, default COST_TERMS) or a textbook one."""
+    if kind in TEXTBOOK_TERMS:
+        return TEXTBOOK_TERMS[kind].cells(sizes)
     return (COST_TERMS if terms is None else terms)[kind].cells(sizes)
 
 

@@ -12,12 +12,12 @@ stage cycles (docs/chip-model.md, docs/rtl.md).
 """
 from hardwire.datapath.adapter import NO_ADAPTERS, AdapterDesign, LowRank
 from hardwire.datapath.blocks import (Attention, Block, Embed, LanePlan, Logits, MatVec, Matrix, Norm, Residual, Rope,
-                                      SwiGLU, chunk_plan, chunk_width, token_quantize_latency)
+                                      SwiGLU, chunk_plan, chunk_width, hadamard_latency, token_quantize_latency)
 from hardwire.datapath.point import (POINT_FIELDS, RTL_POINT, SCHEDULES, STYLE_ALIASES, WEIGHT_STYLES, DesignPoint,
                                      weight_style)
 from hardwire.datapath.step import Exponents, TokenStep, build, predicted_cycles
 
 __all__ = ["NO_ADAPTERS", "AdapterDesign", "LowRank", "Attention", "Block", "Embed", "LanePlan", "Logits", "MatVec", "Matrix", "Norm", "Residual", "Rope",
-           "SwiGLU", "chunk_plan", "chunk_width", "token_quantize_latency", "POINT_FIELDS", "RTL_POINT", "SCHEDULES",
+           "SwiGLU", "chunk_plan", "chunk_width", "hadamard_latency", "token_quantize_latency", "POINT_FIELDS", "RTL_POINT", "SCHEDULES",
            "STYLE_ALIASES", "WEIGHT_STYLES", "DesignPoint", "weight_style", "Exponents", "TokenStep", "build",
            "predicted_cycles"]

@@ -61,6 +61,12 @@ def token_quantize_latency(count: int, per_cycle: int, exponent: int | None = No
     return 2 * chunks + 2 * tried + 1
 
 
+def hadamard_latency(count: int, block: int) -> int:
+    """§12 online Walsh–Hadamard transform (rtl/blocks/hadamard.py): one block of `block` values a
+    cycle through log2(block) butterfly stages, `done` in the cycle after the last; 0 without one."""
+    return 0 if block <= 1 else count // block + 1
+
+
 # -- blocks -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,14 +235,17 @@ class Residual(Block):
 
 @dataclass(frozen=True, kw_only=True)
 class SwiGLU(Block):
-    """§7 SwiGLU (rtl/blocks/swiglu.py): one pass over gate and up, then the token quantizer, whose
+    """§7 SwiGLU (rtl/blocks/swiglu.py): one pass over gate and up, then (a die recording it) §12's
+    online Walsh–Hadamard transform in blocks of `hadamard_block`, then the token quantizer, whose
     `done` is the block's."""
     ffn_dim: int
+    hadamard_block: int = 1    # 1: no transform
     quantizes = True
 
     def latency(self, point, context=1, exponent=None):
         _, chunks = chunk_plan(self.ffn_dim, point.norm_per_cycle)
-        return chunks + 1 + token_quantize_latency(self.ffn_dim, point.norm_per_cycle, exponent)
+        return (chunks + 1 + hadamard_latency(self.ffn_dim, self.hadamard_block)
+                + token_quantize_latency(self.ffn_dim, point.norm_per_cycle, exponent))
 
 
 @dataclass(frozen=True, kw_only=True)

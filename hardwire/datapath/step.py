@@ -63,12 +63,13 @@ class TokenStep:
 
 
 def layer_blocks(spec: ModelSpec, index: int, adapters: AdapterDesign = NO_ADAPTERS,
-                 point_weights_per_lane: int = 1) -> list[Block]:
+                 point_weights_per_lane: int = 1, hadamard_block: int = 1) -> list[Block]:
     """One layer, in the sequencer's order (rtl/top.py layer_module): every block's start is
     registered by the sequencer a cycle after the previous done (handoff 1), except that the
     residual add takes the cycle after wo's and w_down's done, in which ffn_norm starts and the
     layer is done. `adapters`: the matrices with a §11 low-rank block before them (sized for the
-    design point's `weights_per_lane` when the adapter design leaves that open)."""
+    design point's `weights_per_lane` when the adapter design leaves that open). `hadamard_block`:
+    the block of the die's online transform of the w_down input (§12; 1: none)."""
     p, L = f"layers.{index}.", f"L{index}."
     dim, q_dim, kv_dim, ffn = spec.hidden_dim, spec.q_dim, spec.kv_dim, spec.ffn_dim
 
@@ -91,7 +92,8 @@ def layer_blocks(spec: ModelSpec, index: int, adapters: AdapterDesign = NO_ADAPT
         Norm(name=p + "ffn_norm", stage=L + "gate_up", layer=index, dim=dim),
         projection(name=p + "gate_up", stage=L + "gate_up", layer=index, handoff=1,
                    matrices=(Matrix(p + "w_gate", ffn, dim), Matrix(p + "w_up", ffn, dim))),
-        SwiGLU(name=p + "swiglu", stage=L + "gate_up", layer=index, handoff=1, ffn_dim=ffn),
+        SwiGLU(name=p + "swiglu", stage=L + "gate_up", layer=index, handoff=1, ffn_dim=ffn,
+               hadamard_block=hadamard_block),
         projection(name=p + "w_down", stage=L + "down", layer=index, handoff=1,
                    matrices=(Matrix(p + "w_down", dim, ffn),)),
         Residual(name=p + "ffn_residual", stage=L + "down", layer=index, dim=dim),
@@ -101,17 +103,19 @@ def layer_blocks(spec: ModelSpec, index: int, adapters: AdapterDesign = NO_ADAPT
 def build(source, point: DesignPoint, adapters: AdapterDesign = NO_ADAPTERS) -> TokenStep:
     """The token step of `source` (a ModelSpec, a model or a die) at `point`, with the §11 low-rank
     blocks of `adapters`. A die adds what its formats decide: the embedding's scale group width
-    (which bounds the embedding's chunk)."""
-    from hardwire.die import FrozenWeights
+    (which bounds the embedding's chunk), and what its manifest records: the online transform of
+    the w_down input (§12), a block inside SwiGLU."""
+    from hardwire.die import FrozenWeights, online_hadamard_block
     spec = source if isinstance(source, ModelSpec) else source.spec
-    group = spec.hidden_dim
+    group, hadamard = spec.hidden_dim, 1
     if isinstance(source, FrozenWeights):
         group = source.quantized("embed").format.group_width(spec.hidden_dim)
+        hadamard = online_hadamard_block(source.manifest)
     blocks: list[Block] = [
         # handoff 1: the chip's host interface registers the token (the in_valid transfer cycle)
         Embed(name="embed", stage="embed", handoff=1, vocab=spec.vocab_size, dim=spec.hidden_dim, group=group)]
     for index in range(spec.layers):
-        blocks += layer_blocks(spec, index, adapters, point.weights_per_lane)
+        blocks += layer_blocks(spec, index, adapters, point.weights_per_lane, hadamard)
     blocks += [
         Norm(name="final_norm", stage="head", dim=spec.hidden_dim),
         MatVec(name="classifier", stage="head", matrices=(Matrix(spec.classifier, spec.vocab_size, spec.hidden_dim),)),

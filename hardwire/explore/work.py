@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hardwire.errors import BadConfig
 from hardwire.explore.spec import (ESTIMATE_FIGURES, QUALITY_FIGURES, TTC_FIGURES, ModelEntry, Point,
                                    chip_config)
 from hardwire.model.spec import ModelSpec
@@ -81,8 +82,11 @@ def score_quality(weights: Weights, quality: dict) -> dict:
 
     text = quality["text"]
     if text is None:
-        from hardwire.die import open_die
-        source = open_die(weights.path).manifest.get("source", {}).get("path")
+        from hardwire.die import open_die, source_checkpoint
+        source = source_checkpoint(open_die(weights.path))
+        if source is None:
+            raise BadConfig("the checkpoint this die was frozen from is not found, so its calibration text "
+                            "is unknown; set [quality] text in the sweep file", path=weights.path)
         with load(source) as model:
             text = default_calibration_text(model)
     with contextlib.redirect_stderr(io.StringIO()):

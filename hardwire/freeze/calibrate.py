@@ -41,10 +41,11 @@ class LayerRunner:
     """One transformer layer of the float reference, fed whole sequences from position 0."""
 
     def __init__(self, spec: ModelSpec, index: int, weights: dict[str, np.ndarray], capacity: int,
-                 transformer_class: type = FloatTransformer):
+                 transformer_class: type = FloatTransformer, input_transforms: dict | None = None):
         self.spec, self.index = spec, index
         self.transformer = transformer_class.__new__(transformer_class)
         self.transformer.spec = spec
+        self.transformer.input_transforms = dict(input_transforms or {})   # a die's online transforms
         self.transformer.capacity = capacity
         self.transformer.weights = weights          # canonical names "layers.{index}.*"
         self.transformer.keys = _OneLayerCache(capacity, spec.kv_heads, spec.head_dim)
@@ -149,11 +150,13 @@ def limit_sequences(sequences: list[list[int]], tokens: int) -> list[list[int]]:
 
 
 def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightFormat, bool]]],
-                        sequences: list[list[int]], progress=None) -> dict[str, dict[str, float]]:
+                        sequences: list[list[int]], progress=None,
+                        input_transforms: dict | None = None) -> dict[str, dict[str, float]]:
     """damage[tensor][choice name] = mean KL(float || model with only `tensor` quantized (RTN, with the
     clip search where the choice names it) in that choice's format) over the calibration tokens.
-    `model` is the model as transformed (a rotation is measured; activation-aware scaling and GPTQ,
-    which need the quantized model's own inputs, are not).
+    `model` is the model as transformed (a rotation and the online Hadamard transform, whose online
+    half is `input_transforms`, are measured; activation-aware scaling and GPTQ, which need the
+    quantized model's own inputs, are not).
 
     One residual stream per (tensor, choice) is carried from the layer where the perturbation
     enters to the logits, next to the float stream; each layer's weights are read once."""
@@ -179,7 +182,7 @@ def measure_sensitivity(model, candidates: dict[str, list[tuple[str, WeightForma
     for index in range(spec.layers):
         prefix = f"layers.{index}."
         weights = {prefix + n: model.tensor(prefix + n) for n in spec.layer_tensor_shapes()}
-        runner = LayerRunner(spec, index, dict(weights), capacity)
+        runner = LayerRunner(spec, index, dict(weights), capacity, input_transforms=input_transforms)
         float_input = streams[()]
         streams = {key: [runner(x) for x in xs] for key, xs in streams.items()}
         for name in weights:

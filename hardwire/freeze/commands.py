@@ -54,7 +54,7 @@ def load_calibration(model, calib: Optional[Path], tokens: int, calib_ids: Optio
         sequences = read_sequences(path, tokenizer, limit=limit, from_end=limit is not None,
                                    window=model.spec.max_context)
     sequences = limit_sequences(sequences, tokens)
-    description = {"source": str(path.resolve()),
+    description = {"source": path.name,                    # the text is identified by its sha256, not its location
                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                    "documents": f"last {limit}" if limit else "all"}
     if calib_ids is not None:
@@ -183,7 +183,8 @@ def register(app: typer.Typer) -> None:
           w3g64-e4m4             scales in the 8-bit e4m4 small float (fp16, bf16, e4m4)
           w4g32:gptq             GPTQ instead of round-to-nearest (rtn)
           w3g32:rot+gptq         methods joined by +: rot (rotate the residual stream), awq
-                                 (activation-aware channel scales), clip (search each group's
+                                 (activation-aware channel scales), had (online Hadamard
+                                 transform of the w_down input), clip (search each group's
                                  range), then rtn or gptq, then learn (learned
                                  rounding); applied in that order
           w4g32:best             the recommended combination (awq+clip+gptq+learn)

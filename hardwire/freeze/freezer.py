@@ -33,7 +33,7 @@ from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, reso
 from hardwire.freeze.quantize import quantize
 from hardwire.freeze.rounding import learn_rounding
 from hardwire.freeze.tables import freeze_tables
-from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, RotatedWeights, channel_scaling
+from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, HadamardWeights, RotatedWeights, channel_scaling
 from hardwire.model.tokenizer import tokenizer_files
 
 DEFAULT_CALIBRATION_TOKENS = 16384
@@ -74,6 +74,11 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
     if plan.rotated:
         model = RotatedWeights(model)
         transforms["rotation"] = model.record()
+    online: dict = {}          # the float layers' view of the die's online transforms
+    if plan.online_hadamard:
+        model = HadamardWeights(model)
+        transforms.update(model.record())
+        online = model.input_transforms
     spec = model.spec
     step = progress or (lambda what: None)
     check_budget(plan, spec)
@@ -90,13 +95,13 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         windows = [s[i:i + SENSITIVITY_WINDOW] for s in calibration.sequences
                    for i in range(0, len(s), SENSITIVITY_WINDOW)]
         damage = measure_sensitivity(model, candidates, limit_sequences(windows, sensitivity_tokens),
-                                     progress=lambda _: step("sensitivity"))
+                                     progress=lambda _: step("sensitivity"), input_transforms=online)
     assignment = resolve(plan, spec, damage)
     # GPTQ and learned rounding both need X^T X of the matrix's calibration inputs
     gptq_inputs = {hessian_source(n) for n, c in assignment.items() if c.method == "gptq" or c.rounding}
     # A scaled input serves every matrix reading it, so one matrix naming awq scales its siblings too.
     awq_inputs = {hessian_source(n) for n, c in assignment.items()
-                  if "awq" in c.transforms and n.startswith("layers.")}
+                  if "awq" in c.transforms and n.startswith("layers.") and n not in online}
     awq_alphas: dict[str, float] = {}
     methods_used: dict[str, str] = {}
     activation_absmax: dict[str, float] = {}
@@ -133,7 +138,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         for index in range(spec.layers):
             prefix = f"layers.{index}."
             weights = {prefix + short: model.tensor(prefix + short) for short in spec.layer_tensor_shapes()}
-            runner = LayerRunner(spec, index, dict(weights), capacity)
+            runner = LayerRunner(spec, index, dict(weights), capacity, input_transforms=online)
             stats = None
             layer_gptq = {n for n in gptq_inputs if n.startswith(prefix)}
             layer_awq = {n for n in awq_inputs if n.startswith(prefix)}
@@ -227,8 +232,10 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         vector_values = spec.parameter_count() - matrix_weights
         fields = {
             "spec": spec.to_dict(),
-            "source": {"path": str(Path(getattr(model, "path", "")).resolve()) if getattr(model, "path", None)
-                       else None, "format": getattr(model, "format", None)},
+            # the checkpoint's own name, not where it lies: the weights are in the die and under its id,
+            # so the same checkpoint frozen from another checkout or folder gets the same id
+            "source": {"path": Path(model.path).name if getattr(model, "path", None) else None,
+                       "format": getattr(model, "format", None)},
             "tokenizer": tokenizer_info,
             "plan": {**plan.to_dict(),
                      "assignment": {n: {"format": assignment[n].format.name, "method": methods_used[n]}
@@ -248,6 +255,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         }
         # The golden datapath's tables (docs/arithmetic.md §10) are part of the die, so the golden
         # model and the RTL read the same constants on every machine.
-        fields[GOLDEN_TABLES_KEY] = freeze_tables(writer, spec, fields["activations"], calibration.sequences)
+        fields[GOLDEN_TABLES_KEY] = freeze_tables(writer, spec, fields["activations"], calibration.sequences,
+                                                  transforms=transforms)
         step("golden tables")
         return writer.commit(fields)

@@ -19,7 +19,10 @@ Plan syntax (the `--plan` argument):
                             until the average storage (codes + scales + zero points) reaches 3.5
                             bits per weight. Formats may carry methods, e.g. mix:3g32:gptq,6g32:gptq,avg=3.5.
                             `rot` rotates the whole model: named on any format, it applies to all, and
-                            the sensitivity that decides the mix is measured on the rotated model
+                            the sensitivity that decides the mix is measured on the rotated model.
+                            `had` (the online Walsh–Hadamard transform of every w_down input,
+                            docs/arithmetic.md §12) is model-wide in the same way: w3g32:had+gptq,
+                            w4g32:had+best
     plan.toml / plan.json   a file: default = "<any of the above>", overrides = {pattern = format},
                             activations = "int8" | "int16"
 
@@ -152,6 +155,12 @@ class Plan:
         """Whether the model's residual stream is rotated (a model-wide transform: named on any
         format of the plan, it applies to every matrix)."""
         return any("rot" in c.transforms for c in self.choices)
+
+    @property
+    def online_hadamard(self) -> bool:
+        """Whether every layer's w_down input gets the online Walsh–Hadamard transform (model-wide
+        like the rotation: the datapath block serves every layer)."""
+        return any("had" in c.transforms for c in self.choices)
 
     def to_dict(self) -> dict:
         return {"default": self.default.name, "overrides": {p: c.name for p, c in self.overrides},

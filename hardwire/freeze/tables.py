@@ -17,7 +17,8 @@ import numpy as np
 
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import INTERNAL_BITS, KV_BITS, LOGIT_FRAC_BITS
-from hardwire.die import GOLDEN_TABLES_FILE, TABLES_VERSION, Die, FrozenWeights
+from hardwire.die import (GOLDEN_TABLES_FILE, TABLES_VERSION, Die, FrozenWeights, float_input_transforms,
+                          online_hadamard_block)
 from hardwire.formats import ACTIVATION_FORMATS
 from hardwire.freeze.calibrate import LayerRunner
 from hardwire.model.reference import FloatTransformer, rmsnorm, rope_inverse_frequencies
@@ -89,7 +90,8 @@ def measure_ranges(model: Weights, sequences) -> dict[str, float]:
     del embed
     for index in range(spec.layers):
         weights = {f"layers.{index}.{n}": model.tensor(f"layers.{index}.{n}") for n in spec.layer_tensor_shapes()}
-        runner = LayerRunner(spec, index, weights, capacity, transformer_class=Probe)
+        runner = LayerRunner(spec, index, weights, capacity, transformer_class=Probe,
+                             input_transforms=float_input_transforms(model))
         for x in streams:
             record("residual", np.abs(x).max())
         streams = [runner(x) for x in streams]
@@ -187,6 +189,9 @@ def build_tables(spec: ModelSpec, die: FrozenWeights, ranges: dict[str, float],
     tables["embed.lookup_mult"], tables["embed.lookup_shift"] = mult, shift
 
     cache_shift = INTERNAL_BITS - kv_bits
+    # §12: with the online transform SwiGLU's wide values are H_n x in units of s_down * 2^-8, so x
+    # itself is produced in units of sqrt(n) s_down * 2^-8 (the 1/sqrt(n) of Q folded here).
+    down_unit = math.sqrt(online_hadamard_block(die.manifest))
     for i in range(spec.layers):
         p = f"layers.{i}."
         attn_in = input_scale(die_scales, ranges, [p + n for n in ATTENTION_INPUTS], act_bits)
@@ -207,7 +212,7 @@ def build_tables(spec: ModelSpec, die: FrozenWeights, ranges: dict[str, float],
         _matrix_tables(tables, die, p + "w_gate", ffn_in, s["gate"])
         _matrix_tables(tables, die, p + "w_up", ffn_in, s["up"])
         tables[p + "sigmoid_index_mult"] = _pair(s["gate"] * (1 << ar.SIGMOID_STEP_BITS))
-        tables[p + "swiglu_mult"] = _pair(s["gate"] * s["up"] / down_in)
+        tables[p + "swiglu_mult"] = _pair(s["gate"] * s["up"] / (down_in * down_unit))
         _matrix_tables(tables, die, p + "w_down", down_in, residual_scale)
 
     head = spec.classifier
@@ -219,14 +224,18 @@ def build_tables(spec: ModelSpec, die: FrozenWeights, ranges: dict[str, float],
 
 # -- stored in the die -------------------------------------------------------------------------
 
-def freeze_tables(writer, spec: ModelSpec, activations: dict, sequences, kv_bits: int = KV_BITS) -> dict:
+def freeze_tables(writer, spec: ModelSpec, activations: dict, sequences, kv_bits: int = KV_BITS,
+                  transforms: dict | None = None) -> dict:
     """For the freezer, before `writer.commit`: builds the tables from the die being written
     (its weight files and `activations.safetensors` must already be written), stores them as
     GOLDEN_TABLES_FILE and returns the manifest entry to add under GOLDEN_TABLES_KEY (both in
     `hardwire.die`).
 
-    `activations` is the manifest's "activations" entry; `sequences` the calibration token ids."""
-    view = Die(writer.partial, {"spec": spec.to_dict(), "tensors": writer.tensors, "activations": activations})
+    `activations` is the manifest's "activations" entry; `sequences` the calibration token ids;
+    `transforms` the manifest's "transforms" entry (the online ones change the tables and the
+    float reference that calibrates them)."""
+    view = Die(writer.partial, {"spec": spec.to_dict(), "tensors": writer.tensors, "activations": activations,
+                                **({"transforms": transforms} if transforms else {})})
     tables = build_tables(spec, view, measure_ranges(view, sequences), kv_bits=kv_bits)
     writer.write_arrays(GOLDEN_TABLES_FILE, tables)
     return {"file": GOLDEN_TABLES_FILE, "version": TABLES_VERSION, "kv_bits": kv_bits}

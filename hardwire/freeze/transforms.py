@@ -29,6 +29,16 @@ die like any other. Both are applied before quantization, in this order:
        w_down input  w_up rows / s,        w_down columns * s (silu(gate) * up is linear in up)
    The classifier's input is not scaled (a tied classifier is also the embedding table).
 
+3. `had` — an online Walsh–Hadamard transform of the FFN down projection's input (QuaRot's online
+   transform; docs/arithmetic.md §12). The chip transforms SwiGLU's output x by H_n per block of n
+   (n the largest power of two dividing ffn_dim, at most 256) before its token quantizer; offline,
+       w_down' = W_down Q          Q = H_n / sqrt(n) block-diagonal, orthonormal and symmetric
+   so w_down' (Q x) = W_down x. A channel with an outlier shares it with the n - 1 others of its
+   block, so the per-token activation scale is set by a smaller largest value. `awq` does not scale
+   the w_down input of such a die (its scales fold into w_up's rows, which produce x, not Q x).
+   The die records the transform (`hardwire.die.ONLINE_HADAMARD_KEY`): the golden model, the RTL and
+   the estimate add the block only for such a die.
+
 Quantization (round-to-nearest or GPTQ) runs last, on the transformed weights; GPTQ's Hessian
 X^T X is taken of the inputs the transformed matrices see.
 """
@@ -39,12 +49,14 @@ import functools
 
 import numpy as np
 
-from hardwire.errors import BadConfig
+from hardwire.arithmetic import hadamard_block, hadamard_orthonormal
+from hardwire.die import ONLINE_HADAMARD_INPUTS, ONLINE_HADAMARD_KEY
+from hardwire.errors import BadConfig, BadPlan
 from hardwire.formats import WeightFormat
 from hardwire.freeze.quantize import quantize_rtn
 from hardwire.model.spec import ModelSpec
 
-TRANSFORMS = ("rot", "awq")            # in the order they are applied
+TRANSFORMS = ("rot", "awq", "had")     # in the order they are applied
 ROTATION_SEED = 0                      # the die records it; the rotation is a function of (width, seed)
 AWQ_GRID = 20                          # alpha in 0, 1/20, ..., 19/20
 AWQ_SAMPLE_TOKENS = 4096               # calibration rows the scale search reads per input
@@ -125,6 +137,36 @@ class RotatedWeights:
         """What the die's manifest says about the rotation."""
         return {"kind": "randomized Walsh-Hadamard", "seed": self.seed, "width": self.spec.hidden_dim,
                 "source_tied_embeddings": self.model.spec.tied_embeddings}
+
+
+class HadamardWeights:
+    """`model`'s weights with the online Walsh–Hadamard transform's offline half folded in: each
+    w_down is W Q (see the module docstring). `input_transforms` is the online half, for the float
+    layers that calibrate the die: they read Q x, and the product is W x as before."""
+
+    def __init__(self, model):
+        spec = model.spec
+        self.model, self.spec = model, spec
+        self.block = hadamard_block(spec.ffn_dim)
+        if self.block < 2:
+            raise BadPlan(f"`had` needs an FFN width with a factor of two; this model's is {spec.ffn_dim}")
+        self.transform = functools.partial(hadamard_orthonormal, block=self.block)
+        self.input_transforms = {f"layers.{i}.{short}": self.transform
+                                 for i in range(spec.layers) for short in ONLINE_HADAMARD_INPUTS}
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def tensor(self, name: str) -> np.ndarray:
+        weight = self.model.tensor(name)
+        if name not in self.input_transforms:
+            return weight
+        return self.transform(np.asarray(weight, dtype=np.float64)).astype(np.float32)   # rows: W Q
+
+    def record(self) -> dict:
+        """The die's manifest entry transforms[ONLINE_HADAMARD_KEY]."""
+        return {ONLINE_HADAMARD_KEY: {"inputs": list(ONLINE_HADAMARD_INPUTS), "block": self.block,
+                                      "width": self.spec.ffn_dim}}
 
 
 def source_spec(spec: ModelSpec, transforms: dict | None) -> ModelSpec:

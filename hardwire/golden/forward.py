@@ -21,8 +21,10 @@ from numba import njit
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
+from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
-from hardwire.golden.matvec import PackedMatrix, can_stack, matvec_batch, pack_matrix, stack
+from hardwire.golden.hadamard import hadamard_transform
+from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, matvec_batch, pack_matrix, stack
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -120,15 +122,46 @@ def attention(q, keys, values, first, length, heads, score_mult, score_shift, ou
 
 
 @njit(cache=True, nogil=True)
-def swiglu(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out):
-    """§7 silu(g) = round(g * sigmoid(g) * 2^-15); x = token_quantize(round(silu(g) * u * m *
-    2^-(k - 8))). Returns the token scale (mu, e)."""
-    wide = np.empty(gate.size, dtype=np.int64)
+def attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos, first,
+           score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table, reciprocal_table, out):
+    """§5-§6 for one user's q|k|v at position `pos`: RoPE on q and k (in place), k and v into the
+    cache (keys/values [positions, kv_heads, head_dim]), then `attention` over positions
+    [first, pos]. One compiled call for the blocks between the q|k|v and output matvecs."""
+    q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:]
+    rope(q, heads, head_dim, cos, sin)
+    rope(k, kv_heads, head_dim, cos, sin)
+    to_cache(k, cache_shift, kv_bits, keys[pos].reshape(-1))
+    to_cache(v, cache_shift, kv_bits, values[pos].reshape(-1))
+    return attention(q, keys, values, first, pos + 1, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
+                     exp2_table, reciprocal_table, out)
+
+
+@njit(cache=True, nogil=True)
+def swiglu_wide(gate, up, index_mult, index_shift, mult, shift, sigmoid_table, wide):
+    """§7 silu(g) = round(g * sigmoid(g) * 2^-15); wide = round(silu(g) * u * m * 2^-(k - 8)), the
+    values the token quantizer reads."""
     for i in range(gate.size):
         g = gate[i]
         sig = sigmoid_lookup(rshift_round(g * index_mult, index_shift), sigmoid_table)
         silu = rshift_round(g * sig, ar.SIGMOID_FRAC_BITS)
         wide[i] = rshift_round(silu * up[i] * mult, shift - TOKEN_FRAC_BITS)
+
+
+@njit(cache=True, nogil=True)
+def swiglu(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out):
+    """§7 x = token_quantize(swiglu_wide). Returns the token scale (mu, e)."""
+    wide = np.empty(gate.size, dtype=np.int64)
+    swiglu_wide(gate, up, index_mult, index_shift, mult, shift, sigmoid_table, wide)
+    return token_quantize(wide, out_bits, out)
+
+
+@njit(cache=True, nogil=True)
+def swiglu_hadamard(gate, up, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, block, out):
+    """§7 then §12: x = token_quantize(H_n clamp(swiglu_wide)), the w_down input of a die that
+    records the online transform. Returns the token scale (mu, e)."""
+    wide = np.empty(gate.size, dtype=np.int64)
+    swiglu_wide(gate, up, index_mult, index_shift, mult, shift, sigmoid_table, wide)
+    hadamard_transform(wide, block, out_bits)
     return token_quantize(wide, out_bits, out)
 
 
@@ -150,11 +183,17 @@ def rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
 
 
 @njit(cache=True, nogil=True)
-def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, out, scales):
-    """§7 `swiglu` of each row of gate_up = [gate | up]; scales[b] = (mu, e) of user b."""
+def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, hadamard_block,
+                 out, scales):
+    """§7 `swiglu` of each row of gate_up = [gate | up] (with §12's transform when hadamard_block
+    > 1: `swiglu_hadamard`); scales[b] = (mu, e) of user b."""
     for b in range(gate_up.shape[0]):
-        mu, e = swiglu(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift, out_bits,
-                       sigmoid_table, out[b])
+        if hadamard_block > 1:
+            mu, e = swiglu_hadamard(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift,
+                                    out_bits, sigmoid_table, hadamard_block, out[b])
+        else:
+            mu, e = swiglu(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift, out_bits,
+                           sigmoid_table, out[b])
         scales[b, 0], scales[b, 1] = mu, e
 
 
@@ -191,6 +230,7 @@ class GoldenTransformer:
         self.logit_frac_bits = _scalar(tables, "logit_frac_bits")
         self.norm_eps = np.int64(_scalar(tables, "norm_eps"))
         self.initial_capacity = min(capacity or 256, spec.max_context)
+        self.down_hadamard_block = online_hadamard_block(die.manifest)     # §12, 1 when the die has none
 
         embed = die.quantized("embed")
         self.embed_codes = np.ascontiguousarray(embed.codes, dtype=np.int8)
@@ -277,7 +317,10 @@ class GoldenTransformer:
                 for x, extra in zip(xs, extras):
                     for row, adapter in placed:
                         apply_adapter(adapter, x, extra[row:row + adapter.rows])
-            outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
+            if len(xs) == 1:            # one user: a single compiled call (`matvec`)
+                outs.append(matvec(matrix, xs[0], scales[0], out_bits, None if extras is None else extras[0])[None])
+            else:
+                outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
@@ -345,23 +388,18 @@ class GoldenTransformer:
         attended_scales = np.empty((hs.shape[0], 2), np.int64)
         score_m, score_k = layer["score_mult"]
         out_m, out_k = layer["attention_out_mult"]
+        rope_cos, rope_sin, exp2_table, reciprocal_table = (t["rope_cos"], t["rope_sin"], t["exp2_table"],
+                                                            t["reciprocal_table"])
         for b, (qkv, (keys, values, pos)) in enumerate(zip(qkvs, caches)):
-            cos, sin = t["rope_cos"][pos], t["rope_sin"][pos]
             first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
-            q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:]   # rows of qkvs, rotated in place
-            rope(q, spec.heads, spec.head_dim, cos, sin)
-            rope(k, spec.kv_heads, spec.head_dim, cos, sin)
-            key_row = keys[index, pos].reshape(-1)
-            value_row = values[index, pos].reshape(-1)
-            to_cache(k, cache_shift, self.kv_bits, key_row)
-            to_cache(v, cache_shift, self.kv_bits, value_row)
-            e = attention(q, keys[index], values[index], first, pos + 1, spec.heads, score_m, score_k,
-                          out_m, out_k, self.act_bits, t["exp2_table"], t["reciprocal_table"], attended[b])
-            attended_scales[b] = e
+            attended_scales[b] = attend(qkv, q_dim, kv_dim, spec.heads, spec.kv_heads, spec.head_dim, rope_cos[pos],
+                                        rope_sin[pos], cache_shift, self.kv_bits, keys[index], values[index], pos,
+                                        first, score_m, score_k, out_m, out_k, self.act_bits, exp2_table,
+                                        reciprocal_table, attended[b])
             if note:
-                note(name + "q", q)
-                note(name + "k", key_row)
-                note(name + "v", value_row)
+                note(name + "q", qkv[:q_dim])              # rotated in place
+                note(name + "k", keys[index, pos].reshape(-1))
+                note(name + "v", values[index, pos].reshape(-1))
                 note(name + "attention", attended[b])
                 note(name + "attention.scale", attended_scales[b])
         ys = self._linear(layer["wo"], attended, attended_scales, RESIDUAL_BITS, layer["wo.adapters"])
@@ -379,8 +417,8 @@ class GoldenTransformer:
         gate_up = self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"])
         gated = np.empty((hs.shape[0], spec.ffn_dim), np.int64)
         gated_scales = np.empty((hs.shape[0], 2), np.int64)
-        swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"], gated,
-                     gated_scales)
+        swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"],
+                     self.down_hadamard_block, gated, gated_scales)
         if note:
             note(name + "swiglu", gated[0])
             note(name + "swiglu.scale", gated_scales[0])
@@ -392,7 +430,7 @@ class GoldenTransformer:
     def head(self, hs: np.ndarray, note) -> np.ndarray:
         """Final norm and classifier: int64 logits [users, vocab]."""
         xs, scales = self.norm("final_norm", self.final_norm, hs, note)
-        logits = matvec_batch(self.classifier, xs, scales, RESIDUAL_BITS)
+        logits = self._linear([self.classifier], xs, scales, RESIDUAL_BITS)
         if note:
             note("logits", logits[0])
         return logits

@@ -12,7 +12,8 @@ chunk of 4R bytes (the even quad in the low nibbles, the next one in the high ni
 One `vpdpbusd` then adds, for each of the R rows, the 4 products of a quad with the 4 broadcast
 activations: a row block's per-group partial sums P_ig stay in int32 vector lanes, one per row,
 with no horizontal sum, and the group's multiplier is applied once per group to R rows at a time
-(a 32 x 32 -> 64-bit multiply into int64 lanes). The offset and any zero point are removed
+(a 32 x 32 -> 64-bit multiply into int64 lanes); multipliers are stored in 3 bytes each (§1.3: at
+most 2^23), a quarter less to stream than int32. The offset and any zero point are removed
 exactly, once per group, through the group's activation sum: P_ig = sum u x - (offset + z_ig) sum x.
 Several users' vectors (`matvec_batch`) pass over each block while its codes are in L1, four at a
 time sharing every loaded and unpacked code vector.
@@ -26,6 +27,8 @@ the arithmetic (docs/arithmetic.md §3) is the die's codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from types import FunctionType
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -35,6 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
+from hardwire.golden import amx
 
 
 def _cpu_features() -> dict:
@@ -55,6 +59,11 @@ CHUNK_BYTES = ROW_BLOCK * QUAD
 GROUP_ALIGN = 16             # W is padded to this: the kernel steps 4 quads at a time
 NIBBLE_OFFSET = 8
 BYTE_OFFSET = 128
+# The kernels ask for the codes this many bytes ahead of those they read (and for the multipliers
+# as far ahead in their own stream): one thread's hardware prefetch alone kept the 49 kernels of a
+# w4g32 token step at ~9 GB/s; with these requests ~12 (docs/benchmarks.md, golden decode, "Batch 1").
+PREFETCH_BYTES = 2048
+CACHE_LINE = 64
 PARALLEL_MIN_WEIGHTS = 1 << 18   # smaller matrices run on one thread: a parallel launch costs more
 # P_ig = sum over W columns of u (< 2^8) times x (|x| <= 2^7) must fit an int32 lane.
 FAST_MAX_GROUP_WIDTH = (1 << 31) // (255 * 128) // GROUP_ALIGN * GROUP_ALIGN
@@ -73,7 +82,7 @@ class PackedMatrix:
     data: np.ndarray         # uint8 [row blocks, groups * W * R (/ 2 for nibbles)], the layout above
     offset: int              # added to every code to make it unsigned: 8 for nibbles, else 128
     zeros: np.ndarray        # int32 [row blocks, groups, R] zero points ([0, 0, R] when symmetric)
-    multipliers: np.ndarray  # int32 [row blocks, groups, R]   (§3 m_{i,g}, 23 bits)
+    multiplier_bytes: np.ndarray  # uint8 [row blocks, groups, 3R]: §3 m_{i,g} in 3 bytes each, low first
     shifts: np.ndarray       # int64 [rows]                    (§3 k_i)
     bias: np.ndarray         # int64 [rows], in the output's integer scale (0 without bias)
 
@@ -88,7 +97,12 @@ class PackedMatrix:
     @property
     def bytes(self) -> int:
         """Bytes a matvec streams: codes, multipliers, zero points."""
-        return int(self.data.nbytes + self.multipliers.nbytes + self.zeros.nbytes)
+        return int(self.data.nbytes + self.multiplier_bytes.nbytes + self.zeros.nbytes)
+
+    @cached_property
+    def multipliers(self) -> np.ndarray:
+        """int32 [row blocks, groups, R]: the multipliers unpacked (for code that wants them whole)."""
+        return _unpack_multipliers(self.multiplier_bytes)
 
 
 def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
@@ -97,6 +111,23 @@ def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
     padded = np.zeros((blocks * ROW_BLOCK, groups), dtype=np.int32)
     padded[:rows] = values
     return np.ascontiguousarray(padded.reshape(blocks, ROW_BLOCK, groups).transpose(0, 2, 1))
+
+
+# A multiplier m <= 2^23 (docs/arithmetic.md §1.3) is stored in MULTIPLIER_BYTES bytes instead of an
+# int32: the stream a token reads shrinks by a byte per row and group (w8g32: 123 -> 120 MB a step).
+MULTIPLIER_BYTES = 3
+
+
+def _pack_multipliers(values: np.ndarray) -> np.ndarray:
+    """int32 [row blocks, groups, R] -> uint8 [row blocks, groups, 3R], each value's low 3 bytes."""
+    as_bytes = values.astype("<u4").view(np.uint8).reshape(*values.shape, 4)
+    return np.ascontiguousarray(as_bytes[..., :MULTIPLIER_BYTES].reshape(*values.shape[:-1], -1))
+
+
+def _unpack_multipliers(packed: np.ndarray) -> np.ndarray:
+    """The inverse of `_pack_multipliers`."""
+    triples = packed.reshape(*packed.shape[:-1], -1, MULTIPLIER_BYTES).astype(np.int32)
+    return sum(triples[..., k] << (8 * k) for k in range(MULTIPLIER_BYTES)).astype(np.int32)
 
 
 def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: int | None,
@@ -123,9 +154,12 @@ def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: i
     zero_points = (np.zeros((0, 0, ROW_BLOCK), dtype=np.int32) if zeros is None
                    else _blocked(np.asarray(zeros, dtype=np.int32), blocks))
     bias = np.zeros(rows, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
+    multipliers = np.asarray(multipliers, dtype=np.int64)
+    if multipliers.size and (multipliers.min() < 0 or multipliers.max() >= 1 << (8 * MULTIPLIER_BYTES)):
+        raise ValueError(f"a multiplier outside [0, 2^{8 * MULTIPLIER_BYTES}): §1.3 multipliers are at most 2^23")
     return PackedMatrix(rows, cols, group_cols, width, groups, nibbles,
                         np.ascontiguousarray(data.reshape(blocks, -1)), offset, zero_points,
-                        _blocked(np.asarray(multipliers, dtype=np.int32), blocks),
+                        _pack_multipliers(_blocked(multipliers, blocks)),
                         np.ascontiguousarray(shifts, dtype=np.int64), bias)
 
 
@@ -136,7 +170,7 @@ def stack(matrices: list[PackedMatrix]) -> PackedMatrix:
     return PackedMatrix(sum(m.rows for m in matrices), first.cols, first.group, first.group_width, first.groups,
                         first.nibbles, np.concatenate([m.data for m in matrices]), first.offset,
                         np.concatenate([m.zeros for m in matrices]),
-                        np.concatenate([m.multipliers for m in matrices]),
+                        np.concatenate([m.multiplier_bytes for m in matrices]),
                         np.concatenate([m.shifts for m in matrices]), np.concatenate([m.bias for m in matrices]))
 
 
@@ -154,7 +188,7 @@ def can_stack(matrices: list[PackedMatrix]) -> bool:
 USER_TILE = 4                # users whose sums share each loaded (and unpacked) code vector
 
 
-def _block_sums_vnni(nibbles: bool, users: int):
+def _block_sums_vnni(nibbles: bool, users: int, prefetch: int = PREFETCH_BYTES):
     """An intrinsic: for `users` consecutive users u from `first` and one row block,
     acc[u, R block + r] = sum_g m[g, r] * (P_ugr - corr[u, g, r]), each P summed by vpdpbusd in
     int32 lanes (one per row of the block). Every code vector is loaded (and unpacked) once for
@@ -175,6 +209,13 @@ def _block_sums_vnni(nibbles: bool, users: int):
             dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lanes32, [lanes32] * 3),
                                                     f"llvm.x86.avx512.vpdpbusd.{32 * rows}")
             byte_ptr = ir.PointerType(i8)
+            prefetch_fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]), "llvm.prefetch.p0")
+
+            def prefetch_lines(ptr, offset, count):   # a read, kept in every cache level, of data
+                for line in range(count if prefetch else 0):
+                    builder.call(prefetch_fn, [builder.gep(ptr, [builder.add(offset, i64(CACHE_LINE * line))]),
+                                               i32(0), i32(3), i32(1)])
 
             def row_start(array, index):            # byte address of array[index] (C-contiguous rows)
                 stride = cgutils.unpack_tuple(builder, array.strides)[0]
@@ -214,6 +255,9 @@ def _block_sums_vnni(nibbles: bool, users: int):
                 first_quad = builder.mul(g, quads_value)
                 with cgutils.for_range(builder, builder.udiv(quads_value, i64(4))) as quad_loop:
                     quad = builder.add(first_quad, builder.mul(quad_loop.index, i64(4)))
+                    step_bytes = (2 if nibbles else 4) * CHUNK_BYTES    # codes this iteration reads
+                    read_at = builder.mul(builder.udiv(quad, i64(2 if nibbles else 1)), i64(CHUNK_BYTES))
+                    prefetch_lines(codes_ptr, builder.add(read_at, i64(prefetch)), max(1, step_bytes // CACHE_LINE))
                     if nibbles:                         # two chunks, each a low and a high quad
                         vectors = []
                         for c in range(2):
@@ -231,7 +275,19 @@ def _block_sums_vnni(nibbles: bool, users: int):
                             p = partials[u][t % partial_count]
                             builder.store(builder.call(dpbusd, [builder.load(p), values,
                                                                 broadcast_quad(x_ptrs[u], q)]), p)
-                mult = builder.sext(load(mult_ptr, builder.mul(g, i64(ROW_BLOCK * 4)), lanes32, 4), lanes64)
+                mult_at = builder.mul(g, i64(ROW_BLOCK * MULTIPLIER_BYTES))
+                # as far ahead as the codes: a group has 3 bytes of multiplier a row for W (W / 2) of codes
+                row_code_bytes = builder.mul(quads_value, i64(QUAD // 2 if nibbles else QUAD))
+                prefetch_lines(mult_ptr, builder.add(mult_at, builder.udiv(i64(prefetch * MULTIPLIER_BYTES),
+                                                                           row_code_bytes)), 1)
+                triples = load(mult_ptr, mult_at, ir.VectorType(i8, MULTIPLIER_BYTES * rows))
+                # byte k < 3 of lane r is byte 3r + k; byte 3 of every lane is 0 (an index into the zero vector)
+                spread = builder.shuffle_vector(triples, ir.Constant(triples.type, [0] * (MULTIPLIER_BYTES * rows)),
+                                                ir.Constant(ir.VectorType(i32, 4 * rows),
+                                                            [MULTIPLIER_BYTES * r + k if k < MULTIPLIER_BYTES
+                                                             else MULTIPLIER_BYTES * rows
+                                                             for r in range(rows) for k in range(4)]))
+                mult = builder.zext(builder.bitcast(spread, lanes32), lanes64)
                 corr_at = builder.mul(g, corr_group_stride)
                 for u in range(users):
                     p = partials[u]
@@ -277,7 +333,10 @@ def _block_sums_portable(codes, x, mults, corr, acc, groups, quads, nibbles):
                         u = (u >> shift) & 15
                     partial[r] += u * np.int64(x[q * QUAD + k])
         for r in range(ROW_BLOCK):
-            total[r] += np.int64(mults[g, r]) * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
+            mult = np.int64(0)
+            for k in range(MULTIPLIER_BYTES):
+                mult |= np.int64(mults[g, MULTIPLIER_BYTES * r + k]) << (8 * k)
+            total[r] += mult * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
     for r in range(ROW_BLOCK):
         acc[r] = total[r]
 
@@ -391,10 +450,15 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
     quads = matrix.group_width // QUAD
     if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
-        _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
-                                   quads, matrix.nibbles, acc)
+        if amx.pays(len(xs), ROW_BLOCK):     # the same sums as tile products, for many users at once
+            amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+                         matrix.group_width, matrix.nibbles, matrix.offset, acc, parallel)
+        else:
+            _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data,
+                                       matrix.multiplier_bytes, quads, matrix.nibbles, acc)
     else:
-        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multipliers, quads, matrix.nibbles, acc)
+        _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles,
+                                       acc)
     return acc[:, :matrix.rows]
 
 
@@ -411,6 +475,36 @@ def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales
     return _finish(acc, matrix.shifts, np.asarray(scales, dtype=np.int64).reshape(len(xs), 2), matrix.bias, out_bits)
 
 
+# One user's matvec in one compiled call: preparing x, the row-block kernel and requantizing run
+# without returning to Python in between (a token step makes 49 of them; each round trip cost tens
+# of microseconds). `fast` picks the vpdpbusd kernel when x fits int8 as well; otherwise the
+# portable one. Built twice like the kernels, on the serial and on the parallel kernels.
+def _matvec_one(x, mantissa, exponent, extra, data, multipliers, zeros, shifts, bias, group, width, offset,
+                nibbles, fast, out_bits):
+    padded, removed, fits_int8 = _prepare(x.reshape(1, -1), group, width, multipliers.shape[1], offset, zeros)
+    acc = np.empty((1, data.shape[0] * ROW_BLOCK), dtype=np.int64)
+    if fast and fits_int8:
+        _rows_fast(padded.astype(np.int8), removed.astype(np.int32), data, multipliers, width // QUAD, nibbles, acc)
+    else:
+        _rows_portable_kernel(padded, removed, data, multipliers, width // QUAD, nibbles, acc)
+    out = np.empty(shifts.size, dtype=np.int64)
+    for i in range(shifts.size):
+        total = acc[0, i] + (extra[i] if extra.size else 0)
+        out[i] = _requantize(total, shifts[i], mantissa, exponent, bias[i], out_bits)
+    return out
+
+
+_ONE_USER = {}
+for _parallel in (False, True):
+    _scope = dict(globals(), _rows_fast=_KERNELS["vnni" if VNNI else "portable", _parallel],
+                  _rows_portable_kernel=_KERNELS["portable", _parallel])
+    _twin = FunctionType(_matvec_one.__code__, _scope, _matvec_one.__name__)
+    # the twin on the parallel kernels needs no parallel=True of its own (it has no loop to split),
+    # but it is not cached either: its cache entry would be named like the serial one's
+    _ONE_USER[_parallel] = njit(nogil=True, cache=not _parallel)(_twin)
+_NO_EXTRA = np.zeros(0, dtype=np.int64)
+
+
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
            extra: np.ndarray | None = None) -> np.ndarray:
     """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
@@ -418,5 +512,13 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
 
     x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
     [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
-    Returns int64 [rows]."""
-    return matvec_batch(matrix, [x], [scale], out_bits, [extra])[0]
+    Returns int64 [rows]; the same integers as `matvec_batch` of x alone."""
+    # (get_num_threads costs microseconds a call; a process started with one thread never asks)
+    parallel = (matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and config.NUMBA_NUM_THREADS > 1
+                and get_num_threads() > 1)
+    mantissa, exponent = scale
+    return _ONE_USER[parallel](np.ascontiguousarray(x, dtype=np.int64), np.int64(mantissa), np.int64(exponent),
+                               _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
+                               matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias,
+                               matrix.group, matrix.group_width, matrix.offset, matrix.nibbles,
+                               VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH, out_bits)

@@ -14,7 +14,7 @@ from hardwire.progress import progress_bar
 def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokenizer_path: Optional[Path],
                  float_model: Optional[Path], act_quant: bool, window: Optional[int],
                  backend: str = "float", patch: Optional[Path] = None) -> tuple[list[dict], dict]:
-    from hardwire.die import FrozenWeights, open_model_or_die
+    from hardwire.die import FrozenWeights, open_model_or_die, source_checkpoint
     from hardwire.measure.quality import evaluate
     from hardwire.model.load import load
     from hardwire.model.text import read_sequences
@@ -25,10 +25,12 @@ def quality_rows(sources: List[Path], text: Path, stories: Optional[int], tokeni
     else:
         first = candidates[0]
         if isinstance(first, FrozenWeights):
-            source = (first.manifest.get("source") or {}).get("path")
-            if not source or not Path(source).exists():
-                raise BadConfig(f"the float model this die was frozen from ({source}) is not available; "
-                                f"give it with --float MODEL", path=first.path)
+            source = source_checkpoint(first)
+            if source is None:
+                recorded = (first.manifest.get("source") or {}).get("path")
+                raise BadConfig(f"the float model this die was frozen from ({recorded}) is not among the bundled "
+                                f"models, beside the die or in the working directory; give it with --float MODEL",
+                                path=first.path)
             reference = load(source)
         else:
             reference = first
@@ -87,7 +89,8 @@ def register(app: typer.Typer) -> None:
                 tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer file to encode "
                                                          "the text with (default: the die's own)"),
                 float_model: Optional[Path] = typer.Option(None, "--float", help="float reference checkpoint "
-                                                           "(default: the one the die was frozen from)"),
+                                                           "(default: the one the die was frozen from, found by name among the "
+                                                           "bundled models, beside the die or here)"),
                 act_quant: bool = typer.Option(False, "--act-quant", help="round matmul inputs to the die's "
                                                "calibrated activation format"),
                 window: Optional[int] = typer.Option(None, "--window", help="score long documents in windows "

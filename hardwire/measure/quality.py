@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hardwire.die import FrozenWeights
+from hardwire.die import FrozenWeights, float_input_transforms
 from hardwire.errors import BadConfig
 from hardwire.formats import fake_quantize_activations
 from hardwire.freeze.calibrate import kl_divergence, log_softmax
@@ -36,14 +36,16 @@ from hardwire.runtime.engine import PatchedWeights, make_engine
 class ActivationQuantizedTransformer(FloatTransformer):
     """The float reference with every matmul input rounded to the die's activation grid."""
 
-    def __init__(self, spec, tensor, capacity, scales: dict[str, float], activation_format: str):
-        super().__init__(spec, tensor, capacity)
+    def __init__(self, spec, tensor, capacity, scales: dict[str, float], activation_format: str,
+                 input_transforms: dict | None = None):
+        super().__init__(spec, tensor, capacity, input_transforms)
         self.activation_scales = scales
         self.activation_format = activation_format
 
-    def linear(self, name, x, capture):
+    def product(self, name, x):
+        """The input rounded after the die's online transform, as the chip's token quantizer does."""
         x = fake_quantize_activations(x, self.activation_scales[name], self.activation_format)
-        return super().linear(name, x, capture)
+        return super().product(name, x)
 
 
 def transformer_for(source: Weights, capacity: int, act_quant: bool = False) -> FloatTransformer:
@@ -57,8 +59,8 @@ def transformer_for(source: Weights, capacity: int, act_quant: bool = False) -> 
         if not info:
             raise BadConfig("--act-quant needs a die (activation scales are calibrated at freeze time)")
         return ActivationQuantizedTransformer(spec, source.tensor, capacity, source.activation_scales(),
-                                              info["format"])
-    return FloatTransformer(spec, source.tensor, capacity)
+                                              info["format"], float_input_transforms(source))
+    return FloatTransformer(spec, source.tensor, capacity, float_input_transforms(source))
 
 
 def forward_with_layers(transformer: FloatTransformer, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

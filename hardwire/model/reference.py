@@ -56,7 +56,9 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 
 def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    mean_square = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32)
+    # np.mean's own arithmetic (a float32 sum, then a division by the count) without its Python
+    # wrapper, which costs as much as the sum on a decode step's one row.
+    mean_square = np.add.reduce(x * x, axis=-1, keepdims=True, dtype=np.float32) / np.float32(x.shape[-1])
     return (x / np.sqrt(mean_square + np.float32(eps))) * weight
 
 
@@ -130,15 +132,28 @@ class bound:
 class FloatTransformer:
     """Float32 decoder with a KV cache of `capacity` positions."""
 
-    def __init__(self, spec: ModelSpec, tensor: Callable[[str], np.ndarray], capacity: int | None = None):
+    # {matrix name: function of its input}: a die's online transforms (docs/arithmetic.md §12),
+    # applied before the product (and before `capture` sees the input)
+    input_transforms: dict[str, Callable] = {}
+
+    def __init__(self, spec: ModelSpec, tensor: Callable[[str], np.ndarray], capacity: int | None = None,
+                 input_transforms: dict[str, Callable] | None = None):
         self.spec = spec
+        self.input_transforms = dict(input_transforms or {})
         # The cache starts small and doubles on demand up to the model's context, so a 128k-context
         # model does not reserve gigabytes for a short prompt.
         self.initial_capacity = min(capacity or 256, spec.max_context)
-        self.weights = {name: np.ascontiguousarray(tensor(name), dtype=np.float32)
-                        for name in spec.tensor_shapes()}
+        self.weights = self.load_weights(tensor)
         self.output = self.weights[spec.classifier]
         self.reset()
+
+    def load_weights(self, tensor: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
+        """Every tensor by canonical name, float32 and C-contiguous (row i of a matrix is output i)."""
+        return {name: np.ascontiguousarray(tensor(name), dtype=np.float32) for name in self.spec.tensor_shapes()}
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights a token step reads: every parameter it uses once (one embedding row)."""
+        return 4 * self.spec.active_parameter_count()
 
     def reset(self) -> None:
         self.capacity = 0
@@ -150,26 +165,42 @@ class FloatTransformer:
         grow_kv_cache(self, needed, np.float32)
 
     def linear(self, name: str, x: np.ndarray, capture: Capture | None) -> np.ndarray:
+        transform = self.input_transforms.get(name)
+        if transform is not None:
+            x = transform(x)
         if capture is not None:
             capture(name, x)
+        return self.product(name, x)
+
+    def product(self, name: str, x: np.ndarray) -> np.ndarray:
+        """x [tokens, in] times the matrix `name` transposed."""
         if x.shape[0] == 1:       # decode: a matrix-vector product (BLAS gemv beats a 1-row gemm)
             return (self.weights[name] @ x[0])[None]
         return x @ self.weights[name].T
+
+    def project(self, prefix: str, names: tuple[str, ...], x: np.ndarray,
+                capture: Capture | None) -> list[np.ndarray]:
+        """The products of one input x with several matrices of a layer (q, k, v; gate, up)."""
+        return [self.linear(prefix + name, x, capture) for name in names]
 
     def attention(self, layer: int, q: np.ndarray, start: int) -> np.ndarray:
         """Causal (optionally windowed) attention of new queries q [T, heads, hd] over the cache."""
         spec = self.spec
         tokens, end = q.shape[0], start + q.shape[0]
         group = spec.heads // spec.kv_heads
-        keys = self.keys[layer, :end].repeat(group, axis=1).transpose(1, 2, 0)     # [heads, hd, end]
-        values = self.values[layer, :end].repeat(group, axis=1).transpose(1, 0, 2)  # [heads, end, hd]
+        keys, values = self.keys[layer, :end], self.values[layer, :end]
+        if group > 1:                       # each kv head serves `group` query heads
+            keys, values = keys.repeat(group, axis=1), values.repeat(group, axis=1)
+        keys, values = keys.transpose(1, 2, 0), values.transpose(1, 0, 2)       # [heads, hd, end], [heads, end, hd]
         scores = (q.transpose(1, 0, 2) @ keys) / np.float32(np.sqrt(spec.head_dim))  # [heads, T, end]
-        query_pos = np.arange(start, end)[:, None]
-        key_pos = np.arange(end)[None, :]
-        masked = key_pos > query_pos
-        if spec.sliding_window is not None:
-            masked |= key_pos <= query_pos - spec.sliding_window
-        scores = np.where(masked[None], np.float32(-np.inf), scores)
+        # One new token sees the whole cache: nothing to mask unless a window hides the oldest keys.
+        if tokens > 1 or (spec.sliding_window is not None and end > spec.sliding_window):
+            query_pos = np.arange(start, end)[:, None]
+            key_pos = np.arange(end)[None, :]
+            masked = key_pos > query_pos
+            if spec.sliding_window is not None:
+                masked |= key_pos <= query_pos - spec.sliding_window
+            scores = np.where(masked[None], np.float32(-np.inf), scores)
         probs = softmax(scores, axis=-1)
         return (probs @ values).transpose(1, 0, 2).reshape(tokens, spec.q_dim)
 
@@ -184,9 +215,7 @@ class FloatTransformer:
         spec, w, p = self.spec, self.weights, f"layers.{index}."
         tokens = x.shape[0]
         h = rmsnorm(x, w[p + "attn_norm"], spec.norm_eps)
-        q = self.linear(p + "wq", h, capture)
-        k = self.linear(p + "wk", h, capture)
-        v = self.linear(p + "wv", h, capture)
+        q, k, v = self.project(p, ("wq", "wk", "wv"), h, capture)
         if spec.qkv_bias:
             q, k, v = q + w[p + "bq"], k + w[p + "bk"], v + w[p + "bv"]
         q = apply_rope(q.reshape(tokens, spec.heads, spec.head_dim), cos, sin)
@@ -194,7 +223,8 @@ class FloatTransformer:
         v = v.reshape(tokens, spec.kv_heads, spec.head_dim)
         x = x + self.linear(p + "wo", (attend or self.attend)(index, q, k, v, start), capture)
         h = rmsnorm(x, w[p + "ffn_norm"], spec.norm_eps)
-        gated = silu(self.linear(p + "w_gate", h, capture)) * self.linear(p + "w_up", h, capture)
+        gate, up = self.project(p, ("w_gate", "w_up"), h, capture)
+        gated = silu(gate) * up
         return x + self.linear(p + "w_down", gated, capture)
 
     def forward(self, ids, capture: Capture | None = None) -> np.ndarray:
@@ -239,8 +269,51 @@ class FloatTransformer:
         return self.linear(self.spec.classifier, x, None)
 
 
-def teacher_forced_logits(model, ids) -> np.ndarray:
+# Matrices of a layer that read the same input, in the order their rows are stacked.
+STACKS = (("wq", "wk", "wv"), ("w_gate", "w_up"))
+
+
+class StackedTransformer(FloatTransformer):
+    """The float reference laid out to stream: the matrices that read the same input (q|k|v,
+    gate|up) are stacked row-wise into one contiguous matrix at load, so a decode step makes one
+    matrix-vector product per stack and reads each weight once. `weights` keeps every canonical
+    name as a view of its stack's rows (no second copy), so per-name paths — `linear(name)`, a
+    forward with a calibration `capture` — read the same memory. Replacing an entry of `weights`
+    afterwards would not reach the stack."""
+
+    def load_weights(self, tensor: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
+        shapes = self.spec.tensor_shapes()
+        weights: dict[str, np.ndarray] = {}
+        self.stacks: dict[str, np.ndarray] = {}      # "layers.{i}.wq" -> the [q|k|v rows, hidden] stack
+        self.stack_splits: dict[str, list[int]] = {}  # where each part after the first starts in it
+        for index in range(self.spec.layers):
+            prefix = f"layers.{index}."
+            for names in STACKS:
+                starts = [0, *np.cumsum([shapes[prefix + name][0] for name in names]).tolist()]
+                stack = np.empty((starts[-1], shapes[prefix + names[0]][1]), dtype=np.float32)
+                for name, start, end in zip(names, starts, starts[1:]):
+                    stack[start:end] = tensor(prefix + name)
+                    weights[prefix + name] = stack[start:end]
+                self.stacks[prefix + names[0]] = stack
+                self.stack_splits[prefix + names[0]] = starts[1:-1]
+        for name in shapes:
+            if name not in weights:
+                weights[name] = np.ascontiguousarray(tensor(name), dtype=np.float32)
+        return weights
+
+    def project(self, prefix: str, names: tuple[str, ...], x: np.ndarray,
+                capture: Capture | None) -> list[np.ndarray]:
+        # calibration sees each matrix's input by its own name; an online transform is per matrix
+        if capture is not None or any(prefix + name in self.input_transforms for name in names):
+            return super().project(prefix, names, x, capture)
+        stack = self.stacks[prefix + names[0]]
+        y = (stack @ x[0])[None] if x.shape[0] == 1 else x @ stack.T
+        return np.split(y, self.stack_splits[prefix + names[0]], axis=-1)
+
+
+def teacher_forced_logits(model, ids, input_transforms: dict[str, Callable] | None = None) -> np.ndarray:
     """Logits [len(ids), vocab] of a whole sequence from an empty cache (`model`: anything with
     `.spec` and `.tensor(name)`, e.g. `hardwire.load(...)`)."""
-    transformer = FloatTransformer(model.spec, model.tensor, capacity=len(ids))
+    transformer = FloatTransformer(model.spec, model.tensor, capacity=len(ids),
+                                   input_transforms=input_transforms)
     return transformer.forward(ids)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.adapters import TARGETS, BadPatch
+from hardwire.die import online_hadamard_block
 from hardwire.errors import BadConfig
 from hardwire.model.reference import rope_inverse_frequencies
 
@@ -339,6 +340,10 @@ def check_options(die, options: TrainOptions) -> None:
         raise BadConfig("must be a number >= 0", field="--keep-weight")
     if die.spec.experts:
         raise BadPatch("patches for mixture-of-experts dies are not supported", field="die")
+    if online_hadamard_block(die.manifest) > 1:
+        # ChipModel feeds w_down the untransformed SwiGLU output; this die's w_down expects Q·x (§12)
+        raise BadPatch("training a patch on a die with the online Hadamard transform (plan method had) "
+                       "is not supported yet", field="die")
 
 
 def plot_losses(losses: list[float], path: str | Path, title: str) -> None:

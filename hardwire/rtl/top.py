@@ -23,6 +23,7 @@ import numpy as np
 from hardwire.adapters import TARGETS
 from hardwire.arithmetic import INTERNAL_BITS, RESIDUAL_BITS
 from hardwire.datapath import NO_ADAPTERS, RTL_POINT, AdapterDesign, DesignPoint, build, chunk_plan
+from hardwire.die import online_hadamard_block
 from hardwire.errors import BadConfig
 from hardwire.rtl.blocks.adapter import adapter_module, adapter_name, term_bits
 from hardwire.rtl.blocks.attention import (OUT_MULT_BITS, SCORE_MULT_BITS, attention_module, attention_name,
@@ -449,12 +450,13 @@ def generate(die, tables: dict | None = None, options: RtlOptions | None = None)
     add_all(rmsnorm_module(spec.hidden_dim, act_bits, eps, point.norm_per_cycle))
     add_all(attention_module(spec.heads, spec.kv_heads, spec.head_dim, positions, kv_bits, act_bits,
                              np.asarray(tables["exp2_table"])))
-    add_all(swiglu_module(spec.ffn_dim, act_bits, tables["sigmoid_table"], point.norm_per_cycle))
+    hadamard = online_hadamard_block(die.manifest)       # §12: 1 unless the die records the transform
+    add_all(swiglu_module(spec.ffn_dim, act_bits, tables["sigmoid_table"], point.norm_per_cycle, hadamard))
     norm_per, norm_chunks = chunk_plan(spec.hidden_dim, point.norm_per_cycle)
     shared = {"norm": rmsnorm_name(spec.hidden_dim, act_bits, point.norm_per_cycle), "norm_per": norm_per,
               "norm_chunk_bits": index_bits(norm_chunks),
               "attention": attention_name(spec.heads, spec.kv_heads, spec.head_dim),
-              "swiglu": swiglu_name(spec.ffn_dim, act_bits, point.norm_per_cycle)}
+              "swiglu": swiglu_name(spec.ffn_dim, act_bits, point.norm_per_cycle, hadamard)}
 
     def add_matvec(name: str, out_bits: int, low_rank: int = 0) -> int:
         """The product's modules, and its §11 low-rank block with `low_rank` lanes (0: none); returns

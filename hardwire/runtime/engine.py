@@ -7,7 +7,7 @@ the model layer's float reference, on a checkpoint's weights or a die's dequanti
 from __future__ import annotations
 
 from hardwire.backend import Engine
-from hardwire.die import open_model_or_die
+from hardwire.die import float_input_transforms, open_model_or_die
 from hardwire.errors import BadConfig
 
 BACKENDS = ("float", "golden", "rtl")
@@ -40,17 +40,21 @@ class PatchedWeights:
 
 
 class FloatEngine(Engine):
-    """The float reference: a checkpoint's weights, or a die's dequantized weights."""
+    """The float reference: a checkpoint's weights, or a die's dequantized weights, with q|k|v and
+    gate|up stacked so a decode step reads each weight once (`StackedTransformer`). Its matrix
+    products are numpy's BLAS: its thread count is the BLAS pool's (`threadpoolctl`, or the
+    environment, e.g. OPENBLAS_NUM_THREADS)."""
     backend = "float"
 
     def __init__(self, source, capacity: int | None = None, patch=None):
         super().__init__(source)
-        from hardwire.model.reference import FloatTransformer
+        from hardwire.model.reference import StackedTransformer
         tensor = source.tensor
         if patch is not None:
             patched = PatchedWeights(source, patch)
             self.patch, tensor = patched.patch, patched.tensor
-        self.transformer = FloatTransformer(self.spec, tensor, capacity=capacity)
+        self.transformer = StackedTransformer(self.spec, tensor, capacity=capacity,
+                                              input_transforms=float_input_transforms(source))
 
     def reset(self) -> None:
         self.transformer.reset()

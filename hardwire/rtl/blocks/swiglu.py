@@ -3,13 +3,16 @@
 Golden: `hardwire.golden.forward.swiglu` with `sigmoid_lookup` of `hardwire.arithmetic`:
 sigmoid is read from a 2048-entry Q0.15 table at index round(g * m_i * 2^-k_i), clamped to the
 table. `per_cycle` elements per cycle, each with its own table port; then §2.2 token_quantize.
-Cycles: ceil(ffn / per_cycle) + 1, plus token_quantize's.
+A die with §12's online transform (`hadamard_block` > 1; golden `swiglu_hadamard`) has the
+transform (rtl/blocks/hadamard.py) between the wide buffer and the quantizer.
+Cycles: ceil(ffn / per_cycle) + 1, plus the transform's (ffn / n + 1), plus token_quantize's.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_SIZE, TOKEN_FRAC_BITS
+from hardwire.rtl.blocks.hadamard import hadamard_module
 from hardwire.rtl.blocks.token_scale import clamp_function, quantizer_instance, token_quantize_module, wide_bits
 from hardwire.datapath import chunk_plan
 from hardwire.rtl.emit import (RSHIFT_ROUND, Port, clear_pulses, index_bits, last_value, module, parameters,
@@ -18,28 +21,55 @@ from hardwire.rtl.emit import (RSHIFT_ROUND, Port, clear_pulses, index_bits, las
 SIGMOID_HALF = SIGMOID_TABLE_SIZE // 2
 
 
-def swiglu_name(ffn: int, act_bits: int, per_cycle: int) -> str:
+def swiglu_name(ffn: int, act_bits: int, per_cycle: int, hadamard_block: int = 1) -> str:
     per, _ = chunk_plan(ffn, per_cycle)
-    return f"hw_swiglu_{ffn}x{act_bits}_p{per}"
+    return f"hw_swiglu_{ffn}x{act_bits}_p{per}" + (f"_h{hadamard_block}" if hadamard_block > 1 else "")
 
 
-def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle: int = 8) -> dict[str, str]:
+def transform_stage(ffn: int, act_bits: int, hadamard_block: int, quantizer: str) -> tuple[str, str, list[str]]:
+    """(the transform's module name, its text, the lines wiring it): SwiGLU fills `raw` and pulses
+    `go_transform`; the transform writes `wide` and its `done` starts the quantizer `quantizer`."""
+    name, text = hadamard_module(ffn, act_bits, hadamard_block)
+    wb = wide_bits(act_bits)
+    lines = [
+        "    reg go_transform;",
+        "    wire go_quantize, quantize_done;",
+        f"    reg [{ffn * wb - 1}:0] raw;        // silu(g) u m in units of sqrt(n) s * 2^-8, clamped (§12)",
+        f"    wire [{ffn * wb - 1}:0] wide;      // H_n raw, clamped: the quantizer's input",
+        f"    {name} transform (.clk(clk), .rst(rst), .start(go_transform), .wide_in(raw), .done(go_quantize),",
+        "        .wide_out(wide));",
+        f"    {quantizer} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
+        "        .x(x), .mu(mu), .e(e));",
+    ]
+    return name, text, lines
+
+
+def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle: int = 8,
+                  hadamard_block: int = 1) -> dict[str, str]:
     """The SwiGLU block shared by every layer; each layer wires in its own multipliers. The sigmoid
     table (§7, 2048 entries of 2^15 sigmoid(i 2^-6), i in [-1024, 1024)) is a `case` function, one
-    copy per element lane."""
-    module_name = swiglu_name(ffn, act_bits, per_cycle)
+    copy per element lane. `hadamard_block` > 1: §12's transform before the quantizer."""
+    module_name = swiglu_name(ffn, act_bits, per_cycle, hadamard_block)
     per, chunks = chunk_plan(ffn, per_cycle)
     chunk_bits = index_bits(chunks)
     w = INTERNAL_BITS
     wb = wide_bits(act_bits)
     tq_name, tq_text = token_quantize_module(ffn, act_bits, per_cycle)
+    extra: dict[str, str] = {}
+    if hadamard_block > 1:
+        transform_name, transform_text, wiring = transform_stage(ffn, act_bits, hadamard_block, tq_name)
+        extra[transform_name] = transform_text
+        buffer, go_next = "raw", "go_transform"
+    else:
+        wiring = quantizer_instance(tq_name, ffn * wb,
+                                    "        // silu(g) u m in units of s * 2^-8, clamped, before the token scale", "x")
+        buffer, go_next = "wide", "go_quantize"
     body = [
         *parameters(("index_mult", 64), ("index_shift", 8), ("mult", 64), ("shift", 8)),
         f"    // {ffn} elements, {per} per cycle: {chunks + 1} cycles.",
         last_value("LAST_CHUNK", chunks - 1, chunk_bits),
         f"    wire signed [7:0] wide_shift = shift - 8'sd{TOKEN_FRAC_BITS};",
-        *quantizer_instance(tq_name, ffn * wb,
-                            "        // silu(g) u m in units of s * 2^-8, clamped, before the token scale", "x"),
+        *wiring,
         "    reg running;",
         f"    reg [{chunk_bits - 1}:0] chunk;",
         RSHIFT_ROUND,
@@ -82,7 +112,7 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "    // up_now and wide_now are temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
         "    always @(posedge clk) begin",
-        f"        {clear_pulses('go_quantize')}",
+        f"        {clear_pulses(go_next)}",
         "        // temporaries set in every cycle (zero where unused): synthesis then holds no state in them",
         f"        gate_now = {per * w}'d0;",
         f"        up_now = {per * w}'d0;",
@@ -98,11 +128,11 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         f"            for (i = 0; i < {per}; i = i + 1)",
         f"                wide_now[i * {wb} +: {wb}] = clamp_wide(swiglu_element(gate_now[i * {w} +: {w}], "
         f"up_now[i * {w} +: {w}]));",
-        *word_write("wide", chunks, per * wb, "chunk", "wide_now", "            "),
+        *word_write(buffer, chunks, per * wb, "chunk", "wide_now", "            "),
         f"            chunk <= chunk + {chunk_bits}'d1;",
         "            if (chunk == LAST_CHUNK) begin",
         "                running <= 1'b0;",
-        "                go_quantize <= 1'b1;",
+        f"                {go_next} <= 1'b1;",
         "            end",
         "        end",
         "    end",
@@ -113,5 +143,5 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
              Port("input", "gate", ffn * w),
              Port("input", "up", ffn * w), Port("output", "done"), Port("output", "x", ffn * act_bits),
              Port("output", "mu", 4), Port("output", "e", 4)]
-    return {tq_name: tq_text, module_name: module(module_name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body),
+    return {tq_name: tq_text, **extra, module_name: module(module_name, ports, "/*verilator no_inline_module*/\n" + "\n".join(body),
                                                   "§7 SwiGLU (docs/arithmetic.md), one instance per layer.")}

@@ -1,0 +1,452 @@
+"""§3 matvec sums for many users at once with Intel AMX tile instructions (docs/arithmetic.md §3.1).
+
+The vpdpbusd kernel of `matvec` adds 64 u8 x s8 products per instruction; one AMX tile product
+adds 16 x 16 x K of them (K <= 64 columns), so when enough users share a step, the sums of a row
+block's group are tile products: C[user, row] += A[user, column] (s8 activations) x
+B[column, row] (codes), 16 users by 16 rows per C tile, in int32. That B operand wants a tile row
+per 4 consecutive columns ("a quad"), each holding those 4 columns of the 16 rows: the same bytes
+as a 16-row block of `matvec`'s byte layout (4R bytes per quad, byte 4r + k = row r, column k).
+Where there are zero points, `tdpbsud` multiplies the unsigned codes u, loaded in place (8-bit) or
+unpacked from their nibbles (4-bit), and the combination removes the correction as the vpdpbusd
+kernel does. Where there are none, `tdpbssd` multiplies the signed codes c = u - offset (the top
+bit of a byte flipped, or a nibble less 8), made one tile at a time in a 1 KiB buffer on the stack
+that stays in L1 (an unpacked copy would double the bytes a step streams): sum c x is P_ig itself
+and nothing is subtracted.
+
+Each pass holds 2 user tiles x 2 row blocks: 2 A and 2 B tiles loaded, 4 C tiles accumulating, so
+that consecutive products do not wait for one another. A C tile is one group's int32 sums P_ugr,
+the same integers the vpdpbusd lanes hold (products exact, added into int32 without saturation,
+every term bounded as in §3.1). It is stored, and each user's row of it is combined exactly as the
+vpdpbusd kernel combines its lanes: acc[u, r] += m[g, r] * (P_ugr - corr[u, g, r]) in int64 (the
+products of the next group already in flight), so the two kernels return the same integers. With
+groups of 32 columns this combination, one int64 multiply-add per user, row and group, costs about
+as much as the tile products save: AMX pays most with per-channel scales (docs/benchmarks.md).
+
+Linux hands a process the tile registers only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for
+XFEATURE_XTILEDATA); this module asks once, at import, and `AMX` is true only when the CPU has
+AMX-INT8, numba compiles for this CPU, and the kernel granted the request. numba reaches the
+instructions through LLVM's AMX intrinsics in a numba `@intrinsic` (tile numbers are immediates;
+each thread sets the tile shapes once per call with `ldtilecfg` from a 64-byte configuration).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import platform
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import config, get_num_threads, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+TILE_ROWS = 16            # rows of a tile: users of an A or C tile, matrix rows (int32 columns) of a C tile
+TILE_ROW_BYTES = 64       # bytes of a tile row: K = 64 activation bytes, or 16 rows x one quad of codes
+QUAD = 4                  # columns one int32 of a tile product sums (the B operand's byte pairing)
+# Users from which tile products beat the vpdpbusd kernel: 12-16 with 4-bit codes or groups of 32,
+# 20-24 with 8-bit per-channel codes (bench/amx_crossover.py, docs/benchmarks.md "AMX tile
+# products"); from 16 every user tile is full.
+MIN_USERS = 16
+
+# Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) grants this process the AMX tile data.
+_SYS_ARCH_PRCTL = 158     # x86-64 syscall number
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+
+
+def _cpu_has_amx() -> bool:
+    """AMX-INT8 on the CPU numba compiles for (none when it targets another or a generic CPU)."""
+    if config.CPU_NAME is not None:
+        return False
+    features = llvm_binding.get_host_cpu_features()
+    return bool(features.get("amx-tile") and features.get("amx-int8"))
+
+
+def _request_tile_data() -> bool:
+    """Ask Linux for the tile registers; false where the OS refuses or is not x86-64 Linux."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
+                            ctypes.c_long(_XFEATURE_XTILEDATA)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+AMX = _cpu_has_amx() and _request_tile_data()
+
+
+def pays(users: int, row_block: int) -> bool:
+    """Whether `users` vectors over a matrix packed in blocks of `row_block` rows go through tile
+    products: AMX usable, the blocks one B tile wide, and enough users to beat vpdpbusd."""
+    return AMX and row_block == TILE_ROWS and users >= MIN_USERS
+
+
+# A pass multiplies up to PASS_TILES user tiles by up to PASS_BLOCKS row blocks: 2 A and 2 B tiles
+# loaded, 4 independent C tiles accumulating, all 8 tile registers, so that consecutive products
+# need not wait for one another's result. B (codes) of block b is tile b, A of user tile t is 2 + t,
+# C is 4 + 2 t + b.
+PASS_TILES = 2
+PASS_BLOCKS = 2
+
+
+def _b_tile(b: int) -> int:
+    return b
+
+
+def _a_tile(t: int) -> int:
+    return PASS_BLOCKS + t
+
+
+def _c_tile(t: int, b: int) -> int:
+    return PASS_BLOCKS + PASS_TILES + PASS_BLOCKS * t + b
+
+
+_CONFIG_COLSB, _CONFIG_ROWS = 16, 48     # where the configuration keeps the tiles' row widths and row counts
+
+
+@functools.lru_cache(maxsize=None)        # a step asks for the same few widths ~50 times
+def tile_config(group_width: int) -> np.ndarray:
+    """The 64-byte `ldtilecfg` operand (palette 1) for groups of `group_width` columns (a multiple
+    of 16): each tile product covers K = the largest of 64, 32, 16 dividing it, so that a group is
+    a whole number of products."""
+    k = 64 if group_width % 64 == 0 else 32 if group_width % 32 == 0 else 16
+    assert group_width % k == 0
+    cfg = np.zeros(64, dtype=np.uint8)
+    cfg[0] = 1                                            # palette 1: 8 tiles of up to 16 x 64 bytes
+    colsb = cfg[_CONFIG_COLSB:_CONFIG_ROWS].view(np.uint16)   # bytes per row, tile by tile
+    rows = cfg[_CONFIG_ROWS:]                                 # rows, tile by tile
+    for b in range(PASS_BLOCKS):
+        rows[_b_tile(b)], colsb[_b_tile(b)] = k // QUAD, TILE_ROW_BYTES
+    for t in range(PASS_TILES):
+        rows[_a_tile(t)], colsb[_a_tile(t)] = TILE_ROWS, k
+        for b in range(PASS_BLOCKS):
+            rows[_c_tile(t, b)], colsb[_c_tile(t, b)] = TILE_ROWS, TILE_ROWS * 4
+    cfg.flags.writeable = False
+    return cfg
+
+
+# -- intrinsics -----------------------------------------------------------------------------------
+
+_i1, _i8, _i32, _i64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_byte_ptr = ir.PointerType(_i8)
+
+
+def _declare(builder, name: str, args: list):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), args), name)
+
+
+@intrinsic
+def _load_tile_config(typingctx, cfg):
+    """ldtilecfg: this thread's tile shapes (each thread configures its own tiles)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        builder.call(_declare(builder, "llvm.x86.ldtilecfg", [_byte_ptr]), [builder.bitcast(data, _byte_ptr)])
+        return context.get_dummy_value()
+    return types.void(cfg), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, codes, start, count):
+    """Prefetch bytes [start, start + count) of a 1-D array into L2, a cache line at a time: the
+    codes of the row blocks after these, which tile loads alone leave to the hardware prefetcher."""
+    def codegen(context, builder, signature, args):
+        base = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data, _byte_ptr)
+        fetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32, _i32]), "llvm.prefetch.p0")
+        line = _i64(TILE_ROW_BYTES)
+        with cgutils.for_range(builder, builder.udiv(builder.add(args[2], _i64(TILE_ROW_BYTES - 1)), line)) as loop:
+            address = builder.gep(base, [builder.add(args[1], builder.mul(loop.index, line))])
+            builder.call(fetch, [address, _i32(0), _i32(2), _i32(1)])   # read, L2 (locality 2), data
+        return context.get_dummy_value()
+    return types.void(codes, start, count), codegen
+
+
+@intrinsic
+def _release_tiles(typingctx):
+    """tilerelease: back to the init state, so a context switch saves no tile data."""
+    def codegen(context, builder, signature, args):
+        builder.call(_declare(builder, "llvm.x86.tilerelease", []), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+def _group_products(nibbles: bool, signed: bool):
+    """An intrinsic: for the users from `first` (up to PASS_TILES x 16 of them) and one group g of
+    one or two row blocks (`pair`: the second is there), the int32 sums
+    P_b[u, r] = sum over the group's columns j of x[u, j] * u_brj by `steps` tile products of
+    `k_quads` quads each, then, for each user u < `users` of them, in int64, 16 rows at a time as
+    the vpdpbusd kernel's lanes: totals[u, 16 b + r] += m_b[g, r] * (P_b[u, r] - corr_b[u, g, r or 0]).
+    Arguments: (codes of block 0, of block 1, xs [padded users, groups * W] int8, mults of each
+    block [groups, 16] int32, corr of each [users, groups, 16 or 1] int32, totals [users, 32]
+    int64, first, g, k_quads, steps, users, pair)."""
+
+    @intrinsic
+    def group_products(typingctx, codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first,
+                       product_group, combine_group, k_quads, steps, users, pair, offset):
+        def codegen(context, builder, signature, args):
+            arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:9], args[:9])]
+            codes_arrs, xs_arr, mults_arrs, corr_arrs, sums_arr, totals_arr = (arrays[0:2], arrays[2], arrays[3:5],
+                                                                               arrays[5:7], arrays[7], arrays[8])
+            first_user, product_g, combine_g, k_quads_value, steps_value, users_value = args[9:15]
+            pair_value, offset_value = args[15:]
+            load_tile = _declare(builder, "llvm.x86.tileloadd64", [_i8, _byte_ptr, _i64])
+            store_tile = _declare(builder, "llvm.x86.tilestored64", [_i8, _byte_ptr, _i64])
+            zero_tile = _declare(builder, "llvm.x86.tilezero", [_i8])
+            # A (activations) signed times B (codes): unsigned u, or signed c = u - offset
+            product = _declare(builder, "llvm.x86.tdpbssd" if signed else "llvm.x86.tdpbsud", [_i8, _i8, _i8])
+            lanes32 = ir.VectorType(_i32, TILE_ROWS)
+            bytes64 = ir.VectorType(_i8, TILE_ROW_BYTES)
+            row_bytes = _i64(TILE_ROW_BYTES)
+            sums_row_bytes = _i64(TILE_ROWS * 4)
+            tile = lambda number: ir.Constant(_i8, number)   # noqa: E731  (tile numbers are immediates)
+
+            def data(array):
+                return builder.bitcast(array.data, _byte_ptr)
+
+            def stride(array, axis):
+                return cgutils.unpack_tuple(builder, array.strides)[axis]
+
+            def load(ptr, offset, typ, align=1):
+                value = builder.load(builder.bitcast(builder.gep(ptr, [offset]), ir.PointerType(typ)))
+                value.align = align
+                return value
+
+            def when(condition, emit):
+                with builder.if_then(condition):
+                    emit()
+
+            # which of the 2 x 2 (user tile, block) products this pass has
+            second_tile = builder.icmp_signed("<", builder.add(first_user, _i64(TILE_ROWS)),
+                                              cgutils.unpack_tuple(builder, xs_arr.shape)[0])
+            pair_flag = builder.trunc(pair_value, _i1) if pair_value.type != _i1 else pair_value
+            present = {(t, b): (ir.Constant(_i1, 1) if (t, b) == (0, 0) else second_tile if b == 0
+                                else pair_flag if t == 0 else builder.and_(second_tile, pair_flag))
+                       for t in range(PASS_TILES) for b in range(PASS_BLOCKS)}
+            x_ptrs = [builder.gep(data(xs_arr), [builder.mul(builder.add(first_user, _i64(TILE_ROWS * t)),
+                                                             stride(xs_arr, 0))])
+                      for t in range(PASS_TILES)]
+            sums_ptr = data(sums_arr)
+            if nibbles or signed:
+                unpacked = cgutils.alloca_once(builder, ir.ArrayType(_i8, PASS_BLOCKS * TILE_ROWS * TILE_ROW_BYTES))
+                unpacked.align = 64
+                unpacked_ptrs = [builder.gep(builder.bitcast(unpacked, _byte_ptr),
+                                             [_i64(TILE_ROWS * TILE_ROW_BYTES * b)]) for b in range(PASS_BLOCKS)]
+                low_mask = ir.Constant(bytes64, [15] * TILE_ROW_BYTES)
+                offset = builder.shuffle_vector(  # the codes' offset in every byte
+                    builder.insert_element(ir.Constant(bytes64, None), builder.trunc(offset_value, _i8), _i32(0)),
+                    ir.Constant(bytes64, None), ir.Constant(ir.VectorType(_i32, TILE_ROW_BYTES), [0] * TILE_ROW_BYTES))
+            def products(g):
+                for (t, b), here in present.items():
+                    when(here, lambda t=t, b=b: builder.call(zero_tile, [tile(_c_tile(t, b))]))
+                quad0 = builder.mul(g, builder.mul(k_quads_value, steps_value))
+                with cgutils.for_range(builder, steps_value) as step_loop:
+                    quad = builder.add(quad0, builder.mul(step_loop.index, k_quads_value))
+
+                    def load_codes(b):
+                        codes_ptr = data(codes_arrs[b])
+                        if nibbles:             # chunk c: quad 2c in the low nibbles, 2c + 1 in the high ones
+                            with cgutils.for_range(builder, builder.udiv(k_quads_value, _i64(2))) as chunk_loop:
+                                chunk = builder.add(builder.udiv(quad, _i64(2)), chunk_loop.index)
+                                packed = load(codes_ptr, builder.mul(chunk, row_bytes), bytes64)
+                                halves = (builder.and_(packed, low_mask),
+                                          builder.lshr(packed, ir.Constant(bytes64, [4] * TILE_ROW_BYTES)))
+                                if signed:
+                                    halves = [builder.sub(half, offset) for half in halves]
+                                for h, half in enumerate(halves):
+                                    row = builder.add(builder.mul(chunk_loop.index, _i64(2)), _i64(h))
+                                    target = builder.gep(unpacked_ptrs[b], [builder.mul(row, row_bytes)])
+                                    builder.store(half, builder.bitcast(target, ir.PointerType(bytes64))).align = 64
+                            source = unpacked_ptrs[b]
+                        elif signed:            # c = u - 128 (the offset of bytes): the top bit flipped
+                            with cgutils.for_range(builder, k_quads_value) as row_loop:
+                                row = builder.add(quad, row_loop.index)
+                                unsigned = load(codes_ptr, builder.mul(row, row_bytes), bytes64)
+                                target = builder.gep(unpacked_ptrs[b], [builder.mul(row_loop.index, row_bytes)])
+                                builder.store(builder.xor(unsigned, offset),
+                                              builder.bitcast(target, ir.PointerType(bytes64))).align = 64
+                            source = unpacked_ptrs[b]
+                        else:
+                            source = builder.gep(codes_ptr, [builder.mul(quad, row_bytes)])
+                        builder.call(load_tile, [tile(_b_tile(b)), source, row_bytes])
+
+                    load_codes(0)
+                    when(pair_flag, lambda: load_codes(1))
+                    column = builder.mul(quad, _i64(QUAD))
+                    builder.call(load_tile, [tile(_a_tile(0)), builder.gep(x_ptrs[0], [column]), stride(xs_arr, 0)])
+                    when(second_tile, lambda: builder.call(
+                        load_tile, [tile(_a_tile(1)), builder.gep(x_ptrs[1], [column]), stride(xs_arr, 0)]))
+                    for (t, b), here in present.items():
+                        when(here, lambda t=t, b=b: builder.call(product, [tile(_c_tile(t, b)), tile(_a_tile(t)),
+                                                                           tile(_b_tile(b))]))
+
+            def sums_at(t, b):              # sums [block][user of the pass][row], int32
+                return builder.gep(sums_ptr, [_i64(4 * TILE_ROWS * (TILE_ROWS * (PASS_TILES * b + t)))])
+
+            def store_products():
+                for (t, b), here in present.items():
+                    when(here, lambda t=t, b=b: builder.call(store_tile, [tile(_c_tile(t, b)), sums_at(t, b),
+                                                                          sums_row_bytes]))
+
+            # the exact combination, user by user: 16 rows of one group in vector lanes
+            valid = builder.sub(users_value, first_user)
+            pass_users = _i64(PASS_TILES * TILE_ROWS)
+            count = builder.select(builder.icmp_signed("<", valid, pass_users), valid, pass_users)
+
+            # int32 lane pairs read as int64 lanes: vpmuldq multiplies the low (even row) halves as signed
+            # 32-bit numbers into 64 bits, and the high (odd row) halves after a 32-bit shift, so no
+            # lane is widened first; totals keep the even rows' sums, then the odd rows', of each block
+            lanes64 = ir.VectorType(_i64, TILE_ROWS // 2)
+            shift32 = ir.Constant(lanes64, [32] * (TILE_ROWS // 2))
+
+            def low_halves(pairs):          # the even rows, sign-extended (folded into vpmuldq)
+                return builder.ashr(builder.shl(pairs, shift32), shift32)
+
+            def high_halves(pairs):         # the odd rows
+                return builder.ashr(pairs, shift32)
+
+            def combine(b, g):
+                mult = builder.bitcast(load(data(mults_arrs[b]), builder.mul(g, stride(mults_arrs[b], 0)), lanes32, 4),
+                                       lanes64)
+                mults = (low_halves(mult), high_halves(mult))
+                corr_arr = corr_arrs[b]
+                corr_shared = builder.icmp_unsigned("==", cgutils.unpack_tuple(builder, corr_arr.shape)[2], _i64(1))
+                with cgutils.for_range(builder, count) as user_loop:
+                    u = user_loop.index
+                    user = builder.add(first_user, u)
+                    partial = load(sums_at(0, b), builder.mul(u, sums_row_bytes), lanes32, 4)
+                    if signed:              # sum c x is already sum (c - 0) x
+                        exact = builder.bitcast(partial, lanes64)
+                    else:
+                        corr_at = builder.add(builder.mul(user, stride(corr_arr, 0)),
+                                              builder.mul(g, stride(corr_arr, 1)))
+                        shared_value = load(data(corr_arr), corr_at, _i32, 4)
+                        shared_lanes = builder.shuffle_vector(
+                            builder.insert_element(ir.Constant(lanes32, None), shared_value, _i32(0)),
+                            ir.Constant(lanes32, None), ir.Constant(lanes32, [0] * TILE_ROWS))
+                        # a per-row load only where there are per-row corrections (it would read past a shared one)
+                        with builder.if_else(corr_shared) as (one_for_all_rows, one_per_row):
+                            with one_for_all_rows:
+                                shared_block = builder.basic_block
+                            with one_per_row:
+                                row_values = load(data(corr_arr), corr_at, lanes32, 4)
+                                row_block = builder.basic_block
+                        removed = builder.phi(lanes32)
+                        removed.add_incoming(shared_lanes, shared_block)
+                        removed.add_incoming(row_values, row_block)
+                        exact = builder.bitcast(builder.sub(partial, removed), lanes64)
+                    user_totals = builder.gep(data(totals_arr), [builder.mul(user, stride(totals_arr, 0))])
+                    for half, (values, m) in enumerate(zip((low_halves(exact), high_halves(exact)), mults)):
+                        target = builder.bitcast(builder.gep(user_totals, [_i64(8 * TILE_ROWS * b + 8 * 8 * half)]),
+                                                 ir.PointerType(lanes64))
+                        total = builder.load(target)
+                        total.align = 8
+                        builder.store(builder.add(total, builder.mul(m, values)), target).align = 8
+
+            # products of one group in flight while the previous group's are combined, then stored
+            multiplying = builder.icmp_signed(">=", product_g, _i64(0))
+            when(multiplying, lambda: products(product_g))
+
+            def combine_blocks():
+                combine(0, combine_g)
+                when(pair_flag, lambda: combine(1, combine_g))
+
+            when(builder.icmp_signed(">=", combine_g, _i64(0)), combine_blocks)
+            when(multiplying, store_products)
+            return context.get_dummy_value()
+
+        return (types.void(codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first, product_group,
+                           combine_group, k_quads, steps, users, pair, offset), codegen)
+
+    return group_products
+
+
+# (nibbles, signed): without zero points (one correction for all rows) the codes enter as signed
+# c = u - offset, so that the products are P_ig already and the combination subtracts nothing
+_bytes_pass, _nibbles_pass = _group_products(False, False), _group_products(True, False)
+_signed_bytes_pass, _signed_nibbles_pass = _group_products(False, True), _group_products(True, True)
+
+
+# -- the row-block kernel -------------------------------------------------------------------------
+
+def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc):
+    """acc[u, 16 block + r] = sum_g m[block, g, r] * (P_ugr - corr[c, u, g, r or 0]) for every row
+    block and every user u < acc.shape[0]; xs holds the users padded to a multiple of 16 with zero
+    rows. Row blocks go in pairs; the pairs are cut into `parts` runs (prange), each configuring
+    its thread's tiles once per call, not per block. Arguments otherwise as `matvec`'s vpdpbusd kernel,
+    cfg = `tile_config(W)`."""
+    shared = corrections.shape[0] == 1
+    symmetric = corrections.shape[3] == 1         # no zero points: one correction, offset * sum x, for all rows
+    users, padded_users = acc.shape[0], xs.shape[0]
+    blocks, groups = data.shape[0], multipliers.shape[1]
+    k_quads = np.int64(cfg[_CONFIG_ROWS])           # tile 0 is a B tile: one row per quad of a product
+    steps = np.int64(quads) // k_quads
+    pairs = (blocks + 1) // PASS_BLOCKS
+    group_bytes = data.shape[1] // groups
+    for part in prange(parts):
+        # the pair's sums, contiguous: acc's rows for one block are a row of acc apart (one L1 set)
+        totals = np.empty((users, PASS_BLOCKS * TILE_ROWS), dtype=np.int64)
+        # one group's int32 products: [block][user of a pass][row]
+        sums = np.empty((PASS_BLOCKS * PASS_TILES * TILE_ROWS, TILE_ROWS), dtype=np.int32)
+        _load_tile_config(cfg)
+        for p in range(part * pairs // parts, (part + 1) * pairs // parts):
+            first_block = PASS_BLOCKS * p
+            last_block = min(first_block + 1, blocks - 1)
+            c0 = 0 if shared else first_block
+            c1 = 0 if shared else last_block
+            totals[:] = 0
+            for first in range(0, padded_users, PASS_TILES * TILE_ROWS):
+                # step g multiplies group g and combines group g - 1 (-1: none)
+                for g in range(groups + 1):
+                    product_group = g if g < groups else -1
+                    if first == 0 and g < groups and last_block + 2 < blocks:    # the next pair's group g
+                        _prefetch(data[first_block + 2], g * group_bytes, group_bytes)
+                        _prefetch(data[last_block + 2], g * group_bytes, group_bytes)
+                    if symmetric and nibbles:
+                        _signed_nibbles_pass(data[first_block], data[last_block], xs, multipliers[first_block],
+                                             multipliers[last_block], corrections[c0], corrections[c1], sums, totals,
+                                             first, product_group, g - 1, k_quads, steps, users,
+                                             last_block > first_block, offset)
+                    elif symmetric:
+                        _signed_bytes_pass(data[first_block], data[last_block], xs, multipliers[first_block],
+                                           multipliers[last_block], corrections[c0], corrections[c1], sums, totals,
+                                           first, product_group, g - 1, k_quads, steps, users,
+                                           last_block > first_block, offset)
+                    elif nibbles:
+                        _nibbles_pass(data[first_block], data[last_block], xs, multipliers[first_block],
+                                      multipliers[last_block], corrections[c0], corrections[c1], sums, totals, first,
+                                      product_group, g - 1, k_quads, steps, users, last_block > first_block, offset)
+                    else:
+                        _bytes_pass(data[first_block], data[last_block], xs, multipliers[first_block],
+                                    multipliers[last_block], corrections[c0], corrections[c1], sums, totals, first,
+                                    product_group, g - 1, k_quads, steps, users, last_block > first_block, offset)
+            for b in range(last_block - first_block + 1):
+                for u in range(users):
+                    for r in range(TILE_ROWS):        # totals: each block's even rows, then its odd rows
+                        kept = TILE_ROWS * b + r % 2 * (TILE_ROWS // 2) + r // 2
+                        acc[u, (first_block + b) * TILE_ROWS + r] = totals[u, kept]
+        _release_tiles()
+
+
+_KERNELS = {}
+if AMX:
+    _KERNELS[False] = njit(cache=True, nogil=True)(_rows_amx)
+    # Not cached, as matvec's parallel kernels: numba's cache would hand back the serial build.
+    _KERNELS[True] = njit(nogil=True, parallel=True)(_rows_amx)
+
+
+def rows_amx(xs: np.ndarray, corrections: np.ndarray, data: np.ndarray, multipliers: np.ndarray, group_width: int,
+             nibbles: bool, offset: int, acc: np.ndarray, parallel: bool) -> None:
+    """Fill acc int64 [users, row blocks * 16] from xs int8 [users, groups * W] and corrections
+    int32 [1 or row blocks, users, groups, 16 or 1] (`matvec._prepare`), as the vpdpbusd kernel;
+    `offset` is the one added to the codes (8 for nibbles, 128 for bytes: `matvec.pack_matrix`)."""
+    assert AMX
+    users = xs.shape[0]
+    padded = -(-users // TILE_ROWS) * TILE_ROWS
+    if padded != users:
+        xs = np.concatenate([xs, np.zeros((padded - users, xs.shape[1]), dtype=np.int8)])
+    parts = get_num_threads() if parallel else 1
+    _KERNELS[parallel](tile_config(group_width), np.ascontiguousarray(xs), corrections, data, multipliers,
+                       group_width // QUAD, nibbles, offset, parts, acc)
