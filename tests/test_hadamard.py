@@ -86,7 +86,7 @@ def test_orthonormal_transform_is_its_own_inverse(block):
 
 def test_plan_names_had_with_other_methods():
     plan = parse_plan("w4g32:had+best")
-    assert plan.online_hadamard and plan.default.name == "w4g32:awq+had+clip+gptq"
+    assert plan.online_hadamard and plan.default.name == "w4g32:awq+had+clip+gptq+learn"
     assert parse_plan("mix:3g32:had+gptq,6g32,avg=3.5").online_hadamard
     assert not parse_plan("w4g32:best").online_hadamard
 
