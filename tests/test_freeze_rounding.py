@@ -148,3 +148,25 @@ def test_bad_method_name_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "lern" in err and "learn" in err
     assert not (tmp_path / "x.die").exists()
+
+
+def test_matrices_over_the_work_bound_keep_their_quantizers_codes(tmp_path, monkeypatch):
+    """`learn` costs steps x rows x cols² multiply-adds a matrix (hours at 2,048 wide): above
+    LEARN_MAX_MULTIPLY_ADDS a matrix keeps its quantizer's codes and the die says so, rather than
+    `best` freezing a large checkpoint for days."""
+    from hardwire.freeze import rounding
+    from hardwire.freeze.rounding import LEARN_STEPS, learn_affordable
+
+    assert learn_affordable(512, 64) and not learn_affordable(2048, 2048)
+    model = random_model(tied=True, bias=False)
+    rng = np.random.default_rng(8)
+    calibration = Calibration([list(rng.integers(0, 64, 48)) for _ in range(6)], {"source": "random ids"})
+    wq_rows, wq_cols = model.tensor("layers.0.wq").shape
+    ffn_rows, ffn_cols = model.tensor("layers.0.w_down").shape
+    # a bound between the q projection's work and the (wider) down projection's
+    assert wq_rows * wq_cols ** 2 < ffn_rows * ffn_cols ** 2
+    monkeypatch.setattr(rounding, "LEARN_MAX_MULTIPLY_ADDS", LEARN_STEPS * wq_rows * wq_cols ** 2)
+    die = freeze(model, parse_plan("w4g16:gptq+learn"), tmp_path / "bounded.die", calibration)
+    assignment = die.manifest["plan"]["assignment"]
+    assert assignment["layers.0.wq"]["method"] == "gptq+learn"
+    assert assignment["layers.0.w_down"]["method"] == "gptq"

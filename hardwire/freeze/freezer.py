@@ -31,7 +31,7 @@ from hardwire.freeze.calibrate import (InputStatistics, LayerRunner, classifier_
                                        hessian_source, limit_sequences, measure_sensitivity)
 from hardwire.freeze.plan import Choice, Plan, check_budget, matrix_shapes, resolve
 from hardwire.freeze.quantize import quantize
-from hardwire.freeze.rounding import learn_rounding
+from hardwire.freeze.rounding import learn_affordable, learn_rounding
 from hardwire.freeze.tables import freeze_tables
 from hardwire.freeze.transforms import AWQ_GRID, AWQ_SAMPLE_TOKENS, HadamardWeights, RotatedWeights, channel_scaling
 from hardwire.model.tokenizer import tokenizer_files
@@ -113,7 +113,7 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
         hessian = stats.hessian(hessian_source(name)) if stats is not None else None
         method = choice.method if hessian is not None else "rtn"
         quantized = quantize(weight, choice.format, method, hessian, clip=choice.clip)
-        if "learn" in choice.rounding and hessian is not None:
+        if "learn" in choice.rounding and hessian is not None and learn_affordable(*weight.shape):
             quantized = learn_rounding(weight, quantized, hessian)
             method += "+learn"
         methods_used[name] = method
@@ -199,9 +199,13 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
             choice, classifier = assignment[head_name], model.tensor(head_name)
             hessian = head_stats.hessian(head_name)
             quantized = quantize(classifier, choice.format, choice.method, hessian, clip=choice.clip)
-            fisher = classifier_fisher(hidden, classifier)
-            quantized = learn_rounding(classifier, quantized, hessian if fisher is None else fisher)
-            methods_used[head_name] = choice.method + "+learn"
+            if learn_affordable(*classifier.shape):
+                fisher = classifier_fisher(hidden, classifier)
+                quantized = learn_rounding(classifier, quantized, hessian if fisher is None else fisher)
+                methods_used[head_name] = choice.method + "+learn"
+            else:
+                fisher = None
+                methods_used[head_name] = choice.method
             if embed_learned:
                 writer.write_tensors("embed", {"embed": quantized}, methods_used)
             else:

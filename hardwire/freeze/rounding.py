@@ -32,6 +32,16 @@ BETA_START, BETA_END = 20.0, 2.0
 STRETCH_LOW, STRETCH_HIGH = -0.1, 1.1   # AdaRound's rectified sigmoid: h = clip(σ(V)(ζ−γ)+γ, 0, 1)
 INITIAL_LEAN = 0.3              # the relaxed start: h = 0.5 ± this, leaning towards the first codes
 ADAM_BETAS, ADAM_EPSILON = (0.9, 0.999), 1e-8
+# Each step multiplies ΔW [rows, cols] by H [cols, cols]: steps x rows x cols² multiply-adds. Above
+# this bound (tens of seconds of float64 on one core; every stories260K matrix is under 7e9, a
+# 2,048-wide square matrix would need 2.6e13, hours) a matrix keeps its quantizer's codes, and the
+# die's assignment records the method without `+learn`.
+LEARN_MAX_MULTIPLY_ADDS = 1e11
+
+
+def learn_affordable(rows: int, cols: int, steps: int = LEARN_STEPS) -> bool:
+    """Whether learned rounding of a [rows, cols] matrix stays within LEARN_MAX_MULTIPLY_ADDS."""
+    return steps * rows * cols * cols <= LEARN_MAX_MULTIPLY_ADDS
 
 
 def rectified_sigmoid(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
