@@ -371,8 +371,9 @@ class GoldenTransformer:
         its cache: the blocks are the same integer functions, and a matrix's codes are read once for
         all users' vectors (`matvec_batch`), as the chip's layer pipeline decodes its users together."""
         for cache in caches:
-            with bound(self, cache):
-                self._grow(cache.position + 1)
+            if cache.position + 1 > cache.capacity:        # (swapping a cache in costs ~10 us a user)
+                with bound(self, cache):
+                    self._grow(cache.position + 1)
         logits = self.run_users([int(t) for t in tokens], [(c.keys, c.values, c.position) for c in caches])
         for cache in caches:
             cache.position += 1
