@@ -196,7 +196,7 @@ def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_
     """§5-§6 `attend` of each user b: q|k|v = qkvs[b] at position positions[b], over its own cache
     keys[b][layer] / values[b][layer] (typed lists of [layers, positions, kv_heads, head_dim]),
     the last `window` positions when window > 0; scales[b] = (mu, e). One compiled call for all
-    users: a Python loop paid a call's dispatch (tens of microseconds) per user and layer."""
+    users instead of a Python call per user and layer (384 a step at batch 32)."""
     for b in range(qkvs.shape[0]):
         pos = positions[b]
         first = 0 if window <= 0 else max(0, pos + 1 - window)
