@@ -101,6 +101,21 @@ def test_a_batch_through_tile_products_is_section_3_for_every_user():
             assert together[user].tolist() == ref_matvec(q, mult, shift, bias, x.tolist(), scale, 16), (fmt, user)
 
 
+@needs_amx
+def test_extras_reach_the_requantization_inside_the_tile_kernel():
+    """matvec_batch requantizes inside the AMX kernel; a patch's adapter terms (extras) must be
+    added to the sums first, exactly as the one-user matvec adds them."""
+    rng = np.random.default_rng(8)
+    for fmt in ("w4g32", "w8g32a"):
+        _, _, _, _, matrix, xs = extreme_case(rng, fmt, 37, 100, 33)
+        scales = [(int(rng.integers(8, 16)), int(rng.integers(0, 9))) for _ in xs]
+        extras = [None if user % 3 == 0 else rng.integers(-(1 << 40), 1 << 40, matrix.rows) for user in range(len(xs))]
+        together = matvec_batch(matrix, xs, scales, 16, extras)
+        for user, (x, scale, extra) in enumerate(zip(xs, scales, extras)):
+            assert together[user].tolist() == kernels.matvec(matrix, x, scale, 16, extra).tolist(), (fmt, user)
+        assert not np.array_equal(together, matvec_batch(matrix, xs, scales, 16)), fmt     # the extras count
+
+
 # -- the dispatch (every machine) -----------------------------------------------------------------
 
 def test_tile_products_are_chosen_only_with_amx_enough_users_and_16_row_blocks(monkeypatch):

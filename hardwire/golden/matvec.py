@@ -397,17 +397,6 @@ def _requantize(acc, shift, mantissa, exponent, bias, out_bits):
 
 
 @njit(cache=True, nogil=True)
-def _finish(acc, shifts, scales, bias, out_bits):
-    """Each user's sums requantized with its token scale (mu, e) = scales[b] (§3)."""
-    out = np.empty((acc.shape[0], shifts.size), dtype=np.int64)
-    for b in range(acc.shape[0]):
-        mantissa, exponent = scales[b, 0], scales[b, 1]
-        for i in range(shifts.size):
-            out[b, i] = _requantize(acc[b, i], shifts[i], mantissa, exponent, bias[i], out_bits)
-    return out
-
-
-@njit(cache=True, nogil=True)
 def _prepare(xs, group, width, groups, offset, zeros):
     """The kernel's inputs for users' vectors xs [users, cols]: each x with each group of `group`
     columns zero-padded to `width` (int64 [users, groups * W]); the corrections
@@ -441,38 +430,118 @@ def _prepare(xs, group, width, groups, offset, zeros):
     return padded, corrections, small
 
 
-def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.ndarray:
-    """int64 [users, rows]: A_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j for each user's x (§3)."""
-    stacked = np.asarray(xs[0], dtype=np.int64).reshape(1, -1) if len(xs) == 1 else np.asarray(xs, dtype=np.int64)
-    padded, removed, fits_int8 = _prepare(stacked, matrix.group, matrix.group_width, matrix.groups, matrix.offset,
-                                          matrix.zeros)
-    acc = np.empty((len(xs), matrix.row_blocks * ROW_BLOCK), dtype=np.int64)
-    parallel = matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and get_num_threads() > 1
-    quads = matrix.group_width // QUAD
-    if VNNI and fits_int8 and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
-        if amx.pays(len(xs), ROW_BLOCK):     # the same sums as tile products, for many users at once
-            amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
-                         matrix.group_width, matrix.nibbles, matrix.offset, acc, parallel)
-        else:
-            _KERNELS["vnni", parallel](padded.astype(np.int8), removed.astype(np.int32), matrix.data,
-                                       matrix.multiplier_bytes, quads, matrix.nibbles, acc)
+@njit(cache=True, nogil=True)
+def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users):
+    """`_prepare` for the vpdpbusd and AMX kernels, in their types: xs int8 [padded_users, groups * W]
+    (users past xs's rows are zero: an AMX user tile is 16 users) and the corrections in int32, or
+    fits = False (and empty arrays) when some x does not fit int8. One pass, no int64 copy."""
+    users, cols = xs.shape
+    # (each loop below has no branch in its body, so that it vectorises: ~2 ns an element before)
+    low, high = np.int64(0), np.int64(0)
+    for b in range(users):
+        for j in range(cols):
+            low, high = min(low, xs[b, j]), max(high, xs[b, j])
+    if low < -128 or high > 127:
+        return np.empty((0, 0), dtype=np.int8), np.empty((0, 0, 0, 0), dtype=np.int32), False
+    padded = np.zeros((padded_users, groups * width), dtype=np.int8)
+    sums = np.zeros((users, groups), dtype=np.int64)
+    for b in range(users):
+        for g in range(groups):
+            first = g * group
+            count = min(group, cols - first)
+            total = np.int64(0)
+            for j in range(count):
+                total += xs[b, first + j]
+            sums[b, g] = total
+            target = padded[b, g * width:g * width + count]
+            source = xs[b, first:first + count]
+            for j in range(count):
+                target[j] = source[j]
+    if zeros.shape[0] == 0:
+        corrections = np.empty((1, users, groups, 1), dtype=np.int32)
+        for b in range(users):
+            for g in range(groups):
+                corrections[0, b, g, 0] = offset * sums[b, g]
     else:
+        corrections = np.empty((zeros.shape[0], users, groups, ROW_BLOCK), dtype=np.int32)
+        for block in range(zeros.shape[0]):
+            for b in range(users):
+                for g in range(groups):
+                    for r in range(ROW_BLOCK):
+                        corrections[block, b, g, r] = (offset + np.int64(zeros[block, g, r])) * sums[b, g]
+    return padded, corrections, True
+
+
+def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """int64 [users, row blocks * R]: each user's accumulators (`accumulate`)."""
+    stacked = np.asarray(xs[0], dtype=np.int64).reshape(1, -1) if len(xs) == 1 else np.asarray(xs, dtype=np.int64)
+    users = stacked.shape[0]
+    width = matrix.row_blocks * ROW_BLOCK
+    acc = np.empty((users, width), dtype=np.int64)
+    # (get_num_threads costs microseconds a call; a process started with one thread never asks)
+    parallel = (matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and config.NUMBA_NUM_THREADS > 1
+                and get_num_threads() > 1)
+    quads = matrix.group_width // QUAD
+    fits_int8 = tiles = False
+    if VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
+        tiles = amx.pays(users, ROW_BLOCK)
+        padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
+        small, removed, fits_int8 = _prepare_int8(stacked, matrix.group, matrix.group_width, matrix.groups,
+                                                  matrix.offset, matrix.zeros, padded_users)
+    if fits_int8 and tiles:     # the same sums as tile products, for many users at once
+        amx.rows_amx(small, removed, matrix.data, matrix.multipliers, matrix.group_width, matrix.nibbles,
+                     matrix.offset, acc, parallel)
+    elif fits_int8:
+        _KERNELS["vnni", parallel](small, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles, acc)
+    else:
+        padded, removed, _ = _prepare(stacked, matrix.group, matrix.group_width, matrix.groups, matrix.offset,
+                                      matrix.zeros)
         _KERNELS["portable", parallel](padded, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles,
                                        acc)
-    return acc[:, :matrix.rows]
+    return acc
+
+
+def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """int64 [users, rows]: A_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j for each user's x (§3)."""
+    return _sums(matrix, xs)[:, :matrix.rows]
+
+
+@njit(cache=True, nogil=True)
+def _finish(acc, extras, shifts, scales, bias, out_bits):
+    """Each user's sums, plus extras[b] (extras [users, rows], or [0, 0]: none), requantized with
+    its token scale (mu, e) = scales[b] (§3)."""
+    out = np.empty((acc.shape[0], shifts.size), dtype=np.int64)
+    for b in range(acc.shape[0]):
+        mantissa, exponent = scales[b, 0], scales[b, 1]
+        if extras.shape[0]:
+            for i in range(shifts.size):
+                out[b, i] = _requantize(acc[b, i] + extras[b, i], shifts[i], mantissa, exponent, bias[i], out_bits)
+        else:
+            for i in range(shifts.size):
+                out[b, i] = _requantize(acc[b, i], shifts[i], mantissa, exponent, bias[i], out_bits)
+    return out
+
+
+_NO_EXTRAS = np.zeros((0, 0), dtype=np.int64)
 
 
 def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales: list[tuple[int, int]] | np.ndarray,
-                 out_bits: int, extras: list | None = None) -> np.ndarray:
+                 out_bits: int, extras: list | np.ndarray | None = None) -> np.ndarray:
     """`matvec` of several users' vectors (a list, or the rows of one array), each with its own
     token scale: every row block's codes are read once for all of them. The sums are integers, so
     each result is exactly `matvec`'s. `extras[u]`, when given and not None, is added to user u's
     accumulators (`matvec`). Returns int64 [users, rows], row b user b's result."""
-    acc = accumulate(matrix, xs)
-    for row, extra in zip(acc, extras if extras is not None else []):
-        if extra is not None:
-            row += extra
-    return _finish(acc, matrix.shifts, np.asarray(scales, dtype=np.int64).reshape(len(xs), 2), matrix.bias, out_bits)
+    if extras is None:
+        added = _NO_EXTRAS
+    elif isinstance(extras, np.ndarray):
+        added = np.ascontiguousarray(extras, dtype=np.int64)
+    else:
+        added = np.zeros((len(xs), matrix.rows), dtype=np.int64)
+        for row, extra in zip(added, extras):
+            if extra is not None:
+                row += extra
+    scales = np.ascontiguousarray(np.asarray(scales, dtype=np.int64).reshape(len(xs), 2))
+    return _finish(_sums(matrix, xs), added, matrix.shifts, scales, matrix.bias, out_bits)
 
 
 # One user's matvec in one compiled call: preparing x, the row-block kernel and requantizing run
