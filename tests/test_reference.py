@@ -166,9 +166,12 @@ def test_compiled_decode_step_equals_the_numpy_step(tmp_path, kind):
     assert np.std(theirs) > 0.1
 
 
-def test_decode_step_with_online_transforms_takes_the_numpy_path(tmp_path):
-    """A die's online input transform is per matrix: the engine's step falls back to the numpy
-    layer, which applies it, and its logits are the per-matrix reference's with the same transform."""
+@pytest.mark.parametrize("matrix", ["w_down", "wq"])
+def test_decode_step_applies_online_transforms(tmp_path, matrix):
+    """A die's online input transform is per matrix. On w_down (the Hadamard of plan method `had`)
+    the compiled step applies it to that product's input; on a stacked matrix (wq shares its
+    product with wk, wv) the step falls back to the numpy layer. Either way the logits are the
+    per-matrix reference's with the same transform."""
     from hardwire.model.reference import FloatTransformer, StackedTransformer
     model = hardwire.load(make_hf_checkpoint(tmp_path, "qwen2-bias", seed=6))
     calls = []
@@ -176,11 +179,12 @@ def test_decode_step_with_online_transforms_takes_the_numpy_path(tmp_path):
     def halve(x):                      # any function of the input will do; this one changes the result
         calls.append(x.shape)
         return x * np.float32(0.5)
-    transforms = {f"layers.{i}.w_down": halve for i in range(model.spec.layers)}
+    transforms = {f"layers.{i}.{matrix}": halve for i in range(model.spec.layers)}
     ids = [5, 9, 77, 3]
     stacked = StackedTransformer(model.spec, model.tensor, input_transforms=transforms)
     ours = step_by_step(stacked, ids)
-    assert len(calls) == model.spec.layers * len(ids) and not hasattr(stacked, "_decode_buffers")
+    assert len(calls) == model.spec.layers * len(ids)
+    assert hasattr(stacked, "_decode_buffers") == (matrix == "w_down")     # compiled step or fallback
     theirs = step_by_step(FloatTransformer(model.spec, model.tensor, input_transforms=transforms), ids)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     plain = step_by_step(StackedTransformer(model.spec, model.tensor), ids)

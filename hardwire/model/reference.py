@@ -283,9 +283,10 @@ class StackedTransformer(FloatTransformer):
 
     A one-token `forward` (a decode step) runs `decode_one`: between the products, the compiled
     blocks of `decode_kernels` in buffers allocated once, so the step spends its time reading
-    weights. Anything it does not handle goes the reference's way: several tokens (a prefill), a
-    calibration `capture`, a die's online input transforms (`fused_decode = False` turns it off,
-    for comparisons)."""
+    weights; a die's online transform of a single matrix's input (w_down's Hadamard) is applied
+    to that vector before its product. Anything it does not handle goes the reference's way:
+    several tokens (a prefill), a calibration `capture`, an online transform on a stacked matrix's
+    input (`fused_decode = False` turns it off, for comparisons)."""
 
     fused_decode = True
     # The decode step's matrix-vector product, matvec(matrix, vector, out); None: numpy's BLAS
@@ -313,9 +314,15 @@ class StackedTransformer(FloatTransformer):
         return weights
 
     def forward(self, ids, capture: Capture | None = None) -> np.ndarray:
-        if self.fused_decode and capture is None and not self.input_transforms and np.size(ids) == 1:
+        if self.fused_decode and capture is None and np.size(ids) == 1 and not self.stack_transformed():
             return self.decode_one(int(np.asarray(ids).reshape(-1)[0]))
         return super().forward(ids, capture)
+
+    def stack_transformed(self) -> bool:
+        """Whether an online transform reads the input of a stacked matrix: the matrices of a stack
+        share one product, so a per-matrix transform there needs the per-matrix (numpy) path."""
+        return any(f"layers.{i}.{name}" in self.input_transforms
+                   for i in range(self.spec.layers) for names in STACKS for name in names)
 
     def decode_buffers(self) -> dict[str, np.ndarray]:
         """The step's activations, allocated on the first decode step and reused by every later one
@@ -357,17 +364,24 @@ class StackedTransformer(FloatTransformer):
             bias = self.stacked_biases[index] if spec.qkv_bias else b["nothing"]
             attend_one(qkv, bias, b["cos"], b["sin"], self.keys, self.values, index, position, window,
                        b["q"], b["scores"], b["attended"])
-            matvec(w[p + "wo"], b["attended"], delta)
+            matvec(w[p + "wo"], self.transformed(p + "wo", b["attended"]), delta)
             add_rmsnorm(x, delta, w[p + "ffn_norm"], eps, normed)
             matvec(self.stacks[p + "w_gate"], normed, gate_up)
             silu_times_up(gate_up, gated)
-            matvec(w[p + "w_down"], gated, delta)
+            matvec(w[p + "w_down"], self.transformed(p + "w_down", gated), delta)
             residual = delta
         add_rmsnorm(x, residual, w["final_norm"], eps, normed)
         self.position = position + 1
         logits = np.empty((1, spec.vocab_size), np.float32)     # the caller keeps it: a new array
-        matvec(self.output, normed, logits[0])
+        matvec(self.output, self.transformed(spec.classifier, normed), logits[0])
         return logits
+
+    def transformed(self, name: str, vector: np.ndarray) -> np.ndarray:
+        """The input of matrix `name` after its online transform (a new vector), or itself."""
+        transform = self.input_transforms.get(name)
+        if transform is None:
+            return vector
+        return np.ascontiguousarray(transform(vector[None])[0], dtype=np.float32)
 
     @property
     def stacked_biases(self) -> list[np.ndarray]:
