@@ -90,14 +90,18 @@ def time_transformers(hf, tokens: int) -> tuple[float, list[int]]:
     return tokens / (time.perf_counter() - start), out[0, 1:].tolist()
 
 
-def timed_steps(step, count: int) -> tuple[float, float]:
-    """Steps per wall-clock second over `count` calls of `step()`, and CPU milliseconds per step
-    (this process, all its threads). On a machine shared with other jobs the wall rate includes
-    waiting for a core; the CPU time is what the steps themselves spent."""
+def timed_steps(step, count: int) -> tuple[float, float, float]:
+    """Steps per wall-clock second over `count` calls of `step()`, CPU milliseconds per step (this
+    process, all its threads), and the wall milliseconds of the fastest single step. On a machine
+    shared with other jobs the wall rate includes waiting for a core; the CPU time is what the
+    steps themselves spent, and the fastest step is one that ran without waiting, or waited least."""
     wall, cpu = time.perf_counter(), time.process_time()
+    fastest = float("inf")
     for _ in range(count):
+        begun = time.perf_counter()
         step()
-    return count / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e3 / count
+        fastest = min(fastest, time.perf_counter() - begun)
+    return count / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e3 / count, fastest * 1e3
 
 
 def decode_steps(transformer, tokens: int) -> tuple[float, float]:
@@ -152,16 +156,20 @@ def bench_streaming(threads: int, tokens: int, rounds: int) -> dict:
             "reference": lambda: decode_steps(reference, tokens),
             "matvec_ceiling": lambda: matvec_passes(matrices, tokens),
             "numba_ceiling": lambda: matvec_passes(matrices, tokens, row_parallel_matvec)}
-    bandwidth_gbs, rate, cpu_ms = 0.0, dict.fromkeys(runs, 0.0), dict.fromkeys(runs, float("inf"))
+    bandwidth_gbs, rate = 0.0, dict.fromkeys(runs, 0.0)
+    cpu_ms, fastest_ms = dict.fromkeys(runs, float("inf")), dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
         bandwidth_gbs = max(bandwidth_gbs, read_bandwidth_gbs(threads))
         for key, run in runs.items():
-            steps_per_s, step_cpu_ms = run()
+            steps_per_s, step_cpu_ms, step_fastest_ms = run()
             rate[key], cpu_ms[key] = max(rate[key], steps_per_s), min(cpu_ms[key], step_cpu_ms)
+            fastest_ms[key] = min(fastest_ms[key], step_fastest_ms)
     step_bytes = engine.weight_bytes()
     return dict(threads=threads, bandwidth_gbs=bandwidth_gbs, step_bytes=step_bytes, steps_per_s=rate,
-                cpu_ms_per_step=cpu_ms,
-                fractions={key: rate[key] * step_bytes / (bandwidth_gbs * 1e9) for key in runs})
+                cpu_ms_per_step=cpu_ms, fastest_step_ms=fastest_ms,
+                fractions={key: rate[key] * step_bytes / (bandwidth_gbs * 1e9) for key in runs},
+                fastest_fractions={key: step_bytes / (fastest_ms[key] * 1e-3) / (bandwidth_gbs * 1e9)
+                                   for key in runs})
 
 
 def load_average() -> str:
@@ -205,7 +213,8 @@ def main() -> None:
                 print(f"{threads} threads, 110M shape: read bandwidth {result['bandwidth_gbs']:.1f} GB/s, "
                       f"{result['step_bytes'] / 1e6:.1f} MB/step; " + ", ".join(
                           f"{key} {result['steps_per_s'][key]:.1f} steps/s = {fraction:.0%} "
-                          f"({result['cpu_ms_per_step'][key]:.1f} CPU ms/step)"
+                          f"({result['cpu_ms_per_step'][key]:.1f} CPU ms/step; fastest step "
+                          f"{result['fastest_step_ms'][key]:.1f} ms = {result['fastest_fractions'][key]:.0%})"
                           for key, fraction in result["fractions"].items()), flush=True)
     load_after = load_average()
 
@@ -221,14 +230,16 @@ def main() -> None:
               "matvec_ceiling": "ceiling: numpy (BLAS) matrix-vector products only",
               "numba_ceiling": "ceiling: numba parallel matrix-vector products only"}
     stream_table = ["| threads | read bandwidth | MB per step | what runs | steps/s | GB/s streamed | "
-                    "of read bandwidth | CPU ms per step |", "|---|---|---|---|---|---|---|---|"]
+                    "of read bandwidth | CPU ms per step | fastest step | of read bandwidth, fastest step |",
+                    "|---|---|---|---|---|---|---|---|---|---|"]
     for result in streaming:
         for key, label in labels.items():
             stream_table.append(
                 f"| {result['threads']} | {result['bandwidth_gbs']:.1f} GB/s | {result['step_bytes'] / 1e6:.1f} | "
                 f"{label} | {result['steps_per_s'][key]:.1f} | "
                 f"{result['steps_per_s'][key] * result['step_bytes'] / 1e9:.1f} | {result['fractions'][key]:.0%} | "
-                f"{result['cpu_ms_per_step'][key]:.1f} |")
+                f"{result['cpu_ms_per_step'][key]:.1f} | {result['fastest_step_ms'][key]:.1f} ms | "
+                f"{result['fastest_fractions'][key]:.0%} |")
     threads = " ".join(str(t) for t in args.threads)
     body = "\n".join([
         f"Command: `python bench/decode_float.py --tokens {args.tokens} --threads {threads} "
@@ -254,7 +265,9 @@ def main() -> None:
         "(`hardwire/model/decode_kernels.py`); the numpy-step row is the same stacked products with the "
         "reference's numpy expressions between them. CPU ms per step "
         "(this process, all threads, least over the rounds) is what a step itself spent, apart from waiting "
-        "for a core; with 2 threads it includes the time a thread spins waiting for the other.",
+        "for a core; with 2 threads it includes the time a thread spins waiting for the other. The fastest "
+        "step (least wall time of a single step over all rounds) is a step that waited least for a core; "
+        "its fraction is the step's bytes over that time, against the same bandwidth.",
         "", *stream_table])
     update_section("Float decode (hardwire float engine vs transformers)", body)
 

@@ -344,7 +344,7 @@ class StackedTransformer(FloatTransformer):
 
     def decode_one(self, token: int) -> np.ndarray:
         """Logits [1, vocab] of one token appended at the current position: per layer four
-        matrix-vector products (numpy's BLAS, written into the buffers) and four compiled calls."""
+        matrix-vector products (`matvec`, written into the buffers) and four compiled calls."""
         from hardwire.model.decode_kernels import add_rmsnorm, attend_one, blas_matvec, rope_angles, silu_times_up
         spec, w = self.spec, self.weights
         if not 0 <= token < spec.vocab_size:
