@@ -3,9 +3,11 @@
 A decode step of the float engine reads every weight once through 49 matrix-vector products (the
 110M shape); everything else — RMSNorm, the q/k/v bias, RoPE, the KV cache write, attention of one
 query over the cache, SiLU·up, the residual adds — is a few thousand numbers per layer. Written as
-numpy expressions those cost ~70 small calls and as many temporaries per layer, about 3 ms of a
-34 ms step (docs/benchmarks.md, issue 21). Here they are four compiled calls per layer working in
-buffers the caller allocates once (`StackedTransformer.decode_one` in `reference.py`).
+numpy expressions those cost ~70 small calls and as many temporaries per layer, 2–3 ms of a
+31–34 ms step at 1 thread (docs/benchmarks.md, issue 21). Here they are four compiled calls per
+layer working in buffers the caller allocates once (`StackedTransformer.decode_one` in
+`reference.py`), about 0.3 ms a step. `row_parallel_matvec` is numba's alternative to BLAS for the
+products themselves.
 
 The arithmetic is the reference's, in float32: the same operations in the same order where an order
 is visible (bias before RoPE, RoPE on rotate-half pairs, scores divided by sqrt(head_dim), softmax
