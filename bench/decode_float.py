@@ -7,9 +7,11 @@ identical so the two really do the same work. Then, on the llama2.c stories110M 
 embeddings (bench/decode_golden.py's random model), the float engine's decode step is set against
 the machine's read bandwidth measured in the same run (decode_golden's parallel sum over 1 GiB):
 the weight bytes a step reads, times steps per second, over that bandwidth. Measured beside it in
-the same rounds: the per-matrix reference layout (`FloatTransformer`, one product per matrix, the
-float engine before q|k|v and gate|up were stacked) and a ceiling, plain numpy matrix-vector
-products over the engine's own matrices with nothing else in the step. Each figure is the best of
+the same rounds: the same engine with numba's row-parallel products in place of BLAS; its numpy
+step (the stacked products with numpy expressions between them, the engine before the step was
+compiled); the per-matrix reference layout (`FloatTransformer`, one product per matrix); and two
+ceilings, plain matrix-vector products (numpy's, numba's) over the engine's own matrices with
+nothing else in the step. Each figure is the best of
 `--rounds` rounds, the rounds interleaved so that other jobs on a shared machine slow all alike.
 numpy's BLAS threads are set with threadpoolctl, torch's with torch.set_num_threads. Writes the
 `Float decode` section of docs/benchmarks.md.
@@ -19,7 +21,7 @@ numpy's BLAS threads are set with threadpoolctl, torch's with torch.set_num_thre
 from __future__ import annotations
 
 import argparse
-import functools
+import copy
 import os
 import sys
 import tempfile
@@ -88,14 +90,18 @@ def time_transformers(hf, tokens: int) -> tuple[float, list[int]]:
     return tokens / (time.perf_counter() - start), out[0, 1:].tolist()
 
 
-def timed_steps(step, count: int) -> tuple[float, float]:
-    """Steps per wall-clock second over `count` calls of `step()`, and CPU milliseconds per step
-    (this process, all its threads). On a machine shared with other jobs the wall rate includes
-    waiting for a core; the CPU time is what the steps themselves spent."""
+def timed_steps(step, count: int) -> tuple[float, float, float]:
+    """Steps per wall-clock second over `count` calls of `step()`, CPU milliseconds per step (this
+    process, all its threads), and the wall milliseconds of the fastest single step. On a machine
+    shared with other jobs the wall rate includes waiting for a core; the CPU time is what the
+    steps themselves spent, and the fastest step is one that ran without waiting, or waited least."""
     wall, cpu = time.perf_counter(), time.process_time()
+    fastest = float("inf")
     for _ in range(count):
+        begun = time.perf_counter()
         step()
-    return count / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e3 / count
+        fastest = min(fastest, time.perf_counter() - begun)
+    return count / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e3 / count, fastest * 1e3
 
 
 def decode_steps(transformer, tokens: int) -> tuple[float, float]:
@@ -127,47 +133,43 @@ def matvec_passes(matrices: list[np.ndarray], passes: int, matvec=None) -> tuple
     return timed_steps(one_pass, passes)
 
 
-@functools.cache
-def numba_matvec():
-    """A row-parallel float32 matrix-vector product in numba (fastmath lets the row sums vectorize),
-    the alternative to numpy's BLAS that the ceiling rows compare."""
-    from numba import njit, prange
-
-    @njit(parallel=True, fastmath=True, cache=True)
-    def matvec(matrix, vector, out):
-        for row in prange(matrix.shape[0]):
-            total = np.float32(0)
-            for col in range(matrix.shape[1]):
-                total += matrix[row, col] * vector[col]
-            out[row] = total
-    return matvec
-
-
 def bench_streaming(threads: int, tokens: int, rounds: int) -> dict:
     """The 110M shape's decode step against this machine's read bandwidth, `threads` threads."""
     from bench.decode_golden import random_model, read_bandwidth_gbs
     from hardwire.model.reference import FloatTransformer
     from hardwire.runtime.engine import FloatEngine
+    from hardwire.model.decode_kernels import row_parallel_matvec
     model = random_model()
     engine = FloatEngine(model, capacity=tokens + 2).transformer
+    # The same stacked weights (no copy) decoded the other ways: numba's products, the numpy step.
+    numba_engine, numpy_step = copy.copy(engine), copy.copy(engine)
+    numba_engine.matvec, numpy_step.fused_decode = row_parallel_matvec, False
+    for twin in (numba_engine, numpy_step):
+        twin.reset()
     reference = FloatTransformer(model.spec, model.tensor, capacity=tokens + 2)
     # What a step reads: the stacks, wo and w_down of every layer, and the classifier.
     matrices = [*engine.stacks.values(), *(engine.weights[f"layers.{i}.{name}"] for i in range(model.spec.layers)
                                            for name in ("wo", "w_down")), engine.output]
     runs = {"engine": lambda: decode_steps(engine, tokens),
+            "engine_numba": lambda: decode_steps(numba_engine, tokens),
+            "numpy_step": lambda: decode_steps(numpy_step, tokens),
             "reference": lambda: decode_steps(reference, tokens),
             "matvec_ceiling": lambda: matvec_passes(matrices, tokens),
-            "numba_ceiling": lambda: matvec_passes(matrices, tokens, numba_matvec())}
-    bandwidth_gbs, rate, cpu_ms = 0.0, dict.fromkeys(runs, 0.0), dict.fromkeys(runs, float("inf"))
+            "numba_ceiling": lambda: matvec_passes(matrices, tokens, row_parallel_matvec)}
+    bandwidth_gbs, rate = 0.0, dict.fromkeys(runs, 0.0)
+    cpu_ms, fastest_ms = dict.fromkeys(runs, float("inf")), dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
         bandwidth_gbs = max(bandwidth_gbs, read_bandwidth_gbs(threads))
         for key, run in runs.items():
-            steps_per_s, step_cpu_ms = run()
+            steps_per_s, step_cpu_ms, step_fastest_ms = run()
             rate[key], cpu_ms[key] = max(rate[key], steps_per_s), min(cpu_ms[key], step_cpu_ms)
+            fastest_ms[key] = min(fastest_ms[key], step_fastest_ms)
     step_bytes = engine.weight_bytes()
     return dict(threads=threads, bandwidth_gbs=bandwidth_gbs, step_bytes=step_bytes, steps_per_s=rate,
-                cpu_ms_per_step=cpu_ms,
-                fractions={key: rate[key] * step_bytes / (bandwidth_gbs * 1e9) for key in runs})
+                cpu_ms_per_step=cpu_ms, fastest_step_ms=fastest_ms,
+                fractions={key: rate[key] * step_bytes / (bandwidth_gbs * 1e9) for key in runs},
+                fastest_fractions={key: step_bytes / (fastest_ms[key] * 1e-3) / (bandwidth_gbs * 1e9)
+                                   for key in runs})
 
 
 def load_average() -> str:
@@ -211,7 +213,8 @@ def main() -> None:
                 print(f"{threads} threads, 110M shape: read bandwidth {result['bandwidth_gbs']:.1f} GB/s, "
                       f"{result['step_bytes'] / 1e6:.1f} MB/step; " + ", ".join(
                           f"{key} {result['steps_per_s'][key]:.1f} steps/s = {fraction:.0%} "
-                          f"({result['cpu_ms_per_step'][key]:.1f} CPU ms/step)"
+                          f"({result['cpu_ms_per_step'][key]:.1f} CPU ms/step; fastest step "
+                          f"{result['fastest_step_ms'][key]:.1f} ms = {result['fastest_fractions'][key]:.0%})"
                           for key, fraction in result["fractions"].items()), flush=True)
     load_after = load_average()
 
@@ -220,19 +223,23 @@ def main() -> None:
     for threads, name, params, ours, theirs, same in rows:
         table.append(f"| {threads} | {name} | {params / 1e6:.2f} M | {ours:.1f} | {theirs:.1f} | "
                      f"{ours / theirs:.2f}× | {same}/{args.tokens} |")
-    labels = {"engine": "float engine (stacked q\\|k\\|v, gate\\|up)",
-              "reference": "per-matrix reference layout (before)",
+    labels = {"engine": "float engine: stacked q\\|k\\|v, gate\\|up, compiled step, BLAS products",
+              "engine_numba": "the same with numba's row-parallel products",
+              "numpy_step": "stacked, numpy step between the products (before)",
+              "reference": "per-matrix reference layout, numpy step",
               "matvec_ceiling": "ceiling: numpy (BLAS) matrix-vector products only",
               "numba_ceiling": "ceiling: numba parallel matrix-vector products only"}
     stream_table = ["| threads | read bandwidth | MB per step | what runs | steps/s | GB/s streamed | "
-                    "of read bandwidth | CPU ms per step |", "|---|---|---|---|---|---|---|---|"]
+                    "of read bandwidth | CPU ms per step | fastest step | of read bandwidth, fastest step |",
+                    "|---|---|---|---|---|---|---|---|---|---|"]
     for result in streaming:
         for key, label in labels.items():
             stream_table.append(
                 f"| {result['threads']} | {result['bandwidth_gbs']:.1f} GB/s | {result['step_bytes'] / 1e6:.1f} | "
                 f"{label} | {result['steps_per_s'][key]:.1f} | "
                 f"{result['steps_per_s'][key] * result['step_bytes'] / 1e9:.1f} | {result['fractions'][key]:.0%} | "
-                f"{result['cpu_ms_per_step'][key]:.1f} |")
+                f"{result['cpu_ms_per_step'][key]:.1f} | {result['fastest_step_ms'][key]:.1f} ms | "
+                f"{result['fastest_fractions'][key]:.0%} |")
     threads = " ".join(str(t) for t in args.threads)
     body = "\n".join([
         f"Command: `python bench/decode_float.py --tokens {args.tokens} --threads {threads} "
@@ -252,10 +259,15 @@ def main() -> None:
         "the weight bytes one step reads (every parameter once, the tied classifier included), and that "
         "stream's share of the read bandwidth measured in the same rounds (a parallel sum over 1 GiB of "
         "int64, best of 5, at the same thread count). The ceiling rows run only the matrix-vector products, "
-        "over the engine's own matrices: numpy's (OpenBLAS sgemv, what the engine calls) and a row-parallel "
-        "numba kernel (`numba_matvec` in the bench), the alternative measured beside it. CPU ms per step "
+        "over the engine's own matrices: numpy's (OpenBLAS sgemv, what the engine calls by default) and a "
+        "row-parallel numba kernel (`decode_kernels.row_parallel_matvec`, the alternative the engine can "
+        "be given, measured in its own row). The engine's step between the products is compiled "
+        "(`hardwire/model/decode_kernels.py`); the numpy-step row is the same stacked products with the "
+        "reference's numpy expressions between them. CPU ms per step "
         "(this process, all threads, least over the rounds) is what a step itself spent, apart from waiting "
-        "for a core; with 2 threads it includes the time a thread spins waiting for the other.",
+        "for a core; with 2 threads it includes the time a thread spins waiting for the other. The fastest "
+        "step (least wall time of a single step over all rounds) is a step that waited least for a core; "
+        "its fraction is the step's bytes over that time, against the same bandwidth.",
         "", *stream_table])
     update_section("Float decode (hardwire float engine vs transformers)", body)
 

@@ -138,3 +138,84 @@ def test_cli_run_json_matches_engine(cli):
     payload = json.loads(out.stdout)
     assert payload["ids"] == make_engine().generate([1], max_tokens=20).ids
     assert payload["text"].startswith("Once upon a time")
+
+
+def step_by_step(transformer, ids) -> np.ndarray:
+    transformer.reset()
+    return np.concatenate([transformer.forward([i]) for i in ids])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_decode_step_equals_the_numpy_step(tmp_path, kind):
+    """The engine's one-token step (stacked products, compiled blocks between them) against the
+    same model's numpy step, from a cache of 4 positions that has to grow twice; Mistral's window
+    is shorter than the sequence."""
+    from hardwire.model.reference import StackedTransformer
+    overrides = {"sliding_window": 5} if kind == "mistral" else {}
+    model = hardwire.load(make_hf_checkpoint(tmp_path, kind, seed=4, **overrides))
+    ids = [int(i) for i in np.random.default_rng(5).integers(0, 128, size=12)]
+    fused = StackedTransformer(model.spec, model.tensor, capacity=4)
+    numpy_step = StackedTransformer(model.spec, model.tensor, capacity=4)
+    numpy_step.fused_decode = False
+    ours, theirs = step_by_step(fused, ids), step_by_step(numpy_step, ids)
+    assert hasattr(fused, "_decode_buffers") and not hasattr(numpy_step, "_decode_buffers")
+    assert fused.capacity >= 12 and fused.position == 12
+    np.testing.assert_allclose(fused.keys[:, :12], numpy_step.keys[:, :12], atol=1e-5)
+    np.testing.assert_allclose(fused.values[:, :12], numpy_step.values[:, :12], atol=1e-5)
+    assert np.abs(ours - theirs).max() < 1e-5
+    assert np.std(theirs) > 0.1
+
+
+@pytest.mark.parametrize("matrix", ["w_down", "wq"])
+def test_decode_step_applies_online_transforms(tmp_path, matrix):
+    """A die's online input transform is per matrix. On w_down (the Hadamard of plan method `had`)
+    the compiled step applies it to that product's input; on a stacked matrix (wq shares its
+    product with wk, wv) the step falls back to the numpy layer. Either way the logits are the
+    per-matrix reference's with the same transform."""
+    from hardwire.model.reference import FloatTransformer, StackedTransformer
+    model = hardwire.load(make_hf_checkpoint(tmp_path, "qwen2-bias", seed=6))
+    calls = []
+
+    def halve(x):                      # any function of the input will do; this one changes the result
+        calls.append(x.shape)
+        return x * np.float32(0.5)
+    transforms = {f"layers.{i}.{matrix}": halve for i in range(model.spec.layers)}
+    ids = [5, 9, 77, 3]
+    stacked = StackedTransformer(model.spec, model.tensor, input_transforms=transforms)
+    ours = step_by_step(stacked, ids)
+    assert len(calls) == model.spec.layers * len(ids)
+    assert hasattr(stacked, "_decode_buffers") == (matrix == "w_down")     # compiled step or fallback
+    theirs = step_by_step(FloatTransformer(model.spec, model.tensor, input_transforms=transforms), ids)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    plain = step_by_step(StackedTransformer(model.spec, model.tensor), ids)
+    assert np.abs(plain - ours).max() > 1e-2           # the transform did change the logits
+
+
+def test_decode_step_rejects_an_out_of_range_token(tmp_path):
+    engine = make_engine(make_hf_checkpoint(tmp_path, "llama-mha"))
+    with pytest.raises(ValueError, match="token ids"):
+        engine.transformer.forward([128])
+    assert engine.transformer.position == 0
+
+
+def test_numba_products_give_the_numpy_step(tmp_path):
+    """The decode step with numba's row-parallel matrix-vector product in place of BLAS (the
+    alternative the bench measures), and that product alone on row counts that are not a multiple
+    of its block of rows."""
+    from hardwire.model.decode_kernels import row_parallel_matvec
+    from hardwire.model.reference import StackedTransformer
+    rng = np.random.default_rng(8)
+    for rows in (1, 3, 6, 9):
+        matrix, vector = rng.standard_normal((rows, 33), np.float32), rng.standard_normal(33, np.float32)
+        out = np.full(rows, np.nan, np.float32)
+        row_parallel_matvec(matrix, vector, out)
+        np.testing.assert_allclose(out, matrix.astype(np.float64) @ vector, rtol=1e-5, atol=1e-5)
+    model = hardwire.load(make_hf_checkpoint(tmp_path, "llama-gqa-tied", seed=9))
+    ids = [7, 100, 3, 64, 12]
+    with_numba = StackedTransformer(model.spec, model.tensor)
+    with_numba.matvec = row_parallel_matvec
+    numpy_step = StackedTransformer(model.spec, model.tensor)
+    numpy_step.fused_decode = False
+    theirs = step_by_step(numpy_step, ids)
+    assert np.abs(step_by_step(with_numba, ids) - theirs).max() < 1e-5
+    assert np.std(theirs) > 0.1

@@ -279,7 +279,19 @@ class StackedTransformer(FloatTransformer):
     matrix-vector product per stack and reads each weight once. `weights` keeps every canonical
     name as a view of its stack's rows (no second copy), so per-name paths — `linear(name)`, a
     forward with a calibration `capture` — read the same memory. Replacing an entry of `weights`
-    afterwards would not reach the stack."""
+    afterwards would not reach the stack.
+
+    A one-token `forward` (a decode step) runs `decode_one`: between the products, the compiled
+    blocks of `decode_kernels` in buffers allocated once, so the step spends its time reading
+    weights; a die's online transform of a single matrix's input (w_down's Hadamard) is applied
+    to that vector before its product. Anything it does not handle goes the reference's way:
+    several tokens (a prefill), a calibration `capture`, an online transform on a stacked matrix's
+    input (`fused_decode = False` turns it off, for comparisons)."""
+
+    fused_decode = True
+    # The decode step's matrix-vector product, matvec(matrix, vector, out); None: numpy's BLAS
+    # (`decode_kernels.blas_matvec`). `decode_kernels.row_parallel_matvec` is numba's alternative.
+    matvec: Callable | None = None
 
     def load_weights(self, tensor: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
         shapes = self.spec.tensor_shapes()
@@ -300,6 +312,87 @@ class StackedTransformer(FloatTransformer):
             if name not in weights:
                 weights[name] = np.ascontiguousarray(tensor(name), dtype=np.float32)
         return weights
+
+    def forward(self, ids, capture: Capture | None = None) -> np.ndarray:
+        if self.fused_decode and capture is None and np.size(ids) == 1 and not self.stack_transformed():
+            return self.decode_one(int(np.asarray(ids).reshape(-1)[0]))
+        return super().forward(ids, capture)
+
+    def stack_transformed(self) -> bool:
+        """Whether an online transform reads the input of a stacked matrix: the matrices of a stack
+        share one product, so a per-matrix transform there needs the per-matrix (numpy) path."""
+        return any(f"layers.{i}.{name}" in self.input_transforms
+                   for i in range(self.spec.layers) for names in STACKS for name in names)
+
+    def decode_buffers(self) -> dict[str, np.ndarray]:
+        """The step's activations, allocated on the first decode step and reused by every later one
+        (`scores` grows with the cache)."""
+        buffers = getattr(self, "_decode_buffers", None)
+        if buffers is None:
+            spec = self.spec
+            stack_rows = spec.q_dim + 2 * spec.kv_heads * spec.head_dim
+            empty = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+            buffers = self._decode_buffers = dict(
+                x=empty(spec.hidden_dim), normed=empty(spec.hidden_dim), delta=empty(spec.hidden_dim),
+                qkv=empty(stack_rows), q=empty(spec.heads, spec.head_dim), attended=empty(spec.q_dim),
+                gate_up=empty(2 * spec.ffn_dim), gated=empty(spec.ffn_dim), scores=empty(self.capacity),
+                cos=empty(spec.head_dim // 2), sin=empty(spec.head_dim // 2), nothing=empty(0),
+                inverse_frequencies=rope_inverse_frequencies(spec))
+        if buffers["scores"].shape[0] < self.capacity:
+            buffers["scores"] = np.zeros(self.capacity, np.float32)
+        return buffers
+
+    def decode_one(self, token: int) -> np.ndarray:
+        """Logits [1, vocab] of one token appended at the current position: per layer four
+        matrix-vector products (`matvec`, written into the buffers) and four compiled calls."""
+        from hardwire.model.decode_kernels import add_rmsnorm, attend_one, blas_matvec, rope_angles, silu_times_up
+        spec, w = self.spec, self.weights
+        if not 0 <= token < spec.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {spec.vocab_size})")
+        position = self.position
+        self._grow(position + 1)
+        b = self.decode_buffers()
+        x, normed, delta, qkv, gate_up, gated = b["x"], b["normed"], b["delta"], b["qkv"], b["gate_up"], b["gated"]
+        eps, window, matvec = np.float32(spec.norm_eps), spec.sliding_window or 0, self.matvec or blas_matvec
+        rope_angles(b["inverse_frequencies"], position, b["cos"], b["sin"])
+        x[:] = w["embed"][token]
+        residual = b["nothing"]              # nothing to add before the first layer's norm
+        for index in range(spec.layers):
+            p = f"layers.{index}."
+            add_rmsnorm(x, residual, w[p + "attn_norm"], eps, normed)
+            matvec(self.stacks[p + "wq"], normed, qkv)
+            bias = self.stacked_biases[index] if spec.qkv_bias else b["nothing"]
+            attend_one(qkv, bias, b["cos"], b["sin"], self.keys, self.values, index, position, window,
+                       b["q"], b["scores"], b["attended"])
+            matvec(w[p + "wo"], self.transformed(p + "wo", b["attended"]), delta)
+            add_rmsnorm(x, delta, w[p + "ffn_norm"], eps, normed)
+            matvec(self.stacks[p + "w_gate"], normed, gate_up)
+            silu_times_up(gate_up, gated)
+            matvec(w[p + "w_down"], self.transformed(p + "w_down", gated), delta)
+            residual = delta
+        add_rmsnorm(x, residual, w["final_norm"], eps, normed)
+        self.position = position + 1
+        logits = np.empty((1, spec.vocab_size), np.float32)     # the caller keeps it: a new array
+        matvec(self.output, self.transformed(spec.classifier, normed), logits[0])
+        return logits
+
+    def transformed(self, name: str, vector: np.ndarray) -> np.ndarray:
+        """The input of matrix `name` after its online transform (a new vector), or itself."""
+        transform = self.input_transforms.get(name)
+        if transform is None:
+            return vector
+        return np.ascontiguousarray(transform(vector[None])[0], dtype=np.float32)
+
+    @property
+    def stacked_biases(self) -> list[np.ndarray]:
+        """bq|bk|bv of each layer, in the q|k|v stack's row order (computed once)."""
+        biases = getattr(self, "_stacked_biases", None)
+        if biases is None:
+            w = self.weights
+            biases = self._stacked_biases = [
+                np.concatenate([w[f"layers.{i}.{name}"] for name in ("bq", "bk", "bv")]).astype(np.float32)
+                for i in range(self.spec.layers)]
+        return biases
 
     def project(self, prefix: str, names: tuple[str, ...], x: np.ndarray,
                 capture: Capture | None) -> list[np.ndarray]:

@@ -41,9 +41,9 @@ class PatchedWeights:
 
 class FloatEngine(Engine):
     """The float reference: a checkpoint's weights, or a die's dequantized weights, with q|k|v and
-    gate|up stacked so a decode step reads each weight once (`StackedTransformer`). Its matrix
-    products are numpy's BLAS: its thread count is the BLAS pool's (`threadpoolctl`, or the
-    environment, e.g. OPENBLAS_NUM_THREADS)."""
+    gate|up stacked so a decode step reads each weight once, and the step's work between the
+    products compiled (`StackedTransformer.decode_one`). Its matrix products are numpy's BLAS: its
+    thread count is the BLAS pool's (`threadpoolctl`, or the environment, e.g. OPENBLAS_NUM_THREADS)."""
     backend = "float"
 
     def __init__(self, source, capacity: int | None = None, patch=None):
