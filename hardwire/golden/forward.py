@@ -24,7 +24,8 @@ from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, 
 from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.hadamard import hadamard_transform
-from hardwire.golden.matvec import PackedMatrix, can_stack, matvec, matvec_batch, pack_matrix, stack
+from hardwire.golden.matvec import (PackedMatrix, can_stack, matvec, matvec_batch, pack_matrix, stack,
+                                    threads_now)
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -259,6 +260,7 @@ class GoldenTransformer:
         spec = self.spec = die.spec
         self.patch = patch
         self.tables = tables
+        self.threads: int | None = None         # numba's thread count, set by each step (None: ask)
         self.act_bits = _scalar(tables, "activation_bits")
         self.kv_bits = _scalar(tables, "kv_bits")
         self.logit_frac_bits = _scalar(tables, "logit_frac_bits")
@@ -352,9 +354,10 @@ class GoldenTransformer:
                     for row, adapter in placed:
                         apply_adapter(adapter, x, extra[row:row + adapter.rows])
             if len(xs) == 1:            # one user: a single compiled call (`matvec`)
-                outs.append(matvec(matrix, xs[0], scales[0], out_bits, None if extras is None else extras[0])[None])
+                outs.append(matvec(matrix, xs[0], scales[0], out_bits, None if extras is None else extras[0],
+                                   self.threads)[None])
             else:
-                outs.append(matvec_batch(matrix, xs, scales, out_bits, extras))
+                outs.append(matvec_batch(matrix, xs, scales, out_bits, extras, self.threads))
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def step(self, token: int, trace: Trace | None = None) -> np.ndarray:
@@ -383,6 +386,7 @@ class GoldenTransformer:
         """The token step, block by block in chip order, each block for every user before the next
         (caches[i] = (keys, values, position) of user i). `trace` is for one user."""
         note = trace if trace is not None else None
+        self.threads = threads_now()            # asked once a step, not by each of its products
         hs = np.empty((len(tokens), self.spec.hidden_dim), np.int64)
         if note is None and len(tokens) > 1:      # many users: one compiled call per block for all of them
             embed_users(self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult, self.embed_shift,

@@ -472,15 +472,26 @@ def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users):
     return padded, corrections, True
 
 
-def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+def threads_now() -> int:
+    """numba's thread count for the calling thread. Asking costs a few microseconds (a lock and
+    a thread-local read), so a token step asks once and hands the answer to its 49 products
+    (`threads=`); a process started with one thread never asks."""
+    return get_num_threads() if config.NUMBA_NUM_THREADS > 1 else 1
+
+
+def _splits_over_threads(matrix: PackedMatrix, threads: int | None) -> bool:
+    """Whether `matrix` is large enough to split over the threads, and there are several."""
+    return matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and (
+        threads_now() if threads is None else threads) > 1
+
+
+def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, threads: int | None = None) -> np.ndarray:
     """int64 [users, row blocks * R]: each user's accumulators (`accumulate`)."""
     stacked = np.asarray(xs[0], dtype=np.int64).reshape(1, -1) if len(xs) == 1 else np.asarray(xs, dtype=np.int64)
     users = stacked.shape[0]
     width = matrix.row_blocks * ROW_BLOCK
     acc = np.empty((users, width), dtype=np.int64)
-    # (get_num_threads costs microseconds a call; a process started with one thread never asks)
-    parallel = (matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and config.NUMBA_NUM_THREADS > 1
-                and get_num_threads() > 1)
+    parallel = _splits_over_threads(matrix, threads)
     quads = matrix.group_width // QUAD
     fits_int8 = tiles = False
     if VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
@@ -526,11 +537,12 @@ _NO_EXTRAS = np.zeros((0, 0), dtype=np.int64)
 
 
 def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales: list[tuple[int, int]] | np.ndarray,
-                 out_bits: int, extras: list | np.ndarray | None = None) -> np.ndarray:
+                 out_bits: int, extras: list | np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
     """`matvec` of several users' vectors (a list, or the rows of one array), each with its own
     token scale: every row block's codes are read once for all of them. The sums are integers, so
     each result is exactly `matvec`'s. `extras[u]`, when given and not None, is added to user u's
-    accumulators (`matvec`). Returns int64 [users, rows], row b user b's result."""
+    accumulators (`matvec`). `threads`: `threads_now()` when the caller already asked. Returns
+    int64 [users, rows], row b user b's result."""
     if extras is None:
         added = _NO_EXTRAS
     elif isinstance(extras, np.ndarray):
@@ -541,7 +553,7 @@ def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales
             if extra is not None:
                 row += extra
     scales = np.ascontiguousarray(np.asarray(scales, dtype=np.int64).reshape(len(xs), 2))
-    return _finish(_sums(matrix, xs), added, matrix.shifts, scales, matrix.bias, out_bits)
+    return _finish(_sums(matrix, xs, threads), added, matrix.shifts, scales, matrix.bias, out_bits)
 
 
 # One user's matvec in one compiled call: preparing x, the row-block kernel and requantizing run
@@ -575,19 +587,18 @@ _NO_EXTRA = np.zeros(0, dtype=np.int64)
 
 
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
-           extra: np.ndarray | None = None) -> np.ndarray:
+           extra: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
     """§3: acc_i = sum_g m_ig * sum_{j in g} (c_ij - z_ig) x_j;
     a_i = sat59(round(acc_i * 2^-(k_i + e - 7))); y_i = sat_out(round(a_i * mu * 2^-10) + b_i).
 
     x: integer vector of length `matrix.cols` with token scale (mu, e) (§2.2). `extra` (int64
     [rows]), when given, is added to acc before requantizing: a patch's adapter terms (§11).
-    Returns int64 [rows]; the same integers as `matvec_batch` of x alone."""
-    # (get_num_threads costs microseconds a call; a process started with one thread never asks)
-    parallel = (matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and config.NUMBA_NUM_THREADS > 1
-                and get_num_threads() > 1)
+    `threads`: `threads_now()` when the caller already asked. Returns int64 [rows]; the same
+    integers as `matvec_batch` of x alone."""
     mantissa, exponent = scale
-    return _ONE_USER[parallel](np.ascontiguousarray(x, dtype=np.int64), np.int64(mantissa), np.int64(exponent),
-                               _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
-                               matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias,
-                               matrix.group, matrix.group_width, matrix.offset, matrix.nibbles,
-                               VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH, out_bits)
+    one_user = _ONE_USER[_splits_over_threads(matrix, threads)]
+    return one_user(np.ascontiguousarray(x, dtype=np.int64), np.int64(mantissa), np.int64(exponent),
+                    _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
+                    matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias,
+                    matrix.group, matrix.group_width, matrix.offset, matrix.nibbles,
+                    VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH, out_bits)
