@@ -396,6 +396,26 @@ def _requantize(acc, shift, mantissa, exponent, bias, out_bits):
     return saturate(rshift_round(guarded * mantissa, TOKEN_GUARD_BITS + TOKEN_MANTISSA_BITS) + bias, out_bits)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _corrections_shape(zeros, users, groups):
+    """[1, users, groups, 1] without zero points (one offset for every row), else
+    [row blocks, users, groups, R]."""
+    if zeros.shape[0] == 0:
+        return (1, users, groups, 1)
+    return (zeros.shape[0], users, groups, ROW_BLOCK)
+
+
+@njit(cache=True, nogil=True)
+def _fill_corrections(sums, offset, zeros, corrections):
+    """corrections[block, b, g, r] = (offset + z_gr) * sum_{j in g} x_bj, in the array's own type."""
+    for block in range(corrections.shape[0]):
+        for b in range(corrections.shape[1]):
+            for g in range(corrections.shape[2]):
+                for r in range(corrections.shape[3]):
+                    zero = np.int64(0) if zeros.shape[0] == 0 else np.int64(zeros[block, g, r])
+                    corrections[block, b, g, r] = (offset + zero) * sums[b, g]
+
+
 @njit(cache=True, nogil=True)
 def _prepare(xs, group, width, groups, offset, zeros):
     """The kernel's inputs for users' vectors xs [users, cols]: each x with each group of `group`
@@ -415,18 +435,8 @@ def _prepare(xs, group, width, groups, offset, zeros):
                 padded[b, g * width + j] = v
                 sums[b, g] += v
                 small = small and -128 <= v <= 127
-    if zeros.shape[0] == 0:
-        corrections = np.empty((1, users, groups, 1), dtype=np.int64)
-        for b in range(users):
-            for g in range(groups):
-                corrections[0, b, g, 0] = offset * sums[b, g]
-    else:
-        corrections = np.empty((zeros.shape[0], users, groups, ROW_BLOCK), dtype=np.int64)
-        for block in range(zeros.shape[0]):
-            for b in range(users):
-                for g in range(groups):
-                    for r in range(ROW_BLOCK):
-                        corrections[block, b, g, r] = (offset + np.int64(zeros[block, g, r])) * sums[b, g]
+    corrections = np.empty(_corrections_shape(zeros, users, groups), dtype=np.int64)
+    _fill_corrections(sums, offset, zeros, corrections)
     return padded, corrections, small
 
 
@@ -457,18 +467,8 @@ def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users):
             source = xs[b, first:first + count]
             for j in range(count):
                 target[j] = source[j]
-    if zeros.shape[0] == 0:
-        corrections = np.empty((1, users, groups, 1), dtype=np.int32)
-        for b in range(users):
-            for g in range(groups):
-                corrections[0, b, g, 0] = offset * sums[b, g]
-    else:
-        corrections = np.empty((zeros.shape[0], users, groups, ROW_BLOCK), dtype=np.int32)
-        for block in range(zeros.shape[0]):
-            for b in range(users):
-                for g in range(groups):
-                    for r in range(ROW_BLOCK):
-                        corrections[block, b, g, r] = (offset + np.int64(zeros[block, g, r])) * sums[b, g]
+    corrections = np.empty(_corrections_shape(zeros, users, groups), dtype=np.int32)
+    _fill_corrections(sums, offset, zeros, corrections)
     return padded, corrections, True
 
 
