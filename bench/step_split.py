@@ -1,0 +1,76 @@
+"""Where a one-user golden token step's wall time goes: inside its matrix products or outside them.
+
+    python bench/step_split.py [--plans w4g32 w8g32] [--threads 2] [--rounds 5] [--steps 16]
+
+The model of bench/decode_golden.py (stories110M shape, random weights) is frozen at each plan and
+decoded one token a step. Every call of `hardwire.golden.forward.matvec` (one compiled call per
+product: preparing x, the kernel, requantizing, and the Python around it) is timed; the rest of
+the step is norms, RoPE and attention over the cache, SwiGLU, residuals and the Python between
+them. Wall time, so that a product's second thread counts; best of `--rounds` rounds of
+`--steps` steps. Used for docs/benchmarks.md ("The current figures").
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def split(transformer, rounds: int, steps: int) -> tuple[float, float]:
+    """(seconds a step, seconds of it inside `matvec` calls), from the fastest round."""
+    import hardwire.golden.forward as forward
+    inside = [0.0]
+    real = forward.matvec
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        result = real(*args, **kwargs)
+        inside[0] += time.perf_counter() - started
+        return result
+
+    transformer.reset()
+    token = int(np.argmax(transformer.step(1)))
+    for _ in range(8):                       # compiles, warms caches
+        token = int(np.argmax(transformer.step(token)))
+    forward.matvec = timed
+    try:
+        results = []
+        for _ in range(rounds):
+            inside[0] = 0.0
+            started = time.perf_counter()
+            for _ in range(steps):
+                token = int(np.argmax(transformer.step(token)))
+            results.append(((time.perf_counter() - started) / steps, inside[0] / steps))
+    finally:
+        forward.matvec = real
+    return min(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", nargs="+", default=["w4g32", "w8g32"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=16)
+    args = parser.parse_args()
+    import numba
+    numba.set_num_threads(args.threads)
+    from decode_golden import golden_engine, random_model
+    model = random_model()
+    for plan in args.plans:
+        with tempfile.TemporaryDirectory() as folder:
+            transformer = golden_engine(model, plan, Path(folder)).transformer
+            step, inside = split(transformer, args.rounds, args.steps)
+        print(f"{plan}, {args.threads} threads: step {step * 1e3:.2f} ms, inside the products {inside * 1e3:.2f} ms, "
+              f"outside {(step - inside) * 1e3:.2f} ms ({(step - inside) / step:.0%})")
+
+
+if __name__ == "__main__":
+    main()
