@@ -13,6 +13,7 @@ hardwire.datapath).
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -24,8 +25,8 @@ from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, 
 from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.hadamard import hadamard_transform
-from hardwire.golden.matvec import (PackedMatrix, can_stack, matvec, matvec_batch, pack_matrix, stack,
-                                    threads_now)
+from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch, matvec_compiled,
+                                    pack_matrix, stack, threads_now)
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -222,6 +223,63 @@ def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bit
         scales[b, 0], scales[b, 1] = mu, e
 
 
+# -- one user's whole token step in one compiled call ----------------------------------------------
+
+@njit(cache=True, nogil=True)
+def step_compiled(token, embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, layers, final_mult,
+                  final_shift, classifier, keys, values, pos, window, dims, eps, act_bits, kv_bits, hadamard_block,
+                  rsqrt_table, rope_cos, rope_sin, exp2_table, reciprocal_table, sigmoid_table, threads):
+    """The blocks of `GoldenTransformer.run_users` for one user, without returning to Python between
+    them: int64 logits of `token` at position `pos`. layers[i] = `GoldenTransformer.compiled_layers`;
+    dims = (q_dim, kv_dim, heads, kv_heads, head_dim, ffn_dim). A step of 12 layers made ~100
+    Python calls (~0.4 ms of a 2.4 ms step at 2 threads, docs/benchmarks.md); this is one.
+    (Not cached: the products it calls split over threads through an uncached build.)"""
+    q_dim, kv_dim, heads, kv_heads, head_dim, ffn_dim = dims
+    cache_shift = INTERNAL_BITS - kv_bits
+    first = 0 if window <= 0 else max(0, pos + 1 - window)
+    h = np.empty(embed_codes.shape[1], dtype=np.int64)
+    embed_lookup(embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, token, h)
+    x = np.empty(h.size, dtype=np.int64)
+    attended = np.empty(q_dim, dtype=np.int64)
+    gated = np.empty(ffn_dim, dtype=np.int64)
+    for index in range(len(layers)):
+        qkv_matrix, wo_matrix, gate_up_matrix, down_matrix, attn_mult, attn_shift, ffn_mult, ffn_shift, c = \
+            layers[index]
+        mu, e = rmsnorm(h, attn_mult, attn_shift, eps, act_bits, rsqrt_table, x)
+        qkv = matvec_group(qkv_matrix, x, mu, e, threads, INTERNAL_BITS)
+        mu, e = attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos[pos], rope_sin[pos], cache_shift,
+                       kv_bits, keys[index], values[index], pos, first, c[0], c[1], c[2], c[3], act_bits, exp2_table,
+                       reciprocal_table, attended)
+        residual_add(h, matvec_group(wo_matrix, attended, mu, e, threads, RESIDUAL_BITS))
+        mu, e = rmsnorm(h, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, x)
+        gate_up = matvec_group(gate_up_matrix, x, mu, e, threads, INTERNAL_BITS)
+        if hadamard_block > 1:
+            mu, e = swiglu_hadamard(gate_up[:ffn_dim], gate_up[ffn_dim:], c[4], c[5], c[6], c[7], act_bits,
+                                    sigmoid_table, hadamard_block, gated)
+        else:
+            mu, e = swiglu(gate_up[:ffn_dim], gate_up[ffn_dim:], c[4], c[5], c[6], c[7], act_bits, sigmoid_table,
+                           gated)
+        residual_add(h, matvec_group(down_matrix, gated, mu, e, threads, RESIDUAL_BITS))
+    mu, e = rmsnorm(h, final_mult, final_shift, eps, act_bits, rsqrt_table, x)
+    return matvec_group(classifier, x, mu, e, threads, RESIDUAL_BITS)
+
+
+@njit(cache=True, nogil=True)
+def matvec_group(matrices, x, mantissa, exponent, threads, out_bits):
+    """`matvec_compiled` of x through each of `matrices` (a typed list of `compiled_fields`: one
+    stacked matrix, or several that could not be stacked), their outputs concatenated."""
+    rows = 0
+    for fields in matrices:
+        rows += fields[3].size                      # a matrix's shifts: one per row
+    out = np.empty(rows, dtype=np.int64)
+    at = 0
+    for fields in matrices:
+        y = matvec_compiled(fields, x, mantissa, exponent, threads, out_bits)
+        out[at:at + y.size] = y
+        at += y.size
+    return out
+
+
 @njit(cache=True, nogil=True)
 def argmax(logits):
     """§9.1 the first index of the largest logit."""
@@ -241,6 +299,14 @@ def _scalar(tables, name) -> int:
 def _pair(tables, name) -> tuple[int, int]:
     m, k = tables[name]
     return int(m), int(k)
+
+
+def _compiled_group(matrices: list[PackedMatrix]) -> typed.List:
+    """A group of matrices reading one vector, as `matvec_group` takes them."""
+    group = typed.List()
+    for matrix in matrices:
+        group.append(compiled_fields(matrix))
+    return group
 
 
 class _UserCaches:
@@ -364,9 +430,45 @@ class GoldenTransformer:
         """Logits (int64 [vocab], units of 2^-logit_frac_bits) of `token` at the next position."""
         pos = self.position
         self._grow(pos + 1)
-        logits = self.run_users([int(token)], [(self.keys, self.values, pos)], trace)[0]
+        if trace is None and self.compiled_layers is not None:
+            logits = self._step_compiled(int(token), pos)
+        else:
+            logits = self.run_users([int(token)], [(self.keys, self.values, pos)], trace)[0]
         self.position = pos + 1
         return logits
+
+    @cached_property
+    def compiled_layers(self) -> typed.List | None:
+        """The layers as `step_compiled` reads them, one tuple each: its q|k|v, output, gate|up and
+        down matrices (typed lists of `compiled_fields`, one entry when stacked), the norms'
+        constants and the layer's eight multipliers. None when a patch adds adapters: their
+        terms are added by the block-by-block step."""
+        if any(adapter for layer in self.layers for key in LINEAR_GROUPS for adapter in layer[key + ".adapters"]):
+            return None
+        layers = typed.List()
+        for layer in self.layers:
+            constants = np.array([v for name in ("score_mult", "attention_out_mult", "sigmoid_index_mult",
+                                                 "swiglu_mult") for v in layer[name]], np.int64)
+            (attn_mult, attn_shift), (ffn_mult, ffn_shift) = layer["attn_norm"], layer["ffn_norm"]
+            layers.append(tuple(_compiled_group(layer[key]) for key in LINEAR_GROUPS) + (
+                np.ascontiguousarray(attn_mult, np.int64), np.int64(attn_shift),
+                np.ascontiguousarray(ffn_mult, np.int64), np.int64(ffn_shift), constants))
+        return layers
+
+    def _step_compiled(self, token: int, pos: int) -> np.ndarray:
+        spec, t = self.spec, self.tables
+        dims = (spec.q_dim, spec.kv_dim, spec.heads, spec.kv_heads, spec.head_dim, spec.ffn_dim)
+        final_mult, final_shift = self.final_norm
+        return step_compiled(token, self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult,
+                             self.embed_shift, self.compiled_layers, final_mult, np.int64(final_shift),
+                             self.compiled_classifier, self.keys, self.values, pos, spec.sliding_window or 0, dims,
+                             self.norm_eps, self.act_bits, self.kv_bits, self.down_hadamard_block, t["rsqrt_table"],
+                             t["rope_cos"], t["rope_sin"], t["exp2_table"], t["reciprocal_table"],
+                             t["sigmoid_table"], threads_now())
+
+    @cached_property
+    def compiled_classifier(self) -> typed.List:
+        return _compiled_group([self.classifier])
 
     def step_batch(self, tokens: list[int], caches: list) -> list[np.ndarray]:
         """One token for each of several users; user i's KV cache is caches[i] (a

@@ -562,11 +562,15 @@ def matvec_batch(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, scales
 # portable one. Built twice like the kernels, on the serial and on the parallel kernels.
 def _matvec_one(x, mantissa, exponent, extra, data, multipliers, zeros, shifts, bias, group, width, offset,
                 nibbles, fast, out_bits):
-    padded, removed, fits_int8 = _prepare(x.reshape(1, -1), group, width, multipliers.shape[1], offset, zeros)
     acc = np.empty((1, data.shape[0] * ROW_BLOCK), dtype=np.int64)
-    if fast and fits_int8:
-        _rows_fast(padded.astype(np.int8), removed.astype(np.int32), data, multipliers, width // QUAD, nibbles, acc)
-    else:
+    fits_int8 = False
+    if fast:
+        small, removed_small, fits_int8 = _prepare_int8(x.reshape(1, -1), group, width, multipliers.shape[1], offset,
+                                                        zeros, 1)
+        if fits_int8:
+            _rows_fast(small, removed_small, data, multipliers, width // QUAD, nibbles, acc)
+    if not fits_int8:
+        padded, removed, _ = _prepare(x.reshape(1, -1), group, width, multipliers.shape[1], offset, zeros)
         _rows_portable_kernel(padded, removed, data, multipliers, width // QUAD, nibbles, acc)
     out = np.empty(shifts.size, dtype=np.int64)
     for i in range(shifts.size):
@@ -584,6 +588,30 @@ for _parallel in (False, True):
     # but it is not cached either: its cache entry would be named like the serial one's
     _ONE_USER[_parallel] = njit(nogil=True, cache=not _parallel)(_twin)
 _NO_EXTRA = np.zeros(0, dtype=np.int64)
+_one_user_serial, _one_user_parallel = _ONE_USER[False], _ONE_USER[True]
+
+
+def compiled_fields(matrix: PackedMatrix) -> tuple:
+    """`matrix` as compiled code takes it (`matvec_compiled`): its arrays, its packing and whether
+    it is large enough to split over threads. Every matrix gives the same tuple type, so a
+    layer's four fit one typed list with the other layers'."""
+    return (matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias, np.int64(matrix.group),
+            np.int64(matrix.group_width), np.int64(matrix.offset), bool(matrix.nibbles),
+            bool(VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH),
+            bool(matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS))
+
+
+@njit(cache=True, nogil=True)
+def matvec_compiled(fields, x, mantissa, exponent, threads, out_bits):
+    """`matvec` from compiled code: `fields` = `compiled_fields(matrix)`, no adapter terms, split
+    over the threads when `threads` > 1 and the matrix is large. (Not cached: it calls the
+    uncached parallel twin.)"""
+    data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, large = fields
+    if large and threads > 1:
+        return _one_user_parallel(x, mantissa, exponent, _NO_EXTRA, data, multipliers, zeros, shifts, bias, group,
+                                  width, offset, nibbles, fast, out_bits)
+    return _one_user_serial(x, mantissa, exponent, _NO_EXTRA, data, multipliers, zeros, shifts, bias, group, width,
+                            offset, nibbles, fast, out_bits)
 
 
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
