@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
-from numba import njit, typed
+from numba import njit, prange, typed
 
 from hardwire import arithmetic as ar
 from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, bit_length, exp2_negative, reciprocal,
@@ -175,11 +175,13 @@ def residual_add(h, y):
 
 
 # -- the same blocks for several users at once (rows of 2-D arrays), one call per block ------------
+# Users are independent, so their rows are split over the threads (at batch 32 and 2 threads these
+# blocks took ~6 of a 22 ms step on one thread; docs/benchmarks.md).
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
     """§4 `rmsnorm` of each row of hs; scales[b] = (mu, e) of user b."""
-    for b in range(hs.shape[0]):
+    for b in prange(hs.shape[0]):
         mu, e = rmsnorm(hs[b], mult, shift, eps, out_bits, rsqrt_table, out[b])
         scales[b, 0], scales[b, 1] = mu, e
 
@@ -191,7 +193,7 @@ def embed_users(codes, zeros, group, mult, shift, tokens, out):
         embed_lookup(codes, zeros, group, mult, shift, tokens[b], out[b])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift, kv_bits, keys,
                  values, layer, positions, window, score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table,
                  reciprocal_table, out, scales):
@@ -199,7 +201,7 @@ def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_
     keys[b][layer] / values[b][layer] (typed lists of [layers, positions, kv_heads, head_dim]),
     the last `window` positions when window > 0; scales[b] = (mu, e). One compiled call for all
     users instead of a Python call per user and layer (384 a step at batch 32)."""
-    for b in range(qkvs.shape[0]):
+    for b in prange(qkvs.shape[0]):
         pos = positions[b]
         first = 0 if window <= 0 else max(0, pos + 1 - window)
         mu, e = attend(qkvs[b], q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos[pos], rope_sin[pos], cache_shift,
@@ -208,12 +210,12 @@ def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_
         scales[b, 0], scales[b, 1] = mu, e
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, hadamard_block,
                  out, scales):
     """§7 `swiglu` of each row of gate_up = [gate | up] (with §12's transform when hadamard_block
     > 1: `swiglu_hadamard`); scales[b] = (mu, e) of user b."""
-    for b in range(gate_up.shape[0]):
+    for b in prange(gate_up.shape[0]):
         if hadamard_block > 1:
             mu, e = swiglu_hadamard(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift,
                                     out_bits, sigmoid_table, hadamard_block, out[b])

@@ -517,12 +517,12 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     return _sums(matrix, xs)[:, :matrix.rows]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _finish(acc, extras, shifts, scales, bias, out_bits):
     """Each user's sums, plus extras[b] (extras [users, rows], or [0, 0]: none), requantized with
-    its token scale (mu, e) = scales[b] (§3)."""
+    its token scale (mu, e) = scales[b] (§3); users split over the threads."""
     out = np.empty((acc.shape[0], shifts.size), dtype=np.int64)
-    for b in range(acc.shape[0]):
+    for b in prange(acc.shape[0]):
         mantissa, exponent = scales[b, 0], scales[b, 1]
         if extras.shape[0]:
             for i in range(shifts.size):
