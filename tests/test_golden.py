@@ -225,13 +225,16 @@ def test_golden_step_equals_slow_integer_reference(die_and_tables):
 
 def test_the_one_call_step_equals_the_block_by_block_step_on_one_and_two_threads(die_and_tables, monkeypatch):
     """`step` runs a whole token in one compiled call (`step_compiled`); a traced step goes block by
-    block through `run_users`. With every matrix counted large, the second thread splits each one."""
+    block through `run_users`. With every matrix and context counted large, the second thread
+    splits each product's row blocks and each attention's heads."""
     import numba
     import hardwire.golden.matvec as matvec_module
     die, tables = die_and_tables
     ids = list(np.random.default_rng(4).integers(0, die.spec.vocab_size, 12))
     blockwise = GoldenTransformer(die, tables).forward(ids, trace=lambda name, value: None)
+    import hardwire.golden.forward as forward_module
     monkeypatch.setattr(matvec_module, "PARALLEL_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(forward_module, "PARALLEL_MIN_ATTENTION", 0)
     threads = numba.get_num_threads()
     try:
         for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):

@@ -14,6 +14,7 @@ hardwire.datapath).
 from __future__ import annotations
 
 from functools import cached_property
+from types import FunctionType
 from typing import Callable
 
 import numpy as np
@@ -87,55 +88,87 @@ def to_cache(x, shift, bits, out):
 
 
 @njit(cache=True, nogil=True)
-def attention(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
-              exp2_table, reciprocal_table, out):
-    """§6 per query head: scores -> base-2 softmax weights -> normalised weighted sum of V, then
-    token_quantize over all heads (returns the token scale (mu, e)).
+def attention_head(h, q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
+                   exp2_table, reciprocal_table, wide):
+    """§6 query head h: scores -> base-2 softmax weights -> normalised weighted sum of V, into
+    wide[h * head_dim:(h + 1) * head_dim], the values the token quantizer reads.
 
     keys/values: [positions, kv_heads, head_dim] cache codes; positions [first, length) attend."""
     kv_heads, head_dim = keys.shape[1], keys.shape[2]
-    group = heads // kv_heads
+    g = h // (heads // kv_heads)
     exponent = np.empty(length, dtype=np.int64)
     total = np.zeros(head_dim, dtype=np.int64)
-    wide = np.empty(heads * head_dim, dtype=np.int64)
-    for h in range(heads):
-        g = h // group
-        qh = q[h * head_dim:(h + 1) * head_dim]
-        largest = np.int64(-(1 << 62))
-        for t in range(first, length):
-            dot = np.int64(0)
-            for d in range(head_dim):
-                dot += qh[d] * np.int64(keys[t, g, d])
-            z = rshift_round(dot * score_mult, score_shift)
-            exponent[t] = z
-            largest = max(largest, z)
-        weight_sum = np.int64(0)
-        total[:] = 0
-        for t in range(first, length):
-            e = exp2_negative(largest - exponent[t], exp2_table)
-            weight_sum += e
-            for d in range(head_dim):
-                total[d] += e * np.int64(values[t, g, d])
-        r, n = reciprocal(weight_sum, reciprocal_table)
+    qh = q[h * head_dim:(h + 1) * head_dim]
+    largest = np.int64(-(1 << 62))
+    for t in range(first, length):
+        dot = np.int64(0)
         for d in range(head_dim):
-            average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
-            wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
+            dot += qh[d] * np.int64(keys[t, g, d])
+        z = rshift_round(dot * score_mult, score_shift)
+        exponent[t] = z
+        largest = max(largest, z)
+    weight_sum = np.int64(0)
+    for t in range(first, length):
+        e = exp2_negative(largest - exponent[t], exp2_table)
+        weight_sum += e
+        for d in range(head_dim):
+            total[d] += e * np.int64(values[t, g, d])
+    r, n = reciprocal(weight_sum, reciprocal_table)
+    for d in range(head_dim):
+        average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
+        wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
+
+
+# Every query head (`attention_head`) of one user. Built twice, like the matvec kernels: serial, and
+# with its heads split over the threads for one user's long context (`step_compiled`); the parallel
+# build is not cached, as its cache entry would be named like the serial one's.
+def _attention_heads(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
+                     exp2_table, reciprocal_table, wide):
+    for h in prange(heads):
+        attention_head(h, q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
+                       exp2_table, reciprocal_table, wide)
+
+
+attention_heads = njit(cache=True, nogil=True)(_attention_heads)
+attention_heads_parallel = njit(nogil=True, parallel=True)(
+    FunctionType(_attention_heads.__code__, globals(), _attention_heads.__name__))
+# Attended positions x q_dim below which one user's attention stays on one thread. Measured on the
+# 110M shape at 2 threads (w4g32, best of 16 steps): splitting the heads never lost from 16
+# positions up (1.73 ms a step either way) and won from 64 (1.98 -> 1.86 ms; 7.30 -> 4.73 ms at
+# 1,000); below ~10 positions a head is too little work to hand to another thread.
+PARALLEL_MIN_ATTENTION = 1 << 13
+
+
+@njit(cache=True, nogil=True)
+def attention(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
+              exp2_table, reciprocal_table, out):
+    """§6 every query head (`attention_head`), then token_quantize over all heads (returns the
+    token scale (mu, e))."""
+    wide = np.empty(heads * keys.shape[2], dtype=np.int64)
+    attention_heads(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
+                    exp2_table, reciprocal_table, wide)
     return token_quantize(wide, out_bits, out)
 
 
 @njit(cache=True, nogil=True)
-def attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos, first,
-           score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table, reciprocal_table, out):
-    """§5-§6 for one user's q|k|v at position `pos`: RoPE on q and k (in place), k and v into the
-    cache (keys/values [positions, kv_heads, head_dim]), then `attention` over positions
-    [first, pos]. One compiled call for the blocks between the q|k|v and output matvecs."""
+def rope_and_cache(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos):
+    """§5-§6.1 for one user's q|k|v at position `pos`: RoPE on q and k (in place), k and v into the
+    cache (keys/values [positions, kv_heads, head_dim])."""
     q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:]
     rope(q, heads, head_dim, cos, sin)
     rope(k, kv_heads, head_dim, cos, sin)
     to_cache(k, cache_shift, kv_bits, keys[pos].reshape(-1))
     to_cache(v, cache_shift, kv_bits, values[pos].reshape(-1))
-    return attention(q, keys, values, first, pos + 1, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
-                     exp2_table, reciprocal_table, out)
+
+
+@njit(cache=True, nogil=True)
+def attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos, first,
+           score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table, reciprocal_table, out):
+    """`rope_and_cache`, then `attention` over positions [first, pos]. One compiled call for the
+    blocks between the q|k|v and output matvecs."""
+    rope_and_cache(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos)
+    return attention(qkv[:q_dim], keys, values, first, pos + 1, heads, score_mult, score_shift, out_mult, out_shift,
+                     out_bits, exp2_table, reciprocal_table, out)
 
 
 @njit(cache=True, nogil=True)
@@ -230,12 +263,14 @@ def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bit
 @njit(cache=True, nogil=True)
 def step_compiled(token, embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, layers, final_mult,
                   final_shift, classifier, keys, values, pos, window, dims, eps, act_bits, kv_bits, hadamard_block,
-                  rsqrt_table, rope_cos, rope_sin, exp2_table, reciprocal_table, sigmoid_table, threads):
+                  rsqrt_table, rope_cos, rope_sin, exp2_table, reciprocal_table, sigmoid_table, threads,
+                  min_split_attention):
     """The blocks of `GoldenTransformer.run_users` for one user, without returning to Python between
     them: int64 logits of `token` at position `pos`. layers[i] = `GoldenTransformer.compiled_layers`;
     dims = (q_dim, kv_dim, heads, kv_heads, head_dim, ffn_dim). A step of 12 layers made ~100
-    Python calls (~0.4 ms of a 2.4 ms step at 2 threads, docs/benchmarks.md); this is one.
-    (Not cached: the products it calls split over threads through an uncached build.)"""
+    Python calls (~0.6 ms of a 4 ms step at 2 threads, docs/benchmarks.md); this is one. With
+    several threads the large products split their row blocks, and attention its heads once the
+    attended positions x q_dim reach `min_split_attention`."""
     q_dim, kv_dim, heads, kv_heads, head_dim, ffn_dim = dims
     cache_shift = INTERNAL_BITS - kv_bits
     first = 0 if window <= 0 else max(0, pos + 1 - window)
@@ -243,15 +278,23 @@ def step_compiled(token, embed_codes, embed_zeros, embed_group, embed_mult, embe
     embed_lookup(embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, token, h)
     x = np.empty(h.size, dtype=np.int64)
     attended = np.empty(q_dim, dtype=np.int64)
+    wide = np.empty(q_dim, dtype=np.int64)
+    split_heads = threads > 1 and (pos + 1 - first) * q_dim >= min_split_attention
     gated = np.empty(ffn_dim, dtype=np.int64)
     for index in range(len(layers)):
         qkv_matrix, wo_matrix, gate_up_matrix, down_matrix, attn_mult, attn_shift, ffn_mult, ffn_shift, c = \
             layers[index]
         mu, e = rmsnorm(h, attn_mult, attn_shift, eps, act_bits, rsqrt_table, x)
         qkv = matvec_group(qkv_matrix, x, mu, e, threads, INTERNAL_BITS)
-        mu, e = attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos[pos], rope_sin[pos], cache_shift,
-                       kv_bits, keys[index], values[index], pos, first, c[0], c[1], c[2], c[3], act_bits, exp2_table,
-                       reciprocal_table, attended)
+        rope_and_cache(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos[pos], rope_sin[pos], cache_shift,
+                       kv_bits, keys[index], values[index], pos)
+        if split_heads:
+            attention_heads_parallel(qkv[:q_dim], keys[index], values[index], first, pos + 1, heads, c[0], c[1], c[2],
+                                     c[3], exp2_table, reciprocal_table, wide)
+        else:
+            attention_heads(qkv[:q_dim], keys[index], values[index], first, pos + 1, heads, c[0], c[1], c[2], c[3],
+                            exp2_table, reciprocal_table, wide)
+        mu, e = token_quantize(wide, act_bits, attended)
         residual_add(h, matvec_group(wo_matrix, attended, mu, e, threads, RESIDUAL_BITS))
         mu, e = rmsnorm(h, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, x)
         gate_up = matvec_group(gate_up_matrix, x, mu, e, threads, INTERNAL_BITS)
@@ -466,7 +509,7 @@ class GoldenTransformer:
                              self.compiled_classifier, self.keys, self.values, pos, spec.sliding_window or 0, dims,
                              self.norm_eps, self.act_bits, self.kv_bits, self.down_hadamard_block, t["rsqrt_table"],
                              t["rope_cos"], t["rope_sin"], t["exp2_table"], t["reciprocal_table"],
-                             t["sigmoid_table"], threads_now())
+                             t["sigmoid_table"], threads_now(), PARALLEL_MIN_ATTENTION)
 
     @cached_property
     def compiled_classifier(self) -> typed.List:
