@@ -3,11 +3,13 @@
     python bench/step_split.py [--plans w4g32 w8g32] [--threads 2] [--rounds 5] [--steps 16]
 
 The model of bench/decode_golden.py (stories110M shape, random weights) is frozen at each plan and
-decoded one token a step. Every call of `hardwire.golden.forward.matvec` (one compiled call per
-product: preparing x, the kernel, requantizing, and the Python around it) is timed; the rest of
-the step is norms, RoPE and attention over the cache, SwiGLU, residuals and the Python between
-them. Wall time, so that a product's second thread counts; best of `--rounds` rounds of
-`--steps` steps. Used for docs/benchmarks.md ("The current figures").
+decoded one token a step, two ways: `step`, the whole token in one compiled call
+(`hardwire.golden.forward.step_compiled`), and the block-by-block step (`run_users`, what a traced
+or patched step runs), in which every call of `hardwire.golden.forward.matvec` (one compiled call
+per product: preparing x, the kernel, requantizing, and the Python around it) is timed; the rest of
+that step is norms, RoPE and attention over the cache, SwiGLU, residuals and the Python between
+them. Wall time, so that a product's second thread counts; best of `--rounds` rounds of `--steps`
+steps. Used for docs/benchmarks.md ("The current figures").
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def split(transformer, rounds: int, steps: int) -> tuple[float, float]:
-    """(seconds a step, seconds of it inside `matvec` calls), from the fastest round."""
+def split(transformer, rounds: int, steps: int) -> tuple[float, float, float]:
+    """(seconds a compiled step, seconds a block-by-block step, seconds of it inside `matvec`
+    calls), each from its fastest round."""
     import hardwire.golden.forward as forward
     inside = [0.0]
     real = forward.matvec
@@ -35,22 +38,33 @@ def split(transformer, rounds: int, steps: int) -> tuple[float, float]:
         inside[0] += time.perf_counter() - started
         return result
 
+    def blockwise(token: int) -> np.ndarray:
+        logits = transformer.run_users([token], [(transformer.keys, transformer.values, transformer.position)])[0]
+        transformer.position += 1
+        return logits
+
     transformer.reset()
+    transformer._grow(2 * (8 + rounds * steps) + 2)     # the block-by-block step does not grow the cache
     token = int(np.argmax(transformer.step(1)))
     for _ in range(8):                       # compiles, warms caches
         token = int(np.argmax(transformer.step(token)))
-    forward.matvec = timed
-    try:
-        results = []
-        for _ in range(rounds):
+        token = int(np.argmax(blockwise(token)))
+    compiled, stepwise = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(steps):
+            token = int(np.argmax(transformer.step(token)))
+        compiled.append((time.perf_counter() - started) / steps)
+        forward.matvec = timed
+        try:
             inside[0] = 0.0
             started = time.perf_counter()
             for _ in range(steps):
-                token = int(np.argmax(transformer.step(token)))
-            results.append(((time.perf_counter() - started) / steps, inside[0] / steps))
-    finally:
-        forward.matvec = real
-    return min(results)
+                token = int(np.argmax(blockwise(token)))
+            stepwise.append(((time.perf_counter() - started) / steps, inside[0] / steps))
+        finally:
+            forward.matvec = real
+    return (min(compiled),) + min(stepwise)
 
 
 def main() -> None:
@@ -67,9 +81,10 @@ def main() -> None:
     for plan in args.plans:
         with tempfile.TemporaryDirectory() as folder:
             transformer = golden_engine(model, plan, Path(folder)).transformer
-            step, inside = split(transformer, args.rounds, args.steps)
-        print(f"{plan}, {args.threads} threads: step {step * 1e3:.2f} ms, inside the products {inside * 1e3:.2f} ms, "
-              f"outside {(step - inside) * 1e3:.2f} ms ({(step - inside) / step:.0%})")
+            compiled, step, inside = split(transformer, args.rounds, args.steps)
+        print(f"{plan}, {args.threads} threads: compiled step {compiled * 1e3:.2f} ms; block-by-block step "
+              f"{step * 1e3:.2f} ms, inside the products {inside * 1e3:.2f} ms, outside {(step - inside) * 1e3:.2f} ms "
+              f"({(step - inside) / step:.0%})")
 
 
 if __name__ == "__main__":

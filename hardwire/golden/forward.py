@@ -14,7 +14,6 @@ hardwire.datapath).
 from __future__ import annotations
 
 from functools import cached_property
-from types import FunctionType
 from typing import Callable
 
 import numpy as np
@@ -25,6 +24,7 @@ from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, 
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
+from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.hadamard import hadamard_transform
 from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch, matvec_compiled,
                                     pack_matrix, stack, threads_now)
@@ -119,19 +119,16 @@ def attention_head(h, q, keys, values, first, length, heads, score_mult, score_s
         wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
 
 
-# Every query head (`attention_head`) of one user. Built twice, like the matvec kernels: serial, and
-# with its heads split over the threads for one user's long context (`step_compiled`); the parallel
-# build is not cached, as its cache entry would be named like the serial one's.
-def _attention_heads(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
-                     exp2_table, reciprocal_table, wide):
+def attention_heads(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift, exp2_table,
+                    reciprocal_table, wide):
+    """Every query head of one user (`attention_head`); the parallel build splits the heads over
+    the threads, for one user's long context (`step_compiled`)."""
     for h in prange(heads):
         attention_head(h, q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
                        exp2_table, reciprocal_table, wide)
 
 
-attention_heads = njit(cache=True, nogil=True)(_attention_heads)
-attention_heads_parallel = njit(nogil=True, parallel=True)(
-    FunctionType(_attention_heads.__code__, globals(), _attention_heads.__name__))
+attention_heads, attention_heads_parallel = serial_and_parallel(attention_heads)
 # Attended positions x q_dim below which one user's attention stays on one thread. Measured on the
 # 110M shape at 2 threads (w4g32, best of 16 steps): splitting the heads never lost from 16
 # positions up (1.73 ms a step either way) and won from 64 (1.98 -> 1.86 ms; 7.30 -> 4.73 ms at
@@ -208,15 +205,17 @@ def residual_add(h, y):
 
 
 # -- the same blocks for several users at once (rows of 2-D arrays), one call per block ------------
-# Users are independent, so their rows are split over the threads (at batch 32 and 2 threads these
-# blocks took ~6 of a 22 ms step on one thread; docs/benchmarks.md).
+# Users are independent: with several users the `_parallel` builds split them over the threads (at
+# batch 32 and 2 threads these blocks took ~6 of a 22 ms step on one thread; docs/benchmarks.md).
 
-@njit(cache=True, nogil=True, parallel=True)
 def rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
     """§4 `rmsnorm` of each row of hs; scales[b] = (mu, e) of user b."""
     for b in prange(hs.shape[0]):
         mu, e = rmsnorm(hs[b], mult, shift, eps, out_bits, rsqrt_table, out[b])
         scales[b, 0], scales[b, 1] = mu, e
+
+
+rmsnorm_users, rmsnorm_users_parallel = serial_and_parallel(rmsnorm_users)
 
 
 @njit(cache=True, nogil=True)
@@ -226,7 +225,6 @@ def embed_users(codes, zeros, group, mult, shift, tokens, out):
         embed_lookup(codes, zeros, group, mult, shift, tokens[b], out[b])
 
 
-@njit(cache=True, nogil=True, parallel=True)
 def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift, kv_bits, keys,
                  values, layer, positions, window, score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table,
                  reciprocal_table, out, scales):
@@ -243,7 +241,9 @@ def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_
         scales[b, 0], scales[b, 1] = mu, e
 
 
-@njit(cache=True, nogil=True, parallel=True)
+attend_users, attend_users_parallel = serial_and_parallel(attend_users)
+
+
 def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bits, sigmoid_table, hadamard_block,
                  out, scales):
     """§7 `swiglu` of each row of gate_up = [gate | up] (with §12's transform when hadamard_block
@@ -256,6 +256,9 @@ def swiglu_users(gate_up, ffn_dim, index_mult, index_shift, mult, shift, out_bit
             mu, e = swiglu(gate_up[b, :ffn_dim], gate_up[b, ffn_dim:], index_mult, index_shift, mult, shift, out_bits,
                            sigmoid_table, out[b])
         scales[b, 0], scales[b, 1] = mu, e
+
+
+swiglu_users, swiglu_users_parallel = serial_and_parallel(swiglu_users)
 
 
 # -- one user's whole token step in one compiled call ----------------------------------------------
@@ -372,6 +375,7 @@ class GoldenTransformer:
         self.patch = patch
         self.tables = tables
         self.threads: int | None = None         # numba's thread count, set by each step (None: ask)
+        self.split_users = False                # whether this step's per-user blocks split over threads
         self.act_bits = _scalar(tables, "activation_bits")
         self.kv_bits = _scalar(tables, "kv_bits")
         self.logit_frac_bits = _scalar(tables, "logit_frac_bits")
@@ -534,6 +538,7 @@ class GoldenTransformer:
         (caches[i] = (keys, values, position) of user i). `trace` is for one user."""
         note = trace if trace is not None else None
         self.threads = threads_now()            # asked once a step, not by each of its products
+        self.split_users = len(tokens) > 1 and self.threads > 1     # per-user blocks: their parallel builds
         hs = np.empty((len(tokens), self.spec.hidden_dim), np.int64)
         if note is None and len(tokens) > 1:      # many users: one compiled call per block for all of them
             embed_users(self.embed_codes, self.embed_zeros, self.embed_group, self.embed_mult, self.embed_shift,
@@ -560,7 +565,8 @@ class GoldenTransformer:
         mult, shift = mult_shift
         xs = np.empty_like(hs)
         scales = np.empty((hs.shape[0], 2), np.int64)
-        rmsnorm_users(hs, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], xs, scales)
+        (rmsnorm_users_parallel if self.split_users else rmsnorm_users)(
+            hs, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], xs, scales)
         if note:
             note(name, xs[0])
             note(name + ".scale", scales[0])
@@ -583,10 +589,10 @@ class GoldenTransformer:
         rope_cos, rope_sin, exp2_table, reciprocal_table = (t["rope_cos"], t["rope_sin"], t["exp2_table"],
                                                             t["reciprocal_table"])
         if isinstance(caches, _UserCaches):
-            attend_users(qkvs, q_dim, kv_dim, spec.heads, spec.kv_heads, spec.head_dim, rope_cos, rope_sin,
-                         cache_shift, self.kv_bits, caches.keys, caches.values, index, caches.positions,
-                         spec.sliding_window or 0, score_m, score_k, out_m, out_k, self.act_bits, exp2_table,
-                         reciprocal_table, attended, attended_scales)
+            (attend_users_parallel if self.split_users else attend_users)(
+                qkvs, q_dim, kv_dim, spec.heads, spec.kv_heads, spec.head_dim, rope_cos, rope_sin, cache_shift,
+                self.kv_bits, caches.keys, caches.values, index, caches.positions, spec.sliding_window or 0, score_m,
+                score_k, out_m, out_k, self.act_bits, exp2_table, reciprocal_table, attended, attended_scales)
         else:
             for b, (qkv, (keys, values, pos)) in enumerate(zip(qkvs, caches)):
                 first = 0 if spec.sliding_window is None else max(0, pos + 1 - spec.sliding_window)
@@ -615,8 +621,9 @@ class GoldenTransformer:
         gate_up = self._linear(layer["gate_up"], xs, scales, INTERNAL_BITS, layer["gate_up.adapters"])
         gated = np.empty((hs.shape[0], spec.ffn_dim), np.int64)
         gated_scales = np.empty((hs.shape[0], 2), np.int64)
-        swiglu_users(gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"],
-                     self.down_hadamard_block, gated, gated_scales)
+        (swiglu_users_parallel if self.split_users else swiglu_users)(
+            gate_up, spec.ffn_dim, index_m, index_k, glu_m, glu_k, self.act_bits, t["sigmoid_table"],
+            self.down_hadamard_block, gated, gated_scales)
         if note:
             note(name + "swiglu", gated[0])
             note(name + "swiglu.scale", gated_scales[0])
