@@ -183,12 +183,50 @@ def test_estimate_prices_the_transform_only_for_a_die_that_records_it(had_die, t
     assert extra_cycles == layers * (40 // 8 + 1)
 
 
-def test_patch_training_refuses_a_transformed_die(had_die):
-    """The trainer's float model feeds w_down the untransformed SwiGLU output, which this die's
-    w_down (W·Q) does not expect: refused, not trained against the wrong product."""
-    from hardwire.adapters import BadPatch
-    from hardwire.patch.train import TrainOptions, check_options
+def test_a_patch_trains_on_a_transformed_die_and_helps_its_golden_model(had_die):
+    """The trainer's float model feeds a `had` die's w_down (W Q) with Q x, as the chip does: without
+    input quantization it is the die's float reference, and a patch trained on it, turned into
+    integers, lowers the golden model's loss on its training data."""
+    import torch
+    from types import SimpleNamespace
+    from hardwire.die import float_input_transforms
+    from hardwire.golden.adapter import row_ratios
+    from hardwire.golden.forward import GoldenTransformer
+    from hardwire.golden.tables import tables_for
+    from hardwire.measure.quality import next_token_nll
+    from hardwire.model.reference import FloatTransformer
+    from hardwire.patch.quantize import integer_adapter
+    from hardwire.patch.train import ChipModel, Example, TrainOptions, check_options, inner_ranges, train_lora
 
-    _, die, _ = had_die
-    with pytest.raises(BadPatch, match="online Hadamard"):
-        check_options(die, TrainOptions())
+    _, die, calibration = had_die
+    tables = tables_for(die)
+    bits = int(tables["activation_bits"][0])
+    ids = calibration.sequences[0][:20]
+    chip = ChipModel(die, TrainOptions(rank=2, targets=("w_down",)), activation_bits=bits)
+    reference = FloatTransformer(die.spec, die.tensor, input_transforms=float_input_transforms(die)).forward(ids)
+    with torch.no_grad():
+        ours = chip.forward(torch.tensor([ids]), quantize=False)[0].numpy()
+        chip.down_transform = None                     # what the trainer computed before: W Q x without Q
+        untransformed = chip.forward(torch.tensor([ids]), quantize=False)[0].numpy()
+    assert np.abs(ours - reference).max() < 1e-3 * np.abs(reference).max()
+    assert np.abs(untransformed - reference).max() > 0.05 * np.abs(reference).max()
+
+    options = TrainOptions(rank=2, targets=("w_down",), steps=40, lr=1e-2, batch=6)
+    check_options(die, options)                        # no longer refused
+    sequences = [list(map(int, s)) for s in calibration.sequences]
+    result = train_lora(die, [Example(s, 1) for s in sequences], options, activation_bits=bits)
+    assert result.losses[-1] < result.losses[0]
+    ranges = inner_ranges(die, tables, result.adapters, sequences)
+    patch = SimpleNamespace(adapters={t: integer_adapter(t, a, b, row_ratios(die, tables, t), ranges[t])
+                                      for t, (a, b) in result.adapters.items()})
+
+    def golden_nll(patch) -> float:
+        model = GoldenTransformer(die, tables, patch=patch)
+        total = 0.0
+        for s in sequences:
+            model.reset()
+            total += next_token_nll(np.asarray(model.forward(s), dtype=np.float64) / 2 ** model.logit_frac_bits,
+                                    np.asarray(s))
+        return total
+
+    assert golden_nll(patch) < 0.9 * golden_nll(None)     # trained without Q: 0.98

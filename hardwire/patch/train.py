@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.adapters import TARGETS, BadPatch
+from hardwire.arithmetic import hadamard_orthonormal
 from hardwire.die import online_hadamard_block
 from hardwire.errors import BadConfig
 from hardwire.model.reference import rope_inverse_frequencies
@@ -136,6 +137,11 @@ class ChipModel:
         known = scales.get(spec.classifier)
         self.input_scale[spec.classifier] = known
         self.steps, self.code_limit = token_steps(activation_bits)
+        # §12: a die frozen with `had` holds W Q for w_down and feeds it Q x (the chip's butterflies);
+        # here Q is the orthonormal block matrix, applied to each block of n SwiGLU outputs
+        block = online_hadamard_block(die.manifest)
+        self.down_transform = None if block == 1 else torch.from_numpy(
+            hadamard_orthonormal(np.eye(block), block).astype(np.float32))
         inv = torch.tensor(rope_inverse_frequencies(spec), dtype=torch.float64)
         self.inv_freq = inv
         generator = torch.Generator().manual_seed(options.seed)
@@ -216,9 +222,18 @@ class ChipModel:
             x = x + self.linear(p + "wo", q_in(attended, p + "wo"))
             h = q_in(self.rmsnorm(x, p + "ffn_norm"), p + "w_gate")
             gate, up = self.linear(p + "w_gate", h), self.linear(p + "w_up", h)
-            x = x + self.linear(p + "w_down", q_in(torch.nn.functional.silu(gate) * up, p + "w_down"))
+            down_in = self.down_input(torch.nn.functional.silu(gate) * up)
+            x = x + self.linear(p + "w_down", q_in(down_in, p + "w_down"))
         h = q_in(self.rmsnorm(x, "final_norm"), spec.classifier)
         return h @ self.weights[spec.classifier].T
+
+    def down_input(self, x):
+        """What w_down reads: x, or Q x on a die with the online Hadamard transform (Q symmetric,
+        so each block's row vector times Q is Q times it)."""
+        if self.down_transform is None:
+            return x
+        block = self.down_transform.shape[0]
+        return (x.reshape(*x.shape[:-1], -1, block) @ self.down_transform).reshape(x.shape)
 
     def adapters(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {name: (a.detach().numpy().astype(np.float64), (b.detach() * self.lora_scale).numpy().astype(np.float64))
@@ -340,10 +355,6 @@ def check_options(die, options: TrainOptions) -> None:
         raise BadConfig("must be a number >= 0", field="--keep-weight")
     if die.spec.experts:
         raise BadPatch("patches for mixture-of-experts dies are not supported", field="die")
-    if online_hadamard_block(die.manifest) > 1:
-        # ChipModel feeds w_down the untransformed SwiGLU output; this die's w_down expects Q·x (§12)
-        raise BadPatch("training a patch on a die with the online Hadamard transform (plan method had) "
-                       "is not supported yet", field="die")
 
 
 def plot_losses(losses: list[float], path: str | Path, title: str) -> None:
