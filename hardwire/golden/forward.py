@@ -232,7 +232,8 @@ def attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_
     keys[b][layer] / values[b][layer] (typed lists of [layers, positions, kv_heads, head_dim]),
     the last `window` positions when window > 0; scales[b] = (mu, e). One compiled call for all
     users instead of a Python call per user and layer (384 a step at batch 32)."""
-    for b in prange(qkvs.shape[0]):
+    for user in prange(qkvs.shape[0]):
+        b = np.int64(user)                      # a typed list's index is signed; a prange index may not be
         pos = positions[b]
         first = 0 if window <= 0 else max(0, pos + 1 - window)
         mu, e = attend(qkvs[b], q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos[pos], rope_sin[pos], cache_shift,
