@@ -47,10 +47,10 @@ def main() -> None:
             xs8, removed32 = padded.astype(np.int8), removed.astype(np.int32)
             sums = {name: np.empty((users, matrix.row_blocks * kernels.ROW_BLOCK), np.int64) for name in ("v", "a")}
             runs = {
-                "v": lambda: kernels._KERNELS["vnni", False](xs8, removed32, matrix.data, matrix.multipliers,
+                "v": lambda: kernels._KERNELS["vnni", False](xs8, removed32, matrix.data, matrix.multiplier_bytes,
                                                             matrix.group_width // kernels.QUAD, matrix.nibbles,
                                                             sums["v"]),
-                "a": lambda: amx.rows_amx(xs8, removed32, matrix.data, matrix.multipliers, matrix.group_width,
+                "a": lambda: amx.rows_amx(xs8, removed32, matrix.data, matrix.multiplier_bytes, matrix.group_width,
                                           matrix.nibbles, matrix.offset, sums["a"], parallel=False)}
             best = {name: float("inf") for name in runs}
             for _ in range(args.repeats + 1):

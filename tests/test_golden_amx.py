@@ -68,7 +68,7 @@ def test_tile_products_are_exact_for_a_few_users_too(monkeypatch):
         padded, removed, _ = kernels._prepare(xs.astype(np.int64), matrix.group, matrix.group_width, matrix.groups,
                                               matrix.offset, matrix.zeros)
         sums = np.empty((users, matrix.row_blocks * kernels.ROW_BLOCK), dtype=np.int64)
-        amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+        amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multiplier_bytes,
                      matrix.group_width, matrix.nibbles, matrix.offset, sums, parallel=False)
         assert np.array_equal(sums[:, :matrix.rows], vpdpbusd_sums(matrix, xs, monkeypatch))
 
@@ -85,7 +85,7 @@ def test_row_block_pairs_split_over_threads_give_the_same_sums(monkeypatch):
         padded, removed, _ = kernels._prepare(xs.astype(np.int64), matrix.group, matrix.group_width, matrix.groups,
                                               matrix.offset, matrix.zeros)
         sums = np.empty((len(xs), matrix.row_blocks * kernels.ROW_BLOCK), dtype=np.int64)
-        amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multipliers,
+        amx.rows_amx(padded.astype(np.int8), removed.astype(np.int32), matrix.data, matrix.multiplier_bytes,
                      matrix.group_width, matrix.nibbles, matrix.offset, sums, parallel=True)
         assert np.array_equal(sums[:, :matrix.rows], vpdpbusd_sums(matrix, xs, monkeypatch)), fmt
 

@@ -41,6 +41,8 @@ from numba import config, get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from hardwire.golden.multipliers import MULTIPLIER_BYTES, spread
+
 TILE_ROWS = 16            # rows of a tile: users of an A or C tile, matrix rows (int32 columns) of a C tile
 TILE_ROW_BYTES = 64       # bytes of a tile row: K = 64 activation bytes, or 16 rows x one quad of codes
 QUAD = 4                  # columns one int32 of a tile product sums (the B operand's byte pairing)
@@ -180,8 +182,8 @@ def _group_products(nibbles: bool, signed: bool):
     `k_quads` quads each, then, for each user u < `users` of them, in int64, 16 rows at a time as
     the vpdpbusd kernel's lanes: totals[u, 16 b + r] += m_b[g, r] * (P_b[u, r] - corr_b[u, g, r or 0]).
     Arguments: (codes of block 0, of block 1, xs [padded users, groups * W] int8, mults of each
-    block [groups, 16] int32, corr of each [users, groups, 16 or 1] int32, totals [users, 32]
-    int64, first, g, k_quads, steps, users, pair)."""
+    block [groups, 48] uint8 (3 bytes a row, `multipliers.pack`), corr of each [users, groups, 16 or
+    1] int32, totals [users, 32] int64, first, g, k_quads, steps, users, pair)."""
 
     @intrinsic
     def group_products(typingctx, codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first,
@@ -308,8 +310,9 @@ def _group_products(nibbles: bool, signed: bool):
                 return builder.ashr(pairs, shift32)
 
             def combine(b, g):
-                mult = builder.bitcast(load(data(mults_arrs[b]), builder.mul(g, stride(mults_arrs[b], 0)), lanes32, 4),
-                                       lanes64)
+                triples = load(data(mults_arrs[b]), builder.mul(g, stride(mults_arrs[b], 0)),
+                               ir.VectorType(_i8, MULTIPLIER_BYTES * TILE_ROWS))
+                mult = builder.bitcast(spread(builder, triples, TILE_ROWS), lanes64)
                 mults = (low_halves(mult), high_halves(mult))
                 corr_arr = corr_arrs[b]
                 corr_shared = builder.icmp_unsigned("==", cgutils.unpack_tuple(builder, corr_arr.shape)[2], _i64(1))
@@ -439,8 +442,9 @@ if AMX:
 
 def rows_amx(xs: np.ndarray, corrections: np.ndarray, data: np.ndarray, multipliers: np.ndarray, group_width: int,
              nibbles: bool, offset: int, acc: np.ndarray, parallel: bool) -> None:
-    """Fill acc int64 [users, row blocks * 16] from xs int8 [users, groups * W] and corrections
-    int32 [1 or row blocks, users, groups, 16 or 1] (`matvec._prepare`), as the vpdpbusd kernel;
+    """Fill acc int64 [users, row blocks * 16] from xs int8 [users, groups * W], the multipliers
+    uint8 [row blocks, groups, 48] (`PackedMatrix.multiplier_bytes`) and the corrections int32
+    [1 or row blocks, users, groups, 16 or 1] (`matvec._prepare`), as the vpdpbusd kernel;
     `offset` is the one added to the codes (8 for nibbles, 128 for bytes: `matvec.pack_matrix`)."""
     assert AMX
     users = xs.shape[0]

@@ -27,7 +27,6 @@ the arithmetic (docs/arithmetic.md §3) is the die's codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from types import FunctionType
 
 import numpy as np
@@ -39,6 +38,8 @@ from numba.extending import intrinsic
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
 from hardwire.golden import amx
+from hardwire.golden import multipliers as packed_multipliers
+from hardwire.golden.multipliers import MULTIPLIER_BYTES
 
 
 def _cpu_features() -> dict:
@@ -99,11 +100,6 @@ class PackedMatrix:
         """Bytes a matvec streams: codes, multipliers, zero points."""
         return int(self.data.nbytes + self.multiplier_bytes.nbytes + self.zeros.nbytes)
 
-    @cached_property
-    def multipliers(self) -> np.ndarray:
-        """int32 [row blocks, groups, R]: the multipliers unpacked (for code that wants them whole)."""
-        return _unpack_multipliers(self.multiplier_bytes)
-
 
 def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
     """[rows, groups] -> int32 [row blocks, groups, R], padding rows with zeros."""
@@ -111,23 +107,6 @@ def _blocked(values: np.ndarray, blocks: int) -> np.ndarray:
     padded = np.zeros((blocks * ROW_BLOCK, groups), dtype=np.int32)
     padded[:rows] = values
     return np.ascontiguousarray(padded.reshape(blocks, ROW_BLOCK, groups).transpose(0, 2, 1))
-
-
-# A multiplier m <= 2^23 (docs/arithmetic.md §1.3) is stored in MULTIPLIER_BYTES bytes instead of an
-# int32: the stream a token reads shrinks by a byte per row and group (w8g32: 123 -> 120 MB a step).
-MULTIPLIER_BYTES = 3
-
-
-def _pack_multipliers(values: np.ndarray) -> np.ndarray:
-    """int32 [row blocks, groups, R] -> uint8 [row blocks, groups, 3R], each value's low 3 bytes."""
-    as_bytes = values.astype("<u4").view(np.uint8).reshape(*values.shape, 4)
-    return np.ascontiguousarray(as_bytes[..., :MULTIPLIER_BYTES].reshape(*values.shape[:-1], -1))
-
-
-def _unpack_multipliers(packed: np.ndarray) -> np.ndarray:
-    """The inverse of `_pack_multipliers`."""
-    triples = packed.reshape(*packed.shape[:-1], -1, MULTIPLIER_BYTES).astype(np.int32)
-    return sum(triples[..., k] << (8 * k) for k in range(MULTIPLIER_BYTES)).astype(np.int32)
 
 
 def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: int | None,
@@ -159,7 +138,7 @@ def pack_matrix(codes: np.ndarray, zeros: np.ndarray | None, bits: int, group: i
         raise ValueError(f"a multiplier outside [0, 2^{8 * MULTIPLIER_BYTES}): §1.3 multipliers are at most 2^23")
     return PackedMatrix(rows, cols, group_cols, width, groups, nibbles,
                         np.ascontiguousarray(data.reshape(blocks, -1)), offset, zero_points,
-                        _pack_multipliers(_blocked(multipliers, blocks)),
+                        packed_multipliers.pack(_blocked(multipliers, blocks)),
                         np.ascontiguousarray(shifts, dtype=np.int64), bias)
 
 
@@ -281,13 +260,7 @@ def _block_sums_vnni(nibbles: bool, users: int, prefetch: int = PREFETCH_BYTES):
                 prefetch_lines(mult_ptr, builder.add(mult_at, builder.udiv(i64(prefetch * MULTIPLIER_BYTES),
                                                                            row_code_bytes)), 1)
                 triples = load(mult_ptr, mult_at, ir.VectorType(i8, MULTIPLIER_BYTES * rows))
-                # byte k < 3 of lane r is byte 3r + k; byte 3 of every lane is 0 (an index into the zero vector)
-                spread = builder.shuffle_vector(triples, ir.Constant(triples.type, [0] * (MULTIPLIER_BYTES * rows)),
-                                                ir.Constant(ir.VectorType(i32, 4 * rows),
-                                                            [MULTIPLIER_BYTES * r + k if k < MULTIPLIER_BYTES
-                                                             else MULTIPLIER_BYTES * rows
-                                                             for r in range(rows) for k in range(4)]))
-                mult = builder.zext(builder.bitcast(spread, lanes32), lanes64)
+                mult = builder.zext(packed_multipliers.spread(builder, triples, rows), lanes64)
                 corr_at = builder.mul(g, corr_group_stride)
                 for u in range(users):
                     p = partials[u]
@@ -500,7 +473,7 @@ def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, threads: int 
         small, removed, fits_int8 = _prepare_int8(stacked, matrix.group, matrix.group_width, matrix.groups,
                                                   matrix.offset, matrix.zeros, padded_users)
     if fits_int8 and tiles:     # the same sums as tile products, for many users at once
-        amx.rows_amx(small, removed, matrix.data, matrix.multipliers, matrix.group_width, matrix.nibbles,
+        amx.rows_amx(small, removed, matrix.data, matrix.multiplier_bytes, matrix.group_width, matrix.nibbles,
                      matrix.offset, acc, parallel)
     elif fits_int8:
         _KERNELS["vnni", parallel](small, removed, matrix.data, matrix.multiplier_bytes, quads, matrix.nibbles, acc)
