@@ -1,6 +1,9 @@
 """hardwire: turn a trained language model into a chip that is the model."""
 from __future__ import annotations
 
+# before any module compiles a function with cache=True: whose cached code is stale (numba_cache)
+from hardwire import numba_cache  # noqa: F401
+
 __version__ = "0.1.0"
 
 

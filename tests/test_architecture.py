@@ -17,6 +17,7 @@ PACKAGE = ROOT / "hardwire"
 # package's own __init__, the public facade: load, open_die, engine).
 LAYERS = (
     ("errors", "atomic", "progress", "arithmetic",    # the base: nothing from hardwire but errors
+     "numba_cache",                                    # (numba's cache stamps; imported first by the facade)
      "jsonfile", "tomlfile", "console"),
     ("model",),                                        # checkpoints, spec, float reference, text
     ("formats", "die", "adapters"),                    # the frozen artifact, its number formats, its patches

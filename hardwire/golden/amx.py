@@ -41,7 +41,7 @@ from numba import config, get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from hardwire.golden.multipliers import MULTIPLIER_BYTES, spread
+from hardwire.golden.multipliers import spread
 
 TILE_ROWS = 16            # rows of a tile: users of an A or C tile, matrix rows (int32 columns) of a C tile
 TILE_ROW_BYTES = 64       # bytes of a tile row: K = 64 activation bytes, or 16 rows x one quad of codes
@@ -310,9 +310,8 @@ def _group_products(nibbles: bool, signed: bool):
                 return builder.ashr(pairs, shift32)
 
             def combine(b, g):
-                triples = load(data(mults_arrs[b]), builder.mul(g, stride(mults_arrs[b], 0)),
-                               ir.VectorType(_i8, MULTIPLIER_BYTES * TILE_ROWS))
-                mult = builder.bitcast(spread(builder, triples, TILE_ROWS), lanes64)
+                group_bytes = builder.gep(data(mults_arrs[b]), [builder.mul(g, stride(mults_arrs[b], 0))])
+                mult = builder.bitcast(spread(builder, group_bytes, TILE_ROWS), lanes64)
                 mults = (low_halves(mult), high_halves(mult))
                 corr_arr = corr_arrs[b]
                 corr_shared = builder.icmp_unsigned("==", cgutils.unpack_tuple(builder, corr_arr.shape)[2], _i64(1))

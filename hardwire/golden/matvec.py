@@ -83,7 +83,7 @@ class PackedMatrix:
     data: np.ndarray         # uint8 [row blocks, groups * W * R (/ 2 for nibbles)], the layout above
     offset: int              # added to every code to make it unsigned: 8 for nibbles, else 128
     zeros: np.ndarray        # int32 [row blocks, groups, R] zero points ([0, 0, R] when symmetric)
-    multiplier_bytes: np.ndarray  # uint8 [row blocks, groups, 3R]: §3 m_{i,g} in 3 bytes each, low first
+    multiplier_bytes: np.ndarray  # uint8 [row blocks, groups, 3R]: §3 m_{i,g} in 3 bytes (`multipliers.pack`)
     shifts: np.ndarray       # int64 [rows]                    (§3 k_i)
     bias: np.ndarray         # int64 [rows], in the output's integer scale (0 without bias)
 
@@ -259,8 +259,7 @@ def _block_sums_vnni(nibbles: bool, users: int, prefetch: int = PREFETCH_BYTES):
                 row_code_bytes = builder.mul(quads_value, i64(QUAD // 2 if nibbles else QUAD))
                 prefetch_lines(mult_ptr, builder.add(mult_at, builder.udiv(i64(prefetch * MULTIPLIER_BYTES),
                                                                            row_code_bytes)), 1)
-                triples = load(mult_ptr, mult_at, ir.VectorType(i8, MULTIPLIER_BYTES * rows))
-                mult = builder.zext(packed_multipliers.spread(builder, triples, rows), lanes64)
+                mult = builder.zext(packed_multipliers.spread(builder, builder.gep(mult_ptr, [mult_at]), rows), lanes64)
                 corr_at = builder.mul(g, corr_group_stride)
                 for u in range(users):
                     p = partials[u]
@@ -308,7 +307,7 @@ def _block_sums_portable(codes, x, mults, corr, acc, groups, quads, nibbles):
         for r in range(ROW_BLOCK):
             mult = np.int64(0)
             for k in range(MULTIPLIER_BYTES):
-                mult |= np.int64(mults[g, MULTIPLIER_BYTES * r + k]) << (8 * k)
+                mult |= np.int64(mults[g, ROW_BLOCK * k + r]) << (8 * k)     # `multipliers.pack`
             total[r] += mult * (partial[r] - corr[g, r if corr.shape[1] > 1 else 0])
     for r in range(ROW_BLOCK):
         acc[r] = total[r]
