@@ -110,3 +110,24 @@ def test_stories260k_with_the_online_transform_greedy_32_tokens_equal_golden(tmp
     die = open_die(stories_die(tmp_path_factory, "w4g32:had"))
     assert die.manifest["transforms"]["online_hadamard"]["block"] == 4            # ffn 172 = 4 * 43
     assert_greedy_and_logits_equal(GoldenEngine(die), RtlEngine(die))
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_a_patch_on_a_die_with_the_online_transform_equals_patched_golden_bit_for_bit(tmp_path, cache_dir):
+    """The chip's w_down adapter reads the transformed codes, as the golden model's does (§11, §12)."""
+    from hardwire.datapath import AdapterDesign
+    from hardwire.die import open_die
+    from hardwire.golden.engine import GoldenEngine
+    from hardwire.rtl.top import PATCH_ADAPTERS, RtlOptions
+    from tests.golden_dies import RandomModel
+    from tests.test_rtl_adapter import random_patch, rtl_logits
+    from tests.test_rtl_e2e import SHAPES, write_test_die
+    die = open_die(write_test_die(RandomModel(SHAPES["tiny-gqa"], seed=3), tmp_path / "tiny_had.die", "w8:had"))
+    patch = random_patch(die, tmp_path / "had.patch", {"layers.0.w_down": 3}, seed=5)
+    ids = [1, 5, 9, 2, 31, 7]
+    golden = GoldenEngine(die, patch=patch).forward_integer(ids)
+    assert (golden != GoldenEngine(die).forward_integer(ids)).any()          # the patch changes the logits
+    options = RtlOptions(weights_per_lane=1024, adapters=AdapterDesign(4, PATCH_ADAPTERS.targets))
+    rtl, _, _ = rtl_logits(die, ids, options, patch.path)
+    np.testing.assert_array_equal(rtl, golden)
