@@ -576,8 +576,8 @@ def compiled_fields(matrix: PackedMatrix) -> tuple:
 @njit(cache=True, nogil=True)
 def matvec_compiled(fields, x, mantissa, exponent, threads, out_bits):
     """`matvec` from compiled code: `fields` = `compiled_fields(matrix)`, no adapter terms, split
-    over the threads when `threads` > 1 and the matrix is large. (Not cached: it calls the
-    uncached parallel twin.)"""
+    over the threads when `threads` > 1 and the matrix is large. Cached with the parallel twin it
+    calls compiled in (that twin is not cached on its own; hardwire.numba_cache keeps both fresh)."""
     data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, large = fields
     if large and threads > 1:
         return _one_user_parallel(x, mantissa, exponent, _NO_EXTRA, data, multipliers, zeros, shifts, bias, group,
