@@ -41,6 +41,7 @@ from numba import config, get_num_threads, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.multipliers import spread
 
 TILE_ROWS = 16            # rows of a tile: users of an A or C tile, matrix rows (int32 columns) of a C tile
@@ -434,9 +435,7 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
 
 _KERNELS = {}
 if AMX:
-    _KERNELS[False] = njit(cache=True, nogil=True)(_rows_amx)
-    # Not cached, as matvec's parallel kernels: numba's cache would hand back the serial build.
-    _KERNELS[True] = njit(nogil=True, parallel=True)(_rows_amx)
+    _KERNELS[False], _KERNELS[True] = serial_and_parallel(_rows_amx)
 
 
 def rows_amx(xs: np.ndarray, corrections: np.ndarray, data: np.ndarray, multipliers: np.ndarray, group_width: int,

@@ -39,6 +39,7 @@ from numba.extending import intrinsic
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS, rshift_round, saturate
 from hardwire.golden import amx
 from hardwire.golden import multipliers as packed_multipliers
+from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.multipliers import MULTIPLIER_BYTES
 
 
@@ -355,11 +356,7 @@ _KERNELS = {}
 for _name, _body in (("vnni", _rows_vnni), ("portable", _rows_portable)):
     if _name == "vnni" and not VNNI:
         continue
-    _KERNELS[_name, False] = njit(cache=True, nogil=True)(_body)
-    # Not cached: numba's cache names an entry by the function's name and line, not by its options,
-    # so a cached parallel twin of the same function would load the serial build (or the reverse)
-    # and the second thread would never run.
-    _KERNELS[_name, True] = njit(nogil=True, parallel=True)(_body)
+    _KERNELS[_name, False], _KERNELS[_name, True] = serial_and_parallel(_body)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -556,9 +553,12 @@ for _parallel in (False, True):
     _scope = dict(globals(), _rows_fast=_KERNELS["vnni" if VNNI else "portable", _parallel],
                   _rows_portable_kernel=_KERNELS["portable", _parallel])
     _twin = FunctionType(_matvec_one.__code__, _scope, _matvec_one.__name__)
-    # the twin on the parallel kernels needs no parallel=True of its own (it has no loop to split),
-    # but it is not cached either: its cache entry would be named like the serial one's
-    _ONE_USER[_parallel] = njit(nogil=True, cache=not _parallel)(_twin)
+    # the twin on the parallel kernels needs no parallel=True of its own (it has no loop to split);
+    # it is cached under its own name, as numba names a cache entry by function, not by build
+    # (hardwire/golden/builds.py)
+    if _parallel:
+        _twin.__qualname__ = _matvec_one.__qualname__ + "_parallel"
+    _ONE_USER[_parallel] = njit(nogil=True, cache=True)(_twin)
 _NO_EXTRA = np.zeros(0, dtype=np.int64)
 _one_user_serial, _one_user_parallel = _ONE_USER[False], _ONE_USER[True]
 
@@ -576,8 +576,7 @@ def compiled_fields(matrix: PackedMatrix) -> tuple:
 @njit(cache=True, nogil=True)
 def matvec_compiled(fields, x, mantissa, exponent, threads, out_bits):
     """`matvec` from compiled code: `fields` = `compiled_fields(matrix)`, no adapter terms, split
-    over the threads when `threads` > 1 and the matrix is large. Cached with the parallel twin it
-    calls compiled in (that twin is not cached on its own; hardwire.numba_cache keeps both fresh)."""
+    over the threads when `threads` > 1 and the matrix is large."""
     data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, large = fields
     if large and threads > 1:
         return _one_user_parallel(x, mantissa, exponent, _NO_EXTRA, data, multipliers, zeros, shifts, bias, group,
