@@ -303,6 +303,35 @@ def last_value(name: str, value: int, bits: int) -> str:
     return f"    localparam [{bits - 1}:0] {name} = {bits}'d{value};"
 
 
+def stepped_always(counter: str, bits: int, last: str, finished: str, step: Sequence[str],
+                   on_start: Sequence[str] = (), every_cycle: Sequence[str] = ()) -> list[str]:
+    """The clocked block of a block that walks its vector a piece a cycle: `start` sets `running`
+    and `counter` to 0 (and runs `on_start`); while running, each cycle runs `step` and advances
+    `counter`, and the cycle it is `last` stops and pulses `finished`. `every_cycle` runs first in
+    every cycle, after the pulse is cleared. Lines are passed and returned indented as in a module
+    body (`step` at 12 spaces)."""
+    return [
+        "    always @(posedge clk) begin",
+        f"        {clear_pulses(finished)}",
+        *every_cycle,
+        "        if (rst) begin",
+        "            running <= 1'b0;",
+        "        end else if (start) begin",
+        "            running <= 1'b1;",
+        f"            {counter} <= {bits}'d0;",
+        *on_start,
+        "        end else if (running) begin",
+        *step,
+        f"            {counter} <= {counter} + {bits}'d1;",
+        f"            if ({counter} == {last}) begin",
+        "                running <= 1'b0;",
+        f"                {finished} <= 1'b1;",
+        "            end",
+        "        end",
+        "    end",
+    ]
+
+
 def wrap_count(counter: str, last: str, bits: int) -> str:
     """A counter's step: the next value, back to 0 after `last`."""
     return f"{counter} <= {counter} == {last} ? {bits}'d0 : {counter} + {bits}'d1;"

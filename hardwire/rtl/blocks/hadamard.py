@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from hardwire import arithmetic as ar
 from hardwire.rtl.blocks.token_scale import wide_bits
-from hardwire.rtl.emit import Port, clear_pulses, index_bits, last_value, module, word_case, word_write
+from hardwire.rtl.emit import Port, index_bits, last_value, module, stepped_always, word_case, word_write
 
 
 def hadamard_name(count: int, bits: int, block: int) -> str:
@@ -76,22 +76,8 @@ def hadamard_module(count: int, bits: int, block: int) -> tuple[str, str]:
         "    // `wide_out` is written with blocking assignments (as SwiGLU writes its wide buffer); only the",
         "    // quantizer reads it, after `done`.",
         "    /* verilator lint_off BLKSEQ */",
-        "    always @(posedge clk) begin",
-        f"        {clear_pulses('done')}",
-        "        if (rst) begin",
-        "            running <= 1'b0;",
-        "        end else if (start) begin",
-        "            running <= 1'b1;",
-        f"            index <= {index_width}'d0;",
-        "        end else if (running) begin",
-        *word_write("wide_out", blocks, block_bits, "index", "block_out", "            ", index_width),
-        f"            index <= index + {index_width}'d1;",
-        "            if (index == LAST_BLOCK) begin",
-        "                running <= 1'b0;",
-        "                done <= 1'b1;",
-        "            end",
-        "        end",
-        "    end",
+        *stepped_always("index", index_width, "LAST_BLOCK", "done",
+                        word_write("wide_out", blocks, block_bits, "index", "block_out", "            ", index_width)),
         "    /* verilator lint_on BLKSEQ */",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "wide_in", count * wb),

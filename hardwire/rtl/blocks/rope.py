@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, ROPE_FRAC_BITS
-from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, clear_pulses, index_bits, last_value, module,
-                               pack_fields, word_read, word_write)
+from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, index_bits, last_value, module, pack_fields,
+                               stepped_always, word_read, word_write)
 
 
 def rope_table_module(cos: np.ndarray, sin: np.ndarray, positions: int) -> tuple[str, str]:
@@ -67,31 +67,17 @@ def rope_module(heads: int, head_dim: int, positions: int) -> dict[str, str]:
         "    // verilated code copy all of it twice in every cycle); it is read here, each head before its",
         "    // write, and outside only after `done`, so the result is that of non-blocking writes.",
         "    /* verilator lint_off BLKSEQ */",
-        "    always @(posedge clk) begin",
-        f"        {clear_pulses('done')}",
-        "        if (rst) begin",
-        "            running <= 1'b0;",
-        "        end else if (start) begin",
-        "            running <= 1'b1;",
-        f"            head <= {head_bits}'d0;",
-        "            y = x;",
-        "        end else if (running) begin",
-        *word_read("y", heads, head_dim * w, "head", "y_now", "            "),
-        f"            for (j = 0; j < {half}; j = j + 1) begin",
-        f"                a_j = y_now[j * {w} +: {w}];",
-        f"                b_j = y_now[(j + {half}) * {w} +: {w}];",
-        f"                y_now[j * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], angles[({half} + j) * 16 +: 16], 1'b0);",
-        f"                y_now[(j + {half}) * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], "
-        f"angles[({half} + j) * 16 +: 16], 1'b1);",
-        "            end",
-        *word_write("y", heads, head_dim * w, "head", "y_now", "            "),
-        f"            head <= head + {head_bits}'d1;",
-        "            if (head == LAST_HEAD) begin",
-        "                running <= 1'b0;",
-        "                done <= 1'b1;",
-        "            end",
-        "        end",
-        "    end",
+        *stepped_always("head", head_bits, "LAST_HEAD", "done", [
+            *word_read("y", heads, head_dim * w, "head", "y_now", "            "),
+            f"            for (j = 0; j < {half}; j = j + 1) begin",
+            f"                a_j = y_now[j * {w} +: {w}];",
+            f"                b_j = y_now[(j + {half}) * {w} +: {w}];",
+            f"                y_now[j * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], angles[({half} + j) * 16 +: 16], 1'b0);",
+            f"                y_now[(j + {half}) * {w} +: {w}] = rotated(a_j, b_j, angles[j * 16 +: 16], "
+            f"angles[({half} + j) * 16 +: 16], 1'b1);",
+            "            end",
+            *word_write("y", heads, head_dim * w, "head", "y_now", "            "),
+        ], on_start=["            y = x;"]),
         "    /* verilator lint_on BLKSEQ */",
     ]
     ports = [Port("input", "clk"), Port("input", "rst"), Port("input", "start"), Port("input", "pos", pos_bits),

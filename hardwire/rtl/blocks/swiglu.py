@@ -15,7 +15,7 @@ from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_
 from hardwire.rtl.blocks.hadamard import hadamard_module
 from hardwire.rtl.blocks.token_scale import clamp_function, quantizer_instance, token_quantize_module, wide_bits
 from hardwire.datapath import chunk_plan
-from hardwire.rtl.emit import (RSHIFT_ROUND, Port, clear_pulses, index_bits, last_value, module, parameters,
+from hardwire.rtl.emit import (RSHIFT_ROUND, Port, index_bits, last_value, module, parameters, stepped_always,
                                word_read, word_write)
 
 SIGMOID_HALF = SIGMOID_TABLE_SIZE // 2
@@ -111,31 +111,19 @@ def swiglu_module(ffn: int, act_bits: int, sigmoid_table: np.ndarray, per_cycle:
         "    // the cycle after the last chunk, so the result is that of non-blocking writes. gate_now,",
         "    // up_now and wide_now are temporaries of this block.",
         "    /* verilator lint_off BLKSEQ */",
-        "    always @(posedge clk) begin",
-        f"        {clear_pulses(go_next)}",
-        "        // temporaries set in every cycle (zero where unused): synthesis then holds no state in them",
-        f"        gate_now = {per * w}'d0;",
-        f"        up_now = {per * w}'d0;",
-        f"        wide_now = {per * wb}'d0;",
-        "        if (rst) begin",
-        "            running <= 1'b0;",
-        "        end else if (start) begin",
-        "            running <= 1'b1;",
-        f"            chunk <= {chunk_bits}'d0;",
-        "        end else if (running) begin",
-        *word_read("gate", chunks, per * w, "chunk", "gate_now", "            "),
-        *word_read("up", chunks, per * w, "chunk", "up_now", "            "),
-        f"            for (i = 0; i < {per}; i = i + 1)",
-        f"                wide_now[i * {wb} +: {wb}] = clamp_wide(swiglu_element(gate_now[i * {w} +: {w}], "
-        f"up_now[i * {w} +: {w}]));",
-        *word_write(buffer, chunks, per * wb, "chunk", "wide_now", "            "),
-        f"            chunk <= chunk + {chunk_bits}'d1;",
-        "            if (chunk == LAST_CHUNK) begin",
-        "                running <= 1'b0;",
-        f"                {go_next} <= 1'b1;",
-        "            end",
-        "        end",
-        "    end",
+        *stepped_always("chunk", chunk_bits, "LAST_CHUNK", go_next, [
+            *word_read("gate", chunks, per * w, "chunk", "gate_now", "            "),
+            *word_read("up", chunks, per * w, "chunk", "up_now", "            "),
+            f"            for (i = 0; i < {per}; i = i + 1)",
+            f"                wide_now[i * {wb} +: {wb}] = clamp_wide(swiglu_element(gate_now[i * {w} +: {w}], "
+            f"up_now[i * {w} +: {w}]));",
+            *word_write(buffer, chunks, per * wb, "chunk", "wide_now", "            "),
+        ], every_cycle=[
+            "        // temporaries set in every cycle (zero where unused): synthesis then holds no state in them",
+            f"        gate_now = {per * w}'d0;",
+            f"        up_now = {per * w}'d0;",
+            f"        wide_now = {per * wb}'d0;",
+        ]),
         "    /* verilator lint_on BLKSEQ */",
         "    assign done = quantize_done;",
     ]
