@@ -97,6 +97,16 @@ class PackedMatrix:
         return self.data.shape[0]
 
     @property
+    def fast(self) -> bool:
+        """Whether the vpdpbusd kernels can take it (given int8 activations)."""
+        return VNNI and self.group_width <= FAST_MAX_GROUP_WIDTH
+
+    @property
+    def large(self) -> bool:
+        """Whether it is worth splitting over threads."""
+        return self.rows * self.padded_cols >= PARALLEL_MIN_WEIGHTS
+
+    @property
     def bytes(self) -> int:
         """Bytes a matvec streams: codes, multipliers, zero points."""
         return int(self.data.nbytes + self.multiplier_bytes.nbytes + self.zeros.nbytes)
@@ -450,8 +460,7 @@ def threads_now() -> int:
 
 def _splits_over_threads(matrix: PackedMatrix, threads: int | None) -> bool:
     """Whether `matrix` is large enough to split over the threads, and there are several."""
-    return matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS and (
-        threads_now() if threads is None else threads) > 1
+    return matrix.large and (threads_now() if threads is None else threads) > 1
 
 
 def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -463,7 +472,7 @@ def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, threads: int 
     parallel = _splits_over_threads(matrix, threads)
     quads = matrix.group_width // QUAD
     fits_int8 = tiles = False
-    if VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH:
+    if matrix.fast:
         tiles = amx.pays(users, ROW_BLOCK)
         padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
         small, removed, fits_int8 = _prepare_int8(stacked, matrix.group, matrix.group_width, matrix.groups,
@@ -569,8 +578,7 @@ def compiled_fields(matrix: PackedMatrix) -> tuple:
     layer's four fit one typed list with the other layers'."""
     return (matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias, np.int64(matrix.group),
             np.int64(matrix.group_width), np.int64(matrix.offset), bool(matrix.nibbles),
-            bool(VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH),
-            bool(matrix.rows * matrix.padded_cols >= PARALLEL_MIN_WEIGHTS))
+            bool(matrix.fast), bool(matrix.large))
 
 
 @njit(cache=True, nogil=True)
@@ -600,4 +608,4 @@ def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits
                     _NO_EXTRA if extra is None else np.ascontiguousarray(extra, dtype=np.int64),
                     matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias,
                     matrix.group, matrix.group_width, matrix.offset, matrix.nibbles,
-                    VNNI and matrix.group_width <= FAST_MAX_GROUP_WIDTH, out_bits)
+                    matrix.fast, out_bits)
