@@ -124,9 +124,10 @@ def with_routers(stages: list[Stage], spec: ModelSpec, chip: ChipConfig) -> list
     return out
 
 
-def layer_blocks(spec: ModelSpec, chip: ChipConfig, source=None) -> Blocks:
-    """One layer's blocks; `source` (a die, or None: `spec`) adds what the die records, such as the
-    online transform of §12 inside SwiGLU."""
+def layer_blocks(model, chip: ChipConfig) -> Blocks:
+    """One layer's blocks of `model`, a ModelSpec or a die (which adds what it records, such as the
+    online transform of §12 inside SwiGLU), as `token_path` takes it."""
+    spec = model if isinstance(model, ModelSpec) else model.spec
     node = chip.process
     matrices = stored_layer_matrices(spec, chip)
     blocks = matrix_blocks(matrices, chip)
@@ -135,7 +136,7 @@ def layer_blocks(spec: ModelSpec, chip: ChipConfig, source=None) -> Blocks:
         bits = mib * MIB_BITS / spec.layers
         blocks.transistors[key] = bits * arch.SRAM_CELL_T
         blocks.area_mm2[key] = node.sram_area_mm2(bits)
-    token_layer = [b for b in build(token_path(spec if source is None else source), chip.point).blocks if b.layer == 0]
+    token_layer = [b for b in build(token_path(model), chip.point).blocks if b.layer == 0]
     add_vector_logic(blocks, chip, vector_logic.vector_cells(token_layer, matrices, chip.point, spec.hidden_dim))
     return blocks
 
@@ -391,7 +392,7 @@ def estimate(model, chip: ChipConfig, context: int = 1024, prompt_tokens: int = 
     if users is not None and (not isinstance(users, int) or users < 1):
         raise BadConfig(f"expected a positive number of users, got {users!r}", field="users")
     node = chip.process
-    layer = layer_blocks(spec, chip, model)
+    layer = layer_blocks(model, chip)
     low_rank = low_rank_cost(token_path(model), chip, adapters, context) if adapters.present else None
     if low_rank is not None:
         layer.transistors["mac_select"] += low_rank.transistors_per_layer

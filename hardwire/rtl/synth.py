@@ -254,6 +254,6 @@ def layer_estimate(die, weights_per_lane: int) -> tuple[float, dict]:
     from hardwire.golden.tables import tables_for
     from hardwire.rtl.top import RtlOptions
     point = RtlOptions(weights_per_lane=weights_per_lane).design_point(die, tables_for(die))
-    blocks = layer_blocks(die.spec, ChipConfig(point=point))
+    blocks = layer_blocks(die, ChipConfig(point=point))
     logic = sum(t for key, t in blocks.transistors.items() if "sram" not in key and "kv" not in key)
     return logic / arch.GENERIC_CELL_T, blocks.transistors
