@@ -1,7 +1,6 @@
 """Where a batched golden step's time goes: the matvec kernels, the rest of matvec, and the rest.
 
     python bench/batch_step_split.py [--plans w4g32 w8 ...] [--batch 1 32] [--tokens 8] [--threads 1]
-                                     [--no-amx]
 
 The model of bench/decode_golden.py (stories110M shape, random weights) is frozen at each plan and
 decoded `--tokens` steps at each batch size, as there. Each step's CPU time of the process is cut

@@ -117,7 +117,9 @@ def silu_times_up(gate_up, out):
         out[i] = gate / (np.float32(1) + np.float32(math.exp(-gate))) * gate_up[n + i]
 
 
-ROWS_AT_ONCE = 4   # rows one thread reads side by side: four streams keep more loads in flight
+# Rows one thread reads side by side: four streams keep more loads in flight. The kernel below
+# writes its four accumulators out by hand, so this is not a setting.
+ROWS_AT_ONCE = 4
 
 
 @njit(cache=True, parallel=True, fastmath=SUMS_MAY_REASSOCIATE)

@@ -11,6 +11,7 @@ patch folded in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -314,13 +315,15 @@ class StackedTransformer(FloatTransformer):
         return weights
 
     def forward(self, ids, capture: Capture | None = None) -> np.ndarray:
-        if self.fused_decode and capture is None and np.size(ids) == 1 and not self.stack_transformed():
+        if self.fused_decode and capture is None and np.size(ids) == 1 and not self.stack_transformed:
             return self.decode_one(int(np.asarray(ids).reshape(-1)[0]))
         return super().forward(ids, capture)
 
+    @cached_property
     def stack_transformed(self) -> bool:
         """Whether an online transform reads the input of a stacked matrix: the matrices of a stack
-        share one product, so a per-matrix transform there needs the per-matrix (numpy) path."""
+        share one product, so a per-matrix transform there needs the per-matrix (numpy) path.
+        (Asked once: the transforms are set before the first forward and not changed after.)"""
         return any(f"layers.{i}.{name}" in self.input_transforms
                    for i in range(self.spec.layers) for names in STACKS for name in names)
 
