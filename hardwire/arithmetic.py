@@ -220,7 +220,7 @@ def hadamard_orthonormal(x: np.ndarray, block: int) -> np.ndarray:
     and symmetric, so Q Q = I): the offline fold into weights and the float reference of a die."""
     x = np.asarray(x)
     wide = np.array(x, dtype=np.float64).reshape(-1)
-    hadamard_butterflies(wide.reshape(-1), block)    # float butterflies: the same stages as the integers
+    hadamard_butterflies(wide, block)                # float butterflies: the same stages as the integers
     return (wide.reshape(x.shape) / math.sqrt(block)).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
 

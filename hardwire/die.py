@@ -71,10 +71,13 @@ def float_input_transforms(source) -> dict:
     reads Q x and the float product is W x. Empty for a model or a die without them."""
     manifest = getattr(source, "manifest", None)
     block = online_hadamard_block(manifest) if isinstance(manifest, dict) else 1
-    if block == 1:
-        return {}
+    return {} if block == 1 else online_input_transforms(source.spec.layers, block)
+
+
+def online_input_transforms(layers: int, block: int) -> dict:
+    """{matrix name: Q} for the inputs of every layer the transform of block `block` reads (§12)."""
     transform = functools.partial(hadamard_orthonormal, block=block)
-    return {f"layers.{i}.{short}": transform for i in range(source.spec.layers) for short in ONLINE_HADAMARD_INPUTS}
+    return {f"layers.{i}.{short}": transform for i in range(layers) for short in ONLINE_HADAMARD_INPUTS}
 
 
 def canonical_json(data: dict) -> bytes:

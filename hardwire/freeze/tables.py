@@ -88,10 +88,10 @@ def measure_ranges(model: Weights, sequences) -> dict[str, float]:
     embed = model.tensor("embed")
     streams = [embed[np.asarray(ids, dtype=np.int64)] for ids in sequences]
     del embed
+    online = float_input_transforms(model)
     for index in range(spec.layers):
         weights = {f"layers.{index}.{n}": model.tensor(f"layers.{index}.{n}") for n in spec.layer_tensor_shapes()}
-        runner = LayerRunner(spec, index, weights, capacity, transformer_class=Probe,
-                             input_transforms=float_input_transforms(model))
+        runner = LayerRunner(spec, index, weights, capacity, transformer_class=Probe, input_transforms=online)
         for x in streams:
             record("residual", np.abs(x).max())
         streams = [runner(x) for x in streams]

@@ -49,8 +49,8 @@ import functools
 
 import numpy as np
 
-from hardwire.arithmetic import hadamard_block, hadamard_orthonormal
-from hardwire.die import ONLINE_HADAMARD_INPUTS, ONLINE_HADAMARD_KEY
+from hardwire.arithmetic import hadamard_block
+from hardwire.die import ONLINE_HADAMARD_INPUTS, ONLINE_HADAMARD_KEY, online_input_transforms
 from hardwire.errors import BadConfig, BadPlan
 from hardwire.formats import WeightFormat
 from hardwire.freeze.quantize import quantize_rtn
@@ -150,18 +150,15 @@ class HadamardWeights:
         self.block = hadamard_block(spec.ffn_dim)
         if self.block < 2:
             raise BadPlan(f"`had` needs an FFN width with a factor of two; this model's is {spec.ffn_dim}")
-        self.transform = functools.partial(hadamard_orthonormal, block=self.block)
-        self.input_transforms = {f"layers.{i}.{short}": self.transform
-                                 for i in range(spec.layers) for short in ONLINE_HADAMARD_INPUTS}
+        self.input_transforms = online_input_transforms(spec.layers, self.block)
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def tensor(self, name: str) -> np.ndarray:
         weight = self.model.tensor(name)
-        if name not in self.input_transforms:
-            return weight
-        return self.transform(np.asarray(weight, dtype=np.float64)).astype(np.float32)   # rows: W Q
+        transform = self.input_transforms.get(name)
+        return weight if transform is None else transform(np.asarray(weight, dtype=np.float32))   # rows: W Q
 
     def record(self) -> dict:
         """The die's manifest entry transforms[ONLINE_HADAMARD_KEY]."""
