@@ -41,7 +41,7 @@ class PatchedWeights:
 
 class FloatEngine(Engine):
     """The float reference: a checkpoint's weights, or a die's dequantized weights, with q|k|v and
-    gate|up stacked so a decode step reads each weight once, and the step's work between the
+    gate|up stacked so a decode step makes one product per stack, and the step's work between the
     products compiled (`StackedTransformer.decode_one`). Its matrix products are numpy's BLAS: its
     thread count is the BLAS pool's (`threadpoolctl`, or the environment, e.g. OPENBLAS_NUM_THREADS)."""
     backend = "float"
