@@ -13,7 +13,8 @@ import numpy as np
 
 from hardwire.arithmetic import INTERNAL_BITS, SIGMOID_FRAC_BITS, SIGMOID_TABLE_SIZE, TOKEN_FRAC_BITS
 from hardwire.rtl.blocks.hadamard import hadamard_module
-from hardwire.rtl.blocks.token_scale import clamp_function, quantizer_instance, token_quantize_module, wide_bits
+from hardwire.rtl.blocks.token_scale import (clamp_function, quantizer_instance, quantizer_wiring, token_quantize_module,
+                                             wide_bits)
 from hardwire.datapath import chunk_plan
 from hardwire.rtl.emit import (RSHIFT_ROUND, Port, index_bits, last_value, module, parameters, stepped_always,
                                word_read, word_write)
@@ -38,8 +39,7 @@ def transform_stage(ffn: int, act_bits: int, hadamard_block: int, quantizer: str
         f"    wire [{ffn * wb - 1}:0] wide;      // H_n raw, clamped: the quantizer's input",
         f"    {name} transform (.clk(clk), .rst(rst), .start(go_transform), .wide_in(raw), .done(go_quantize),",
         "        .wide_out(wide));",
-        f"    {quantizer} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
-        "        .x(x), .mu(mu), .e(e));",
+        *quantizer_wiring(quantizer, "x"),
     ]
     return name, text, lines
 

@@ -67,6 +67,14 @@ def quantizer_instance(name: str, wide_width: int, wide_comment: str, out: str) 
         "    reg go_quantize;",
         "    wire quantize_done;",
         f"    reg [{wide_width - 1}:0] wide;{wide_comment}",
+        *quantizer_wiring(name, out),
+    ]
+
+
+def quantizer_wiring(name: str, out: str) -> list[str]:
+    """The instance `quantize` of token quantizer `name`: started by `go_quantize`, reading `wide`,
+    writing `out`, mu and e, pulsing `quantize_done` (declared by the block around it)."""
+    return [
         f"    {name} quantize (.clk(clk), .rst(rst), .start(go_quantize), .wide(wide), .done(quantize_done),",
         f"        .x({out}), .mu(mu), .e(e));",
     ]
