@@ -191,14 +191,18 @@ class QuantizedTensor:
     def dequantize(self) -> np.ndarray:
         rows, cols = self.shape
         width = self.format.group_width(cols)
-        repeat = lambda a: np.repeat(a, width, axis=1)[:, :cols]      # noqa: E731  [rows, cols]
         codes = self.codes.astype(np.float32)
         if self.zeros is not None:
-            codes = codes - repeat(self.zeros.astype(np.float32))
-        return codes * repeat(self.scales)
+            codes = codes - expand_groups(self.zeros.astype(np.float32), width, cols)
+        return codes * expand_groups(self.scales, width, cols)
 
     def storage_bits(self) -> int:
         return self.format.storage_bits(self.shape)
+
+
+def expand_groups(per_group: np.ndarray, width: int, cols: int) -> np.ndarray:
+    """[rows, groups] -> [rows, cols]: each group's value under each of its `width` columns."""
+    return np.repeat(per_group, width, axis=1)[:, :cols]
 
 
 def group_view(weight: np.ndarray, width: int) -> np.ndarray:

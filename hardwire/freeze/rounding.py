@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardwire.formats import QuantizedTensor
+from hardwire.formats import QuantizedTensor, expand_groups
 
 ROUNDINGS = ("learn",)          # after the quantizer: revisit each weight's rounding direction
 LEARN_STEPS = 3000              # gradient steps per matrix
@@ -67,10 +67,6 @@ def output_error(delta: np.ndarray, hessian: np.ndarray) -> float:
     return float(np.sum(times_hessian(delta, hessian) * delta))
 
 
-def _expanded(per_group: np.ndarray, width: int, cols: int) -> np.ndarray:
-    return np.repeat(per_group, width, axis=1)[:, :cols]
-
-
 def learn_rounding(weight: np.ndarray, start: QuantizedTensor, hessian: np.ndarray,
                    steps: int = LEARN_STEPS) -> QuantizedTensor:
     """`start`'s matrix with each code re-chosen between floor(w/s) and floor(w/s) + 1 (stored
@@ -83,8 +79,8 @@ def learn_rounding(weight: np.ndarray, start: QuantizedTensor, hessian: np.ndarr
         raise ValueError(f"Hessian {hessian.shape} does not match {cols} input columns")
     h_matrix = np.asarray(hessian, dtype=np.float64)
     width = fmt.group_width(cols)
-    scales = _expanded(start.scales.astype(np.float64), width, cols)
-    zeros = 0.0 if start.zeros is None else _expanded(start.zeros.astype(np.float64), width, cols)
+    scales = expand_groups(start.scales.astype(np.float64), width, cols)
+    zeros = 0.0 if start.zeros is None else expand_groups(start.zeros.astype(np.float64), width, cols)
     live = scales > 0                                  # an all-zero group keeps its codes
     safe = np.where(live, scales, 1.0)
     floor = np.floor(w / safe + zeros)

@@ -10,6 +10,7 @@ import numpy as np
 
 from hardwire.arithmetic import RESIDUAL_BITS
 from hardwire.datapath import chunk_width
+from hardwire.formats import expand_groups
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, clear_pulses, index_bits, last_value, module,
                                pack_fields, signed_bits)
 
@@ -23,7 +24,7 @@ def embed_module(codes: np.ndarray, zeros: np.ndarray | None, group: int | None,
     chunks = -(-dim // per)
     weights = codes.astype(np.int64)
     if zeros is not None:
-        weights = weights - np.repeat(zeros.astype(np.int64), gw, axis=1)[:, :dim]
+        weights = weights - expand_groups(zeros.astype(np.int64), gw, dim)
     code_bits = signed_bits(min(int(weights.min()), -1), max(int(weights.max()), 1))
     mult_bits = signed_bits(0, max(1, int(mult.max())))
     code_words, scale_words = [], []

@@ -36,6 +36,7 @@ import dataclasses
 import numpy as np
 
 from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
+from hardwire.formats import expand_groups
 from hardwire.rtl.emit import (RSHIFT_ROUND, SATURATE, Port, case_rom, clear_pulses, index_bits, last_value, literal,
                                module, pack_fields, sext, signed_bits, word_read, word_write, zext)
 
@@ -74,7 +75,7 @@ class IntMatrix:
         """c_ij - z_ig as int64 [rows, cols]."""
         w = self.codes.astype(np.int64)
         if self.zeros is not None:
-            w = w - np.repeat(self.zeros.astype(np.int64), self.group_width, axis=1)[:, :self.cols]
+            w = w - expand_groups(self.zeros.astype(np.int64), self.group_width, self.cols)
         return w
 
 
