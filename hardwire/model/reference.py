@@ -56,6 +56,13 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
 
+def times_transposed(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x [tokens, in] @ matrix.T; one token as a matrix-vector product (BLAS gemv beats a 1-row gemm)."""
+    if x.shape[0] == 1:
+        return (matrix @ x[0])[None]
+    return x @ matrix.T
+
+
 def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     # np.mean's own arithmetic (a float32 sum, then a division by the count) without its Python
     # wrapper, which costs as much as the sum on a decode step's one row (one 768-wide row, timeit:
@@ -176,9 +183,7 @@ class FloatTransformer:
 
     def product(self, name: str, x: np.ndarray) -> np.ndarray:
         """x [tokens, in] times the matrix `name` transposed."""
-        if x.shape[0] == 1:       # decode: a matrix-vector product (BLAS gemv beats a 1-row gemm)
-            return (self.weights[name] @ x[0])[None]
-        return x @ self.weights[name].T
+        return times_transposed(self.weights[name], x)
 
     def project(self, prefix: str, names: tuple[str, ...], x: np.ndarray,
                 capture: Capture | None) -> list[np.ndarray]:
@@ -404,8 +409,7 @@ class StackedTransformer(FloatTransformer):
         # calibration sees each matrix's input by its own name; an online transform is per matrix
         if capture is not None or any(prefix + name in self.input_transforms for name in names):
             return super().project(prefix, names, x, capture)
-        stack = self.stacks[prefix + names[0]]
-        y = (stack @ x[0])[None] if x.shape[0] == 1 else x @ stack.T
+        y = times_transposed(self.stacks[prefix + names[0]], x)
         return np.split(y, self.stack_splits[prefix + names[0]], axis=-1)
 
 
