@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -108,13 +109,18 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
     sequences = [np.asarray(s, dtype=np.int64) for s in calibration.sequences]
     capacity = max(len(s) for s in sequences)
 
-    def quantize_matrix(name: str, weight: np.ndarray, stats: InputStatistics | None) -> QuantizedTensor:
+    def quantize_matrix(name: str, weight: np.ndarray, stats: InputStatistics | None,
+                        learn_target: Callable[[], np.ndarray | None] | None = None) -> QuantizedTensor:
+        """`name`'s plan on `weight`, on the Hessian of its inputs in `stats` (round-to-nearest
+        without). Learned rounding weighs the error by that Hessian, or by `learn_target()` when
+        it gives one (the classifier: classifier_fisher), asked only when learning runs."""
         choice: Choice = assignment[name]
         hessian = stats.hessian(hessian_source(name)) if stats is not None else None
         method = choice.method if hessian is not None else "rtn"
         quantized = quantize(weight, choice.format, method, hessian, clip=choice.clip)
         if "learn" in choice.rounding and hessian is not None and learn_affordable(*weight.shape):
-            quantized = learn_rounding(weight, quantized, hessian)
+            target = learn_target() if learn_target is not None else None
+            quantized = learn_rounding(weight, quantized, hessian if target is None else target)
             method += "+learn"
         methods_used[name] = method
         return quantized
@@ -194,26 +200,17 @@ def freeze_on_this_thread(model, plan: Plan, output: str | Path, calibration: Ca
             head_stats.capture(head_name, h)
         activation_absmax[head_name] = head_stats.absmax[head_name]
         head: dict[str, object] = {"final_norm": final_norm}
-        if "learn" in assignment[head_name].rounding:
-            # the plan's quantizer on the classifier's inputs, then learned rounding on the logits'
-            # error: each row weighted by how often its token is predicted (classifier_fisher)
-            choice, classifier = assignment[head_name], model.tensor(head_name)
-            hessian = head_stats.hessian(head_name)
-            quantized = quantize(classifier, choice.format, choice.method, hessian, clip=choice.clip)
-            if learn_affordable(*classifier.shape):
-                fisher = classifier_fisher(hidden, classifier)
-                quantized = learn_rounding(classifier, quantized, hessian if fisher is None else fisher)
-                methods_used[head_name] = choice.method + "+learn"
-            else:
-                fisher = None
-                methods_used[head_name] = choice.method
+        if embed_learned or not spec.tied_embeddings:
+            # the plan's quantizer on the classifier's inputs; learned rounding on the logits'
+            # error, each row weighted by how often its token is predicted (classifier_fisher)
+            classifier = model.tensor(head_name)
+            quantized = quantize_matrix(head_name, classifier, head_stats,
+                                        lambda: classifier_fisher(hidden, classifier))
             if embed_learned:
                 writer.write_tensors("embed", {"embed": quantized}, methods_used)
             else:
                 head["output"] = quantized
-            del quantized, classifier, fisher
-        elif not spec.tied_embeddings:
-            head["output"] = quantize_matrix("output", model.tensor("output"), head_stats)
+            del quantized, classifier
         writer.write_tensors("head", head, methods_used)
         del head, hidden, head_stats
         step("head")
