@@ -393,16 +393,12 @@ class StackedTransformer(FloatTransformer):
             return vector
         return np.ascontiguousarray(transform(vector[None])[0], dtype=np.float32)
 
-    @property
+    @cached_property
     def stacked_biases(self) -> list[np.ndarray]:
-        """bq|bk|bv of each layer, in the q|k|v stack's row order (computed once)."""
-        biases = getattr(self, "_stacked_biases", None)
-        if biases is None:
-            w = self.weights
-            biases = self._stacked_biases = [
-                np.concatenate([w[f"layers.{i}.{name}"] for name in ("bq", "bk", "bv")]).astype(np.float32)
+        """bq|bk|bv of each layer, in the q|k|v stack's row order."""
+        w = self.weights
+        return [np.concatenate([w[f"layers.{i}.{name}"] for name in ("bq", "bk", "bv")]).astype(np.float32)
                 for i in range(self.spec.layers)]
-        return biases
 
     def project(self, prefix: str, names: tuple[str, ...], x: np.ndarray,
                 capture: Capture | None) -> list[np.ndarray]:
