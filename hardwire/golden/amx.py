@@ -151,20 +151,14 @@ def _load_tile_config(typingctx, cfg):
     return types.void(cfg), codegen
 
 
-@intrinsic
-def _prefetch(typingctx, codes, start, count):
-    """Prefetch bytes [start, start + count) of a 1-D array into L2, a cache line at a time: the
-    codes of the row blocks after these, which tile loads alone leave to the hardware prefetcher."""
-    def codegen(context, builder, signature, args):
-        base = builder.bitcast(context.make_array(signature.args[0])(context, builder, args[0]).data, _byte_ptr)
-        fetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32, _i32]), "llvm.prefetch.p0")
-        line = _i64(TILE_ROW_BYTES)
-        with cgutils.for_range(builder, builder.udiv(builder.add(args[2], _i64(TILE_ROW_BYTES - 1)), line)) as loop:
-            address = builder.gep(base, [builder.add(args[1], builder.mul(loop.index, line))])
-            builder.call(fetch, [address, _i32(0), _i32(2), _i32(1)])   # read, L2 (locality 2), data
-        return context.get_dummy_value()
-    return types.void(codes, start, count), codegen
+def _emit_prefetch(builder, base, start, count):
+    """Prefetch bytes [start, start + count) from `base` into L2, a cache line at a time."""
+    fetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32, _i32]), "llvm.prefetch.p0")
+    line = _i64(TILE_ROW_BYTES)
+    with cgutils.for_range(builder, builder.udiv(builder.add(count, _i64(TILE_ROW_BYTES - 1)), line)) as loop:
+        address = builder.gep(base, [builder.add(start, builder.mul(loop.index, line))])
+        builder.call(fetch, [address, _i32(0), _i32(2), _i32(1)])   # read, L2 (locality 2), data
 
 
 @intrinsic
@@ -182,19 +176,21 @@ def _group_products(nibbles: bool, signed: bool):
     P_b[u, r] = sum over the group's columns j of x[u, j] * u_brj by `steps` tile products of
     `k_quads` quads each, then, for each user u < `users` of them, in int64, 16 rows at a time as
     the vpdpbusd kernel's lanes: totals[u, 16 b + r] += m_b[g, r] * (P_b[u, r] - corr_b[u, g, r or 0]).
-    Arguments: (codes of block 0, of block 1, xs [padded users, groups * W] int8, mults of each
-    block [groups, 48] uint8 (3 bytes a row, `multipliers.pack`), corr of each [users, groups, 16 or
-    1] int32, totals [users, 32] int64, first, g, k_quads, steps, users, pair)."""
+    Arguments: (codes of block 0, of block 1, codes of the next pass's two blocks, xs [padded users,
+    groups * W] int8, mults of each block [groups, 48] uint8 (3 bytes a row, `multipliers.pack`),
+    corr of each [users, groups, 16 or 1] int32, sums, totals [users, 32] int64, first, the group
+    multiplied, the group combined, k_quads, steps, users, pair, offset, fetch: whether each step
+    also prefetches the same columns of the next pass's blocks into L2)."""
 
     @intrinsic
-    def group_products(typingctx, codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first,
-                       product_group, combine_group, k_quads, steps, users, pair, offset):
+    def group_products(typingctx, codes0, codes1, next0, next1, xs, mults0, mults1, corr0, corr1, sums, totals,
+                       first, product_group, combine_group, k_quads, steps, users, pair, offset, fetch):
         def codegen(context, builder, signature, args):
-            arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:9], args[:9])]
-            codes_arrs, xs_arr, mults_arrs, corr_arrs, sums_arr, totals_arr = (arrays[0:2], arrays[2], arrays[3:5],
-                                                                               arrays[5:7], arrays[7], arrays[8])
-            first_user, product_g, combine_g, k_quads_value, steps_value, users_value = args[9:15]
-            pair_value, offset_value = args[15:]
+            arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:11], args[:11])]
+            codes_arrs, next_arrs, xs_arr, mults_arrs, corr_arrs, sums_arr, totals_arr = (
+                arrays[0:2], arrays[2:4], arrays[4], arrays[5:7], arrays[7:9], arrays[9], arrays[10])
+            first_user, product_g, combine_g, k_quads_value, steps_value, users_value = args[11:17]
+            pair_value, offset_value, fetch_value = args[17:]
             load_tile = _declare(builder, "llvm.x86.tileloadd64", [_i8, _byte_ptr, _i64])
             store_tile = _declare(builder, "llvm.x86.tilestored64", [_i8, _byte_ptr, _i64])
             zero_tile = _declare(builder, "llvm.x86.tilezero", [_i8])
@@ -225,6 +221,8 @@ def _group_products(nibbles: bool, signed: bool):
             second_tile = builder.icmp_signed("<", builder.add(first_user, _i64(TILE_ROWS)),
                                               cgutils.unpack_tuple(builder, xs_arr.shape)[0])
             pair_flag = builder.trunc(pair_value, _i1) if pair_value.type != _i1 else pair_value
+            fetch_flag = builder.trunc(fetch_value, _i1) if fetch_value.type != _i1 else fetch_value
+            code_bytes = TILE_ROW_BYTES // 2 if nibbles else TILE_ROW_BYTES   # of codes a quad of 16 rows holds
             present = {(t, b): (ir.Constant(_i1, 1) if (t, b) == (0, 0) else second_tile if b == 0
                                 else pair_flag if t == 0 else builder.and_(second_tile, pair_flag))
                        for t in range(PASS_TILES) for b in range(PASS_BLOCKS)}
@@ -277,6 +275,13 @@ def _group_products(nibbles: bool, signed: bool):
 
                     load_codes(0)
                     when(pair_flag, lambda: load_codes(1))
+
+                    def prefetch_next(b):   # the same columns of the next pass's block: L2 by the time it starts
+                        _emit_prefetch(builder, data(next_arrs[b]), builder.mul(quad, _i64(code_bytes)),
+                                       builder.mul(k_quads_value, _i64(code_bytes)))
+
+                    when(fetch_flag, lambda: prefetch_next(0))
+                    when(builder.and_(fetch_flag, pair_flag), lambda: prefetch_next(1))
                     column = builder.mul(quad, _i64(QUAD))
                     builder.call(load_tile, [tile(_a_tile(0)), builder.gep(x_ptrs[0], [column]), stride(xs_arr, 0)])
                     when(second_tile, lambda: builder.call(
@@ -360,8 +365,8 @@ def _group_products(nibbles: bool, signed: bool):
             when(multiplying, store_products)
             return context.get_dummy_value()
 
-        return (types.void(codes0, codes1, xs, mults0, mults1, corr0, corr1, sums, totals, first, product_group,
-                           combine_group, k_quads, steps, users, pair, offset), codegen)
+        return (types.void(codes0, codes1, next0, next1, xs, mults0, mults1, corr0, corr1, sums, totals, first,
+                           product_group, combine_group, k_quads, steps, users, pair, offset, fetch), codegen)
 
     return group_products
 
@@ -387,7 +392,6 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
     k_quads = np.int64(cfg[_CONFIG_ROWS])           # tile 0 is a B tile: one row per quad of a product
     steps = np.int64(quads) // k_quads
     pairs = (blocks + 1) // PASS_BLOCKS
-    group_bytes = data.shape[1] // groups
     for part in prange(parts):
         # the pair's sums, contiguous: acc's rows for one block are a row of acc apart (one L1 set)
         totals = np.empty((users, PASS_BLOCKS * TILE_ROWS), dtype=np.int64)
@@ -400,36 +404,42 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
             c0 = 0 if shared else first_block
             c1 = 0 if shared else last_block
             totals[:] = 0
+            # the next pair's blocks, whose codes the first user pass prefetches as it goes
+            next0, next1 = min(first_block + 2, blocks - 1), min(last_block + 2, blocks - 1)
+            pair = last_block > first_block
             for first in range(0, padded_users, PASS_TILES * TILE_ROWS):
+                fetch = first == 0 and first_block + 2 < blocks
                 # step g multiplies group g and combines group g - 1 (-1: none)
                 for g in range(groups + 1):
                     product_group = g if g < groups else -1
-                    if first == 0 and g < groups and last_block + 2 < blocks:    # the next pair's group g
-                        _prefetch(data[first_block + 2], g * group_bytes, group_bytes)
-                        _prefetch(data[last_block + 2], g * group_bytes, group_bytes)
                     if symmetric and nibbles:
-                        _signed_nibbles_pass(data[first_block], data[last_block], xs, multipliers[first_block],
-                                             multipliers[last_block], corrections[c0], corrections[c1], sums, totals,
-                                             first, product_group, g - 1, k_quads, steps, users,
-                                             last_block > first_block, offset)
+                        _signed_nibbles_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
+                                             multipliers[first_block], multipliers[last_block], corrections[c0],
+                                             corrections[c1], sums, totals, first, product_group, g - 1, k_quads,
+                                             steps, users, pair, offset, fetch)
                     elif symmetric:
-                        _signed_bytes_pass(data[first_block], data[last_block], xs, multipliers[first_block],
-                                           multipliers[last_block], corrections[c0], corrections[c1], sums, totals,
-                                           first, product_group, g - 1, k_quads, steps, users,
-                                           last_block > first_block, offset)
+                        _signed_bytes_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
+                                           multipliers[first_block], multipliers[last_block], corrections[c0],
+                                           corrections[c1], sums, totals, first, product_group, g - 1, k_quads,
+                                           steps, users, pair, offset, fetch)
                     elif nibbles:
-                        _nibbles_pass(data[first_block], data[last_block], xs, multipliers[first_block],
-                                      multipliers[last_block], corrections[c0], corrections[c1], sums, totals, first,
-                                      product_group, g - 1, k_quads, steps, users, last_block > first_block, offset)
+                        _nibbles_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
+                                      multipliers[first_block], multipliers[last_block], corrections[c0],
+                                      corrections[c1], sums, totals, first, product_group, g - 1, k_quads, steps,
+                                      users, pair, offset, fetch)
                     else:
-                        _bytes_pass(data[first_block], data[last_block], xs, multipliers[first_block],
-                                    multipliers[last_block], corrections[c0], corrections[c1], sums, totals, first,
-                                    product_group, g - 1, k_quads, steps, users, last_block > first_block, offset)
+                        _bytes_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
+                                    multipliers[first_block], multipliers[last_block], corrections[c0],
+                                    corrections[c1], sums, totals, first, product_group, g - 1, k_quads, steps,
+                                    users, pair, offset, fetch)
+            # totals hold each block's even rows, then its odd rows (the combination's int64 lane pairs)
+            half = TILE_ROWS // 2
             for b in range(last_block - first_block + 1):
+                column, kept = (first_block + b) * TILE_ROWS, TILE_ROWS * b
                 for u in range(users):
-                    for r in range(TILE_ROWS):        # totals: each block's even rows, then its odd rows
-                        kept = TILE_ROWS * b + r % 2 * (TILE_ROWS // 2) + r // 2
-                        acc[u, (first_block + b) * TILE_ROWS + r] = totals[u, kept]
+                    for i in range(half):
+                        acc[u, column + 2 * i] = totals[u, kept + i]
+                        acc[u, column + 2 * i + 1] = totals[u, kept + half + i]
         _release_tiles()
 
 
