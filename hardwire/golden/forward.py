@@ -24,6 +24,7 @@ from hardwire.arithmetic import (INTERNAL_BITS, RESIDUAL_BITS, TOKEN_FRAC_BITS, 
                                  rshift_round, rsqrt, saturate, sigmoid_lookup, token_quantize)
 from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
+from hardwire.golden.attention_sums import dot16, weighted_rows
 from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.hadamard import hadamard_transform
 from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch, matvec_compiled,
@@ -88,44 +89,47 @@ def to_cache(x, shift, bits, out):
 
 
 @njit(cache=True, nogil=True)
-def attention_head(h, q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
-                   exp2_table, reciprocal_table, wide):
-    """§6 query head h: scores -> base-2 softmax weights -> normalised weighted sum of V, into
-    wide[h * head_dim:(h + 1) * head_dim], the values the token quantizer reads.
+def attention_head_range(h0, h1, q16, keys, values, first, length, heads, score_mult, score_shift, out_mult,
+                         out_shift, exp2_table, reciprocal_table, wide):
+    """§6 query heads [h0, h1), each: scores -> base-2 softmax weights -> normalised weighted sum
+    of V, into wide[h * head_dim:(h + 1) * head_dim], the values the token quantizer reads.
 
-    keys/values: [positions, kv_heads, head_dim] cache codes; positions [first, length) attend."""
+    q16: the query, int16 (RoPE saturates it to 16 bits); keys/values: [positions, kv_heads,
+    head_dim] cache codes; positions [first, length) attend. The two sums over the cache are
+    `attention_sums`' vector code (exact)."""
     kv_heads, head_dim = keys.shape[1], keys.shape[2]
-    g = h // (heads // kv_heads)
-    exponent = np.empty(length, dtype=np.int64)
-    total = np.zeros(head_dim, dtype=np.int64)
-    qh = q[h * head_dim:(h + 1) * head_dim]
-    largest = np.int64(-(1 << 62))
-    for t in range(first, length):
-        dot = np.int64(0)
+    scores = np.empty(length, dtype=np.int64)      # each position's exponent, then its weight
+    total = np.empty(head_dim, dtype=np.int64)
+    for h in range(h0, h1):
+        g = h // (heads // kv_heads)
+        qh = q16[h * head_dim:(h + 1) * head_dim]
+        largest = np.int64(-(1 << 62))
+        for t in range(first, length):
+            z = rshift_round(dot16(qh, keys[t, g]) * score_mult, score_shift)
+            scores[t] = z
+            largest = max(largest, z)
+        weight_sum = np.int64(0)
+        for t in range(first, length):
+            e = exp2_negative(largest - scores[t], exp2_table)
+            scores[t] = e
+            weight_sum += e
+        weighted_rows(scores, values, g, first, length, total)
+        r, n = reciprocal(weight_sum, reciprocal_table)
         for d in range(head_dim):
-            dot += qh[d] * np.int64(keys[t, g, d])
-        z = rshift_round(dot * score_mult, score_shift)
-        exponent[t] = z
-        largest = max(largest, z)
-    weight_sum = np.int64(0)
-    for t in range(first, length):
-        e = exp2_negative(largest - exponent[t], exp2_table)
-        weight_sum += e
-        for d in range(head_dim):
-            total[d] += e * np.int64(values[t, g, d])
-    r, n = reciprocal(weight_sum, reciprocal_table)
-    for d in range(head_dim):
-        average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
-        wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
+            average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
+            wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
 
 
 def attention_heads(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift, exp2_table,
-                    reciprocal_table, wide):
-    """Every query head of one user (`attention_head`); the parallel build splits the heads over
-    the threads, for one user's long context (`step_compiled`)."""
-    for h in prange(heads):
-        attention_head(h, q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
-                       exp2_table, reciprocal_table, wide)
+                    reciprocal_table, parts, wide):
+    """Every query head of one user (`attention_head_range`), in `parts` runs of heads; the
+    parallel build splits them over the threads, for one user's long context (`step_compiled`)."""
+    q16 = np.empty(q.size, dtype=np.int16)         # |q| <= 2^15 - 1: RoPE saturates it to INTERNAL_BITS
+    for i in range(q.size):
+        q16[i] = q[i]
+    for part in prange(parts):
+        attention_head_range(part * heads // parts, (part + 1) * heads // parts, q16, keys, values, first, length,
+                             heads, score_mult, score_shift, out_mult, out_shift, exp2_table, reciprocal_table, wide)
 
 
 attention_heads, attention_heads_parallel = serial_and_parallel(attention_heads)
@@ -139,11 +143,11 @@ PARALLEL_MIN_ATTENTION = 1 << 13
 @njit(cache=True, nogil=True)
 def attention(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift, out_bits,
               exp2_table, reciprocal_table, out):
-    """§6 every query head (`attention_head`), then token_quantize over all heads (returns the
-    token scale (mu, e))."""
+    """§6 every query head (`attention_head_range`), then token_quantize over all heads (returns
+    the token scale (mu, e))."""
     wide = np.empty(heads * keys.shape[2], dtype=np.int64)
     attention_heads(q, keys, values, first, length, heads, score_mult, score_shift, out_mult, out_shift,
-                    exp2_table, reciprocal_table, wide)
+                    exp2_table, reciprocal_table, 1, wide)
     return token_quantize(wide, out_bits, out)
 
 
@@ -295,10 +299,10 @@ def step_compiled(token, embed_codes, embed_zeros, embed_group, embed_mult, embe
                        kv_bits, keys[index], values[index], pos)
         if split_heads:
             attention_heads_parallel(qkv[:q_dim], keys[index], values[index], first, pos + 1, heads, c[0], c[1], c[2],
-                                     c[3], exp2_table, reciprocal_table, wide)
+                                     c[3], exp2_table, reciprocal_table, min(threads, heads), wide)
         else:
             attention_heads(qkv[:q_dim], keys[index], values[index], first, pos + 1, heads, c[0], c[1], c[2], c[3],
-                            exp2_table, reciprocal_table, wide)
+                            exp2_table, reciprocal_table, 1, wide)
         mu, e = token_quantize(wide, act_bits, attended)
         residual_add(h, matvec_group(wo_matrix, attended, mu, e, threads, RESIDUAL_BITS))
         mu, e = rmsnorm(h, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, x)
