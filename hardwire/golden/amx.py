@@ -37,7 +37,7 @@ import platform
 import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba import config, get_num_threads, njit, prange, types
+from numba import config, get_num_threads, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
