@@ -246,6 +246,44 @@ def test_the_one_call_step_equals_the_block_by_block_step_on_one_and_two_threads
         numba.set_num_threads(threads)
 
 
+def test_the_one_call_batched_step_equals_the_block_by_block_batched_step_on_one_and_two_threads(die_and_tables,
+                                                                                               monkeypatch):
+    """A batch of users untraced and unpatched runs as one compiled call (`step_batch_compiled`);
+    with `compiled_layers` off it goes block by block through `run_users`. Users at different
+    positions; with every matrix and context counted large, the second thread splits the products'
+    row blocks and the per-user blocks' users."""
+    import numba
+    import hardwire.golden.forward as forward_module
+    import hardwire.golden.matvec as matvec_module
+    die, tables = die_and_tables
+    rng = np.random.default_rng(12)
+    prompts = [list(rng.integers(0, die.spec.vocab_size, 1 + i % 4)) for i in range(5)]
+    steps = [[int(t) for t in rng.integers(0, die.spec.vocab_size, len(prompts))] for _ in range(3)]
+
+    def decode(transformer):
+        caches = [KVCache() for _ in prompts]
+        for cache, ids in zip(caches, prompts):
+            for token in ids:
+                transformer.step_batch([int(token)], [cache])
+        return [transformer.step_batch(tokens, caches) for tokens in steps]
+
+    blockwise_transformer = GoldenTransformer(die, tables)
+    blockwise_transformer.compiled_layers = None
+    blockwise = decode(blockwise_transformer)
+    monkeypatch.setattr(matvec_module, "PARALLEL_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(forward_module, "PARALLEL_MIN_ATTENTION", 0)
+    threads = numba.get_num_threads()
+    try:
+        for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(count)
+            transformer = GoldenTransformer(die, tables)
+            assert transformer.compiled_layers is not None
+            for step, (together, expected) in enumerate(zip(decode(transformer), blockwise)):
+                assert all(np.array_equal(a, b) for a, b in zip(together, expected)), (count, step)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def test_every_intermediate_of_a_step_is_an_integer_vector(die_and_tables):
     die, tables = die_and_tables
     seen = []

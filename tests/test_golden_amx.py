@@ -182,11 +182,17 @@ def test_a_batched_step_through_tile_products_gives_every_user_the_logits_of_dec
     tables = build_tables(spec, die, measure_ranges(die, [list(range(16))]))
     rng = np.random.default_rng(9)
     tokens = [int(t) for t in rng.integers(0, spec.vocab_size, amx.MIN_USERS + 1)]
+    import hardwire.golden.matvec as matvec_module
+    assert matvec_module._TILES and len(tokens) >= amx.MIN_USERS   # the one-call step's rule for tile products
     transformer = GoldenTransformer(die, tables)
+    together = transformer.step_batch(tokens, [KVCache() for _ in tokens])      # one compiled call
+    blockwise_transformer = GoldenTransformer(die, tables)
+    blockwise_transformer.compiled_layers = None          # block by block, through `amx.rows_amx`
     tile_calls, tile_products = [], amx.rows_amx
     monkeypatch.setattr(amx, "rows_amx", lambda *args, **kw: (tile_calls.append(1), tile_products(*args, **kw)))
-    together = transformer.step_batch(tokens, [KVCache() for _ in tokens])
-    assert tile_calls                                     # the step did go through tile products
-    for token, row in zip(tokens, together):
+    blockwise = blockwise_transformer.step_batch(tokens, [KVCache() for _ in tokens])
+    assert tile_calls                                     # that step did go through tile products
+    for token, row, block_row in zip(tokens, together, blockwise):
         transformer.reset()
-        assert row.tolist() == transformer.forward([token])[-1].tolist()
+        alone = transformer.forward([token])[-1].tolist()
+        assert row.tolist() == alone and block_row.tolist() == alone

@@ -27,8 +27,8 @@ from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.attention_sums import dot16, weighted_rows
 from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.hadamard import hadamard_transform
-from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch, matvec_compiled,
-                                    pack_matrix, stack, threads_now)
+from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch,
+                                    matvec_batch_compiled, matvec_compiled, pack_matrix, stack, threads_now)
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -334,6 +334,84 @@ def matvec_group(matrices, x, mantissa, exponent, threads, out_bits):
     return out
 
 
+# -- several users' whole token step in one compiled call ------------------------------------------
+
+@njit(cache=True, nogil=True)
+def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, layers, final_mult,
+                        final_shift, classifier, keys, values, positions, window, dims, eps, act_bits, kv_bits,
+                        hadamard_block, rsqrt_table, rope_cos, rope_sin, exp2_table, reciprocal_table, sigmoid_table,
+                        threads):
+    """The blocks of `GoldenTransformer.run_users` for several users, without returning to Python
+    between them: int64 logits [users, vocab]. User b decodes tokens[b] at positions[b] over its
+    own cache keys[b] / values[b] (typed lists, as `attend_users`); layers as `step_compiled`.
+    Each block runs for all users before the next, the per-user blocks split their users over the
+    threads when `threads` > 1, and each matrix's codes are read once for all users
+    (`matvec_batch_compiled`)."""
+    q_dim, kv_dim, heads, kv_heads, head_dim, ffn_dim = dims
+    cache_shift = INTERNAL_BITS - kv_bits
+    users = tokens.size
+    split = threads > 1
+    hs = np.empty((users, embed_codes.shape[1]), dtype=np.int64)
+    embed_users(embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, tokens, hs)
+    residuals = hs.reshape(-1)
+    xs = np.empty_like(hs)
+    scales = np.empty((users, 2), dtype=np.int64)
+    attended = np.empty((users, q_dim), dtype=np.int64)
+    gated = np.empty((users, ffn_dim), dtype=np.int64)
+    for index in range(len(layers)):
+        qkv_matrix, wo_matrix, gate_up_matrix, down_matrix, attn_mult, attn_shift, ffn_mult, ffn_shift, c = \
+            layers[index]
+        if split:
+            rmsnorm_users_parallel(hs, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        else:
+            rmsnorm_users(hs, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        qkvs = matvec_group_batch(qkv_matrix, xs, scales, threads, INTERNAL_BITS)
+        if split:
+            attend_users_parallel(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift,
+                                  kv_bits, keys, values, index, positions, window, c[0], c[1], c[2], c[3], act_bits,
+                                  exp2_table, reciprocal_table, attended, scales)
+        else:
+            attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift, kv_bits,
+                         keys, values, index, positions, window, c[0], c[1], c[2], c[3], act_bits, exp2_table,
+                         reciprocal_table, attended, scales)
+        residual_add(residuals, matvec_group_batch(wo_matrix, attended, scales, threads, RESIDUAL_BITS).reshape(-1))
+        if split:
+            rmsnorm_users_parallel(hs, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        else:
+            rmsnorm_users(hs, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        gate_up = matvec_group_batch(gate_up_matrix, xs, scales, threads, INTERNAL_BITS)
+        if split:
+            swiglu_users_parallel(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block,
+                                  gated, scales)
+        else:
+            swiglu_users(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block, gated,
+                         scales)
+        residual_add(residuals, matvec_group_batch(down_matrix, gated, scales, threads, RESIDUAL_BITS).reshape(-1))
+    if split:
+        rmsnorm_users_parallel(hs, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
+    else:
+        rmsnorm_users(hs, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
+    return matvec_group_batch(classifier, xs, scales, threads, RESIDUAL_BITS)
+
+
+@njit(cache=True, nogil=True)
+def matvec_group_batch(matrices, xs, scales, threads, out_bits):
+    """`matvec_batch_compiled` of the users' xs through each of `matrices` (`matvec_group`'s typed
+    list), their outputs side by side: int64 [users, rows]."""
+    if len(matrices) == 1:
+        return matvec_batch_compiled(matrices[0], xs, scales, threads, out_bits)
+    rows = 0
+    for fields in matrices:
+        rows += fields[3].size
+    out = np.empty((xs.shape[0], rows), dtype=np.int64)
+    at = 0
+    for fields in matrices:
+        y = matvec_batch_compiled(fields, xs, scales, threads, out_bits)
+        out[:, at:at + y.shape[1]] = y
+        at += y.shape[1]
+    return out
+
+
 @njit(cache=True, nogil=True)
 def argmax(logits):
     """§9.1 the first index of the largest logit."""
@@ -521,6 +599,18 @@ class GoldenTransformer:
                              t["rope_cos"], t["rope_sin"], t["exp2_table"], t["reciprocal_table"],
                              t["sigmoid_table"], threads_now(), PARALLEL_MIN_ATTENTION)
 
+    def _step_batch_compiled(self, tokens: list[int], caches: _UserCaches) -> np.ndarray:
+        spec, t = self.spec, self.tables
+        dims = (spec.q_dim, spec.kv_dim, spec.heads, spec.kv_heads, spec.head_dim, spec.ffn_dim)
+        final_mult, final_shift = self.final_norm
+        return step_batch_compiled(np.asarray(tokens, np.int64), self.embed_codes, self.embed_zeros, self.embed_group,
+                                   self.embed_mult, self.embed_shift, self.compiled_layers, final_mult,
+                                   np.int64(final_shift), self.compiled_classifier, caches.keys, caches.values,
+                                   caches.positions, spec.sliding_window or 0, dims, self.norm_eps, self.act_bits,
+                                   self.kv_bits, self.down_hadamard_block, t["rsqrt_table"], t["rope_cos"],
+                                   t["rope_sin"], t["exp2_table"], t["reciprocal_table"], t["sigmoid_table"],
+                                   self.threads)
+
     @cached_property
     def compiled_classifier(self) -> typed.List:
         return _compiled_group([self.classifier])
@@ -544,6 +634,8 @@ class GoldenTransformer:
         (caches[i] = (keys, values, position) of user i). `trace` is for one user."""
         note = trace if trace is not None else None
         self.threads = threads_now()            # asked once a step, not by each of its products
+        if note is None and len(tokens) > 1 and self.compiled_layers is not None:
+            return list(self._step_batch_compiled(tokens, _UserCaches(caches)))
         self.split_users = len(tokens) > 1 and self.threads > 1     # per-user blocks: their parallel builds
         hs = np.empty((len(tokens), self.spec.hidden_dim), np.int64)
         if note is None and len(tokens) > 1:      # many users: one compiled call per block for all of them

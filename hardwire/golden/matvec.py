@@ -588,25 +588,85 @@ _NO_EXTRA = np.zeros(0, dtype=np.int64)
 _one_user_serial, _one_user_parallel = _ONE_USER[False], _ONE_USER[True]
 
 
+@njit(nogil=True)
+def _no_tile_kernel(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc):
+    """Where the tile kernel is not built (no AMX): never called, `_TILES` being false."""
+    raise RuntimeError("no AMX tile kernel on this machine")
+
+
+_TILES = amx.AMX and ROW_BLOCK == amx.TILE_ROWS     # the tile kernel can run (enough users: `amx.pays`)
+
+
+# Several users' matvec (`matvec_batch`, no adapter terms) in one compiled call, for a batched
+# step that is one compiled call itself (`forward.step_batch_compiled`): preparing the inputs, the
+# kernel that `_sums` would pick and requantizing, with no return to Python. Built twice like
+# `_matvec_one`, on the serial and on the parallel kernels.
+def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, cfg, parts,
+                 out_bits):
+    users = xs.shape[0]
+    acc = np.empty((users, data.shape[0] * ROW_BLOCK), dtype=np.int64)
+    fits_int8 = False
+    if fast:
+        tiles = _TILES and users >= amx.MIN_USERS
+        padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
+        small, removed, fits_int8 = _prepare_int8(xs, group, width, multipliers.shape[1], offset, zeros, padded_users,
+                                                  not (tiles and zeros.shape[0] == 0))
+        if fits_int8 and tiles:
+            _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc)
+        elif fits_int8:
+            _rows_fast(small, removed, data, multipliers, width // QUAD, nibbles, acc)
+    if not fits_int8:
+        padded, removed, _ = _prepare(xs, group, width, multipliers.shape[1], offset, zeros)
+        _rows_portable_kernel(padded, removed, data, multipliers, width // QUAD, nibbles, acc)
+    return _finish(acc, _NO_EXTRAS, shifts, scales, bias, out_bits)
+
+
+_MANY_USERS = {}
+for _parallel in (False, True):
+    _scope = dict(globals(), _rows_fast=_KERNELS["vnni" if VNNI else "portable", _parallel],
+                  _rows_portable_kernel=_KERNELS["portable", _parallel],
+                  _rows_tiles=amx._KERNELS[_parallel] if amx.AMX else _no_tile_kernel)
+    _twin = FunctionType(_matvec_many.__code__, _scope, _matvec_many.__name__)
+    if _parallel:           # its own cache entry (see `_ONE_USER`)
+        _twin.__qualname__ = _matvec_many.__qualname__ + "_parallel"
+    _MANY_USERS[_parallel] = njit(nogil=True, cache=True)(_twin)
+_many_users_serial, _many_users_parallel = _MANY_USERS[False], _MANY_USERS[True]
+
+
 def compiled_fields(matrix: PackedMatrix) -> tuple:
-    """`matrix` as compiled code takes it (`matvec_compiled`): its arrays, its packing and whether
-    it is large enough to split over threads. Every matrix gives the same tuple type, so a
-    layer's four fit one typed list with the other layers'."""
+    """`matrix` as compiled code takes it (`matvec_compiled`, `matvec_batch_compiled`): its
+    arrays, its packing, whether it is large enough to split over threads and its tile
+    configuration (zeros without AMX). Every matrix gives the same tuple type, so a layer's four
+    fit one typed list with the other layers'."""
+    tile_config = (np.array(amx.tile_config(matrix.group_width)) if _TILES and matrix.fast
+                   else np.zeros(64, dtype=np.uint8))      # a writable copy: one array type for all
     return (matrix.data, matrix.multiplier_bytes, matrix.zeros, matrix.shifts, matrix.bias, np.int64(matrix.group),
             np.int64(matrix.group_width), np.int64(matrix.offset), bool(matrix.nibbles),
-            bool(matrix.fast), bool(matrix.large))
+            bool(matrix.fast), bool(matrix.large), tile_config)
 
 
 @njit(cache=True, nogil=True)
 def matvec_compiled(fields, x, mantissa, exponent, threads, out_bits):
     """`matvec` from compiled code: `fields` = `compiled_fields(matrix)`, no adapter terms, split
     over the threads when `threads` > 1 and the matrix is large."""
-    data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, large = fields
+    data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, large, _ = fields
     if large and threads > 1:
         return _one_user_parallel(x, mantissa, exponent, _NO_EXTRA, data, multipliers, zeros, shifts, bias, group,
                                   width, offset, nibbles, fast, out_bits)
     return _one_user_serial(x, mantissa, exponent, _NO_EXTRA, data, multipliers, zeros, shifts, bias, group, width,
                             offset, nibbles, fast, out_bits)
+
+
+@njit(cache=True, nogil=True)
+def matvec_batch_compiled(fields, xs, scales, threads, out_bits):
+    """`matvec_batch` from compiled code: xs int64 [users, cols], scales [users, (mu, e)], no
+    adapter terms, split over the threads when `threads` > 1 and the matrix is large."""
+    data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast, large, cfg = fields
+    if large and threads > 1:
+        return _many_users_parallel(xs, scales, data, multipliers, zeros, shifts, bias, group, width, offset, nibbles,
+                                    fast, cfg, threads, out_bits)
+    return _many_users_serial(xs, scales, data, multipliers, zeros, shifts, bias, group, width, offset, nibbles, fast,
+                              cfg, 1, out_bits)
 
 
 def matvec(matrix: PackedMatrix, x: np.ndarray, scale: tuple[int, int], out_bits: int,
