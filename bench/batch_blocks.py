@@ -3,8 +3,9 @@
     python bench/batch_blocks.py [--plans w8 w8g32 w4g32 w4] [--batch 32] [--threads 2] [--steps 24]
 
 The model of bench/decode_golden.py (stories110M shape, random weights) is frozen at each plan;
-`--batch` users decode together (`GoldenTransformer.step_batch`), 8 steps of warm-up, then
-`--steps` timed. Each call of the step's blocks is wrapped with a wall clock: the products' kernels
+`--batch` users decode together (`GoldenTransformer.step_batch`) block by block (`run_users`: the
+one-call batched step, `step_batch_compiled`, runs the same blocks with no Python between them and
+cannot be timed from outside), 8 steps of warm-up, then `--steps` timed. Each call of the step's blocks is wrapped with a wall clock: the products' kernels
 (`amx.rows_amx`, or the vpdpbusd kernels below 16 users), preparing their inputs
 (`matvec._prepare_int8`), requantizing (`matvec._finish`), the rest of `matvec_batch`, attention
 (RoPE, cache writes and §6 for every user), SwiGLU, the norms, the residual adds and the
@@ -72,6 +73,7 @@ def split_plan(model, plan: str, batch: int, steps: int, workdir: Path) -> dict:
     from decode_golden import golden_engine
     from hardwire.model.reference import KVCache
     transformer = golden_engine(model, plan, workdir).transformer
+    transformer.compiled_layers = None          # block by block, so that each block can be timed
     caches = [KVCache() for _ in range(batch)]
     tokens = [1] * batch
     for _ in range(8):

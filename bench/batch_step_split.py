@@ -3,7 +3,8 @@
     python bench/batch_step_split.py [--plans w4g32 w8 ...] [--batch 1 32] [--tokens 8] [--threads 1]
 
 The model of bench/decode_golden.py (stories110M shape, random weights) is frozen at each plan and
-decoded `--tokens` steps at each batch size, as there. Each step's CPU time of the process is cut
+decoded `--tokens` steps at each batch size, as there, block by block (`run_users`; the one-call
+batched step runs the same blocks without Python between them). Each step's CPU time is cut
 into: the kernels (AMX tile products or vpdpbusd, `hardwire.golden.amx` / `matvec`), the rest of
 `matvec_batch` (padding the inputs, corrections, requantizing), and everything else in
 `GoldenTransformer.step_batch` (norms, RoPE, attention over each user's cache, SwiGLU, residuals,
@@ -48,6 +49,7 @@ def split_plan(model, plan: str, batches: list[int], tokens: int, workdir: Path,
     from hardwire.golden import amx, forward, matvec
     from hardwire.model.reference import KVCache
     transformer = golden_engine(model, plan, workdir).transformer
+    transformer.compiled_layers = None      # block by block (`run_users`): the one-call step cannot be timed inside
     kernel, whole_matvec = CpuClock(), CpuClock()
     originals = (forward.matvec_batch, amx.rows_amx, dict(matvec._KERNELS))
     forward.matvec_batch = whole_matvec.wrap(forward.matvec_batch)
