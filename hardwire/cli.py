@@ -58,10 +58,16 @@ def command():
     return group
 
 
+# Every character str.splitlines() breaks a line at, shown escaped: a message quoting a user's text
+# (a fuzzed manifest key of U+0085 reached a spec error) stays one line.
+_LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode("ascii") for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def say(line: str) -> None:
-    """One line on stderr; text that came from the command line as invalid UTF-8 (lone surrogates)
-    is shown escaped instead of failing to print."""
-    print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
+    """One line on stderr: line breaks inside it, and text that came from the command line as
+    invalid UTF-8 (lone surrogates), are shown escaped instead of breaking the line or failing to
+    print."""
+    print(line.translate(_LINE_BREAKS).encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
 
 
 def _given_value(param, argv: list[str]) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from hardwire.runtime.engine import make_engine
 
@@ -55,6 +56,27 @@ def test_usage_errors_exit_2_with_one_line_naming_the_option(cli):
         proc = cli(*args, expect=2)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0] and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_an_error_quoting_line_break_characters_stays_one_line(capsys):
+    """A message that quotes user text holding a character str.splitlines() breaks at (a fuzzed
+    manifest key of U+0085 once reached a spec error) is printed on one line, the character escaped."""
+    from hardwire.cli import say
+    say("hardwire: error: key '\x85' and '\u2028', then\na newline")
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["hardwire: error: key '\\x85' and '\\u2028', then\\na newline"]
+
+
+def test_a_manifest_spec_with_unknown_rope_scaling_fields_is_refused_by_name():
+    from hardwire.errors import HardwireError
+    from hardwire.model.spec import ModelSpec
+    fields = dict(family="llama", hidden_dim=8, layers=1, heads=1, kv_heads=1, head_dim=8, ffn_dim=8, vocab_size=8,
+                  max_context=8)
+    for scaling in ({"\x85": None}, {"factor": 8.0}, [1, 2]):
+        with pytest.raises(HardwireError, match="rope_scaling: expected an object of exactly"):
+            ModelSpec.from_dict(dict(fields, rope_scaling=scaling))
+    scaling = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position=8192)
+    assert ModelSpec.from_dict(dict(fields, rope_scaling=scaling)).rope_scaling.factor == 8.0
 
 
 def run_piped(*args, columns: int = 30):

@@ -243,7 +243,12 @@ class ModelSpec:
     def from_dict(cls, data: dict) -> "ModelSpec":
         data = dict(data)
         if data.get("rope_scaling") is not None:
-            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
+            scaling = data["rope_scaling"]
+            expected = [f.name for f in dataclasses.fields(RopeScaling)]
+            if not isinstance(scaling, dict) or sorted(scaling) != sorted(expected):
+                raise BadConfig(f"rope_scaling: expected an object of exactly {expected}, got "
+                                f"{sorted(map(repr, scaling)) if isinstance(scaling, dict) else type(scaling).__name__}")
+            data["rope_scaling"] = RopeScaling(**scaling)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
