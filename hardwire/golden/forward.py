@@ -223,6 +223,15 @@ rmsnorm_users, rmsnorm_users_parallel = serial_and_parallel(rmsnorm_users)
 
 
 @njit(cache=True, nogil=True)
+def norm_users(split, hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
+    """`rmsnorm_users`, its users split over the threads when `split` (its parallel build)."""
+    if split:
+        rmsnorm_users_parallel(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales)
+    else:
+        rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales)
+
+
+@njit(cache=True, nogil=True)
 def embed_users(codes, zeros, group, mult, shift, tokens, out):
     """§8.1 `embed_lookup` of each user's token into the rows of out."""
     for b in range(tokens.size):
@@ -361,10 +370,7 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
     for index in range(len(layers)):
         qkv_matrix, wo_matrix, gate_up_matrix, down_matrix, attn_mult, attn_shift, ffn_mult, ffn_shift, c = \
             layers[index]
-        if split:
-            rmsnorm_users_parallel(hs, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
-        else:
-            rmsnorm_users(hs, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        norm_users(split, hs, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
         qkvs = matvec_group_batch(qkv_matrix, xs, scales, threads, INTERNAL_BITS)
         if split:
             attend_users_parallel(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift,
@@ -375,10 +381,7 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
                          keys, values, index, positions, window, c[0], c[1], c[2], c[3], act_bits, exp2_table,
                          reciprocal_table, attended, scales)
         residual_add(residuals, matvec_group_batch(wo_matrix, attended, scales, threads, RESIDUAL_BITS).reshape(-1))
-        if split:
-            rmsnorm_users_parallel(hs, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
-        else:
-            rmsnorm_users(hs, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        norm_users(split, hs, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
         gate_up = matvec_group_batch(gate_up_matrix, xs, scales, threads, INTERNAL_BITS)
         if split:
             swiglu_users_parallel(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block,
@@ -387,10 +390,7 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
             swiglu_users(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block, gated,
                          scales)
         residual_add(residuals, matvec_group_batch(down_matrix, gated, scales, threads, RESIDUAL_BITS).reshape(-1))
-    if split:
-        rmsnorm_users_parallel(hs, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
-    else:
-        rmsnorm_users(hs, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
+    norm_users(split, hs, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
     return matvec_group_batch(classifier, xs, scales, threads, RESIDUAL_BITS)
 
 
@@ -663,8 +663,8 @@ class GoldenTransformer:
         mult, shift = mult_shift
         xs = np.empty_like(hs)
         scales = np.empty((hs.shape[0], 2), np.int64)
-        (rmsnorm_users_parallel if self.split_users else rmsnorm_users)(
-            hs, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], xs, scales)
+        norm_users(self.split_users, hs, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], xs,
+                   scales)
         if note:
             note(name, xs[0])
             note(name + ".scale", scales[0])
