@@ -7,7 +7,7 @@ The model of bench/decode_golden.py (stories110M shape, random weights) is froze
 one-call batched step, `step_batch_compiled`, runs the same blocks with no Python between them and
 cannot be timed from outside), 8 steps of warm-up, then `--steps` timed. Each call of the step's blocks is wrapped with a wall clock: the products' kernels
 (`amx.rows_amx`, or the vpdpbusd kernels below 16 users), preparing their inputs
-(`matvec._prepare_int8`), requantizing (`matvec._finish`), the rest of `matvec_batch`, attention
+(`matvec._prepare_batch`), requantizing (`matvec._finish`), the rest of `matvec_batch`, attention
 (RoPE, cache writes and §6 for every user), SwiGLU, the norms, the residual adds and the
 embedding; "rest" is the step less all of them (Python between the blocks, and this bench's own
 argmax of each user's logits, ~0.6 ms at 32 users). Printed: ms per step.
@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # (module, function, the name printed); the per-user blocks have a serial and a parallel build
 BLOCKS = [("forward", "attend_users_parallel", "attention"), ("forward", "attend_users", "attention"),
           ("forward", "swiglu_users_parallel", "SwiGLU"), ("forward", "swiglu_users", "SwiGLU"),
-          ("forward", "rmsnorm_users_parallel", "norms"), ("forward", "rmsnorm_users", "norms"),
+          ("forward", "norm_users", "norms"),
           ("forward", "residual_add", "residual adds"), ("forward", "embed_users", "embedding"),
           ("forward", "matvec_batch", "matvec_batch"),
-          ("matvec", "_prepare_int8", "preparing inputs"), ("matvec", "_finish", "requantizing"),
+          ("matvec", "_prepare_batch", "preparing inputs"), ("matvec", "_finish", "requantizing"),
           ("amx", "rows_amx", "kernels")]
 
 

@@ -465,6 +465,15 @@ def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, correct
     return padded, corrections, True
 
 
+@njit(cache=True, nogil=True)
+def _prepare_batch(xs, group, width, groups, offset, zeros, tiles):
+    """`_prepare_int8` for the kernel a batch goes to: tile products (`tiles`) take users in 16s
+    and, where the codes have no zero points, multiply them signed and read no corrections."""
+    users = xs.shape[0]
+    padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
+    return _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, not (tiles and zeros.shape[0] == 0))
+
+
 def threads_now() -> int:
     """numba's thread count for the calling thread. Asking costs a few microseconds (a lock and
     a thread-local read), so a token step asks once and hands the answer to its 49 products
@@ -488,11 +497,8 @@ def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, threads: int 
     fits_int8 = tiles = False
     if matrix.fast:
         tiles = amx.pays(users, ROW_BLOCK)
-        padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
-        # tile products of signed codes (no zero points) need no corrections
-        corrected = not (tiles and matrix.zeros.shape[0] == 0)
-        small, removed, fits_int8 = _prepare_int8(stacked, matrix.group, matrix.group_width, matrix.groups,
-                                                  matrix.offset, matrix.zeros, padded_users, corrected)
+        small, removed, fits_int8 = _prepare_batch(stacked, matrix.group, matrix.group_width, matrix.groups,
+                                                   matrix.offset, matrix.zeros, tiles)
     if fits_int8 and tiles:     # the same sums as tile products, for many users at once
         amx.rows_amx(small, removed, matrix.data, matrix.multiplier_bytes, matrix.group_width, matrix.nibbles,
                      matrix.offset, acc, parallel)
@@ -607,10 +613,8 @@ def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, widt
     acc = np.empty((users, data.shape[0] * ROW_BLOCK), dtype=np.int64)
     fits_int8 = False
     if fast:
-        tiles = _TILES and users >= amx.MIN_USERS
-        padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
-        small, removed, fits_int8 = _prepare_int8(xs, group, width, multipliers.shape[1], offset, zeros, padded_users,
-                                                  not (tiles and zeros.shape[0] == 0))
+        tiles = _TILES and users >= amx.MIN_USERS      # `amx.pays`, AMX as found at import
+        small, removed, fits_int8 = _prepare_batch(xs, group, width, multipliers.shape[1], offset, zeros, tiles)
         if fits_int8 and tiles:
             _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc)
         elif fits_int8:
