@@ -51,8 +51,7 @@ def dot16(typingctx, q, k):
         size = cgutils.unpack_tuple(builder, q_array.shape)[0]
         lanes64 = ir.VectorType(_i64, DOT_LANES // 4)
         wide32 = ir.VectorType(_i32, DOT_LANES)
-        vector_total = cgutils.alloca_once_value(builder, ir.Constant(lanes64, None))
-        builder.store(ir.Constant(lanes64, [0] * (DOT_LANES // 4)), vector_total)
+        vector_total = cgutils.alloca_once_value(builder, ir.Constant(lanes64, [0] * (DOT_LANES // 4)))
         steps = builder.udiv(size, _i64(DOT_LANES))
         with cgutils.for_range(builder, steps) as loop:
             at = builder.mul(loop.index, _i64(DOT_LANES))
@@ -95,7 +94,7 @@ def weighted_rows(typingctx, weights, values, g, first, length, total):
         lanes = ir.VectorType(_i64, ROW_LANES)
         weights_data = builder.bitcast(weights_array.data, ir.PointerType(_i64))
         total_data = builder.bitcast(total_array.data, ir.PointerType(_i64))
-        accumulator = cgutils.alloca_once_value(builder, ir.Constant(lanes, None))
+        accumulator = cgutils.alloca_once(builder, lanes)
         positions = builder.sub(length_value, first_value)
 
         def weight_at(t, as_lanes: int):
