@@ -223,27 +223,34 @@ def test_golden_step_equals_slow_integer_reference(die_and_tables):
         assert fast[row].tolist() == slow.step(int(token)), f"token {row} differs"
 
 
-def test_the_one_call_step_equals_the_block_by_block_step_on_one_and_two_threads(die_and_tables, monkeypatch):
-    """`step` runs a whole token in one compiled call (`step_compiled`); a traced step goes block by
-    block through `run_users`. With every matrix and context counted large, the second thread
-    splits each product's row blocks and each attention's heads."""
+def every_split_on_one_and_two_threads(monkeypatch):
+    """Yields 1, then 2 where numba has two threads, set as the thread count, with every matrix
+    and context counted large enough to split; the thread count is put back after."""
     import numba
-    import hardwire.golden.matvec as matvec_module
-    die, tables = die_and_tables
-    ids = list(np.random.default_rng(4).integers(0, die.spec.vocab_size, 12))
-    blockwise = GoldenTransformer(die, tables).forward(ids, trace=lambda name, value: None)
     import hardwire.golden.forward as forward_module
+    import hardwire.golden.matvec as matvec_module
     monkeypatch.setattr(matvec_module, "PARALLEL_MIN_WEIGHTS", 0)
     monkeypatch.setattr(forward_module, "PARALLEL_MIN_ATTENTION", 0)
     threads = numba.get_num_threads()
     try:
         for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
             numba.set_num_threads(count)
-            transformer = GoldenTransformer(die, tables)
-            assert transformer.compiled_layers is not None
-            assert np.array_equal(transformer.forward(ids), blockwise), f"{count} thread(s)"
+            yield count
     finally:
         numba.set_num_threads(threads)
+
+
+def test_the_one_call_step_equals_the_block_by_block_step_on_one_and_two_threads(die_and_tables, monkeypatch):
+    """`step` runs a whole token in one compiled call (`step_compiled`); a traced step goes block by
+    block through `run_users`. With every matrix and context counted large, the second thread
+    splits each product's row blocks and each attention's heads."""
+    die, tables = die_and_tables
+    ids = list(np.random.default_rng(4).integers(0, die.spec.vocab_size, 12))
+    blockwise = GoldenTransformer(die, tables).forward(ids, trace=lambda name, value: None)
+    for count in every_split_on_one_and_two_threads(monkeypatch):
+        transformer = GoldenTransformer(die, tables)
+        assert transformer.compiled_layers is not None
+        assert np.array_equal(transformer.forward(ids), blockwise), f"{count} thread(s)"
 
 
 def test_the_one_call_batched_step_equals_the_block_by_block_batched_step_on_one_and_two_threads(die_and_tables,
@@ -252,9 +259,6 @@ def test_the_one_call_batched_step_equals_the_block_by_block_batched_step_on_one
     with `compiled_layers` off it goes block by block through `run_users`. Users at different
     positions; with every matrix and context counted large, the second thread splits the products'
     row blocks and the per-user blocks' users."""
-    import numba
-    import hardwire.golden.forward as forward_module
-    import hardwire.golden.matvec as matvec_module
     die, tables = die_and_tables
     rng = np.random.default_rng(12)
     prompts = [list(rng.integers(0, die.spec.vocab_size, 1 + i % 4)) for i in range(5)]
@@ -270,18 +274,11 @@ def test_the_one_call_batched_step_equals_the_block_by_block_batched_step_on_one
     blockwise_transformer = GoldenTransformer(die, tables)
     blockwise_transformer.compiled_layers = None
     blockwise = decode(blockwise_transformer)
-    monkeypatch.setattr(matvec_module, "PARALLEL_MIN_WEIGHTS", 0)
-    monkeypatch.setattr(forward_module, "PARALLEL_MIN_ATTENTION", 0)
-    threads = numba.get_num_threads()
-    try:
-        for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-            numba.set_num_threads(count)
-            transformer = GoldenTransformer(die, tables)
-            assert transformer.compiled_layers is not None
-            for step, (together, expected) in enumerate(zip(decode(transformer), blockwise)):
-                assert all(np.array_equal(a, b) for a, b in zip(together, expected)), (count, step)
-    finally:
-        numba.set_num_threads(threads)
+    for count in every_split_on_one_and_two_threads(monkeypatch):
+        transformer = GoldenTransformer(die, tables)
+        assert transformer.compiled_layers is not None
+        for step, (together, expected) in enumerate(zip(decode(transformer), blockwise)):
+            assert all(np.array_equal(a, b) for a, b in zip(together, expected)), (count, step)
 
 
 def test_every_intermediate_of_a_step_is_an_integer_vector(die_and_tables):
