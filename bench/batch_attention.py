@@ -63,22 +63,28 @@ def build(threads: int):
                 average = rshift_round((total[d] >> n) * r, ar.RECIPROCAL_FRAC_BITS - ar.ATTENTION_AVERAGE_FRAC_BITS)
                 wide[h * head_dim + d] = rshift_round(average * out_mult, out_shift - TOKEN_FRAC_BITS)
 
-    @njit(nogil=True, parallel=True)
-    def step_vector(keys, values, qs, wide, length, exp2_table, reciprocal_table):
-        for layer in range(LAYERS):
-            for user in prange(len(keys)):
-                b = np.int64(user)
-                attention_heads(qs[b], keys[b][layer], values[b][layer], 0, length, HEADS, SCORE[0], SCORE[1],
-                                OUT[0], OUT[1], exp2_table, reciprocal_table, 1, wide[b])
+    def over_users(heads_of_one_user):
+        """One step's attention: each layer in turn, every user's heads, the users split over the threads."""
+        @njit(nogil=True, parallel=True)
+        def step(keys, values, qs, wide, length, exp2_table, reciprocal_table):
+            for layer in range(LAYERS):
+                for user in prange(len(keys)):
+                    b = np.int64(user)
+                    heads_of_one_user(qs[b], keys[b][layer], values[b][layer], length, exp2_table, reciprocal_table,
+                                      wide[b])
+        return step
 
-    @njit(nogil=True, parallel=True)
-    def step_plain(keys, values, qs, wide, length, exp2_table, reciprocal_table):
-        for layer in range(LAYERS):
-            for user in prange(len(keys)):
-                b = np.int64(user)
-                plain_heads(qs[b], keys[b][layer], values[b][layer], 0, length, HEADS, SCORE[0], SCORE[1],
-                            OUT[0], OUT[1], exp2_table, reciprocal_table, wide[b])
+    @njit(nogil=True)
+    def vector_heads(q, keys, values, length, exp2_table, reciprocal_table, wide):
+        attention_heads(q, keys, values, 0, length, HEADS, SCORE[0], SCORE[1], OUT[0], OUT[1], exp2_table,
+                        reciprocal_table, 1, wide)
 
+    @njit(nogil=True)
+    def loop_heads(q, keys, values, length, exp2_table, reciprocal_table, wide):
+        plain_heads(q, keys, values, 0, length, HEADS, SCORE[0], SCORE[1], OUT[0], OUT[1], exp2_table,
+                    reciprocal_table, wide)
+
+    step_vector, step_plain = over_users(vector_heads), over_users(loop_heads)
     return step_vector, step_plain
 
 
