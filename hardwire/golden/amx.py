@@ -43,6 +43,7 @@ from numba.extending import intrinsic
 
 from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.multipliers import spread
+from hardwire.golden.prefetch import emit_prefetch
 
 TILE_ROWS = 16            # rows of a tile: users of an A or C tile, matrix rows (int32 columns) of a C tile
 TILE_ROW_BYTES = 64       # bytes of a tile row: K = 64 activation bytes, or 16 rows x one quad of codes
@@ -149,16 +150,6 @@ def _load_tile_config(typingctx, cfg):
         builder.call(_declare(builder, "llvm.x86.ldtilecfg", [_byte_ptr]), [builder.bitcast(data, _byte_ptr)])
         return context.get_dummy_value()
     return types.void(cfg), codegen
-
-
-def _emit_prefetch(builder, base, start, count):
-    """Prefetch bytes [start, start + count) from `base` into L2, a cache line at a time."""
-    fetch = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32, _i32]), "llvm.prefetch.p0")
-    line = _i64(TILE_ROW_BYTES)
-    with cgutils.for_range(builder, builder.udiv(builder.add(count, _i64(TILE_ROW_BYTES - 1)), line)) as loop:
-        address = builder.gep(base, [builder.add(start, builder.mul(loop.index, line))])
-        builder.call(fetch, [address, _i32(0), _i32(2), _i32(1)])   # read, L2 (locality 2), data
 
 
 @intrinsic
@@ -277,8 +268,8 @@ def _group_products(nibbles: bool, signed: bool):
                     when(pair_flag, lambda: load_codes(1))
 
                     def prefetch_next(b):   # the same columns of the next pass's block: L2 by the time it starts
-                        _emit_prefetch(builder, data(next_arrs[b]), builder.mul(quad, _i64(code_bytes)),
-                                       builder.mul(k_quads_value, _i64(code_bytes)))
+                        emit_prefetch(builder, data(next_arrs[b]), builder.mul(quad, _i64(code_bytes)),
+                                      builder.mul(k_quads_value, _i64(code_bytes)))
 
                     when(fetch_flag, lambda: prefetch_next(0))
                     when(builder.and_(fetch_flag, pair_flag), lambda: prefetch_next(1))

@@ -29,6 +29,7 @@ from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.hadamard import hadamard_transform
 from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch,
                                     matvec_batch_compiled, matvec_compiled, pack_matrix, stack, threads_now)
+from hardwire.golden.prefetch import prefetch_rows
 from hardwire.model.reference import bound, grow_kv_cache
 
 Trace = Callable[[str, np.ndarray], None]
@@ -166,7 +167,11 @@ def rope_and_cache(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cach
 def attend(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos, first,
            score_mult, score_shift, out_mult, out_shift, out_bits, exp2_table, reciprocal_table, out):
     """`rope_and_cache`, then `attention` over positions [first, pos]. One compiled call for the
-    blocks between the q|k|v and output matvecs."""
+    blocks between the q|k|v and output matvecs. The attended rows are prefetched first: in a
+    batched step they were evicted by the weights streamed since this user's last layer, and each
+    head would otherwise wait on every row it strides through (docs/benchmarks.md)."""
+    prefetch_rows(keys, first, pos - first)
+    prefetch_rows(values, first, pos - first)
     rope_and_cache(qkv, q_dim, kv_dim, heads, kv_heads, head_dim, cos, sin, cache_shift, kv_bits, keys, values, pos)
     return attention(qkv[:q_dim], keys, values, first, pos + 1, heads, score_mult, score_shift, out_mult, out_shift,
                      out_bits, exp2_table, reciprocal_table, out)
