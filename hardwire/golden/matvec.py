@@ -517,11 +517,19 @@ def accumulate(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray) -> np.nd
     return _sums(matrix, xs)[:, :matrix.rows]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _finish(acc, extras, shifts, scales, bias, out_bits):
     """Each user's sums, plus extras[b] (extras [users, rows], or [0, 0]: none), requantized with
-    its token scale (mu, e) = scales[b] (§3); users split over the threads."""
+    its token scale (mu, e) = scales[b] (§3), into a new int64 [users, rows]."""
     out = np.empty((acc.shape[0], shifts.size), dtype=np.int64)
+    _requantize_users(acc, extras, shifts, scales, bias, out_bits, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _requantize_users(acc, extras, shifts, scales, bias, out_bits, out):
+    """`_finish` into `out` [users, rows], which may be acc itself (each value is read before its
+    own slot is written); users split over the threads."""
     for b in prange(acc.shape[0]):
         mantissa, exponent = scales[b, 0], scales[b, 1]
         if extras.shape[0]:
@@ -530,7 +538,6 @@ def _finish(acc, extras, shifts, scales, bias, out_bits):
         else:
             for i in range(shifts.size):
                 out[b, i] = _requantize(acc[b, i], shifts[i], mantissa, exponent, bias[i], out_bits)
-    return out
 
 
 _NO_EXTRAS = np.zeros((0, 0), dtype=np.int64)
@@ -622,7 +629,12 @@ def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, widt
     if not fits_int8:
         padded, removed, _ = _prepare(xs, group, width, multipliers.shape[1], offset, zeros)
         _rows_portable_kernel(padded, removed, data, multipliers, width // QUAD, nibbles, acc)
-    return _finish(acc, _NO_EXTRAS, shifts, scales, bias, out_bits)
+    if acc.shape[1] != shifts.size:             # rows padded to whole blocks
+        return _finish(acc, _NO_EXTRAS, shifts, scales, bias, out_bits)
+    # in place: a second [users, rows] int64 array is as large as the sums (8 MB for 32 users'
+    # logits), and writing into lines the kernel just filled saves streaming a new one
+    _requantize_users(acc, _NO_EXTRAS, shifts, scales, bias, out_bits, acc)
+    return acc
 
 
 _MANY_USERS = {}
