@@ -102,6 +102,31 @@ def test_a_batch_through_tile_products_is_section_3_for_every_user():
 
 
 @needs_amx
+def test_the_one_call_batched_product_requantizes_in_the_tile_kernel_as_section_3(monkeypatch):
+    """`matvec_batch_compiled` requantizes each pass's sums inside the tile kernel where the rows
+    fill whole blocks, and after it where they do not: §3 for every user either way, with shifts
+    that make the first rounding a left shift, saturating products and outputs, both output
+    widths, on one thread and with the row blocks split over two."""
+    import numba
+    rng = np.random.default_rng(21)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WEIGHTS", 0)
+    for fmt, rows in (("w8", 48), ("w4", 32), ("w4g32", 64), ("w8g16a", 48), ("w8", 37)):
+        q, mult, _, _, _, xs = extreme_case(rng, fmt, rows, 100, 33)
+        shift, bias = rng.integers(0, 30, rows), rng.integers(-(1 << 20), 1 << 20, rows)
+        shift[:4] = 0                       # k + e - 7 < 0: the first rounding shifts left
+        matrix = pack_matrix(q.codes, q.zeros, q.format.bits, q.format.group, mult, shift, bias)
+        scales = np.array([(rng.integers(8, 16), rng.integers(0, 9)) for _ in xs], dtype=np.int64)
+        for out_bits in (16, 32):
+            expected = [ref_matvec(q, mult, shift, bias, x.tolist(), (int(mu), int(e)), out_bits)
+                        for x, (mu, e) in zip(xs, scales)]
+            assert max(abs(v) for row in expected for v in row) == (1 << (out_bits - 1)) - 1     # saturates
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                together = kernels.matvec_batch_compiled(kernels.compiled_fields(matrix), xs.astype(np.int64), scales,
+                                                         threads, out_bits)
+                assert together.tolist() == expected, (fmt, rows, out_bits, threads)
+
+
+@needs_amx
 def test_extras_reach_the_requantization_inside_the_tile_kernel():
     """matvec_batch requantizes inside the AMX kernel; a patch's adapter terms (extras) must be
     added to the sums first, exactly as the one-user matvec adds them."""

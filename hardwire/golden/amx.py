@@ -41,6 +41,7 @@ from numba import config, get_num_threads, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from hardwire.arithmetic import TOKEN_GUARD_BITS, TOKEN_MANTISSA_BITS, TOKEN_PRODUCT_LIMIT_BITS
 from hardwire.golden.builds import serial_and_parallel
 from hardwire.golden.multipliers import spread
 from hardwire.golden.prefetch import emit_prefetch
@@ -368,14 +369,95 @@ _bytes_pass, _nibbles_pass = _group_products(False, False), _group_products(True
 _signed_bytes_pass, _signed_nibbles_pass = _group_products(False, True), _group_products(True, True)
 
 
+def _vector_max(builder, a, b):
+    return builder.select(builder.icmp_signed(">", a, b), a, b)
+
+
+def _vector_min(builder, a, b):
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+
+@intrinsic
+def _requantized_rows(typingctx, totals, out, users, column, blocks, shifts, bias, scales, out_bits):
+    """out[u, column + 16 b + r] = `matvec._requantize` of row r of block b's sum in totals [users, 32]
+    (each block's even rows, then its odd rows) for b < blocks and u < users, with row shifts and
+    biases shifts[column + 16 b + r], bias[...] and user u's token scale scales[u] = (mu, e). Sixteen
+    rows at a time in int64 vector lanes, branch-free: rshift_round by s = k_i + e - 7 is
+    ((a + (2^max(s,0) >> 1)) >> max(s,0)) << max(-s,0), which is both of its cases."""
+    def codegen(context, builder, signature, args):
+        totals_arr, out_arr, shifts_arr, bias_arr, scales_arr = (
+            context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 5, 6, 7))
+        users_value, column_value, blocks_value, out_bits_value = args[2], args[3], args[4], args[8]
+        half = TILE_ROWS // 2
+        lanes, rows = ir.VectorType(_i64, half), ir.VectorType(_i64, TILE_ROWS)
+        order = ir.Constant(ir.VectorType(_i32, TILE_ROWS), [half * (i % 2) + i // 2 for i in range(TILE_ROWS)])
+        totals_stride, out_stride, scales_stride = (cgutils.unpack_tuple(builder, a.strides)[0]
+                                                    for a in (totals_arr, out_arr, scales_arr))
+
+        def splat(value):
+            return builder.shuffle_vector(builder.insert_element(ir.Constant(rows, None), value, _i32(0)),
+                                          ir.Constant(rows, None), ir.Constant(ir.VectorType(_i32, TILE_ROWS),
+                                                                               [0] * TILE_ROWS))
+
+        def constant(value):
+            return ir.Constant(rows, [value] * TILE_ROWS)
+
+        def at(array, row_bytes, user, element, typ):
+            address = builder.gep(builder.bitcast(array.data, _byte_ptr),
+                                  [builder.add(builder.mul(user, row_bytes), builder.mul(element, _i64(8)))])
+            return builder.bitcast(address, ir.PointerType(typ))
+
+        def load(pointer, align=8):
+            value = builder.load(pointer)
+            value.align = align
+            return value
+
+        zero, one = constant(0), constant(1)
+        product_limit = constant((1 << (TOKEN_PRODUCT_LIMIT_BITS - 1)) - 1)
+        out_limit = splat(builder.sub(builder.shl(_i64(1), builder.sub(out_bits_value, _i64(1))), _i64(1)))
+        final_shift = TOKEN_GUARD_BITS + TOKEN_MANTISSA_BITS
+        with cgutils.for_range(builder, users_value) as user_loop:
+            user = user_loop.index
+            mantissa = splat(load(at(scales_arr, scales_stride, user, _i64(0), _i64)))
+            exponent = load(at(scales_arr, scales_stride, user, _i64(1), _i64))
+            user_shift = splat(builder.sub(exponent, _i64(TOKEN_GUARD_BITS)))
+            with cgutils.for_range(builder, blocks_value) as block_loop:
+                kept = builder.mul(block_loop.index, _i64(TILE_ROWS))
+                row = builder.add(column_value, kept)
+                even, odd = (load(at(totals_arr, totals_stride, user, builder.add(kept, _i64(start)), lanes))
+                             for start in (0, half))
+                sums = builder.shuffle_vector(even, odd, order)
+                shift = builder.add(load(at(shifts_arr, _i64(0), _i64(0), row, rows)), user_shift)
+                right = _vector_max(builder, shift, zero)
+                left = _vector_max(builder, builder.sub(zero, shift), zero)
+                rounding = builder.lshr(builder.shl(one, right), one)
+                scaled = builder.shl(builder.ashr(builder.add(sums, rounding), right), left)
+                guarded = _vector_min(builder, _vector_max(builder, scaled, builder.sub(zero, product_limit)),
+                                      product_limit)
+                value = builder.ashr(builder.add(builder.mul(guarded, mantissa), constant(1 << (final_shift - 1))),
+                                     constant(final_shift))
+                value = builder.add(value, load(at(bias_arr, _i64(0), _i64(0), row, rows)))
+                value = _vector_min(builder, _vector_max(builder, value, builder.sub(zero, out_limit)), out_limit)
+                builder.store(value, at(out_arr, out_stride, user, row, rows)).align = 8
+        return context.get_dummy_value()
+    return types.void(totals, out, users, column, blocks, shifts, bias, scales, out_bits), codegen
+
+
 # -- the row-block kernel -------------------------------------------------------------------------
 
-def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc):
+def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc, shifts, bias, scales,
+              out_bits):
     """acc[u, 16 block + r] = sum_g m[block, g, r] * (P_ugr - corr[c, u, g, r or 0]) for every row
     block and every user u < acc.shape[0]; xs holds the users padded to a multiple of 16 with zero
     rows. Row blocks go in pairs; the pairs are cut into `parts` runs (prange), each configuring
     its thread's tiles once per call, not per block. Arguments otherwise as `matvec`'s vpdpbusd kernel,
-    cfg = `tile_config(W)`."""
+    cfg = `tile_config(W)`.
+
+    Given row shifts (shifts.size > 0: `NO_ROWS` otherwise), acc receives instead each sum
+    requantized (`matvec._requantize` with shifts, bias, user u's scales[u] and out_bits) as a pair's
+    sums leave the pass (`_requantized_rows`): no int64 sums are written to memory and read back, and
+    acc must then have exactly one column per row. On a 32-user step of the 110M shape that
+    saved ~10% (w8; docs/benchmarks.md)."""
     shared = corrections.shape[0] == 1
     symmetric = corrections.shape[3] == 1         # no zero points: one correction, offset * sum x, for all rows
     users, padded_users = acc.shape[0], xs.shape[0]
@@ -424,6 +506,10 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
                                     corrections[c1], sums, totals, first, product_group, g - 1, k_quads, steps,
                                     users, pair, offset, fetch)
             # totals hold each block's even rows, then its odd rows (the combination's int64 lane pairs)
+            if shifts.size:
+                _requantized_rows(totals, acc, users, first_block * TILE_ROWS, last_block - first_block + 1, shifts,
+                                  bias, scales, out_bits)
+                continue
             half = TILE_ROWS // 2
             for b in range(last_block - first_block + 1):
                 column, kept = (first_block + b) * TILE_ROWS, TILE_ROWS * b
@@ -434,6 +520,8 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
         _release_tiles()
 
 
+# `_rows_amx`'s requantizing arguments when it is to leave the sums
+NO_ROWS, NO_SCALES = np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
 _KERNELS = {}
 if AMX:
     _KERNELS[False], _KERNELS[True] = serial_and_parallel(_rows_amx)
@@ -452,4 +540,4 @@ def rows_amx(xs: np.ndarray, corrections: np.ndarray, data: np.ndarray, multipli
         xs = np.concatenate([xs, np.zeros((padded - users, xs.shape[1]), dtype=np.int8)])
     parts = get_num_threads() if parallel else 1
     _KERNELS[parallel](tile_config(group_width), np.ascontiguousarray(xs), corrections, data, multipliers,
-                       group_width // QUAD, nibbles, offset, parts, acc)
+                       group_width // QUAD, nibbles, offset, parts, acc, NO_ROWS, NO_ROWS, NO_SCALES, 0)

@@ -602,7 +602,8 @@ _one_user_serial, _one_user_parallel = _ONE_USER[False], _ONE_USER[True]
 
 
 @njit(nogil=True)
-def _no_tile_kernel(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc):
+def _no_tile_kernel(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, parts, acc, shifts, bias, scales,
+                    out_bits):
     """Where the tile kernel is not built (no AMX): never called, `_TILES` being false."""
     raise RuntimeError("no AMX tile kernel on this machine")
 
@@ -622,8 +623,14 @@ def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, widt
     if fast:
         tiles = _TILES and users >= amx.MIN_USERS      # `amx.pays`, AMX as found at import
         small, removed, fits_int8 = _prepare_batch(xs, group, width, multipliers.shape[1], offset, zeros, tiles)
+        if fits_int8 and tiles and acc.shape[1] == shifts.size:
+            # the kernel requantizes each pass's sums while they are in L1 (rows filling whole blocks)
+            _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc, shifts,
+                        bias, scales, out_bits)
+            return acc
         if fits_int8 and tiles:
-            _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc)
+            _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc, amx.NO_ROWS,
+                        amx.NO_ROWS, amx.NO_SCALES, out_bits)
         elif fits_int8:
             _rows_fast(small, removed, data, multipliers, width // QUAD, nibbles, acc)
     if not fits_int8:
