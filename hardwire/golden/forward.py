@@ -217,23 +217,30 @@ def residual_add(h, y):
 # Users are independent: with several users the `_parallel` builds split them over the threads (at
 # batch 32 and 2 threads these blocks took ~6 of a 22 ms step on one thread; docs/benchmarks.md).
 
-def rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
-    """§4 `rmsnorm` of each row of hs; scales[b] = (mu, e) of user b."""
+def rmsnorm_users(hs, added, mult, shift, eps, out_bits, rsqrt_table, out, scales):
+    """§4 `rmsnorm` of each row of hs; scales[b] = (mu, e) of user b. With `added` [users, width]
+    (not [0, 0]), each row first takes its residual, hs[b] += added[b] (§8.2 `residual_add`): in
+    the one-call batched step the sum and the norm then read each user's row once, on the thread
+    that normalises it, where a separate add ran on one thread over every user's row, half of them
+    just written by the other thread's products."""
     for b in prange(hs.shape[0]):
+        if added.shape[0]:
+            residual_add(hs[b], added[b])
         mu, e = rmsnorm(hs[b], mult, shift, eps, out_bits, rsqrt_table, out[b])
         scales[b, 0], scales[b, 1] = mu, e
 
 
 rmsnorm_users, rmsnorm_users_parallel = serial_and_parallel(rmsnorm_users)
+NO_RESIDUALS = np.zeros((0, 0), dtype=np.int64)       # `rmsnorm_users` adds nothing first
 
 
 @njit(cache=True, nogil=True)
-def norm_users(split, hs, mult, shift, eps, out_bits, rsqrt_table, out, scales):
+def norm_users(split, hs, added, mult, shift, eps, out_bits, rsqrt_table, out, scales):
     """`rmsnorm_users`, its users split over the threads when `split` (its parallel build)."""
     if split:
-        rmsnorm_users_parallel(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales)
+        rmsnorm_users_parallel(hs, added, mult, shift, eps, out_bits, rsqrt_table, out, scales)
     else:
-        rmsnorm_users(hs, mult, shift, eps, out_bits, rsqrt_table, out, scales)
+        rmsnorm_users(hs, added, mult, shift, eps, out_bits, rsqrt_table, out, scales)
 
 
 @njit(cache=True, nogil=True)
@@ -367,15 +374,17 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
     split = threads > 1
     hs = np.empty((users, embed_codes.shape[1]), dtype=np.int64)
     embed_users(embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, tokens, hs)
-    residuals = hs.reshape(-1)
     xs = np.empty_like(hs)
     scales = np.empty((users, 2), dtype=np.int64)
     attended = np.empty((users, q_dim), dtype=np.int64)
     gated = np.empty((users, ffn_dim), dtype=np.int64)
+    # each residual is added by the norm that reads it next (`rmsnorm_users`): the next layer's, or
+    # the final one
+    added = hs[:0]                              # none before the first layer
     for index in range(len(layers)):
         qkv_matrix, wo_matrix, gate_up_matrix, down_matrix, attn_mult, attn_shift, ffn_mult, ffn_shift, c = \
             layers[index]
-        norm_users(split, hs, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        norm_users(split, hs, added, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
         qkvs = matvec_group_batch(qkv_matrix, xs, scales, threads, INTERNAL_BITS)
         if split:
             attend_users_parallel(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift,
@@ -385,8 +394,8 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
             attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift, kv_bits,
                          keys, values, index, positions, window, c[0], c[1], c[2], c[3], act_bits, exp2_table,
                          reciprocal_table, attended, scales)
-        residual_add(residuals, matvec_group_batch(wo_matrix, attended, scales, threads, RESIDUAL_BITS).reshape(-1))
-        norm_users(split, hs, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        norm_users(split, hs, matvec_group_batch(wo_matrix, attended, scales, threads, RESIDUAL_BITS), ffn_mult,
+                   ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
         gate_up = matvec_group_batch(gate_up_matrix, xs, scales, threads, INTERNAL_BITS)
         if split:
             swiglu_users_parallel(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block,
@@ -394,8 +403,8 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
         else:
             swiglu_users(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block, gated,
                          scales)
-        residual_add(residuals, matvec_group_batch(down_matrix, gated, scales, threads, RESIDUAL_BITS).reshape(-1))
-    norm_users(split, hs, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
+        added = matvec_group_batch(down_matrix, gated, scales, threads, RESIDUAL_BITS)
+    norm_users(split, hs, added, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
     return matvec_group_batch(classifier, xs, scales, threads, RESIDUAL_BITS)
 
 
@@ -668,8 +677,8 @@ class GoldenTransformer:
         mult, shift = mult_shift
         xs = np.empty_like(hs)
         scales = np.empty((hs.shape[0], 2), np.int64)
-        norm_users(self.split_users, hs, mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"], xs,
-                   scales)
+        norm_users(self.split_users, hs, NO_RESIDUALS, mult, shift, self.norm_eps, self.act_bits,
+                   self.tables["rsqrt_table"], xs, scales)
         if note:
             note(name, xs[0])
             note(name + ".scale", scales[0])
