@@ -419,29 +419,45 @@ def _prepare(xs, group, width, groups, offset, zeros):
     return padded, corrections, small
 
 
+def _rows_to_int8(xs, padded, outside):
+    """padded[b, :cols] = xs[b] as int8, and outside[b] whether some value of it does not fit int8
+    (then that row of padded is not its values); one branch-free pass a row, which vectorises."""
+    for b in prange(xs.shape[0]):
+        source, target = xs[b], padded[b]
+        low, high = np.int64(0), np.int64(0)
+        for j in range(source.size):
+            value = source[j]
+            low, high = min(low, value), max(high, value)
+            target[j] = value
+        outside[b] = low < -128 or high > 127
+
+
+_rows_to_int8, _rows_to_int8_parallel = serial_and_parallel(_rows_to_int8)
+
+
 @njit(cache=True, nogil=True)
-def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, corrected):
+def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, corrected, split):
     """`_prepare` for the vpdpbusd and AMX kernels, in their types: xs int8 [padded_users, groups * W]
     (users past xs's rows are zero: an AMX user tile is 16 users) and the corrections in int32, or
     fits = False (and empty arrays) when some x does not fit int8. One pass, no int64 copy.
     `corrected` false: the kernel reads no corrections (AMX without zero points multiplies the signed
-    codes), and they are [1, 0, 0, 1], not summed (the group sums were half of this function's time)."""
+    codes), and they are [1, 0, 0, 1], not summed (the group sums were half of this function's time).
+    `split`: the users' rows are converted on all threads (`_rows_to_int8`'s parallel build)."""
     users, cols = xs.shape
     padded = np.zeros((padded_users, groups * width), dtype=np.int8)
-    # each row converted and its range taken in one branch-free pass, which vectorises; groups of
-    # fewer than W columns (padded) are copied group by group below
-    low, high = np.int64(0), np.int64(0)
-    for b in range(users):
-        source, target = xs[b], padded[b]
-        if width == group:
-            for j in range(cols):
-                value = source[j]
-                low, high = min(low, value), max(high, value)
-                target[j] = value
+    outside = np.zeros(users, dtype=np.bool_)
+    if width == group:
+        if split:
+            _rows_to_int8_parallel(xs, padded, outside)
         else:
+            _rows_to_int8(xs, padded, outside)
+    else:                       # groups of fewer than W columns (padded): copied group by group below
+        for b in range(users):
+            low, high = np.int64(0), np.int64(0)
             for j in range(cols):
-                low, high = min(low, source[j]), max(high, source[j])
-    if low < -128 or high > 127:
+                low, high = min(low, xs[b, j]), max(high, xs[b, j])
+            outside[b] = low < -128 or high > 127
+    if outside.any():
         return np.empty((0, 0), dtype=np.int8), np.empty((0, 0, 0, 0), dtype=np.int32), False
     if width != group:
         for b in range(users):
@@ -466,12 +482,13 @@ def _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, correct
 
 
 @njit(cache=True, nogil=True)
-def _prepare_batch(xs, group, width, groups, offset, zeros, tiles):
+def _prepare_batch(xs, group, width, groups, offset, zeros, tiles, split):
     """`_prepare_int8` for the kernel a batch goes to: tile products (`tiles`) take users in 16s
     and, where the codes have no zero points, multiply them signed and read no corrections."""
     users = xs.shape[0]
     padded_users = -(-users // amx.TILE_ROWS) * amx.TILE_ROWS if tiles else users
-    return _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, not (tiles and zeros.shape[0] == 0))
+    return _prepare_int8(xs, group, width, groups, offset, zeros, padded_users, not (tiles and zeros.shape[0] == 0),
+                         split)
 
 
 def threads_now() -> int:
@@ -498,7 +515,7 @@ def _sums(matrix: PackedMatrix, xs: list[np.ndarray] | np.ndarray, threads: int 
     if matrix.fast:
         tiles = amx.pays(users, ROW_BLOCK)
         small, removed, fits_int8 = _prepare_batch(stacked, matrix.group, matrix.group_width, matrix.groups,
-                                                   matrix.offset, matrix.zeros, tiles)
+                                                   matrix.offset, matrix.zeros, tiles, parallel)
     if fits_int8 and tiles:     # the same sums as tile products, for many users at once
         amx.rows_amx(small, removed, matrix.data, matrix.multiplier_bytes, matrix.group_width, matrix.nibbles,
                      matrix.offset, acc, parallel)
@@ -573,7 +590,7 @@ def _matvec_one(x, mantissa, exponent, extra, data, multipliers, zeros, shifts, 
     fits_int8 = False
     if fast:
         small, removed_small, fits_int8 = _prepare_int8(x.reshape(1, -1), group, width, multipliers.shape[1], offset,
-                                                        zeros, 1, True)
+                                                        zeros, 1, True, False)
         if fits_int8:
             _rows_fast(small, removed_small, data, multipliers, width // QUAD, nibbles, acc)
     if not fits_int8:
@@ -622,7 +639,8 @@ def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, widt
     fits_int8 = False
     if fast:
         tiles = _TILES and users >= amx.MIN_USERS      # `amx.pays`, AMX as found at import
-        small, removed, fits_int8 = _prepare_batch(xs, group, width, multipliers.shape[1], offset, zeros, tiles)
+        small, removed, fits_int8 = _prepare_batch(xs, group, width, multipliers.shape[1], offset, zeros, tiles,
+                                                   parts > 1)
         if fits_int8 and tiles and acc.shape[1] == shifts.size:
             # the kernel requantizes each pass's sums while they are in L1 (rows filling whole blocks)
             _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc, shifts,
