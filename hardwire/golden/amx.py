@@ -370,10 +370,12 @@ _signed_bytes_pass, _signed_nibbles_pass = _group_products(False, True), _group_
 
 
 def _vector_max(builder, a, b):
+    """Lane by lane signed max (vpmaxsq)."""
     return builder.select(builder.icmp_signed(">", a, b), a, b)
 
 
 def _vector_min(builder, a, b):
+    """Lane by lane signed min (vpminsq)."""
     return builder.select(builder.icmp_signed("<", a, b), a, b)
 
 
@@ -383,11 +385,17 @@ def _requantized_rows(typingctx, totals, out, users, column, blocks, shifts, bia
     (each block's even rows, then its odd rows) for b < blocks and u < users, with row shifts and
     biases shifts[column + 16 b + r], bias[...] and user u's token scale scales[u] = (mu, e). Sixteen
     rows at a time in int64 vector lanes, branch-free: rshift_round by s = k_i + e - 7 is
-    ((a + (2^max(s,0) >> 1)) >> max(s,0)) << max(-s,0), which is both of its cases."""
+    ((a + (2^max(s,0) >> 1)) >> max(s,0)) << max(-s,0), which is both of its cases. Every array
+    int64 and C-contiguous."""
+    if not (all(isinstance(a, types.Array) and a.dtype == types.int64 and a.layout == "C"
+                for a in (totals, out, shifts, bias, scales))
+            and all(isinstance(n, types.Integer) for n in (users, column, blocks, out_bits))):
+        return None
     def codegen(context, builder, signature, args):
         totals_arr, out_arr, shifts_arr, bias_arr, scales_arr = (
             context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 5, 6, 7))
-        users_value, column_value, blocks_value, out_bits_value = args[2], args[3], args[4], args[8]
+        users_value, column_value, blocks_value, out_bits_value = (
+            context.cast(builder, args[i], signature.args[i], types.int64) for i in (2, 3, 4, 8))
         half = TILE_ROWS // 2
         lanes, rows = ir.VectorType(_i64, half), ir.VectorType(_i64, TILE_ROWS)
         order = ir.Constant(ir.VectorType(_i32, TILE_ROWS), [half * (i % 2) + i // 2 for i in range(TILE_ROWS)])
