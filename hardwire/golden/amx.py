@@ -415,9 +415,9 @@ def _requantized_rows(typingctx, totals, out, users, column, blocks, shifts, bia
                                   [builder.add(builder.mul(user, row_bytes), builder.mul(element, _i64(8)))])
             return builder.bitcast(address, ir.PointerType(typ))
 
-        def load(pointer, align=8):
+        def load(pointer):
             value = builder.load(pointer)
-            value.align = align
+            value.align = 8
             return value
 
         zero, one = constant(0), constant(1)

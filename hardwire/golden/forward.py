@@ -219,7 +219,7 @@ def residual_add(h, y):
 
 def rmsnorm_users(hs, added, mult, shift, eps, out_bits, rsqrt_table, out, scales):
     """§4 `rmsnorm` of each row of hs; scales[b] = (mu, e) of user b. With `added` [users, width]
-    (not [0, 0]), each row first takes its residual, hs[b] += added[b] (§8.2 `residual_add`): in
+    (not zero rows, as hs[:0]), each row first takes its residual, hs[b] += added[b] (§8.2 `residual_add`): in
     the one-call batched step the sum and the norm then read each user's row once, on the thread
     that normalises it, where a separate add ran on one thread over every user's row, half of them
     just written by the other thread's products."""
@@ -231,7 +231,6 @@ def rmsnorm_users(hs, added, mult, shift, eps, out_bits, rsqrt_table, out, scale
 
 
 rmsnorm_users, rmsnorm_users_parallel = serial_and_parallel(rmsnorm_users)
-NO_RESIDUALS = np.zeros((0, 0), dtype=np.int64)       # `rmsnorm_users` adds nothing first
 
 
 @njit(cache=True, nogil=True)
@@ -677,8 +676,8 @@ class GoldenTransformer:
         mult, shift = mult_shift
         xs = np.empty_like(hs)
         scales = np.empty((hs.shape[0], 2), np.int64)
-        norm_users(self.split_users, hs, NO_RESIDUALS, mult, shift, self.norm_eps, self.act_bits,
-                   self.tables["rsqrt_table"], xs, scales)
+        norm_users(self.split_users, hs, hs[:0], mult, shift, self.norm_eps, self.act_bits, self.tables["rsqrt_table"],
+                   xs, scales)
         if note:
             note(name, xs[0])
             note(name + ".scale", scales[0])

@@ -18,14 +18,14 @@ _byte_ptr = ir.PointerType(ir.IntType(8))
 L2 = 2                    # llvm.prefetch locality that keeps a line in L2 and below
 
 
-def emit_prefetch(builder: ir.IRBuilder, base: ir.Value, start: ir.Value, count: ir.Value, locality: int = L2) -> None:
-    """Prefetch (for reading) bytes [start, start + count) from the i8* `base`, a line at a time."""
+def emit_prefetch(builder: ir.IRBuilder, base: ir.Value, start: ir.Value, count: ir.Value) -> None:
+    """Prefetch (for reading, into L2) bytes [start, start + count) from the i8* `base`, a line at a time."""
     fetch = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [_byte_ptr, _i32, _i32, _i32]), "llvm.prefetch.p0")
     line = _i64(CACHE_LINE)
     with cgutils.for_range(builder, builder.udiv(builder.add(count, _i64(CACHE_LINE - 1)), line)) as loop:
         address = builder.gep(base, [builder.add(start, builder.mul(loop.index, line))])
-        builder.call(fetch, [address, _i32(0), _i32(locality), _i32(1)])     # read, data cache
+        builder.call(fetch, [address, _i32(0), _i32(L2), _i32(1)])     # read, data cache
 
 
 @intrinsic
@@ -39,8 +39,7 @@ def prefetch_rows(typingctx, array, first, count):
         row_bytes = _i64(context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype)))
         for extent in cgutils.unpack_tuple(builder, array_value.shape)[1:]:
             row_bytes = builder.mul(row_bytes, extent)
-        rows = builder.sext(args[2], _i64) if args[2].type.width < 64 else args[2]
-        start = builder.sext(args[1], _i64) if args[1].type.width < 64 else args[1]
+        start, rows = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (1, 2))
         emit_prefetch(builder, builder.bitcast(array_value.data, _byte_ptr), builder.mul(start, row_bytes),
                       builder.mul(rows, row_bytes))
         return context.get_dummy_value()
