@@ -3,7 +3,7 @@
 Used where the hardware prefetcher cannot see a stream coming: the tile kernel's next row blocks
 (`hardwire.golden.amx`), and a user's KV cache rows before attention walks them head by head
 (`prefetch_rows`: each head reads 128 of every row's bytes, a stride the prefetcher does not
-follow, so without it every row of every head waited on a miss; docs/benchmarks.md).
+follow; in a 32-user step attention took 3.4-3.5 ms without it, 2.5-2.6 with it, docs/benchmarks.md).
 """
 from __future__ import annotations
 
