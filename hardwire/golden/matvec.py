@@ -636,12 +636,13 @@ def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, widt
                  out_bits):
     users = xs.shape[0]
     acc = np.empty((users, data.shape[0] * ROW_BLOCK), dtype=np.int64)
+    whole_blocks = acc.shape[1] == shifts.size     # then the outputs can take the sums' place
     fits_int8 = False
     if fast:
         tiles = _TILES and users >= amx.MIN_USERS      # `amx.pays`, AMX as found at import
         small, removed, fits_int8 = _prepare_batch(xs, group, width, multipliers.shape[1], offset, zeros, tiles,
                                                    parts > 1)
-        if fits_int8 and tiles and acc.shape[1] == shifts.size:
+        if fits_int8 and tiles and whole_blocks:
             # the kernel requantizes each pass's sums while they are in L1 (rows filling whole blocks)
             _rows_tiles(cfg, small, removed, data, multipliers, width // QUAD, nibbles, offset, parts, acc, shifts,
                         bias, scales, out_bits)
@@ -654,7 +655,7 @@ def _matvec_many(xs, scales, data, multipliers, zeros, shifts, bias, group, widt
     if not fits_int8:
         padded, removed, _ = _prepare(xs, group, width, multipliers.shape[1], offset, zeros)
         _rows_portable_kernel(padded, removed, data, multipliers, width // QUAD, nibbles, acc)
-    if acc.shape[1] != shifts.size:             # rows padded to whole blocks
+    if not whole_blocks:
         return _finish(acc, _NO_EXTRAS, shifts, scales, bias, out_bits)
     # in place: a second [users, rows] int64 array is as large as the sums (8 MB for 32 users'
     # logits), and writing into lines the kernel just filled saves streaming a new one
