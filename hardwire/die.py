@@ -52,16 +52,25 @@ ONLINE_HADAMARD_INPUTS = ("w_down",)       # the matrices whose input is transfo
 
 
 def online_hadamard_block(manifest: dict) -> int:
-    """§12 The block n of the die's online Walsh–Hadamard transform of the w_down input (1: none)."""
+    """§12 The block n of the die's online Walsh–Hadamard transform of the w_down input (1: none).
+    The record's `inputs` and `width` are checked too: the datapath transforms only w_down's input,
+    over the FFN width, and a die that says otherwise would be run wrongly without a word."""
     record = (manifest.get("transforms") or {}).get(ONLINE_HADAMARD_KEY)
     if not record:
         return 1
-    block = record.get("block") if isinstance(record, dict) else None
-    width = manifest.get("spec", {}).get("ffn_dim")
+    field = f"transforms.{ONLINE_HADAMARD_KEY}"
+    if not isinstance(record, dict):
+        raise BadDie(f"expected an object with inputs, block and width, got {record!r}", field=field)
+    block, width = record.get("block"), manifest.get("spec", {}).get("ffn_dim")
     if (type(block) is not int or block < 2 or block & (block - 1) or block > HADAMARD_MAX_BLOCK
             or (type(width) is int and width % block)):
         raise BadDie(f"expected a power of two in [2, {HADAMARD_MAX_BLOCK}] dividing the FFN width {width}, "
-                     f"got {block!r}", field=f"transforms.{ONLINE_HADAMARD_KEY}.block")
+                     f"got {block!r}", field=f"{field}.block")
+    if record.get("inputs") != list(ONLINE_HADAMARD_INPUTS):
+        raise BadDie(f"expected {list(ONLINE_HADAMARD_INPUTS)} (the only input the datapath transforms), "
+                     f"got {record.get('inputs')!r}", field=f"{field}.inputs")
+    if record.get("width") != width:
+        raise BadDie(f"expected the FFN width {width}, got {record.get('width')!r}", field=f"{field}.width")
     return block
 
 

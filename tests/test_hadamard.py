@@ -101,11 +101,22 @@ def test_had_refuses_an_odd_ffn_width():
 
 def test_die_record_is_checked():
     assert online_hadamard_block({"spec": {"ffn_dim": 40}}) == 1           # a die frozen before `had`
-    good = {"spec": {"ffn_dim": 40}, "transforms": {"online_hadamard": {"block": 8}}}
-    assert online_hadamard_block(good) == 8
+    record = {"inputs": ["w_down"], "block": 8, "width": 40}
+
+    def manifest(**changed):
+        return {"spec": {"ffn_dim": 40}, "transforms": {"online_hadamard": {**record, **changed}}}
+    assert online_hadamard_block(manifest()) == 8
     for bad in (3, 16, 0, "8"):                                            # 16 does not divide 40
         with pytest.raises(BadDie, match="online_hadamard.block"):
-            online_hadamard_block({"spec": {"ffn_dim": 40}, "transforms": {"online_hadamard": {"block": bad}}})
+            online_hadamard_block(manifest(block=bad))
+    for bad in (["wo"], ["w_down", "wo"], [], None, "w_down"):             # only w_down's input is transformed
+        with pytest.raises(BadDie, match="online_hadamard.inputs"):
+            online_hadamard_block(manifest(inputs=bad))
+    for bad in (80, 20, None, "40"):
+        with pytest.raises(BadDie, match="online_hadamard.width"):
+            online_hadamard_block(manifest(width=bad))
+    with pytest.raises(BadDie, match="online_hadamard"):
+        online_hadamard_block({"spec": {"ffn_dim": 40}, "transforms": {"online_hadamard": 8}})
 
 
 @pytest.fixture(scope="module")
