@@ -555,3 +555,30 @@ def test_quality_scores_the_golden_backend_from_its_own_logits(stories_die):
     assert golden["perplexity"] == pytest.approx(np.exp(nll / tokens), rel=1e-9)
     assert golden["top1_agreement"] > 0.9
     assert golden["perplexity"] < reference["perplexity"] * 1.05
+
+
+def test_a_timed_one_call_batched_step_counts_every_block_and_gives_the_same_logits(die_and_tables):
+    """`step_cycles` set: the one-call batched step adds each block's cycles (`cycles.read_cycles`)
+    and returns the logits of the untimed step."""
+    from hardwire.golden.cycles import cycles_now
+    from hardwire.golden.forward import STEP_BLOCKS
+    die, tables = die_and_tables
+    tokens = [3, 5, 7]
+
+    def decode(transformer):
+        caches = [KVCache() for _ in tokens]
+        return [transformer.step_batch(tokens, caches) for _ in range(2)]
+
+    untimed = decode(GoldenTransformer(die, tables))
+    timed_transformer = GoldenTransformer(die, tables)
+    timed_transformer.step_cycles = np.zeros(len(STEP_BLOCKS), dtype=np.int64)
+    started = cycles_now()
+    timed = decode(timed_transformer)
+    elapsed = cycles_now() - started
+    for step, (a, b) in enumerate(zip(timed, untimed)):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)), step
+    spent = timed_transformer.step_cycles
+    if started == 0:
+        pytest.skip("no cycle counter on this CPU")
+    assert (spent > 0).all(), dict(zip(STEP_BLOCKS, spent))
+    assert spent.sum() <= elapsed

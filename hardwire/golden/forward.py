@@ -26,6 +26,7 @@ from hardwire.die import online_hadamard_block
 from hardwire.golden.adapter import apply_adapter
 from hardwire.golden.attention_sums import dot16, weighted_rows
 from hardwire.golden.builds import serial_and_parallel
+from hardwire.golden.cycles import read_cycles
 from hardwire.golden.hadamard import hadamard_transform
 from hardwire.golden.matvec import (PackedMatrix, can_stack, compiled_fields, matvec, matvec_batch,
                                     matvec_batch_compiled, matvec_compiled, pack_matrix, stack, threads_now)
@@ -356,23 +357,45 @@ def matvec_group(matrices, x, mantissa, exponent, threads, out_bits):
 
 # -- several users' whole token step in one compiled call ------------------------------------------
 
+# The blocks of a batched step whose cycles `step_batch_compiled` counts when asked (`spent`); the
+# norms include the residual adds they fuse
+STEP_BLOCKS = ("embedding", "norms", "q|k|v", "attention", "output", "gate|up", "SwiGLU", "down", "classifier")
+(_EMBEDDING, _NORMS, _QKV_PRODUCT, _ATTENTION, _OUTPUT_PRODUCT, _GATE_UP_PRODUCT, _SWIGLU, _DOWN_PRODUCT,
+ _CLASSIFIER) = range(len(STEP_BLOCKS))
+NOT_TIMED = np.zeros(0, dtype=np.int64)     # `spent` when a step counts nothing
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lap(spent, block, since):
+    """Adds the cycles since `since` to spent[block] when the step is timed (spent not empty);
+    returns the counter now (or `since`, untimed)."""
+    if spent.size == 0:
+        return since
+    now = read_cycles()
+    spent[block] += now - since
+    return now
+
+
 @njit(cache=True, nogil=True)
 def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, layers, final_mult,
                         final_shift, classifier, keys, values, positions, window, dims, eps, act_bits, kv_bits,
                         hadamard_block, rsqrt_table, rope_cos, rope_sin, exp2_table, reciprocal_table, sigmoid_table,
-                        threads):
+                        threads, spent):
     """The blocks of `GoldenTransformer.run_users` for several users, without returning to Python
     between them: int64 logits [users, vocab]. User b decodes tokens[b] at positions[b] over its
     own cache keys[b] / values[b] (typed lists, as `attend_users`); layers as `step_compiled`.
     Each block runs for all users before the next, the per-user blocks split their users over the
     threads when `threads` > 1, and each matrix's codes are read once for all users
-    (`matvec_batch_compiled`)."""
+    (`matvec_batch_compiled`). `spent`: `NOT_TIMED`, or int64 [len(STEP_BLOCKS)] to which each
+    block's wall cycles are added (`cycles.read_cycles`)."""
     q_dim, kv_dim, heads, kv_heads, head_dim, ffn_dim = dims
     cache_shift = INTERNAL_BITS - kv_bits
     users = tokens.size
     split = threads > 1
+    clock = read_cycles() if spent.size else 0
     hs = np.empty((users, embed_codes.shape[1]), dtype=np.int64)
     embed_users(embed_codes, embed_zeros, embed_group, embed_mult, embed_shift, tokens, hs)
+    clock = _lap(spent, _EMBEDDING, clock)
     xs = np.empty_like(hs)
     scales = np.empty((users, 2), dtype=np.int64)
     attended = np.empty((users, q_dim), dtype=np.int64)
@@ -384,7 +407,9 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
         qkv_matrix, wo_matrix, gate_up_matrix, down_matrix, attn_mult, attn_shift, ffn_mult, ffn_shift, c = \
             layers[index]
         norm_users(split, hs, added, attn_mult, attn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        clock = _lap(spent, _NORMS, clock)
         qkvs = matvec_group_batch(qkv_matrix, xs, scales, threads, INTERNAL_BITS)
+        clock = _lap(spent, _QKV_PRODUCT, clock)
         if split:
             attend_users_parallel(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift,
                                   kv_bits, keys, values, index, positions, window, c[0], c[1], c[2], c[3], act_bits,
@@ -393,18 +418,27 @@ def step_batch_compiled(tokens, embed_codes, embed_zeros, embed_group, embed_mul
             attend_users(qkvs, q_dim, kv_dim, heads, kv_heads, head_dim, rope_cos, rope_sin, cache_shift, kv_bits,
                          keys, values, index, positions, window, c[0], c[1], c[2], c[3], act_bits, exp2_table,
                          reciprocal_table, attended, scales)
-        norm_users(split, hs, matvec_group_batch(wo_matrix, attended, scales, threads, RESIDUAL_BITS), ffn_mult,
-                   ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        clock = _lap(spent, _ATTENTION, clock)
+        attention_out = matvec_group_batch(wo_matrix, attended, scales, threads, RESIDUAL_BITS)
+        clock = _lap(spent, _OUTPUT_PRODUCT, clock)
+        norm_users(split, hs, attention_out, ffn_mult, ffn_shift, eps, act_bits, rsqrt_table, xs, scales)
+        clock = _lap(spent, _NORMS, clock)
         gate_up = matvec_group_batch(gate_up_matrix, xs, scales, threads, INTERNAL_BITS)
+        clock = _lap(spent, _GATE_UP_PRODUCT, clock)
         if split:
             swiglu_users_parallel(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block,
                                   gated, scales)
         else:
             swiglu_users(gate_up, ffn_dim, c[4], c[5], c[6], c[7], act_bits, sigmoid_table, hadamard_block, gated,
                          scales)
+        clock = _lap(spent, _SWIGLU, clock)
         added = matvec_group_batch(down_matrix, gated, scales, threads, RESIDUAL_BITS)
+        clock = _lap(spent, _DOWN_PRODUCT, clock)
     norm_users(split, hs, added, final_mult, final_shift, eps, act_bits, rsqrt_table, xs, scales)
-    return matvec_group_batch(classifier, xs, scales, threads, RESIDUAL_BITS)
+    clock = _lap(spent, _NORMS, clock)
+    logits = matvec_group_batch(classifier, xs, scales, threads, RESIDUAL_BITS)
+    _lap(spent, _CLASSIFIER, clock)
+    return logits
 
 
 @njit(cache=True, nogil=True)
@@ -473,6 +507,8 @@ class GoldenTransformer:
         self.tables = tables
         self.threads: int | None = None         # numba's thread count, set by each step (None: ask)
         self.split_users = False                # whether this step's per-user blocks split over threads
+        # when set (int64 [len(STEP_BLOCKS)]), each one-call batched step adds its blocks' cycles to it
+        self.step_cycles: np.ndarray | None = None
         self.act_bits = _scalar(tables, "activation_bits")
         self.kv_bits = _scalar(tables, "kv_bits")
         self.logit_frac_bits = _scalar(tables, "logit_frac_bits")
@@ -622,7 +658,7 @@ class GoldenTransformer:
                                    caches.positions, spec.sliding_window or 0, dims, self.norm_eps, self.act_bits,
                                    self.kv_bits, self.down_hadamard_block, t["rsqrt_table"], t["rope_cos"],
                                    t["rope_sin"], t["exp2_table"], t["reciprocal_table"], t["sigmoid_table"],
-                                   self.threads)
+                                   self.threads, NOT_TIMED if self.step_cycles is None else self.step_cycles)
 
     @cached_property
     def compiled_classifier(self) -> typed.List:
