@@ -582,3 +582,13 @@ def test_a_timed_one_call_batched_step_counts_every_block_and_gives_the_same_log
         pytest.skip("no cycle counter on this CPU")
     assert (spent > 0).all(), dict(zip(STEP_BLOCKS, spent))
     assert spent.sum() <= elapsed
+
+
+
+@pytest.mark.parametrize("wrong", [np.zeros(3, np.int64), np.zeros(9, np.int32), np.zeros((9, 1), np.int64), [0] * 9])
+def test_a_wrong_step_cycles_array_is_refused_not_written_past(die_and_tables, wrong):
+    die, tables = die_and_tables
+    transformer = GoldenTransformer(die, tables)
+    transformer.step_cycles = wrong
+    with pytest.raises(ValueError, match="step_cycles"):
+        transformer.step_batch([3, 5], [KVCache(), KVCache()])

@@ -652,13 +652,19 @@ class GoldenTransformer:
         spec, t = self.spec, self.tables
         dims = (spec.q_dim, spec.kv_dim, spec.heads, spec.kv_heads, spec.head_dim, spec.ffn_dim)
         final_mult, final_shift = self.final_norm
+        spent = NOT_TIMED if self.step_cycles is None else self.step_cycles
+        if not (isinstance(spent, np.ndarray) and spent.dtype == np.int64 and spent.flags.c_contiguous
+                and spent.shape in ((0,), (len(STEP_BLOCKS),)) and spent.flags.writeable):
+            # compiled code indexes it unchecked
+            raise ValueError(f"step_cycles: expected None or a writable int64 array of {len(STEP_BLOCKS)} "
+                             f"({', '.join(STEP_BLOCKS)}), got {spent!r}")
         return step_batch_compiled(np.asarray(tokens, np.int64), self.embed_codes, self.embed_zeros, self.embed_group,
                                    self.embed_mult, self.embed_shift, self.compiled_layers, final_mult,
                                    np.int64(final_shift), self.compiled_classifier, caches.keys, caches.values,
                                    caches.positions, spec.sliding_window or 0, dims, self.norm_eps, self.act_bits,
                                    self.kv_bits, self.down_hadamard_block, t["rsqrt_table"], t["rope_cos"],
                                    t["rope_sin"], t["exp2_table"], t["reciprocal_table"], t["sigmoid_table"],
-                                   self.threads, NOT_TIMED if self.step_cycles is None else self.step_cycles)
+                                   self.threads, spent)
 
     @cached_property
     def compiled_classifier(self) -> typed.List:
