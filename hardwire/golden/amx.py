@@ -18,9 +18,11 @@ that consecutive products do not wait for one another. A C tile is one group's i
 the same integers the vpdpbusd lanes hold (products exact, added into int32 without saturation,
 every term bounded as in §3.1). It is stored, and each user's row of it is combined exactly as the
 vpdpbusd kernel combines its lanes: acc[u, r] += m[g, r] * (P_ugr - corr[u, g, r]) in int64 (the
-products of the next group already in flight), so the two kernels return the same integers. With
-groups of 32 columns this combination, one int64 multiply-add per user, row and group, costs about
-as much as the tile products save: AMX pays most with per-channel scales (docs/benchmarks.md).
+products of the next group, or of the next pair's first, already in flight; a pair's sums are
+requantized in the step that combines its last group), so the two kernels return the same
+integers. With groups of 32 columns this combination, one int64 multiply-add per user, row and
+group, costs about as much as the tile products save: AMX pays most with per-channel scales
+(docs/benchmarks.md).
 
 Linux hands a process the tile registers only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for
 XFEATURE_XTILEDATA); this module asks once, at import, and `AMX` is true only when the CPU has
@@ -163,26 +165,42 @@ def _release_tiles(typingctx):
 
 
 def _group_products(nibbles: bool, signed: bool):
-    """An intrinsic: for the users from `first` (up to PASS_TILES x 16 of them) and one group g of
-    one or two row blocks (`pair`: the second is there), the int32 sums
+    """An intrinsic for one step of the tile kernel's stream of (row-block pair, user pass, group)
+    tasks: it multiplies one task and combines the one before, so that the combination (and, at the
+    end of a pair, its requantization) runs while the tile products are in flight.
+
+    Multiplying, for the users from `first` (up to PASS_TILES x 16 of them) and one group g of one
+    or two row blocks (`pair`: the second is there): the int32 sums
     P_b[u, r] = sum over the group's columns j of x[u, j] * u_brj by `steps` tile products of
-    `k_quads` quads each, then, for each user u < `users` of them, in int64, 16 rows at a time as
-    the vpdpbusd kernel's lanes: totals[u, 16 b + r] += m_b[g, r] * (P_b[u, r] - corr_b[u, g, r or 0]).
-    Arguments: (codes of block 0, of block 1, codes of the next pass's two blocks, xs [padded users,
-    groups * W] int8, mults of each block [groups, 48] uint8 (3 bytes a row, `multipliers.pack`),
-    corr of each [users, groups, 16 or 1] int32, sums, totals [users, 32] int64, first, the group
-    multiplied, the group combined, k_quads, steps, users, pair, offset, fetch: whether each step
-    also prefetches the same columns of the next pass's blocks into L2)."""
+    `k_quads` quads each, stored to `sums` when done (`product_group` < 0: none). Combining the
+    task before, whose sums are in `sums`, for each user u from `combine_first` (< `users`), in
+    int64, 16 rows at a time as the vpdpbusd kernel's lanes:
+    totals[u, 16 b + r] (+)= m_b[g, r] * (P_b[u, r] - corr_b[u, g, r or 0]), written at group 0
+    and added after (`combine_group` < 0: none). Then, given `requantize_at` >= 0 (the task
+    combined was its pair's last), every user's totals are requantized into out from that column
+    (`_emit_requantized_rows`).
+    Arguments: (codes of block 0, of block 1, codes of the next pair's two blocks, xs [padded users,
+    groups * W] int8, mults of each combined block [groups, 48] uint8 (3 bytes a row,
+    `multipliers.pack`), corr of each [users, groups, 16 or 1] int32, sums, totals [users, 32] int64,
+    out, shifts, bias, scales (as `_rows_amx`), first, product_group, pair, fetch: whether each step
+    also prefetches the same columns of the next pair's blocks into L2, combine_first,
+    combine_group, combine_pair, k_quads, steps, users, offset, requantize_at, out_bits)."""
 
     @intrinsic
-    def group_products(typingctx, codes0, codes1, next0, next1, xs, mults0, mults1, corr0, corr1, sums, totals,
-                       first, product_group, combine_group, k_quads, steps, users, pair, offset, fetch):
+    def group_products(typingctx, codes0, codes1, next0, next1, xs, mults0, mults1, corr0, corr1, sums, totals, out,
+                       shifts, bias, scales, first, product_group, pair, fetch, combine_first, combine_group,
+                       combine_pair, k_quads, steps, users, offset, requantize_at, out_bits):
+        if not all(isinstance(a, types.Array) and a.dtype == types.int64 and a.layout == "C"
+                   for a in (totals, out, shifts, bias, scales)):
+            return None                 # the requantization's code assumes them so
         def codegen(context, builder, signature, args):
-            arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:11], args[:11])]
+            arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:15], args[:15])]
             codes_arrs, next_arrs, xs_arr, mults_arrs, corr_arrs, sums_arr, totals_arr = (
                 arrays[0:2], arrays[2:4], arrays[4], arrays[5:7], arrays[7:9], arrays[9], arrays[10])
-            first_user, product_g, combine_g, k_quads_value, steps_value, users_value = args[11:17]
-            pair_value, offset_value, fetch_value = args[17:]
+            out_arr, shifts_arr, bias_arr, scales_arr = arrays[11:15]
+            (first_user, product_g, pair_value, fetch_value, combine_first_user, combine_g, combine_pair_value,
+             k_quads_value, steps_value, users_value, offset_value, requantize_column, out_bits_value) = (
+                context.cast(builder, value, typ, types.int64) for value, typ in zip(args[15:], signature.args[15:]))
             load_tile = _declare(builder, "llvm.x86.tileloadd64", [_i8, _byte_ptr, _i64])
             store_tile = _declare(builder, "llvm.x86.tilestored64", [_i8, _byte_ptr, _i64])
             zero_tile = _declare(builder, "llvm.x86.tilezero", [_i8])
@@ -212,8 +230,9 @@ def _group_products(nibbles: bool, signed: bool):
             # which of the 2 x 2 (user tile, block) products this pass has
             second_tile = builder.icmp_signed("<", builder.add(first_user, _i64(TILE_ROWS)),
                                               cgutils.unpack_tuple(builder, xs_arr.shape)[0])
-            pair_flag = builder.trunc(pair_value, _i1) if pair_value.type != _i1 else pair_value
-            fetch_flag = builder.trunc(fetch_value, _i1) if fetch_value.type != _i1 else fetch_value
+            pair_flag = builder.icmp_signed("!=", pair_value, _i64(0))
+            fetch_flag = builder.icmp_signed("!=", fetch_value, _i64(0))
+            combine_pair_flag = builder.icmp_signed("!=", combine_pair_value, _i64(0))
             code_bytes = TILE_ROW_BYTES // 2 if nibbles else TILE_ROW_BYTES   # of codes a quad of 16 rows holds
             present = {(t, b): (ir.Constant(_i1, 1) if (t, b) == (0, 0) else second_tile if b == 0
                                 else pair_flag if t == 0 else builder.and_(second_tile, pair_flag))
@@ -291,7 +310,7 @@ def _group_products(nibbles: bool, signed: bool):
                                                                           sums_row_bytes]))
 
             # the exact combination, user by user: 16 rows of one group in vector lanes
-            valid = builder.sub(users_value, first_user)
+            valid = builder.sub(users_value, combine_first_user)
             pass_users = _i64(PASS_TILES * TILE_ROWS)
             count = builder.select(builder.icmp_signed("<", valid, pass_users), valid, pass_users)
 
@@ -313,9 +332,10 @@ def _group_products(nibbles: bool, signed: bool):
                 mults = (low_halves(mult), high_halves(mult))
                 corr_arr = corr_arrs[b]
                 corr_shared = builder.icmp_unsigned("==", cgutils.unpack_tuple(builder, corr_arr.shape)[2], _i64(1))
+                first_group = builder.icmp_signed("==", g, _i64(0))    # totals are written, not added to
                 with cgutils.for_range(builder, count) as user_loop:
                     u = user_loop.index
-                    user = builder.add(first_user, u)
+                    user = builder.add(combine_first_user, u)
                     partial = load(sums_at(0, b), builder.mul(u, sums_row_bytes), lanes32, 4)
                     if signed:              # sum c x is already sum (c - 0) x
                         exact = builder.bitcast(partial, lanes64)
@@ -343,22 +363,28 @@ def _group_products(nibbles: bool, signed: bool):
                                                  ir.PointerType(lanes64))
                         total = builder.load(target)
                         total.align = 8
+                        total = builder.select(first_group, ir.Constant(lanes64, [0] * (TILE_ROWS // 2)), total)
                         builder.store(builder.add(total, builder.mul(m, values)), target).align = 8
 
-            # products of one group in flight while the previous group's are combined, then stored
+            # products of one task in flight while the task before is combined (and requantized at the end
+            # of its pair), then stored
             multiplying = builder.icmp_signed(">=", product_g, _i64(0))
             when(multiplying, lambda: products(product_g))
 
             def combine_blocks():
                 combine(0, combine_g)
-                when(pair_flag, lambda: combine(1, combine_g))
+                when(combine_pair_flag, lambda: combine(1, combine_g))
 
             when(builder.icmp_signed(">=", combine_g, _i64(0)), combine_blocks)
+            when(builder.icmp_signed(">=", requantize_column, _i64(0)), lambda: _emit_requantized_rows(
+                builder, totals_arr, out_arr, shifts_arr, bias_arr, scales_arr, users_value, requantize_column,
+                builder.add(_i64(1), combine_pair_value), out_bits_value))
             when(multiplying, store_products)
             return context.get_dummy_value()
 
-        return (types.void(codes0, codes1, next0, next1, xs, mults0, mults1, corr0, corr1, sums, totals, first,
-                           product_group, combine_group, k_quads, steps, users, pair, offset, fetch), codegen)
+        return (types.void(codes0, codes1, next0, next1, xs, mults0, mults1, corr0, corr1, sums, totals, out, shifts,
+                           bias, scales, first, product_group, pair, fetch, combine_first, combine_group, combine_pair,
+                           k_quads, steps, users, offset, requantize_at, out_bits), codegen)
 
     return group_products
 
@@ -379,76 +405,65 @@ def _vector_min(builder, a, b):
     return builder.select(builder.icmp_signed("<", a, b), a, b)
 
 
-@intrinsic
-def _requantized_rows(typingctx, totals, out, users, column, blocks, shifts, bias, scales, out_bits):
-    """out[u, column + 16 b + r] = `matvec._requantize` of row r of block b's sum in totals [users, 32]
-    (each block's even rows, then its odd rows) for b < blocks and u < users, with row shifts and
-    biases shifts[column + 16 b + r], bias[...] and user u's token scale scales[u] = (mu, e). Sixteen
-    rows at a time in int64 vector lanes, branch-free: rshift_round by s = k_i + e - 7 is
-    ((a + (2^max(s,0) >> 1)) >> max(s,0)) << max(-s,0), which is both of its cases. Every array
-    int64 and C-contiguous."""
-    if not (all(isinstance(a, types.Array) and a.dtype == types.int64 and a.layout == "C"
-                for a in (totals, out, shifts, bias, scales))
-            and all(isinstance(n, types.Integer) for n in (users, column, blocks, out_bits))):
-        return None
-    def codegen(context, builder, signature, args):
-        totals_arr, out_arr, shifts_arr, bias_arr, scales_arr = (
-            context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 5, 6, 7))
-        users_value, column_value, blocks_value, out_bits_value = (
-            context.cast(builder, args[i], signature.args[i], types.int64) for i in (2, 3, 4, 8))
-        half = TILE_ROWS // 2
-        lanes, rows = ir.VectorType(_i64, half), ir.VectorType(_i64, TILE_ROWS)
-        order = ir.Constant(ir.VectorType(_i32, TILE_ROWS), [half * (i % 2) + i // 2 for i in range(TILE_ROWS)])
-        totals_stride, out_stride, scales_stride = (cgutils.unpack_tuple(builder, a.strides)[0]
-                                                    for a in (totals_arr, out_arr, scales_arr))
+def _emit_requantized_rows(builder, totals_arr, out_arr, shifts_arr, bias_arr, scales_arr, users_value,
+                           column_value, blocks_value, out_bits_value):
+    """Code for out[u, column + 16 b + r] = `matvec._requantize` of row r of block b's sum in
+    totals [users, 32] (each block's even rows, then its odd rows) for b < blocks and u < users,
+    with row shifts and biases shifts[column + 16 b + r], bias[...] and user u's token scale
+    scales[u] = (mu, e). Sixteen rows at a time in int64 vector lanes, branch-free: rshift_round by
+    s = k_i + e - 7 is ((a + (2^max(s,0) >> 1)) >> max(s,0)) << max(-s,0), which is both of its
+    cases. Every array int64 and C-contiguous (`group_products` types them so); counts int64."""
+    half = TILE_ROWS // 2
+    lanes, rows = ir.VectorType(_i64, half), ir.VectorType(_i64, TILE_ROWS)
+    order = ir.Constant(ir.VectorType(_i32, TILE_ROWS), [half * (i % 2) + i // 2 for i in range(TILE_ROWS)])
+    totals_stride, out_stride, scales_stride = (cgutils.unpack_tuple(builder, a.strides)[0]
+                                                for a in (totals_arr, out_arr, scales_arr))
 
-        def splat(value):
-            return builder.shuffle_vector(builder.insert_element(ir.Constant(rows, None), value, _i32(0)),
-                                          ir.Constant(rows, None), ir.Constant(ir.VectorType(_i32, TILE_ROWS),
-                                                                               [0] * TILE_ROWS))
+    def splat(value):
+        return builder.shuffle_vector(builder.insert_element(ir.Constant(rows, None), value, _i32(0)),
+                                      ir.Constant(rows, None), ir.Constant(ir.VectorType(_i32, TILE_ROWS),
+                                                                           [0] * TILE_ROWS))
 
-        def constant(value):
-            return ir.Constant(rows, [value] * TILE_ROWS)
+    def constant(value):
+        return ir.Constant(rows, [value] * TILE_ROWS)
 
-        def at(array, row_bytes, user, element, typ):
-            address = builder.gep(builder.bitcast(array.data, _byte_ptr),
-                                  [builder.add(builder.mul(user, row_bytes), builder.mul(element, _i64(8)))])
-            return builder.bitcast(address, ir.PointerType(typ))
+    def at(array, row_bytes, user, element, typ):
+        address = builder.gep(builder.bitcast(array.data, _byte_ptr),
+                              [builder.add(builder.mul(user, row_bytes), builder.mul(element, _i64(8)))])
+        return builder.bitcast(address, ir.PointerType(typ))
 
-        def load(pointer):
-            value = builder.load(pointer)
-            value.align = 8
-            return value
+    def load(pointer):
+        value = builder.load(pointer)
+        value.align = 8
+        return value
 
-        zero, one = constant(0), constant(1)
-        product_limit = constant((1 << (TOKEN_PRODUCT_LIMIT_BITS - 1)) - 1)
-        out_limit = splat(builder.sub(builder.shl(_i64(1), builder.sub(out_bits_value, _i64(1))), _i64(1)))
-        final_shift = TOKEN_GUARD_BITS + TOKEN_MANTISSA_BITS
-        with cgutils.for_range(builder, users_value) as user_loop:
-            user = user_loop.index
-            mantissa = splat(load(at(scales_arr, scales_stride, user, _i64(0), _i64)))
-            exponent = load(at(scales_arr, scales_stride, user, _i64(1), _i64))
-            user_shift = splat(builder.sub(exponent, _i64(TOKEN_GUARD_BITS)))
-            with cgutils.for_range(builder, blocks_value) as block_loop:
-                kept = builder.mul(block_loop.index, _i64(TILE_ROWS))
-                row = builder.add(column_value, kept)
-                even, odd = (load(at(totals_arr, totals_stride, user, builder.add(kept, _i64(start)), lanes))
-                             for start in (0, half))
-                sums = builder.shuffle_vector(even, odd, order)
-                shift = builder.add(load(at(shifts_arr, _i64(0), _i64(0), row, rows)), user_shift)
-                right = _vector_max(builder, shift, zero)
-                left = _vector_max(builder, builder.sub(zero, shift), zero)
-                rounding = builder.lshr(builder.shl(one, right), one)
-                scaled = builder.shl(builder.ashr(builder.add(sums, rounding), right), left)
-                guarded = _vector_min(builder, _vector_max(builder, scaled, builder.sub(zero, product_limit)),
-                                      product_limit)
-                value = builder.ashr(builder.add(builder.mul(guarded, mantissa), constant(1 << (final_shift - 1))),
-                                     constant(final_shift))
-                value = builder.add(value, load(at(bias_arr, _i64(0), _i64(0), row, rows)))
-                value = _vector_min(builder, _vector_max(builder, value, builder.sub(zero, out_limit)), out_limit)
-                builder.store(value, at(out_arr, out_stride, user, row, rows)).align = 8
-        return context.get_dummy_value()
-    return types.void(totals, out, users, column, blocks, shifts, bias, scales, out_bits), codegen
+    zero, one = constant(0), constant(1)
+    product_limit = constant((1 << (TOKEN_PRODUCT_LIMIT_BITS - 1)) - 1)
+    out_limit = splat(builder.sub(builder.shl(_i64(1), builder.sub(out_bits_value, _i64(1))), _i64(1)))
+    final_shift = TOKEN_GUARD_BITS + TOKEN_MANTISSA_BITS
+    with cgutils.for_range(builder, users_value) as user_loop:
+        user = user_loop.index
+        mantissa = splat(load(at(scales_arr, scales_stride, user, _i64(0), _i64)))
+        exponent = load(at(scales_arr, scales_stride, user, _i64(1), _i64))
+        user_shift = splat(builder.sub(exponent, _i64(TOKEN_GUARD_BITS)))
+        with cgutils.for_range(builder, blocks_value) as block_loop:
+            kept = builder.mul(block_loop.index, _i64(TILE_ROWS))
+            row = builder.add(column_value, kept)
+            even, odd = (load(at(totals_arr, totals_stride, user, builder.add(kept, _i64(start)), lanes))
+                         for start in (0, half))
+            sums = builder.shuffle_vector(even, odd, order)
+            shift = builder.add(load(at(shifts_arr, _i64(0), _i64(0), row, rows)), user_shift)
+            right = _vector_max(builder, shift, zero)
+            left = _vector_max(builder, builder.sub(zero, shift), zero)
+            rounding = builder.lshr(builder.shl(one, right), one)
+            scaled = builder.shl(builder.ashr(builder.add(sums, rounding), right), left)
+            guarded = _vector_min(builder, _vector_max(builder, scaled, builder.sub(zero, product_limit)),
+                                  product_limit)
+            value = builder.ashr(builder.add(builder.mul(guarded, mantissa), constant(1 << (final_shift - 1))),
+                                 constant(final_shift))
+            value = builder.add(value, load(at(bias_arr, _i64(0), _i64(0), row, rows)))
+            value = _vector_min(builder, _vector_max(builder, value, builder.sub(zero, out_limit)), out_limit)
+            builder.store(value, at(out_arr, out_stride, user, row, rows)).align = 8
 
 
 # -- the row-block kernel -------------------------------------------------------------------------
@@ -461,11 +476,13 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
     its thread's tiles once per call, not per block. Arguments otherwise as `matvec`'s vpdpbusd kernel,
     cfg = `tile_config(W)`.
 
-    Given row shifts (shifts.size > 0: `NO_ROWS` otherwise), acc receives instead each sum
-    requantized (`matvec._requantize` with shifts, bias, user u's scales[u] and out_bits) as a pair's
-    sums leave the pass (`_requantized_rows`): no int64 sums are written to memory and read back, and
-    acc must then have exactly one column per row. On a 32-user step of the 110M shape that
-    saved ~10% (w8; docs/benchmarks.md)."""
+    A run is a stream of tasks, (pair, pass of up to 32 users, group) in that order; each step
+    multiplies one task and combines the one before (`_group_products`), so that the combination,
+    and at the end of a pair its requantization or copy, runs while the next task's tile products
+    do. Given row shifts (shifts.size > 0: `NO_ROWS` otherwise), acc receives instead each sum
+    requantized (`matvec._requantize` with shifts, bias, user u's scales[u] and out_bits) as a
+    pair's sums leave the kernel: no int64 sums are written to memory and read back, and acc must
+    then have exactly one column per row (docs/benchmarks.md)."""
     shared = corrections.shape[0] == 1
     symmetric = corrections.shape[3] == 1         # no zero points: one correction, offset * sum x, for all rows
     users, padded_users = acc.shape[0], xs.shape[0]
@@ -473,58 +490,64 @@ def _rows_amx(cfg, xs, corrections, data, multipliers, quads, nibbles, offset, p
     k_quads = np.int64(cfg[_CONFIG_ROWS])           # tile 0 is a B tile: one row per quad of a product
     steps = np.int64(quads) // k_quads
     pairs = (blocks + 1) // PASS_BLOCKS
+    pass_users = PASS_TILES * TILE_ROWS
+    requantizing = shifts.size > 0
     for part in prange(parts):
         # the pair's sums, contiguous: acc's rows for one block are a row of acc apart (one L1 set)
         totals = np.empty((users, PASS_BLOCKS * TILE_ROWS), dtype=np.int64)
-        # one group's int32 products: [block][user of a pass][row]
+        # one task's int32 products: [block][user of a pass][row]
         sums = np.empty((PASS_BLOCKS * PASS_TILES * TILE_ROWS, TILE_ROWS), dtype=np.int32)
         _load_tile_config(cfg)
-        for p in range(part * pairs // parts, (part + 1) * pairs // parts):
-            first_block = PASS_BLOCKS * p
+        end_pair = (part + 1) * pairs // parts
+        # the task multiplied (pair, first user of its pass, group), counted on as an odometer (no
+        # divisions in a loop of thousands of steps), and the one combined (group -1: none yet)
+        pair, first, group = part * pairs // parts, 0, 0
+        combined_pair, combined_first, combined_group = pair, 0, -1
+        while pair < end_pair or combined_group >= 0:
+            multiplying = pair < end_pair
+            first_block = min(PASS_BLOCKS * pair, blocks - 1)     # (past the end: codes that stand in)
             last_block = min(first_block + 1, blocks - 1)
-            c0 = 0 if shared else first_block
-            c1 = 0 if shared else last_block
-            totals[:] = 0
             # the next pair's blocks, whose codes the first user pass prefetches as it goes
             next0, next1 = min(first_block + 2, blocks - 1), min(last_block + 2, blocks - 1)
-            pair = last_block > first_block
-            for first in range(0, padded_users, PASS_TILES * TILE_ROWS):
-                fetch = first == 0 and first_block + 2 < blocks
-                # step g multiplies group g and combines group g - 1 (-1: none)
-                for g in range(groups + 1):
-                    product_group = g if g < groups else -1
-                    if symmetric and nibbles:
-                        _signed_nibbles_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
-                                             multipliers[first_block], multipliers[last_block], corrections[c0],
-                                             corrections[c1], sums, totals, first, product_group, g - 1, k_quads,
-                                             steps, users, pair, offset, fetch)
-                    elif symmetric:
-                        _signed_bytes_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
-                                           multipliers[first_block], multipliers[last_block], corrections[c0],
-                                           corrections[c1], sums, totals, first, product_group, g - 1, k_quads,
-                                           steps, users, pair, offset, fetch)
-                    elif nibbles:
-                        _nibbles_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
-                                      multipliers[first_block], multipliers[last_block], corrections[c0],
-                                      corrections[c1], sums, totals, first, product_group, g - 1, k_quads, steps,
-                                      users, pair, offset, fetch)
-                    else:
-                        _bytes_pass(data[first_block], data[last_block], data[next0], data[next1], xs,
-                                    multipliers[first_block], multipliers[last_block], corrections[c0],
-                                    corrections[c1], sums, totals, first, product_group, g - 1, k_quads, steps,
-                                    users, pair, offset, fetch)
-            # totals hold each block's even rows, then its odd rows (the combination's int64 lane pairs)
-            if shifts.size:
-                _requantized_rows(totals, acc, users, first_block * TILE_ROWS, last_block - first_block + 1, shifts,
-                                  bias, scales, out_bits)
-                continue
-            half = TILE_ROWS // 2
-            for b in range(last_block - first_block + 1):
-                column, kept = (first_block + b) * TILE_ROWS, TILE_ROWS * b
-                for u in range(users):
-                    for i in range(half):
-                        acc[u, column + 2 * i] = totals[u, kept + i]
-                        acc[u, column + 2 * i + 1] = totals[u, kept + half + i]
+            combined_first_block = PASS_BLOCKS * combined_pair
+            combined_last_block = min(combined_first_block + 1, blocks - 1)
+            c0 = 0 if shared else combined_first_block
+            c1 = 0 if shared else combined_last_block
+            # the combined task is its pair's last: then its pair's sums are complete
+            finishing = combined_group == groups - 1 and combined_first + pass_users >= padded_users
+            arguments = (data[first_block], data[last_block], data[next0], data[next1], xs,
+                         multipliers[combined_first_block], multipliers[combined_last_block], corrections[c0],
+                         corrections[c1], sums, totals, acc, shifts, bias, scales, first,
+                         group if multiplying else -1, last_block > first_block,
+                         multiplying and first == 0 and first_block + 2 < blocks, combined_first, combined_group,
+                         combined_last_block > combined_first_block, k_quads, steps, users, offset,
+                         combined_first_block * TILE_ROWS if finishing and requantizing else -1, out_bits)
+            if symmetric and nibbles:
+                _signed_nibbles_pass(*arguments)
+            elif symmetric:
+                _signed_bytes_pass(*arguments)
+            elif nibbles:
+                _nibbles_pass(*arguments)
+            else:
+                _bytes_pass(*arguments)
+            if finishing and not requantizing:
+                # totals hold each block's even rows, then its odd rows (the combination's int64 lane pairs)
+                half = TILE_ROWS // 2
+                for b in range(combined_last_block - combined_first_block + 1):
+                    at, kept = (combined_first_block + b) * TILE_ROWS, TILE_ROWS * b
+                    for u in range(users):
+                        for i in range(half):
+                            acc[u, at + 2 * i] = totals[u, kept + i]
+                            acc[u, at + 2 * i + 1] = totals[u, kept + half + i]
+            if multiplying:
+                combined_pair, combined_first, combined_group = pair, first, group
+                group += 1
+                if group == groups:
+                    group, first = 0, first + pass_users
+                    if first >= padded_users:
+                        first, pair = 0, pair + 1
+            else:
+                combined_group = -1
         _release_tiles()
 
 
