@@ -18,7 +18,7 @@ The model of bench/decode_golden.py (stories110M shape, random weights) is froze
   (`matvec._finish`) and the rest of `matvec_batch`.
 
 "rest" is the step less all of them (Python around the step and between the blocks, and this
-bench's own argmax of each user's logits, ~0.6 ms at 32 users). Printed: ms per step.
+bench's own argmax of each user's logits, 0.7-0.9 ms at 32 users on the 110M shape). Printed: ms per step.
 Wall time on a shared machine moves by 10-20% between runs: compare blocks within one run, or
 alternate runs.
 """
@@ -114,8 +114,8 @@ def split_plan(model, plan: str, batch: int, steps: int, workdir: Path) -> dict:
         tokens = [int(np.argmax(row)) for row in logits]
     # Both ways start from copies of the same caches. A copy has every page written: fresh caches
     # (np.zeros) are faulted in a page at a time by the steps that write their positions, which
-    # cost the first plan of a process ~2 ms a step of attention here and later ones (reusing
-    # freed memory) nothing (docs/benchmarks.md); the bench measures decoding, not that.
+    # cost the first plan of a process ~2 ms a step of attention here and the plans after it
+    # nothing measurable (docs/benchmarks.md); the bench measures decoding, not that.
     one_call = split_one_call(transformer, tokens, copy.deepcopy(caches), steps)
     transformer.compiled_layers = None          # block by block, so that each block can be timed
     decode(transformer, tokens, copy.deepcopy(caches), 2)   # its own kernels compiled or loaded
