@@ -15,7 +15,7 @@ import pytest
 from hardwire import arithmetic as ar
 from hardwire.freeze.tables import build_tables, measure_ranges
 from hardwire.golden.engine import GoldenEngine
-from hardwire.golden.forward import GoldenTransformer
+from hardwire.golden.forward import STEP_BLOCKS, GoldenTransformer
 from hardwire.golden.matvec import matvec, matvec_batch, pack_matrix
 from hardwire.golden.sample import IntegerSampler, SplitMix64
 from hardwire.model.reference import KVCache
@@ -561,7 +561,6 @@ def test_a_timed_one_call_batched_step_counts_every_block_and_gives_the_same_log
     """`step_cycles` set: the one-call batched step adds each block's cycles (`cycles.read_cycles`)
     and returns the logits of the untimed step."""
     from hardwire.golden.cycles import cycles_now
-    from hardwire.golden.forward import STEP_BLOCKS
     die, tables = die_and_tables
     tokens = [3, 5, 7]
 
@@ -585,7 +584,8 @@ def test_a_timed_one_call_batched_step_counts_every_block_and_gives_the_same_log
 
 
 
-@pytest.mark.parametrize("wrong", [np.zeros(3, np.int64), np.zeros(9, np.int32), np.zeros((9, 1), np.int64), [0] * 9])
+@pytest.mark.parametrize("wrong", [np.zeros(3, np.int64), np.zeros(len(STEP_BLOCKS), np.int32),
+                                   np.zeros((len(STEP_BLOCKS), 1), np.int64), [0] * len(STEP_BLOCKS)])
 def test_a_wrong_step_cycles_array_is_refused_not_written_past(die_and_tables, wrong):
     die, tables = die_and_tables
     transformer = GoldenTransformer(die, tables)
